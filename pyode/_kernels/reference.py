@@ -1,0 +1,66 @@
+"""Reference backend: the kernels written as plain torch ops.
+
+This is the specification every compiled kernel is tested against, and the fallback when no extension
+is built. It is differentiable by ordinary autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from pyode._kernels.segments import Segments
+
+NAME = "reference"
+
+
+def lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
+    """``out[r] = base + sum_j weights[r][j] * ks[j]``.
+
+    Args:
+        base: (n,) or None (zero).
+        ks: s tensors of shape (n,).
+        weights: m rows of s floats.
+    Returns:
+        (m, n)
+    """
+    rows = []
+    for row in weights:
+        acc = torch.zeros_like(ks[0]) if base is None else base
+        for w, k in zip(row, ks):
+            if w != 0.0:
+                acc = acc + w * k
+        rows.append(acc)
+    if not rows:
+        return ks[0].new_empty((0, ks[0].numel())) if ks else torch.empty(0, 0)
+    return torch.stack(rows)
+
+
+def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[float] | None,
+              e: Sequence[float] | None, atol: float, rtol: float,
+              segments: Segments | None) -> tuple[Tensor, float, Tensor | None]:
+    """Complete a step: ``y1 = y0 + sum b_j k_j`` (unless ``b`` is None and ``y1`` given), and the RMS of
+    ``err / (atol + rtol * max(|y0|, |y1|))`` with ``err = sum e_j k_j``.
+
+    Args:
+        y0: (n,); y1: (n,) or None; ks: s tensors (n,); b, e: s floats each (already times h).
+        segments: the segments of the per-segment norms, or None.
+    Returns:
+        y1 (n,), global RMS norm (float), per-segment RMS norms (nseg,) float64 or None.
+    """
+    if b is not None:
+        y1 = lincomb(y0, ks, [b])[0]
+    if e is None:
+        return y1, 0.0, None
+    err = lincomb(None, ks, [e])[0] if ks else torch.zeros_like(y0)
+    with torch.no_grad():
+        ratio = (err / (atol + rtol * torch.maximum(y0.abs(), y1.abs()))).double()
+        sq = ratio * ratio
+        norm = float(sq.mean().sqrt()) if sq.numel() else 0.0
+        seg_norms = None
+        if segments is not None:
+            bounds = zip(segments.offsets[:-1], segments.offsets[1:])
+            seg_norms = torch.stack([sq[lo:hi].mean().sqrt() if hi > lo else sq.new_zeros(()) for lo, hi in bounds])
+    return y1, norm, seg_norms

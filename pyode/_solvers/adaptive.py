@@ -1,0 +1,133 @@
+"""The adaptive Runge-Kutta integration loop.
+
+All step-size bookkeeping is in plain Python floats: the per-step cost outside ``func`` is the fused
+kernel calls (one per stage, one for y1 + error norm) and a handful of float operations, with no tensor
+ops and no host synchronisation beyond the norm the kernel returns.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+from pyode._solvers.controller import PIDController, initial_step
+from pyode._solvers.events import EventLocator
+from pyode._solvers.rk_step import RKStepper, StepResult
+from pyode.errors import MaxStepsError, NonFiniteStateError, StepSizeUnderflowError
+from pyode.solution import SolverStats
+
+
+@dataclass
+class AdaptiveOptions:
+    """Options of the adaptive solvers (names as in torchdiffeq, plus the PID coefficients)."""
+
+    first_step: float | None = None
+    safety: float = 0.9
+    ifactor: float = 10.0
+    dfactor: float = 0.2
+    pcoeff: float = 0.0
+    icoeff: float = 1.0
+    dcoeff: float = 0.0
+    min_step: float = 0.0
+    max_step: float = math.inf
+    max_num_steps: int = 2**31 - 1
+    step_t: list = field(default_factory=list)
+    jump_t: list = field(default_factory=list)
+    interp: str = "auto"
+
+
+class AdaptiveLoop:
+    """Integrates ``fn`` from ``t_out[0]`` through increasing output times with an embedded RK pair.
+
+    Output times never force a step: they are filled in with the step's interpolant. ``step_t`` points
+    are stepped onto exactly; ``jump_t`` points too, and ``f`` is re-evaluated just after them
+    (a discontinuity in ``f``). The final step is clamped to the last output time.
+    """
+
+    def __init__(self, stepper: RKStepper, opts: AdaptiveOptions, stats: SolverStats, time_sign: float):
+        self.stepper, self.opts, self.stats, self.time_sign = stepper, opts, stats, time_sign
+        order = stepper.tableau.order
+        self.controller = PIDController(order=order, safety=opts.safety, ifactor=opts.ifactor,
+                                        dfactor=opts.dfactor, pcoeff=opts.pcoeff, icoeff=opts.icoeff,
+                                        dcoeff=opts.dcoeff, min_step=opts.min_step, max_step=opts.max_step)
+        self.stops = sorted(set(opts.step_t) | set(opts.jump_t))
+        self.jumps = set(opts.jump_t)
+
+    def _first_step(self, t0: float, y0: Tensor, f0: Tensor) -> float:
+        if self.opts.first_step is not None:
+            return float(self.opts.first_step)
+        st = self.stepper
+        return initial_step(st.fn, t0, y0, f0, st.tableau.order, st.rtol, st.atol, _rms_norm)
+
+    def _clamp(self, t: float, h: float, t_end: float) -> float:
+        """Shortens ``h`` to land on the next step_t/jump_t point or the end time."""
+        target = t_end
+        i = bisect.bisect_right(self.stops, t)
+        if i < len(self.stops) and self.stops[i] < target:
+            target = self.stops[i]
+        return min(h, target - t)
+
+    def _check_progress(self, t: float, h: float, step: StepResult) -> None:
+        self.stats.t_reached = self.time_sign * t
+        if self.stats.n_steps >= self.opts.max_num_steps:
+            raise MaxStepsError("max_num_steps", self.time_sign * t,
+                                f"max_num_steps={self.opts.max_num_steps} exceeded; raise options['max_num_steps'] "
+                                "or loosen rtol/atol (the problem may be stiff)")
+        if h <= 4.0 * math.ulp(max(abs(t), 1.0)):
+            if not math.isfinite(step.ratio):
+                raise NonFiniteStateError("non_finite", self.time_sign * t,
+                                          "the state or func's output became NaN/inf and shrinking the "
+                                          "step did not help")
+            raise StepSizeUnderflowError("step_underflow", self.time_sign * t,
+                                         f"step size underflow (h = {h:.3g}); the problem may be stiff or "
+                                         "singular here")
+
+    def integrate(self, y0: Tensor, t_out: list[float], events: EventLocator | None = None) -> list[Tensor]:
+        """Returns the states at ``t_out`` as a list of (m, n) blocks (first block: ``y0[None]``)."""
+        st, stats = self.stepper, self.stats
+        t, y, t_end = t_out[0], y0, t_out[-1]
+        f0 = st.fn(t, y)
+        h = self._first_step(t, y, f0)
+        outputs, next_out = [y0.unsqueeze(0)], 1
+        stats.t_reached = self.time_sign * t
+        while t < t_end and next_out < len(t_out):
+            h_step = self._clamp(t, h, t_end)
+            step = st.attempt(t, y, f0, h_step, ends_at_jump=(t + h_step) in self.jumps)
+            accepted = step.ratio <= 1.0
+            h = self.controller.next_step(h_step, step.ratio, accepted)
+            if not accepted:
+                stats.n_rejected += 1
+                self._check_progress(t, h, step)
+                continue
+            stats.n_accepted += 1
+            t1 = t + h_step if t + h_step < t_end else t_end
+            if events is not None and events.crossed(st, step):
+                return [events.locate(st, step)]
+            next_out = self._write_outputs(step, t1, t_out, next_out, outputs)
+            t, y = t1, step.y1
+            # Just after a jump_t point, f is evaluated on its right piece.
+            f0 = st.end_derivative(step) if t not in self.jumps else st.fn(math.nextafter(t, math.inf), y)
+            self._check_progress(t, h, step)
+        return outputs
+
+    def _write_outputs(self, step: StepResult, t1: float, t_out: list[float], i: int, outputs: list) -> int:
+        """Interpolates every output time in (t0, t1]; returns the index of the next one."""
+        j = bisect.bisect_right(t_out, t1, lo=i)
+        if j == i:
+            return i
+        if t_out[j - 1] == t1:  # the step's end is exact: no interpolation rounding there
+            if j - 1 > i:
+                outputs.append(self.stepper.dense(step, [(tt - step.t0) / step.h for tt in t_out[i:j - 1]]))
+            outputs.append(step.y1.unsqueeze(0))
+        else:
+            outputs.append(self.stepper.dense(step, [(tt - step.t0) / step.h for tt in t_out[i:j]]))
+        return j
+
+
+def _rms_norm(x: Tensor) -> float:
+    return float(x.double().pow(2).mean().sqrt()) if x.numel() else 0.0
+
+

@@ -1,0 +1,78 @@
+"""Step-size control: one PID controller (I and PI are special cases) and the initial-step heuristic."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class PIDController:
+    """Söderlind's PID step-size controller on the error ratio r (accept when r <= 1).
+
+    ``h_next = h * clip(safety * r_n^(-b1) * r_{n-1}^(-b2) * r_{n-2}^(-b3), dfactor, ifactor)`` with
+    ``b1 = (p + i + d) / k``, ``b2 = -(p + 2d) / k``, ``b3 = d / k`` and ``k = order`` (diffrax's
+    convention). The default ``(p, i, d) = (0, 1, 0)`` is the I controller of torchdiffeq, whose
+    defaults (safety 0.9, ifactor 10, dfactor 0.2, no shrinking after an accepted step) are copied so
+    that both libraries take the same steps. Past ratios come from accepted steps only.
+    """
+
+    order: int
+    safety: float = 0.9
+    ifactor: float = 10.0
+    dfactor: float = 0.2
+    pcoeff: float = 0.0
+    icoeff: float = 1.0
+    dcoeff: float = 0.0
+    min_step: float = 0.0
+    max_step: float = math.inf
+
+    def __post_init__(self):
+        k = float(self.order)
+        self._b1 = (self.pcoeff + self.icoeff + self.dcoeff) / k
+        self._b2 = -(self.pcoeff + 2.0 * self.dcoeff) / k
+        self._b3 = self.dcoeff / k
+        self._prev = [1.0, 1.0]  # r_{n-1}, r_{n-2}
+
+    def next_step(self, h: float, ratio: float, accepted: bool) -> float:
+        """The next step size after a step of size ``h`` (> 0) with error ratio ``ratio``."""
+        if not math.isfinite(ratio):
+            factor = self.dfactor  # NaN/inf error: shrink hard; the caller raises on underflow
+        elif ratio == 0.0:
+            factor = self.ifactor
+        else:
+            factor = self.safety * ratio ** (-self._b1)
+            if self._b2:
+                factor *= self._prev[0] ** (-self._b2)
+            if self._b3:
+                factor *= self._prev[1] ** (-self._b3)
+            lower = 1.0 if accepted else self.dfactor
+            factor = min(self.ifactor, max(factor, lower))
+        if accepted and math.isfinite(ratio):
+            self._prev = [max(ratio, 1e-10), self._prev[0]]
+        return min(max(h * factor, self.min_step), self.max_step)
+
+
+def initial_step(fn, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: float, atol: float, norm) -> float:
+    """Hairer, Nørsett & Wanner (1993), II.4's starting step, as torchdiffeq computes it (one extra call).
+
+    ``order`` is the method's order (torchdiffeq passes ``order - 1`` to the textbook formula's ``q``, so
+    the final exponent is ``1 / order``).
+
+    Args:
+        fn: the flat function; y0, f0: (n,) state and derivative at ``t0``; norm: flat tensor -> float.
+    """
+    with torch.no_grad():
+        scale = atol + y0.abs() * rtol
+        d0, d1 = norm(y0 / scale), norm(f0 / scale)
+        h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+        f1 = fn(t0 + h0, y0 + h0 * f0)
+        d2 = norm((f1 - f0) / scale) / h0
+    if d1 <= 1e-15 and d2 <= 1e-15:
+        h1 = max(1e-6, h0 * 1e-3)
+    else:
+        h1 = (0.01 / max(d1, d2)) ** (1.0 / order)
+    return min(100.0 * h0, h1)

@@ -1,0 +1,115 @@
+"""Fixed-grid solvers: explicit Runge-Kutta on a grid, and Adams-Bashforth(-Moulton) multistep."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pyode._solvers.rk_step import RKStepper, StepResult
+from pyode._solvers.tableaux import RK4
+from pyode.errors import NonFiniteStateError
+from pyode.solution import SolverStats
+
+
+@dataclass
+class FixedOptions:
+    """Options of the fixed-grid solvers (torchdiffeq's names)."""
+
+    step_size: float | None = None
+    grid_constructor: object = None
+    interp: str = "linear"       # "linear" or "cubic" between grid points
+    perturb: bool = False        # accepted for compatibility; the grid is always exact here
+    max_iters: int = 1           # corrector iterations of implicit_adams
+
+
+def make_grid(t_out: list[float], step_size: float | None) -> list[float]:
+    """torchdiffeq's grid: ``t0 + k * step_size`` while below the end, then the end; or ``t_out`` itself."""
+    if step_size is None:
+        return list(t_out)
+    t0, t1 = t_out[0], t_out[-1]
+    n_steps = max(1, math.ceil((t1 - t0) / step_size - 1e-9))
+    return [t0 + k * step_size for k in range(n_steps)] + [t1]
+
+
+def _check_finite(y: Tensor, t: float, sign: float) -> None:
+    if not bool(torch.isfinite(y).all()):
+        raise NonFiniteStateError("non_finite", sign * t, "the state became NaN/inf (try a smaller step_size)")
+
+
+class FixedGridLoop:
+    """Steps through a grid with an explicit RK method; outputs by linear (or cubic) interpolation."""
+
+    def __init__(self, stepper: RKStepper, grid: list[float], stats: SolverStats, time_sign: float):
+        self.stepper, self.grid, self.stats, self.time_sign = stepper, grid, stats, time_sign
+
+    def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
+        st, stats = self.stepper, self.stats
+        outputs, i = [y0.unsqueeze(0)], 1
+        y = y0
+        for t0, t1 in zip(self.grid[:-1], self.grid[1:]):
+            step = st.attempt(t0, y, st.fn(t0, y), t1 - t0)
+            stats.n_accepted += 1
+            stats.t_reached = self.time_sign * t1
+            _check_finite(step.y1, t1, self.time_sign)
+            i = _write_outputs(st, step, t1, t_out, i, outputs)
+            y = step.y1
+        return outputs
+
+
+def _write_outputs(st: RKStepper, step: StepResult, t1: float, t_out: list[float], i: int,
+                   outputs: list) -> int:
+    j = bisect.bisect_right(t_out, t1, lo=i)
+    if j > i:
+        thetas = [(tt - step.t0) / step.h for tt in t_out[i:j]]
+        outputs.append(st.dense(step, thetas) if thetas != [1.0] else step.y1.unsqueeze(0))
+    return j
+
+
+# Adams-Bashforth (explicit) and Adams-Moulton (implicit) coefficients of order 4, newest first.
+_AB4 = (55 / 24, -59 / 24, 37 / 24, -9 / 24)
+_AM4 = (9 / 24, 19 / 24, -5 / 24, 1 / 24)
+
+
+class AdamsLoop:
+    """Fourth-order Adams-Bashforth (``explicit_adams``) or Adams-Bashforth-Moulton PE(CE)^m
+    (``implicit_adams``/``fixed_adams``) on a uniform grid. The first three steps, and any step whose
+    size differs from the uniform one (the last step of a grid that does not divide the interval), are
+    taken with RK4 (3/8 rule), so the method keeps its fourth order."""
+
+    def __init__(self, fn, kern, grid: list[float], stats: SolverStats, time_sign: float, corrector_iters: int):
+        self.fn, self.kern, self.grid, self.stats, self.time_sign = fn, kern, grid, stats, time_sign
+        self.corrector_iters = corrector_iters
+        self.rk = RKStepper(RK4, fn, kern, interp="linear")
+
+    def _adams_step(self, y: Tensor, history: list[Tensor], t1: float, h: float) -> Tensor:
+        y1 = self.kern.lincomb(y, history, [[h * c for c in _AB4]])[0]
+        for _ in range(self.corrector_iters):
+            f1 = self.fn(t1, y1)
+            y1 = self.kern.lincomb(y, [f1] + history[:3], [[h * c for c in _AM4]])[0]
+        return y1
+
+    def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
+        outputs, i, y, history = [y0.unsqueeze(0)], 1, y0, []  # history: f at previous grid points, newest first
+        h_uniform = self.grid[1] - self.grid[0] if len(self.grid) > 1 else 0.0
+        for t0, t1 in zip(self.grid[:-1], self.grid[1:]):
+            h = t1 - t0
+            history.insert(0, self.fn(t0, y))
+            del history[4:]
+            if len(history) == 4 and math.isclose(h, h_uniform, rel_tol=1e-9):
+                y1 = self._adams_step(y, history, t1, h)
+            else:
+                y1 = self.rk.attempt(t0, y, history[0], h).y1
+            self.stats.n_accepted += 1
+            self.stats.t_reached = self.time_sign * t1
+            _check_finite(y1, t1, self.time_sign)
+            j = bisect.bisect_right(t_out, t1, lo=i)
+            if j > i:  # linear interpolation between grid points
+                thetas = [(tt - t0) / h for tt in t_out[i:j]]
+                outputs.append(self.kern.lincomb(y, [y1, y], [[th, -th] for th in thetas]))
+                i = j
+            y = y1
+        return outputs

@@ -1,0 +1,79 @@
+"""The user's ``func(t, y)`` seen by the solvers: a flat (n,) state, forward time, counted calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from pyode.solution import SolverStats
+
+
+class FlatFunc:
+    """Wraps ``func(t, y)`` so solvers work on one contiguous (n,) vector whatever ``y0`` was.
+
+    Handles a tuple ``y0`` (split on the way in, concatenated on the way out), decreasing time (the
+    solver integrates ``s = -t`` forward and the derivative flips sign: torchdiffeq's approach), the
+    time dtype, and counts evaluations into ``stats.nfe``. Every output is checked for type, shape,
+    dtype and device, because a wrong one would otherwise surface as a cryptic kernel error.
+
+    Args:
+        func: user function ``func(t, y) -> dy/dt``.
+        shapes: the shapes of the state tensors (one entry for a plain tensor ``y0``).
+        is_tuple: whether the user passed a tuple ``y0``.
+        dtype, device: of the state.
+        t_dtype: dtype of the 0-dim ``t`` tensors handed to ``func``.
+        reverse: integrate in decreasing time.
+    """
+
+    def __init__(self, func: Callable, shapes: Sequence[torch.Size], is_tuple: bool, dtype: torch.dtype,
+                 device: torch.device, t_dtype: torch.dtype, reverse: bool, stats: SolverStats):
+        self.func, self.shapes, self.is_tuple = func, [torch.Size(s) for s in shapes], is_tuple
+        self.dtype, self.device, self.t_dtype, self.reverse, self.stats = dtype, device, t_dtype, reverse, stats
+        self.sizes = [s.numel() for s in self.shapes]
+        self.t_device = device
+
+    def time_tensor(self, s: float) -> Tensor:
+        """The user's time for solver time ``s`` (0-dim tensor)."""
+        return torch.tensor(-s if self.reverse else s, dtype=self.t_dtype, device=self.t_device)
+
+    def unflatten(self, y: Tensor) -> Tensor | tuple[Tensor, ...]:
+        """(..., n) -> the user's structure, with leading dims kept."""
+        lead = y.shape[:-1]
+        if not self.is_tuple:
+            return y.reshape(*lead, *self.shapes[0])
+        parts = torch.split(y, self.sizes, dim=-1)
+        return tuple(p.reshape(*lead, *s) for p, s in zip(parts, self.shapes))
+
+    def __call__(self, s: float, y: Tensor) -> Tensor:
+        """dy/ds at solver time ``s`` for the flat state ``y`` (n,); returns a contiguous (n,) tensor."""
+        self.stats.nfe += 1
+        out = self.func(self.time_tensor(s), self.unflatten(y))
+        flat = self._flatten_output(out)
+        return -flat if self.reverse else flat
+
+    def _flatten_output(self, out) -> Tensor:
+        outs = out if self.is_tuple else (out,)
+        if self.is_tuple and not isinstance(out, (tuple, list)):
+            raise TypeError(f"func must return a tuple of {len(self.shapes)} tensors for a tuple y0, "
+                            f"got {type(out).__name__}")
+        if len(outs) != len(self.shapes):
+            raise ValueError(f"func returned {len(outs)} tensors; y0 has {len(self.shapes)}")
+        for i, (o, shape) in enumerate(zip(outs, self.shapes)):
+            self._check_output(i, o, shape)
+        if not self.is_tuple:
+            return out.reshape(-1)
+        return torch.cat([o.reshape(-1) for o in outs])
+
+    def _check_output(self, i: int, out, shape: torch.Size) -> None:
+        where = f"func output[{i}]" if self.is_tuple else "func output"
+        if not isinstance(out, Tensor):
+            raise TypeError(f"{where} must be a torch.Tensor, got {type(out).__name__}")
+        if out.shape != shape:
+            raise ValueError(f"{where} has shape {tuple(out.shape)}, expected {tuple(shape)} (the shape of y0); "
+                             "func(t, y) must return dy/dt shaped like y")
+        if out.dtype != self.dtype:
+            raise ValueError(f"{where} has dtype {out.dtype}, expected {self.dtype} (the dtype of y0)")
+        if out.device != self.device:
+            raise ValueError(f"{where} is on {out.device}, expected {self.device} (the device of y0)")

@@ -1,0 +1,94 @@
+"""One explicit Runge-Kutta step, built from the kernel API (one fused call per stage)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from pyode._kernels.segments import Segments
+from pyode._solvers import interpolation
+from pyode._solvers.tableaux import ButcherTableau
+
+
+@dataclass
+class StepResult:
+    """An attempted step from ``t0`` to ``t0 + h``.
+
+    Attributes:
+        y1: (n,) the new state; ks: the s stage derivatives, each (n,); ratio: the error ratio
+        (<= 1 accepts; 0.0 for fixed-step methods); seg_norms: (rows,) float64 per-segment ratios or None.
+    """
+
+    t0: float
+    h: float
+    y0: Tensor
+    y1: Tensor
+    ks: list
+    ratio: float
+    seg_norms: Tensor | None = None
+    f1: Tensor | None = None
+
+
+class RKStepper:
+    """Takes explicit RK steps for one tableau with one kernel backend.
+
+    Args:
+        tableau: the method; fn: the flat function (see :class:`FlatFunc`); kern: a backend module.
+        rtol, atol: tolerances of the error ratio; segments: per-row/per-component norm segments;
+        mixed_norm: use the max of the per-segment norms as the ratio (torchdiffeq's tuple norm).
+        interp: "auto" (quartic fit when the tableau has ``mid``, else cubic Hermite), "cubic" or "linear".
+    """
+
+    def __init__(self, tableau: ButcherTableau, fn, kern, rtol: float = 0.0, atol: float = 0.0,
+                 segments: Segments | None = None, mixed_norm: bool = False, interp: str = "auto"):
+        self.tableau, self.fn, self.kern = tableau, fn, kern
+        self.rtol, self.atol, self.segments, self.mixed_norm = rtol, atol, segments, mixed_norm
+        self.fsal = tableau.fsal
+        s = tableau.num_stages
+        # Terms of the interpolant: the s stages, plus f1 when the tableau does not already end with it.
+        self.num_terms = s if self.fsal else s + 1
+        f1_index = s - 1 if self.fsal else s
+        if interp == "linear":
+            self.P = interpolation.linear(tableau.b, self.num_terms)
+        elif interp == "auto" and tableau.mid is not None:
+            self.P = interpolation.quartic_fit(tableau.b, tableau.mid, f1_index, self.num_terms)
+        else:
+            self.P = interpolation.cubic_hermite(tableau.b, f1_index, self.num_terms)
+        self.needs_f1 = any(row[f1_index] != 0.0 for row in self.P) and not self.fsal
+
+    def attempt(self, t0: float, y0: Tensor, f0: Tensor, h: float, ends_at_jump: bool = False) -> StepResult:
+        """Computes all stages and the error ratio of a step of size ``h`` from ``(t0, y0)``; ``f0 = f(t0, y0)``.
+
+        ``ends_at_jump``: ``f`` is discontinuous at ``t0 + h``; stages there are evaluated just before it
+        (the next float down), so the step sees only the left piece of ``f``."""
+        tab, fn, lincomb = self.tableau, self.fn, self.kern.lincomb
+        t_end = math.nextafter(t0 + h, -math.inf) if ends_at_jump else t0 + h
+        ks = [f0]
+        y_last = None
+        for i in range(1, tab.num_stages):
+            y_last = lincomb(y0, ks, [[h * a for a in tab.a[i]]])[0]
+            ks.append(fn(t_end if tab.c[i] == 1.0 else t0 + tab.c[i] * h, y_last))
+        e = None if tab.b_err is None else [h * x for x in tab.b_err]
+        if self.fsal:  # the last stage's input already is y1: only the error is left to compute
+            y1, norm, seg = self.kern.rk_finish(y0, y_last, ks, None, e, self.atol, self.rtol, self.segments)
+        else:
+            b = [h * x for x in tab.b]
+            y1, norm, seg = self.kern.rk_finish(y0, None, ks, b, e, self.atol, self.rtol, self.segments)
+        if self.mixed_norm and seg is not None:
+            norm = float(seg.max())
+        return StepResult(t0, h, y0, y1, ks, norm, seg)
+
+    def end_derivative(self, step: StepResult) -> Tensor:
+        """``f(t1, y1)``: free for FSAL tableaux, one evaluation otherwise (cached on the step)."""
+        if step.f1 is None:
+            step.f1 = step.ks[-1] if self.fsal else self.fn(step.t0 + step.h, step.y1)
+        return step.f1
+
+    def dense(self, step: StepResult, thetas: list[float]) -> Tensor:
+        """The interpolant at ``t0 + θ h`` for each θ in [0, 1]: (len(thetas), n)."""
+        terms = list(step.ks)
+        if not self.fsal:
+            terms.append(self.end_derivative(step) if self.needs_f1 else step.ks[0])
+        return self.kern.lincomb(step.y0, terms, interpolation.weights_at(self.P, thetas, step.h))

@@ -1,0 +1,300 @@
+"""Pontryagin's maximum principle (PMP) for residual networks and fixed-step ODE networks.
+
+Training a network is the optimal control problem (Li, Chen, Tai & E, "Maximum Principle Based
+Algorithms for Deep Learning", JMLR 18(165), 2018)::
+
+    min_θ  J(θ) = Σ_i [ Φ(x_T^i, y^i) + Σ_t h L(x_t^i, θ_t) ]
+    s.t.   x_{t+1} = F_t(x_t, θ_t),   x_0 = x^i                     (one-step map F_t)
+
+For a residual net ``F_t(x, θ) = x + h f_t(x, θ_t)``; for an ODE net ``dx/dt = f(s, x, θ)`` the map
+``F_t`` is one step of a fixed-step Runge-Kutta scheme and θ is shared by all steps. The discrete PMP
+uses the Hamiltonian of one step::
+
+    H_t(x, p, θ) = p · F_t(x, θ) − h L(x, θ)
+    x_{t+1} = ∇_p H_t,    p_t = ∇_x H_t(x_t, p_{t+1}, θ_t),    p_T = −∇_x Φ(x_T, y)
+
+so that ``p_t = −∂J/∂x_t`` and ``∇_{θ_t} J = −∇_θ H_t(x_t, p_{t+1}, θ_t)`` hold *exactly* (the costate
+pass is reverse-mode differentiation written in control language). For the Euler residual map,
+``H_t = p·x + h H(x, p, θ)`` with the continuous Hamiltonian ``H = p·f − L`` of :class:`Hamiltonian`.
+
+Conventions: costates are per sample and undivided (``J`` is a *sum* over the batch); trainers divide
+by the batch size themselves. Shapes: states and costates are ``(batch, *state_shape)``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+#: ``running_cost(x, layer) -> (batch,)`` or a scalar: L(x, θ) with θ = ``layer``'s parameters.
+RunningCost = Callable[[Tensor, nn.Module], Tensor]
+#: ``terminal_loss(x_T, y) -> (batch,)``: the per-sample terminal cost Φ(x_T, y).
+TerminalLoss = Callable[[Tensor, Tensor], Tensor]
+
+
+def _per_sample(values: Tensor, x: Tensor, what: str) -> Tensor:
+    """Broadcast a scalar (e.g. weight decay) to ``(batch,)`` and check a per-sample result."""
+    if values.dim() == 0:
+        return values.expand(x.shape[0])
+    if values.shape != (x.shape[0],):
+        raise ValueError(f"{what} must return a scalar or shape (batch,) = ({x.shape[0]},), "
+                         f"got {tuple(values.shape)}")
+    return values
+
+
+def _batch_dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample inner product of two ``(batch, *shape)`` tensors -> ``(batch,)``."""
+    return (a * b).flatten(1).sum(dim=1)
+
+
+class Hamiltonian:
+    """Continuous-time Hamiltonian ``H(x, p, θ) = p · f(x, θ) − L(x, θ)`` (Li et al., JMLR 2018).
+
+    Args:
+        dynamics: the module ``f``; ``dynamics(x)`` maps ``(batch, *shape)`` to the same shape.
+        running_cost: optional ``L(x, dynamics) -> (batch,)`` or scalar; ``None`` means L = 0.
+
+    Calling it with ``x, p: (batch, *shape)`` returns ``H: (batch,)``; gradients flow to ``x`` and to
+    the parameters θ of ``dynamics``.
+    """
+
+    def __init__(self, dynamics: nn.Module, running_cost: RunningCost | None = None):
+        self.dynamics = dynamics
+        self.running_cost = running_cost
+
+    def __call__(self, x: Tensor, p: Tensor) -> Tensor:
+        if p.shape != x.shape:
+            raise ValueError(f"costate p has shape {tuple(p.shape)} but state x has shape "
+                             f"{tuple(x.shape)}; they must match")
+        value = _batch_dot(p, self.dynamics(x))
+        if self.running_cost is not None:
+            value = value - _per_sample(self.running_cost(x, self.dynamics), x, "running_cost")
+        return value
+
+
+class ControlSystem(nn.Module):
+    """A discrete-time control system ``x_{t+1} = F_t(x_t, θ_t)``, ``t = 0..num_steps-1``.
+
+    Subclasses define :meth:`step`, :meth:`control` (the module holding θ_t) and the attributes
+    ``num_steps``, ``step_size`` (h, weighting the running cost) and ``running_cost``.
+    """
+
+    num_steps: int
+    step_size: float
+    running_cost: RunningCost | None
+
+    def step(self, t: int, x: Tensor) -> Tensor:
+        """One-step map ``F_t(x, θ_t)``; ``x: (batch, *shape)`` -> same shape."""
+        raise NotImplementedError
+
+    def control(self, t: int) -> nn.Module:
+        """The module whose parameters are the control θ_t of step ``t``."""
+        raise NotImplementedError
+
+    def control_groups(self) -> list[tuple[nn.Module, list[int]]]:
+        """``(module, steps)`` pairs: the steps each distinct control module acts on.
+
+        A residual net has one group per layer; an ODE net one group with all steps (shared θ).
+        PMP maximisation is done independently per group.
+        """
+        groups: dict[int, tuple[nn.Module, list[int]]] = {}
+        for t in range(self.num_steps):
+            module = self.control(t)
+            groups.setdefault(id(module), (module, []))[1].append(t)
+        return list(groups.values())
+
+    def forward(self, x0: Tensor) -> Tensor:
+        """``x0: (batch, *shape)`` -> ``x_T``: the final state."""
+        x = x0
+        for t in range(self.num_steps):
+            x = self.step(t, x)
+        return x
+
+    def step_running_cost(self, t: int, x: Tensor) -> Tensor:
+        """``h L(x_t, θ_t)`` per sample, ``(batch,)`` (zeros without a running cost)."""
+        if self.running_cost is None:
+            return x.new_zeros(x.shape[0])
+        cost = _per_sample(self.running_cost(x, self.control(t)), x, "running_cost")
+        return self.step_size * cost
+
+
+class ResidualNet(ControlSystem):
+    """Residual network ``x_{t+1} = x_t + h f_t(x_t; θ_t)``: one layer module per step.
+
+    Args:
+        layers: the ``f_t`` modules, each mapping ``(batch, *shape)`` to the same shape, e.g.
+            ``nn.Sequential(nn.Linear(5, 5), nn.Tanh())``.
+        step_size: h > 0.
+        running_cost: optional L(x, layer); see :data:`RunningCost`.
+    """
+
+    def __init__(self, layers: Sequence[nn.Module], step_size: float = 1.0,
+                 running_cost: RunningCost | None = None):
+        super().__init__()
+        if len(layers) == 0:
+            raise ValueError("layers must contain at least one module")
+        if not step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {step_size}")
+        self.layers = nn.ModuleList(layers)
+        self.num_steps = len(self.layers)
+        self.step_size = float(step_size)
+        self.running_cost = running_cost
+
+    def step(self, t: int, x: Tensor) -> Tensor:
+        return x + self.step_size * self.layers[t](x)
+
+    def control(self, t: int) -> nn.Module:
+        return self.layers[t]
+
+    def hamiltonian(self, t: int) -> Hamiltonian:
+        """The continuous Hamiltonian ``p·f_t − L`` of layer ``t`` (``H_t = p·x + h·it``)."""
+        return Hamiltonian(self.layers[t], self.running_cost)
+
+
+# Butcher tableaux (a, b, c) of the explicit fixed-step schemes the ODE net can use.
+_TABLEAUX: dict[str, tuple[list[list[float]], list[float], list[float]]] = {
+    "euler": ([[]], [1.0], [0.0]),
+    "midpoint": ([[], [0.5]], [0.0, 1.0], [0.0, 0.5]),
+    "rk4": ([[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], [1 / 6, 1 / 3, 1 / 3, 1 / 6], [0.0, 0.5, 0.5, 1.0]),
+}
+
+
+class FixedStepODENet(ControlSystem):
+    """ODE network ``dx/ds = f(s, x; θ)`` on ``[t0, t1]`` with ``num_steps`` fixed Runge-Kutta steps.
+
+    θ (the parameters of ``func``) is shared by every step, so the PMP gradient sums
+    ``−∇_θ H_t`` over all steps. The costate pass is the discrete adjoint of the chosen scheme, hence
+    it matches autograd to rounding (not just to O(h^order)).
+
+    Args:
+        func: module called as ``func(s, x)`` with ``s`` a float and ``x: (batch, *shape)``.
+        t0, t1: integration interval; ``t1 > t0``.
+        num_steps: number of equal steps (>= 1).
+        method: ``"euler"``, ``"midpoint"`` or ``"rk4"``.
+        running_cost: optional L(x, func), applied at the left end of every step.
+    """
+
+    def __init__(self, func: nn.Module, t0: float = 0.0, t1: float = 1.0, num_steps: int = 10,
+                 method: str = "rk4", running_cost: RunningCost | None = None):
+        super().__init__()
+        if method not in _TABLEAUX:
+            raise ValueError(f"method must be one of {sorted(_TABLEAUX)}, got {method!r}")
+        if int(num_steps) < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if not t1 > t0:
+            raise ValueError(f"need t1 > t0, got t0={t0}, t1={t1}")
+        self.func = func
+        self.t0 = float(t0)
+        self.num_steps = int(num_steps)
+        self.step_size = (float(t1) - float(t0)) / self.num_steps
+        self.method = method
+        self.running_cost = running_cost
+
+    def step(self, t: int, x: Tensor) -> Tensor:
+        a, b, c = _TABLEAUX[self.method]
+        h, s = self.step_size, self.t0 + t * self.step_size
+        stages: list[Tensor] = []
+        for a_row, c_i in zip(a, c):
+            x_stage = x
+            for a_ij, k_j in zip(a_row, stages):
+                if a_ij != 0.0:
+                    x_stage = x_stage + h * a_ij * k_j
+            stages.append(self.func(s + c_i * h, x_stage))
+        return x + h * sum(b_i * k_i for b_i, k_i in zip(b, stages) if b_i != 0.0)
+
+    def control(self, t: int) -> nn.Module:
+        return self.func
+
+
+def discrete_hamiltonian(system: ControlSystem, t: int, x: Tensor, p_next: Tensor) -> Tensor:
+    """``H_t(x, p_{t+1}, θ_t) = p_{t+1} · F_t(x, θ_t) − h L(x, θ_t)`` per sample, ``(batch,)``.
+
+    ``x, p_next: (batch, *shape)``; gradients flow to ``x`` and θ_t.
+    """
+    if p_next.shape != x.shape:
+        raise ValueError(f"costate p_next has shape {tuple(p_next.shape)} but state x has shape "
+                         f"{tuple(x.shape)}; they must match")
+    return _batch_dot(p_next, system.step(t, x)) - system.step_running_cost(t, x)
+
+
+@torch.no_grad()
+def state_pass(system: ControlSystem, x0: Tensor) -> list[Tensor]:
+    """Forward state pass: ``[x_0, ..., x_T]``, each ``(batch, *shape)``, detached."""
+    states = [x0.detach()]
+    for t in range(system.num_steps):
+        states.append(system.step(t, states[-1]))
+    return states
+
+
+def terminal_costate(terminal_loss: TerminalLoss, x_final: Tensor, y: Tensor) -> Tensor:
+    """``p_T = −∇_x Σ_i Φ(x_T^i, y^i)``: ``x_final: (batch, *shape)`` -> same shape."""
+    x = x_final.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = _per_sample(terminal_loss(x, y), x, "terminal_loss")
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    return -grad
+
+
+def costate_pass(system: ControlSystem, states: Sequence[Tensor], p_final: Tensor) -> list[Tensor]:
+    """Backward costate pass ``p_t = ∇_x H_t(x_t, p_{t+1}, θ_t)`` from ``p_T = p_final``.
+
+    Args:
+        states: ``[x_0, ..., x_T]`` from :func:`state_pass`.
+        p_final: ``p_T: (batch, *shape)``, e.g. from :func:`terminal_costate`.
+
+    Returns:
+        ``[p_0, ..., p_T]``, detached; ``p_t = −∂J/∂x_t`` with ``J`` summed over the batch.
+    """
+    if len(states) != system.num_steps + 1:
+        raise ValueError(f"states must hold num_steps + 1 = {system.num_steps + 1} tensors "
+                         f"[x_0..x_T], got {len(states)}")
+    if p_final.shape != states[-1].shape:
+        raise ValueError(f"terminal costate has shape {tuple(p_final.shape)} but the final state has "
+                         f"shape {tuple(states[-1].shape)}; they must match")
+    costates = [p_final.detach()]
+    for t in reversed(range(system.num_steps)):
+        x = states[t].detach().requires_grad_(True)
+        with torch.enable_grad():
+            hamiltonian = discrete_hamiltonian(system, t, x, costates[0]).sum()
+            (p_t,) = torch.autograd.grad(hamiltonian, x)
+        costates.insert(0, p_t)
+    return costates
+
+
+def _parameters(module: nn.Module) -> Iterator[nn.Parameter]:
+    return (param for param in module.parameters() if param.requires_grad)
+
+
+def pmp_gradients(system: ControlSystem, states: Sequence[Tensor],
+                  costates: Sequence[Tensor]) -> dict[nn.Parameter, Tensor]:
+    """``∇_θ J = −Σ_{t: θ acts on step t} ∇_θ H_t(x_t, p_{t+1}, θ)`` for every trainable parameter.
+
+    Equals backprop's gradient of ``J`` (summed over the batch) to rounding. Returns a dict keyed by
+    the parameter objects, so shared parameters (ODE nets) get the sum over their steps.
+    """
+    if len(states) != len(costates) or len(states) != system.num_steps + 1:
+        raise ValueError(f"states and costates must each hold num_steps + 1 = {system.num_steps + 1} "
+                         f"tensors, got {len(states)} and {len(costates)}")
+    grads: dict[nn.Parameter, Tensor] = {}
+    for module, steps in system.control_groups():
+        params = list(_parameters(module))
+        if not params:
+            continue
+        with torch.enable_grad():
+            total = sum(discrete_hamiltonian(system, t, states[t], costates[t + 1]).sum() for t in steps)
+            group_grads = torch.autograd.grad(total, params, allow_unused=True)
+        for param, grad in zip(params, group_grads):
+            grads[param] = -grad if grad is not None else torch.zeros_like(param)
+    return grads
+
+
+def total_cost(system: ControlSystem, terminal_loss: TerminalLoss, x0: Tensor, y: Tensor) -> Tensor:
+    """``J = Σ_i [Φ(x_T^i, y^i) + Σ_t h L(x_t^i, θ_t)]`` (a scalar, differentiable by autograd)."""
+    x = x0
+    cost = x0.new_zeros(())
+    for t in range(system.num_steps):
+        cost = cost + system.step_running_cost(t, x).sum()
+        x = system.step(t, x)
+    return cost + _per_sample(terminal_loss(x, y), x, "terminal_loss").sum()

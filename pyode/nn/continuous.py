@@ -1,0 +1,156 @@
+"""Continuous-depth models: the Neural ODE layer and the Augmented Neural ODE.
+
+Replacing a stack of residual blocks by the ODE they discretise gives the Neural ODE (Chen et al. 2018,
+"Neural ordinary differential equations"); every solve goes through :func:`pyode.odeint`, so any pyode
+method and gradient mode can be used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+import pyode
+
+from ._checks import check_feature_shape, check_non_negative_int, check_tensor
+
+Tensor = torch.Tensor
+
+__all__ = ["AugmentedNODE", "CountingField", "ODEBlock", "TimeMLP"]
+
+
+class TimeMLP(nn.Module):
+    """Time-dependent MLP vector field ``f(t, y)``: ``[y, t] -> hidden -> ... -> dim``.
+
+    ``t``: 0-dim tensor; ``y: (batch, dim) -> (batch, dim)``. Smooth activations (softplus, tanh) keep
+    the field smooth, which adaptive solvers need for few steps.
+    """
+
+    def __init__(self, dim: int, hidden: int = 64, n_hidden: int = 2,
+                 activation: type[nn.Module] = nn.Softplus):
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        self.state_shape = (dim,)
+        widths = [dim + 1] + [hidden] * n_hidden
+        layers: list[nn.Module] = []
+        for w_in, w_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(w_in, w_out), activation()]
+        layers.append(nn.Linear(widths[-1], dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        check_feature_shape("y", y, self.state_shape)
+        t_column = t.to(y).expand(y.shape[0], 1)
+        return self.net(torch.cat([y, t_column], dim=1))
+
+
+class CountingField(nn.Module):
+    """Wraps ``func(t, y)`` to count evaluations (NFE) and check it returns a state-shaped tensor."""
+
+    def __init__(self, func: Callable[[Tensor, Tensor], Tensor]):
+        super().__init__()
+        if not callable(func):
+            raise TypeError(f"func must be callable as func(t, y) -> dy/dt, got {type(func).__name__}")
+        self.func = func
+        self.nfe = 0
+
+    def forward(self, t: Tensor, y: Tensor) -> Tensor:
+        self.nfe += 1
+        dy = self.func(t, y)
+        if not isinstance(dy, Tensor) or dy.shape != y.shape:
+            got = tuple(dy.shape) if isinstance(dy, Tensor) else type(dy).__name__
+            raise ValueError(f"func(t, y) must return dy/dt shaped like y {tuple(y.shape)}, got {got}")
+        return dy
+
+
+def _as_time_grid(t: Sequence[float] | Tensor) -> Tensor:
+    t = torch.as_tensor(t, dtype=torch.float64) if not isinstance(t, Tensor) else t.detach().clone()
+    if t.dim() != 1 or t.numel() < 2:
+        raise ValueError(f"t must be a 1-D sequence of at least 2 times, got shape {tuple(t.shape)}")
+    return t
+
+
+class ODEBlock(nn.Module):
+    """Neural ODE layer: ``x -> y(t[-1])`` where ``dy/dt = func(t, y)``, ``y(t[0]) = x`` (Chen et al. 2018).
+
+    Args:
+        func: the vector field, an ``nn.Module`` called as ``func(t, y)``.
+        t: integration times (default ``(0, 1)``); :meth:`trajectory` returns every one of them.
+        method, rtol, atol, options, gradient: passed to :func:`pyode.odeint` unchanged.
+        state_shape: per-sample shape of ``x`` (checked on entry); defaults to ``func.state_shape`` if set.
+
+    ``x: (batch, *state_shape) -> (batch, *state_shape)``. After each call ``nfe_forward`` holds the number
+    of function evaluations of the solve; ``nfe_backward`` those spent by the following backward pass.
+    """
+
+    def __init__(self, func: nn.Module, t: Sequence[float] | Tensor = (0.0, 1.0), *, method: str = "dopri5",
+                 rtol: float = 1e-3, atol: float = 1e-4, options: dict | None = None,
+                 gradient: str = "backprop", state_shape: Sequence[int] | None = None):
+        super().__init__()
+        self.field = CountingField(func)
+        self.register_buffer("t", _as_time_grid(t), persistent=False)
+        self.solver_kwargs = dict(method=method, rtol=rtol, atol=atol, options=options, gradient=gradient)
+        shape = state_shape if state_shape is not None else getattr(func, "state_shape", None)
+        self.state_shape = None if shape is None else tuple(shape)
+        self.nfe_forward = 0
+        self._nfe_at_forward_end = 0
+
+    @property
+    def nfe_backward(self) -> int:
+        """Evaluations since the last forward solve ended (the backward pass's, for adjoint-type modes)."""
+        return self.field.nfe - self._nfe_at_forward_end
+
+    def trajectory(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+        """Solution at every time of ``t`` (default ``self.t``): ``(len(t), batch, *state)``."""
+        check_tensor("x", x)
+        if self.state_shape is not None:
+            check_feature_shape("x", x, self.state_shape)
+        t = self.t if t is None else _as_time_grid(t)
+        start = self.field.nfe
+        ys = pyode.odeint(self.field, x, t.to(x.dtype), **self.solver_kwargs)
+        self._nfe_at_forward_end = self.field.nfe
+        self.nfe_forward = self.field.nfe - start
+        return ys
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.trajectory(x, self.t[[0, -1]])[-1]
+
+
+class AugmentedNODE(ODEBlock):
+    """Augmented Neural ODE (Dupont et al. 2019, "Augmented neural ODEs").
+
+    Concatenates ``augment_dim`` zero channels to ``x`` along dim 1 before solving, so trajectories can
+    move around each other instead of being forced to keep their order (a 1-D Neural ODE cannot map
+    1 -> -1 and -1 -> 1). ``func`` acts on ``(batch, channels + augment_dim, ...)``.
+    Returns the full augmented state, or only the first ``channels`` entries if ``keep_augmented=False``.
+    """
+
+    def __init__(self, func: nn.Module, augment_dim: int, *, keep_augmented: bool = True, **kwargs):
+        self.augment_dim = check_non_negative_int("augment_dim", augment_dim)
+        func_shape = kwargs.pop("state_shape", None) or getattr(func, "state_shape", None)
+        super().__init__(func, **kwargs)
+        self.state_shape = None  # the block checks the *input* shape itself (below)
+        self.input_shape = None
+        if func_shape is not None:
+            if func_shape[0] <= augment_dim:
+                raise ValueError(f"func's state has {func_shape[0]} channels; it must exceed augment_dim="
+                                 f"{augment_dim} (func acts on the input channels plus the augmentation)")
+            self.input_shape = (func_shape[0] - augment_dim, *func_shape[1:])
+        self.keep_augmented = keep_augmented
+
+    def augment(self, x: Tensor) -> Tensor:
+        """``(batch, c, ...) -> (batch, c + augment_dim, ...)`` with zeros appended."""
+        check_tensor("x", x)
+        if self.input_shape is not None:
+            check_feature_shape("x", x, self.input_shape)
+        if x.dim() < 2:
+            raise ValueError(f"x must be (batch, channels, ...), got shape {tuple(x.shape)}")
+        zeros = x.new_zeros(x.shape[0], self.augment_dim, *x.shape[2:])
+        return torch.cat([x, zeros], dim=1)
+
+    def trajectory(self, x: Tensor, t: Tensor | None = None) -> Tensor:
+        ys = super().trajectory(self.augment(x), t)
+        return ys if self.keep_augmented else ys[:, :, : x.shape[1]]

@@ -1,0 +1,380 @@
+"""Network architectures read as time-discretisations of ``dx/dt = f(x, θ_t)``.
+
+A residual network is forward Euler with step ``h`` (E 2017; Haber & Ruthotto 2017; Lu et al. 2018,
+"Beyond finite layer neural networks: bridging deep architectures and numerical differential equations").
+Every block here takes the vector field ``f`` (an ``nn.Module`` mapping a state to a tensor of the same
+shape) and a step ``h``; stacking ``N`` blocks with ``h = T / N`` integrates the ODE on ``[0, T]``.
+
+Reversible blocks act on a *pair* of tensors ``(a, b) -> (a', b')`` and expose ``inverse``;
+:class:`ReversibleSequence` chains them and trains without storing intermediate activations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ._checks import check_feature_shape, check_positive, eval_same_shape
+
+Tensor = torch.Tensor
+Pair = tuple[Tensor, Tensor]
+
+__all__ = [
+    "AntisymmetricBlock",
+    "HamiltonianBlock",
+    "LMResNet",
+    "LMResNetBlock",
+    "LeapfrogBlock",
+    "MidpointBlock",
+    "PolyNetBlock",
+    "RK2Block",
+    "RK4Block",
+    "ResNetBlock",
+    "RevNetBlock",
+    "ReversibleBlock",
+    "ReversibleSequence",
+    "RungeKuttaBlock",
+    "SymmetricLayer",
+]
+
+
+class RungeKuttaBlock(nn.Module):
+    """One explicit Runge-Kutta step of ``dx/dt = f(x)`` as a layer.
+
+    ``x: (batch, *state) -> (batch, *state)``. The Butcher tableau is given by ``a`` (strictly lower
+    triangular rows, ``a[i]`` has ``i`` entries) and weights ``b``. Subclasses fix the tableau.
+    """
+
+    def __init__(self, f: nn.Module, h: float, a: Sequence[Sequence[float]], b: Sequence[float]):
+        super().__init__()
+        if not callable(f):
+            raise TypeError(f"f must be a callable nn.Module mapping x to dx/dt, got {type(f).__name__}")
+        if len(a) != len(b) or any(len(row) != i for i, row in enumerate(a)):
+            raise ValueError("Butcher tableau: a must be strictly lower triangular with len(a) == len(b)")
+        self.f = f
+        self.h = check_positive("h", h)
+        self.a = [list(map(float, row)) for row in a]
+        self.b = list(map(float, b))
+
+    def forward(self, x: Tensor) -> Tensor:
+        stages: list[Tensor] = []
+        for row in self.a:
+            x_stage = x
+            for coeff, k in zip(row, stages):
+                if coeff != 0.0:
+                    x_stage = x_stage + (self.h * coeff) * k
+            stages.append(eval_same_shape("f", self.f, x_stage))
+        return x + self.h * sum(w * k for w, k in zip(self.b, stages) if w != 0.0)
+
+
+class ResNetBlock(RungeKuttaBlock):
+    """ResNet block ``x + h f(x)`` = forward Euler, order 1 (He et al. 2016; E 2017)."""
+
+    def __init__(self, f: nn.Module, h: float = 1.0):
+        super().__init__(f, h, a=[[]], b=[1.0])
+
+
+class RK2Block(RungeKuttaBlock):
+    """Heun's second-order step ``x + h/2 (f(x) + f(x + h f(x)))``.
+
+    Two parallel paths averaged, the reading of FractalNet (Larsson et al. 2017) as RK2 in Lu et al. 2018.
+    """
+
+    def __init__(self, f: nn.Module, h: float = 1.0):
+        super().__init__(f, h, a=[[], [1.0]], b=[0.5, 0.5])
+
+
+class RK4Block(RungeKuttaBlock):
+    """Classical fourth-order Runge-Kutta step as a layer (order 4)."""
+
+    def __init__(self, f: nn.Module, h: float = 1.0):
+        super().__init__(f, h, a=[[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], b=[1 / 6, 1 / 3, 1 / 3, 1 / 6])
+
+
+class PolyNetBlock(nn.Module):
+    """PolyNet block ``x + F(x) + F(F(x)) + ...`` with ``F = h f`` (Zhang et al. 2017).
+
+    Lu et al. 2018 read it as backward Euler ``x_{n+1} = (I - hF)^{-1} x_n`` with the inverse replaced by
+    its Neumann series truncated after ``n_terms`` powers (PolyNet uses 2). ``x: (batch, *state)``.
+    """
+
+    def __init__(self, f: nn.Module, h: float = 1.0, n_terms: int = 2):
+        super().__init__()
+        if isinstance(n_terms, bool) or not isinstance(n_terms, int) or n_terms < 1:
+            raise ValueError(f"n_terms must be an int >= 1, got {n_terms!r}")
+        self.f = f
+        self.h = check_positive("h", h)
+        self.n_terms = n_terms
+
+    def forward(self, x: Tensor) -> Tensor:
+        out, term = x, x
+        for _ in range(self.n_terms):
+            term = self.h * eval_same_shape("f", self.f, term)
+            out = out + term
+        return out
+
+
+class LMResNetBlock(nn.Module):
+    """Linear multi-step block of LM-ResNet (Lu et al. 2018), with a learnable ``k`` per layer.
+
+    ``x_{n+1} = (1 - k) x_n + k x_{n-1} + h f(x_n)``; maps ``(x_prev, x) -> (x, x_next)``,
+    both ``(batch, *state)``. ``k = 0`` is a ResNet block. Lu et al. initialise ``k ~ U(-0.1, 0)``.
+    """
+
+    def __init__(self, f: nn.Module, h: float = 1.0, k_init: float | None = None):
+        super().__init__()
+        self.f = f
+        self.h = check_positive("h", h)
+        k0 = torch.empty(()).uniform_(-0.1, 0.0) if k_init is None else torch.tensor(float(k_init))
+        self.k = nn.Parameter(k0)
+
+    def forward(self, x_prev: Tensor, x: Tensor) -> Pair:
+        if x_prev.shape != x.shape:
+            raise ValueError(f"x_prev and x must have the same shape, got {tuple(x_prev.shape)} and "
+                             f"{tuple(x.shape)}")
+        x_next = (1 - self.k) * x + self.k * x_prev + self.h * eval_same_shape("f", self.f, x)
+        return x, x_next
+
+
+class LMResNet(nn.Module):
+    """A stack of LM-ResNet layers: one forward-Euler start step, then :class:`LMResNetBlock` s.
+
+    ``fs`` holds one vector field per layer. ``x: (batch, *state) -> (batch, *state)``.
+    """
+
+    def __init__(self, fs: Sequence[nn.Module], h: float = 1.0):
+        super().__init__()
+        if len(fs) < 1:
+            raise ValueError("fs must contain at least one vector field")
+        self.start = ResNetBlock(fs[0], h)
+        self.blocks = nn.ModuleList(LMResNetBlock(f, h) for f in fs[1:])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x_prev, x = x, self.start(x)
+        for block in self.blocks:
+            x_prev, x = block(x_prev, x)
+        return x
+
+
+class ReversibleBlock(nn.Module):
+    """A layer ``(a, b) -> (a', b')`` with an exact inverse ``inverse(a', b') -> (a, b)``."""
+
+    def forward(self, a: Tensor, b: Tensor) -> Pair:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def inverse(self, a: Tensor, b: Tensor) -> Pair:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class RevNetBlock(ReversibleBlock):
+    """Additive coupling of RevNet (Gomez et al. 2017): ``a' = a + F(b)``, ``b' = b + G(a')``.
+
+    ``F`` maps ``b``-shaped to ``a``-shaped tensors and ``G`` the reverse. The inverse subtracts the same
+    increments in reverse order, so it is exact up to floating-point rounding.
+    """
+
+    def __init__(self, F: nn.Module, G: nn.Module):
+        super().__init__()
+        self.F, self.G = F, G
+
+    def forward(self, a: Tensor, b: Tensor) -> Pair:
+        a_next = a + self.F(b)
+        return a_next, b + self.G(a_next)
+
+    def inverse(self, a: Tensor, b: Tensor) -> Pair:
+        b_prev = b - self.G(a)
+        return a - self.F(b_prev), b_prev
+
+
+class SymmetricLayer(nn.Module):
+    """``y -> Kᵀ σ(K y + b)``, the layer of Chang et al. 2018's Hamiltonian networks.
+
+    ``y: (batch, dim) -> (batch, dim)``; ``K: (width, dim)``. Its Jacobian ``Kᵀ diag(σ') K`` is symmetric.
+    """
+
+    def __init__(self, dim: int, width: int, activation: Callable[[Tensor], Tensor] = torch.tanh):
+        super().__init__()
+        self.dim = dim
+        self.linear = nn.Linear(dim, width)
+        self.activation = activation
+
+    def forward(self, y: Tensor) -> Tensor:
+        check_feature_shape("y", y, (self.dim,))
+        return self.activation(self.linear(y)) @ self.linear.weight
+
+
+class _Scaled(nn.Module):
+    """``x -> scale * module(x)`` (a fixed, non-learned step size or sign)."""
+
+    def __init__(self, module: nn.Module, scale: float):
+        super().__init__()
+        self.module, self.scale = module, scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * self.module(x)
+
+
+class HamiltonianBlock(RevNetBlock):
+    """Hamiltonian reversible block (Chang et al. 2018, "Reversible architectures for arbitrarily deep
+    residual neural networks"): symplectic Euler (Verlet) on ``dY/dt = σ-layer(Z)``, ``dZ/dt = -σ-layer(Y)``.
+
+    ``Y' = Y + h K1ᵀσ(K1 Z + b1)``, ``Z' = Z - h K2ᵀσ(K2 Y' + b2)``; ``Y: (batch, dim_y)``, ``Z: (batch, dim_z)``.
+    """
+
+    def __init__(self, dim_y: int, dim_z: int, width: int, h: float = 1.0,
+                 activation: Callable[[Tensor], Tensor] = torch.tanh):
+        if dim_y != dim_z:
+            # K1ᵀσ(K1 Z) is Z-shaped and is added to Y, so the two halves must match.
+            raise ValueError(f"dim_y and dim_z must be equal for the Kᵀσ(K·) layers, got {dim_y}, {dim_z}")
+        h = check_positive("h", h)
+        super().__init__(_Scaled(SymmetricLayer(dim_z, width, activation), h),
+                         _Scaled(SymmetricLayer(dim_y, width, activation), -h))
+
+
+class MidpointBlock(ReversibleBlock):
+    """Two-step explicit midpoint (leap-frog for first-order ODEs) block of Chang et al. 2018.
+
+    ``x_{n+1} = x_{n-1} + 2h f(x_n)``; maps ``(x_prev, x) -> (x, x_next)`` and back exactly. Chang et al.
+    use it with the Hamiltonian field ``f(Y, Z) = (σ(K Z + b), -σ(Kᵀ Y + b))``; any ``f`` works here.
+    """
+
+    def __init__(self, f: nn.Module, h: float = 1.0):
+        super().__init__()
+        self.f = f
+        self.h = check_positive("h", h)
+
+    def forward(self, x_prev: Tensor, x: Tensor) -> Pair:
+        return x, x_prev + 2 * self.h * eval_same_shape("f", self.f, x)
+
+    def inverse(self, x: Tensor, x_next: Tensor) -> Pair:
+        return x_next - 2 * self.h * eval_same_shape("f", self.f, x), x
+
+
+class LeapfrogBlock(ReversibleBlock):
+    """Leapfrog block for the second-order ODE ``d²x/dt² = f(x)`` (Chang et al. 2018).
+
+    ``x_{n+1} = 2 x_n - x_{n-1} + h² f(x_n)``; maps ``(x_prev, x) -> (x, x_next)``. Chang et al. take
+    ``f(x) = -Kᵀσ(K x + b)``, i.e. ``f = -SymmetricLayer``.
+    """
+
+    def __init__(self, f: nn.Module, h: float = 1.0):
+        super().__init__()
+        self.f = f
+        self.h = check_positive("h", h)
+
+    def forward(self, x_prev: Tensor, x: Tensor) -> Pair:
+        return x, 2 * x - x_prev + self.h**2 * eval_same_shape("f", self.f, x)
+
+    def inverse(self, x: Tensor, x_next: Tensor) -> Pair:
+        return 2 * x - x_next + self.h**2 * eval_same_shape("f", self.f, x), x
+
+
+class _ReversibleFunction(torch.autograd.Function):
+    """Runs reversible blocks without recording a graph; backward rebuilds each block's inputs with
+    ``inverse`` and backpropagates through one block at a time (Gomez et al. 2017), so the memory for
+    activations is O(1) in depth instead of O(depth)."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, blocks: nn.ModuleList, *params: Tensor) -> Pair:
+        with torch.no_grad():
+            for block in blocks:
+                a, b = block(a, b)
+        a, b = a.clone(), b.clone()  # a block may pass an input through unchanged; outputs must be new
+        ctx.blocks = blocks
+        ctx.params = params
+        ctx.save_for_backward(a, b)
+        return a, b
+
+    @staticmethod
+    def backward(ctx, grad_a: Tensor, grad_b: Tensor):
+        a, b = ctx.saved_tensors
+        index_of = {id(p): i for i, p in enumerate(ctx.params)}
+        param_grads: list[Tensor | None] = [None] * len(ctx.params)
+        for block in reversed(ctx.blocks):
+            with torch.no_grad():
+                a, b = block.inverse(a, b)
+            a, b = a.detach().requires_grad_(), b.detach().requires_grad_()
+            block_params = [p for p in block.parameters() if id(p) in index_of]
+            with torch.enable_grad():
+                outputs = block(a, b)
+                grads = torch.autograd.grad(outputs, (a, b, *block_params), (grad_a, grad_b),
+                                            allow_unused=True)
+            grad_a, grad_b = _zeros_if_none(grads[0], a), _zeros_if_none(grads[1], b)
+            for p, g in zip(block_params, grads[2:]):
+                i = index_of[id(p)]
+                if g is not None:
+                    param_grads[i] = g if param_grads[i] is None else param_grads[i] + g
+            a, b = a.detach(), b.detach()
+        return (grad_a, grad_b, None, *param_grads)
+
+
+def _zeros_if_none(grad: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+class ReversibleSequence(nn.Module):
+    """Chain of :class:`ReversibleBlock` s ``(a, b) -> (a', b')`` with ``inverse``.
+
+    With ``memory_efficient=True`` (default) training stores only the final pair: backward reconstructs
+    every intermediate pair from the outputs (exact up to rounding), trading one extra forward per block
+    for O(1) activation memory in depth.
+    """
+
+    def __init__(self, blocks: Sequence[ReversibleBlock], memory_efficient: bool = True):
+        super().__init__()
+        for i, block in enumerate(blocks):
+            if not isinstance(block, ReversibleBlock):
+                raise TypeError(f"blocks[{i}] must be a ReversibleBlock, got {type(block).__name__}")
+        self.blocks = nn.ModuleList(blocks)
+        self.memory_efficient = memory_efficient
+
+    def forward(self, a: Tensor, b: Tensor) -> Pair:
+        if self.memory_efficient and torch.is_grad_enabled():
+            params = [p for p in self.parameters() if p.requires_grad]
+            return _ReversibleFunction.apply(a, b, self.blocks, *params)
+        for block in self.blocks:
+            a, b = block(a, b)
+        return a, b
+
+    def inverse(self, a: Tensor, b: Tensor) -> Pair:
+        for block in reversed(self.blocks):
+            a, b = block.inverse(a, b)
+        return a, b
+
+
+class AntisymmetricBlock(nn.Module):
+    """Stable block of Haber & Ruthotto 2017 ("Stable architectures for deep neural networks"):
+    forward Euler on ``dx/dt = σ(K x + b)`` with ``K = W - Wᵀ - γI``.
+
+    ``K`` has eigenvalues ``-γ ± iω`` (ω from the antisymmetric part), so the continuous dynamics neither
+    blow up nor decay fast; forward Euler with a linear σ is stable iff ``h(γ² + ω²) ≤ 2γ`` for every ω.
+    ``x: (batch, dim) -> (batch, dim)``.
+    """
+
+    def __init__(self, dim: int, h: float = 0.1, gamma: float = 0.01,
+                 activation: Callable[[Tensor], Tensor] = torch.tanh, bias: bool = True):
+        super().__init__()
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0 (it damps the dynamics), got {gamma}")
+        self.dim = dim
+        self.h = check_positive("h", h)
+        self.gamma = float(gamma)
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn(dim, dim) / dim**0.5)
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def matrix(self) -> Tensor:
+        """``K = W - Wᵀ - γI``: ``(dim, dim)``."""
+        eye = torch.eye(self.dim, dtype=self.weight.dtype, device=self.weight.device)
+        return self.weight - self.weight.T - self.gamma * eye
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_feature_shape("x", x, (self.dim,))
+        pre = x @ self.matrix().T
+        if self.bias is not None:
+            pre = pre + self.bias
+        return x + self.h * self.activation(pre)

@@ -1,0 +1,115 @@
+"""Compiled kernels against their reference twins (pyode._kernels.reference is the specification)."""
+
+import pytest
+import torch
+
+from pyode import _kernels
+from pyode._kernels import Segments, reference
+
+compiled = pytest.importorskip("pyode._kernels.compiled", reason="compiled extension not built")
+
+SIZES = [0, 1, 7, 2049, 1_000_003]
+DTYPES = [torch.float32, torch.float64]
+TOL = {torch.float32: dict(rtol=2e-6, atol=2e-6), torch.float64: dict(rtol=1e-13, atol=1e-13)}
+
+
+def _terms(n, s, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, generator=g, dtype=torch.float64).to(dtype) for _ in range(s)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("s", [1, 4, 13])
+def test_lincomb_matches_reference(dtype, n, s):
+    base, *ks = _terms(n, s + 1, dtype)
+    weights = [[0.1 * (j + 1) * (-1) ** r if (j + r) % 3 else 0.0 for j in range(s)] for r in range(3)]
+    got = compiled.lincomb(base, ks, weights)
+    want = reference.lincomb(base, ks, weights)
+    assert got.shape == (3, n)
+    torch.testing.assert_close(got, want, **TOL[dtype])
+    got0 = compiled.lincomb(None, ks, weights[:1])
+    torch.testing.assert_close(got0, reference.lincomb(None, ks, weights[:1]), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("s", [2, 7])
+def test_rk_finish_matches_reference(dtype, n, s):
+    y0, *ks = _terms(n, s + 1, dtype, seed=1)
+    b = [0.01 * (j + 1) for j in range(s)]
+    e = [1e-4 * (-1) ** j for j in range(s)]
+    y1, norm, _ = compiled.rk_finish(y0, None, ks, b, e, 1e-6, 1e-3, None)
+    y1_ref, norm_ref, _ = reference.rk_finish(y0, None, ks, b, e, 1e-6, 1e-3, None)
+    torch.testing.assert_close(y1, y1_ref, **TOL[dtype])
+    assert norm == pytest.approx(norm_ref, rel=1e-5 if dtype == torch.float32 else 1e-12, abs=1e-300)
+    # FSAL form: y1 given, only the error norm computed
+    _, norm_given, _ = compiled.rk_finish(y0, y1_ref.clone(), ks, None, e, 1e-6, 1e-3, None)
+    assert norm_given == pytest.approx(norm_ref, rel=1e-5 if dtype == torch.float32 else 1e-12, abs=1e-300)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,row_size", [(1, 5), (512, 2), (3, 5000), (4, 0)])
+def test_rk_finish_per_row_norms(dtype, rows, row_size):
+    n = rows * row_size
+    y0, k0, k1 = _terms(n, 3, dtype, seed=2)
+    seg = Segments.equal_rows(rows, n) if n else Segments([0] * (rows + 1))
+    _, norm, rows_got = compiled.rk_finish(y0, None, [k0, k1], [0.5, 0.5], [0.1, -0.1], 1e-5, 1e-4, seg)
+    _, norm_ref, rows_ref = reference.rk_finish(y0, None, [k0, k1], [0.5, 0.5], [0.1, -0.1], 1e-5, 1e-4, seg)
+    torch.testing.assert_close(rows_got, rows_ref, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0)
+    assert norm == pytest.approx(norm_ref, rel=1e-5)
+
+
+def test_lincomb_backward_matches_reference():
+    base, *ks = _terms(33, 4, torch.float64, seed=3)
+    w = [[0.5, -1.0, 0.0], [2.0, 0.25, 1.5]]
+    inputs = [x.clone().requires_grad_() for x in [base, *ks]]
+    torch.autograd.gradcheck(lambda b, *k: compiled.lincomb(b, list(k), w), inputs)
+
+
+def test_public_api_validates_inputs():
+    x = torch.zeros(4)
+    with pytest.raises(ValueError, match="contiguous"):
+        _kernels.lincomb(x, [torch.zeros(8)[::2]], [[1.0]])
+    with pytest.raises(ValueError, match="dtype|float64"):
+        _kernels.lincomb(x, [torch.zeros(4, dtype=torch.float64)], [[1.0]])
+    with pytest.raises(ValueError, match="elements"):
+        _kernels.lincomb(x, [torch.zeros(5)], [[1.0]])
+    with pytest.raises(ValueError, match="len\\(ks\\)"):
+        _kernels.lincomb(x, [x], [[1.0, 2.0]])
+    with pytest.raises(ValueError, match="float32 and float64"):
+        _kernels.lincomb(torch.zeros(4, dtype=torch.int64), [], [[]])
+    with pytest.raises(ValueError, match="non-negative"):
+        _kernels.rk_finish(x, [x], [1.0], [0.0], atol=-1.0, rtol=0.0)
+
+
+def test_cpp_layer_rechecks_sizes():
+    """The raw binding refuses sizes that would read out of bounds, even when Python is bypassed."""
+    from pyode import _C
+
+    x = torch.zeros(4)
+    with pytest.raises(ValueError, match="shorter than n"):
+        _C.lincomb(x.data_ptr(), 4, 4, 0, 0, [x.data_ptr()], [2], [1.0], 1, 4, 0)
+    with pytest.raises(ValueError, match="too small"):
+        _C.lincomb(x.data_ptr(), 4, 4, 0, 0, [x.data_ptr()], [4], [1.0, 1.0], 2, 4, 0)
+    with pytest.raises(ValueError, match="dtype"):
+        _C.lincomb(x.data_ptr(), 4, 4, 0, 0, [x.data_ptr()], [4], [1.0], 1, 4, 7)
+
+
+def test_results_independent_of_thread_count():
+    y0, k0, k1 = _terms(1_000_000, 3, torch.float32, seed=4)
+    old = torch.get_num_threads()
+    try:
+        norms = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            norms.append(compiled.rk_finish(y0, None, [k0, k1], [0.5, 0.5], [0.1, -0.1], 1e-6, 1e-3, None)[1])
+        assert norms[0] == norms[1]  # bitwise: fixed-order block reduction
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_backend_info_reports_compiled_extension():
+    info = _kernels.backend_info()
+    assert info["compiled_cpu"] is True, info
+    assert info["cpu_backend"] in ("cpu", "reference")
