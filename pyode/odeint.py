@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -53,29 +55,34 @@ def _kernel_backend(y: Tensor):
     return get_backend(y.device)
 
 
-def _adaptive_loop(fn, kern, method, options, rtol, atol, n_rows, sign, stats, is_tuple):
+def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, is_tuple, norm_segments):
     opts, extra = check.parse_options(options, AdaptiveOptions, method, extra=("norm", "dtype"))
     for name in ("first_step", "max_step"):
         setattr(opts, name, check.positive(name, getattr(opts, name)))
-    opts.max_step = torch.inf if opts.max_step is None else opts.max_step
+    opts.max_step = math.inf if opts.max_step is None else opts.max_step
     opts.min_step = check.positive("min_step", opts.min_step, allow_zero=True)
     if int(opts.max_num_steps) < 1:
         raise ValueError(f"options['max_num_steps'] must be >= 1, got {opts.max_num_steps}")
-    opts.step_t, opts.jump_t = check.times_list("step_t", opts.step_t, sign), check.times_list("jump_t", opts.jump_t, sign)
+    opts.step_t = check.times_list("step_t", opts.step_t, sign)
+    opts.jump_t = check.times_list("jump_t", opts.jump_t, sign)
+    if opts.interp not in ("auto", "quartic", "cubic", "linear", "restep"):
+        raise ValueError(f"options['interp'] must be auto, quartic, cubic, linear or restep, got {opts.interp!r}")
     norm = extra.get("norm", "mixed" if is_tuple else "rms")
     if norm not in _NORMS:
         raise ValueError(f"options['norm'] must be one of {_NORMS}, got {norm!r}")
-    segments = Segments(n_rows) if norm == "mixed" and len(n_rows) > 2 else None
-    stepper = RKStepper(TABLEAUX[method], fn, kern, rtol, atol, segments, mixed_norm=segments is not None,
-                        interp=opts.interp)
+    segments = None
+    if norm_segments is not None or (norm == "mixed" and len(offsets) > 2):
+        segments = Segments(offsets)
+        norm_segments = segments.count if norm_segments is None else norm_segments
+    stepper = RKStepper(TABLEAUX[method], fn, kern, rtol, atol, segments, norm_segments, interp=opts.interp)
     return AdaptiveLoop(stepper, opts, stats, sign)
 
 
 def _fixed_loop(fn, kern, method, options, t_out, sign, stats):
-    opts, _ = check.parse_options(options, FixedOptions, method, extra=("dtype",))
+    opts, _ = check.parse_options(options, FixedOptions, method, extra=("dtype", "norm"))
     step = check.positive("step_size", opts.step_size)
     if opts.interp not in ("linear", "cubic"):
-        raise ValueError(f"options['interp'] must be 'linear' or 'cubic', got {opts.interp!r}")
+        raise ValueError(f"options['interp'] must be 'linear' or 'cubic' for fixed-grid methods, got {opts.interp!r}")
     grid = make_grid(t_out, step)
     if method in ADAMS_METHODS:
         iters = ADAMS_METHODS[method]
@@ -85,54 +92,91 @@ def _fixed_loop(fn, kern, method, options, t_out, sign, stats):
     return FixedGridLoop(stepper, grid, stats, sign)
 
 
-def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,
-          options: dict | None = None, event_fn: Callable | None = None) -> Solution:
-    """Solves ``dy/dt = func(t, y)`` and returns the trajectory with statistics.
+@dataclass
+class Problem:
+    """A validated solve, ready to integrate: the flat function and state, times in the solver's
+    direction, and the integration loop. Gradient methods build one and own how it is run.
 
-    Same arguments as :func:`odeint`. Returns a :class:`pyode.Solution` (``.ys``, ``.t``, ``.stats``,
-    ``.event_t``).
+    Attributes:
+        fn: :class:`FlatFunc`; y0: (n,) flat initial state; t: the user's times (T,);
+        t_out: the times as floats in the solver's (increasing) direction; sign: -1 for decreasing t;
+        loop: the integration loop; stats: its counters; offsets: tuple component boundaries in y0.
     """
+
+    fn: FlatFunc
+    y0: Tensor
+    t: Tensor
+    t_out: list
+    sign: float
+    loop: object
+    stats: SolverStats
+    method: str
+    rtol: float
+    atol: float
+    offsets: list
+
+
+def build_problem(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None,
+                  norm_segments: int | None = None) -> Problem:
+    """Validates everything and builds the loop. ``norm_segments``: error norm over only the first
+    ``norm_segments`` tuple components (the adjoint's seminorm)."""
     states, is_tuple, t, rtol, atol, method = _prepare(func, y0, t, rtol, atol, method, event_fn)
-    t_user = t
     t_list = t.detach().double().tolist()
     sign = -1.0 if len(t_list) > 1 and t_list[1] < t_list[0] else 1.0
     t_out = [sign * x for x in t_list]
-    stats = SolverStats()
-    t_dtype = (options or {}).get("dtype", t.dtype) if isinstance(options, dict) else t.dtype
+    stats = SolverStats(t_reached=t_list[0])
+    t_dtype = options.get("dtype", t.dtype) if isinstance(options, dict) else t.dtype
     fn = FlatFunc(func, [s.shape for s in states], is_tuple, states[0].dtype, states[0].device, t_dtype,
                   sign < 0, stats)
     y_flat = torch.cat([s.reshape(-1) for s in states]) if is_tuple else states[0].reshape(-1)
     kern = _kernel_backend(y_flat)
-    sizes = [s.numel() for s in states]
     offsets = [0]
-    for size in sizes:
-        offsets.append(offsets[-1] + size)
+    for s in states:
+        offsets.append(offsets[-1] + s.numel())
     if method in ADAPTIVE_METHODS:
-        loop = _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, is_tuple)
+        loop = _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, is_tuple, norm_segments)
     else:
         loop = _fixed_loop(fn, kern, method, options, t_out, sign, stats)
-    return _run(loop, fn, y_flat, t_out, t_user, event_fn, atol, sign, stats)
+    return Problem(fn, y_flat, t, t_out, sign, loop, stats, method, rtol, atol, offsets)
 
 
-def _run(loop, fn, y_flat, t_out, t_user, event_fn, atol, sign, stats) -> Solution:
-    if event_fn is None:
-        if len(t_out) == 1:
-            blocks = [y_flat.unsqueeze(0)]
-        else:
-            blocks = loop.integrate(y_flat, t_out)
-        return Solution(fn.unflatten(torch.cat(blocks)), t_user, stats)
-    if not isinstance(loop, AdaptiveLoop):
+def integrate(problem: Problem, y0: Tensor | None = None) -> Tensor:
+    """Runs the loop from ``y0`` (default: the problem's) and returns the flat outputs (T, n)."""
+    y0 = problem.y0 if y0 is None else y0
+    if len(problem.t_out) == 1:
+        return y0.unsqueeze(0)
+    return torch.cat(problem.loop.integrate(y0, problem.t_out))
+
+
+def integrate_until_event(problem: Problem, event_fn: Callable) -> tuple[float, Tensor]:
+    """Integrates until ``event_fn`` changes sign. Returns the event time (solver direction) and the
+    flat state there (n,)."""
+    if not isinstance(problem.loop, AdaptiveLoop):
         raise ValueError("event_fn is supported with the adaptive methods; pick e.g. method='dopri5'")
-    events = EventLocator(event_fn, fn, atol)
-    events.start(t_out[0], y_flat)
+    events = EventLocator(event_fn, problem.fn, problem.atol)
+    events.start(problem.t_out[0], problem.y0)
     # Like torchdiffeq, only t[0] (and the direction of t) matter: integrate until the event.
-    blocks = loop.integrate(y_flat, [t_out[0], t_out[0] + 1e30], events)
+    blocks = problem.loop.integrate(problem.y0, [problem.t_out[0], problem.t_out[0] + 1e30], events)
     if events.event_t is None:
-        raise ValueError("no event occurred before the end of t; extend t or check event_fn's sign change")
-    stats.status, stats.t_reached = "event", sign * events.event_t
-    event_t = torch.tensor(sign * events.event_t, dtype=t_user.dtype, device=t_user.device)
-    ys = fn.unflatten(torch.cat([y_flat.unsqueeze(0), blocks[0]]))
-    return Solution(ys, torch.stack([t_user[0].detach(), event_t]), stats, event_t)
+        raise ValueError("no event occurred; check that event_fn changes sign along the solution")
+    problem.stats.status, problem.stats.t_reached = "event", problem.sign * events.event_t
+    return events.event_t, blocks[0][0]
+
+
+def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,
+          options: dict | None = None, event_fn: Callable | None = None) -> Solution:
+    """Solves ``dy/dt = func(t, y)`` and returns the trajectory with statistics (gradients by backprop).
+
+    Same arguments as :func:`odeint`. Returns a :class:`pyode.Solution` (``.ys``, ``.t``, ``.stats``,
+    ``.event_t``).
+    """
+    problem = build_problem(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn)
+    if event_fn is None:
+        return Solution(problem.fn.unflatten(integrate(problem)), problem.t, problem.stats)
+    event_s, y_event = integrate_until_event(problem, event_fn)
+    event_t = torch.tensor(problem.sign * event_s, dtype=problem.t.dtype, device=problem.t.device)
+    ys = problem.fn.unflatten(torch.stack([problem.y0, y_event]))
+    return Solution(ys, torch.stack([problem.t[0].detach(), event_t]), problem.stats, event_t)
 
 
 def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,

@@ -6,7 +6,17 @@ from torch import nn
 
 from pyode.nn.continuous import AugmentedNODE, ODEBlock, TimeMLP
 
-RK4 = dict(method="rk4", options={"step_size": 0.1})
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: one thread avoids OpenMP contention on a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+RK4 = {"method": "rk4", "options": {"step_size": 0.1}}
 
 
 class LinearField(nn.Module):
@@ -25,7 +35,8 @@ def test_ode_block_solves_linear_ode_and_counts_evaluations():
     torch.testing.assert_close(y, x * torch.exp(torch.tensor(-1.4, dtype=torch.float64)))
     assert block.nfe_forward > 6  # adaptive dopri5: at least one step of 6 stages
     y.sum().backward()
-    expected = (2.0 * x * torch.exp(torch.tensor(-1.4, dtype=torch.float64))).sum()  # d/d rate of x e^{2 rate}
+    # d/d(rate) of x e^{2 rate}
+    expected = (2.0 * x * torch.exp(torch.tensor(-1.4, dtype=torch.float64))).sum()
     torch.testing.assert_close(block.field.func.rate.grad, expected, rtol=1e-6, atol=1e-8)
 
 

@@ -14,12 +14,22 @@ from pyode.nn.discretisations import (
     MidpointBlock,
     PolyNetBlock,
     ResNetBlock,
-    RevNetBlock,
     ReversibleSequence,
+    RevNetBlock,
     RK2Block,
     RK4Block,
     SymmetricLayer,
 )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These models are tiny: one thread avoids OpenMP contention on a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 A = torch.tensor([[-0.5, 2.0], [-2.0, -0.5]], dtype=torch.float64)  # damped rotation
 X0 = torch.tensor([[1.0, 0.0], [0.3, -0.7]], dtype=torch.float64)

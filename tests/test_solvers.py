@@ -44,16 +44,21 @@ def test_adaptive_method_order_on_fixed_steps(method):
     """The propagated solution of each embedded pair converges at the tableau's order (first_step fixed,
     huge tolerance so every step is accepted with the same h)."""
     order = TABLEAUX[method].order
-    y0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
-    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    hs = [0.25, 0.125, 0.0625] if order >= 5 else [0.05, 0.025, 0.0125]
+    # y' = y cos t, y = exp(sin t): nonlinear in t, so methods tuned for linear problems (tsit5) show their
+    # true order.
+    y0 = torch.tensor([1.0], dtype=torch.float64)
+    t = torch.linspace(0.0, 4.0, 6, dtype=torch.float64)  # multiples of every h below: step ends
+    hs = [0.1, 0.05, 0.025] if order >= 5 else [0.05, 0.025, 0.0125]
     errs = []
     for h in hs:
         opts = {"first_step": h, "max_step": h, "min_step": h}
-        ys = pyode.odeint(_oscillator, y0, t, method=method, rtol=1e3, atol=1e3, options=opts)
-        errs.append(float((ys[-1] - _exact_oscillator(t[-1])).abs().max()))
+        ys = pyode.odeint(lambda t, y: y * torch.cos(t), y0, t, method=method, rtol=1e3, atol=1e3, options=opts)
+        errs.append(float((ys[:, 0] - torch.exp(torch.sin(t))).abs().max()))
     slope = np.polyfit(np.log(hs), np.log(errs), 1)[0]
-    assert abs(slope - order) < 0.3 or (errs[-1] < 1e-13), (method, slope, errs)
+    # Tsitouras (2011) minimises the 6th-order error coefficients, so its 5th-order term takes over only at
+    # very small h (slope 5.42 here, falling with h); tests/test_tableaux.py proves its order exactly.
+    tolerance = 0.5 if method == "tsit5" else 0.3
+    assert abs(slope - order) < tolerance, (method, slope, errs)
 
 
 def _scipy_reference(f, y0, t_end, t_eval):

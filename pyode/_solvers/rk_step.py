@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from pyode._kernels.segments import Segments
@@ -37,22 +38,33 @@ class RKStepper:
     Args:
         tableau: the method; fn: the flat function (see :class:`FlatFunc`); kern: a backend module.
         rtol, atol: tolerances of the error ratio; segments: per-row/per-component norm segments;
-        mixed_norm: use the max of the per-segment norms as the ratio (torchdiffeq's tuple norm).
-        interp: "auto" (quartic fit when the tableau has ``mid``, else cubic Hermite), "cubic" or "linear".
+        norm_segments: with ``segments``, the ratio is the max of the RMS norms of the first
+            ``norm_segments`` segments (all of them: torchdiffeq's "mixed" norm for tuple states; the
+            leading state and adjoint segments only: the adjoint's seminorm). None: RMS over everything.
+        interp: "auto", "quartic" (torchdiffeq's fit through y0, y1, y(h/2), f0, f1; needs ``mid``), "cubic"
+            (Hermite), "linear", or "restep" (take a step of size θh from the step's start: the method's own
+            order at every output time, for the cost of one extra step per output). "auto" picks "quartic"
+            for methods up to order 5 with ``mid``, "restep" above order 5 (a 4th-order interpolant would
+            spoil dopri8's accuracy between steps), else "cubic".
     """
 
     def __init__(self, tableau: ButcherTableau, fn, kern, rtol: float = 0.0, atol: float = 0.0,
-                 segments: Segments | None = None, mixed_norm: bool = False, interp: str = "auto"):
+                 segments: Segments | None = None, norm_segments: int | None = None, interp: str = "auto"):
         self.tableau, self.fn, self.kern = tableau, fn, kern
-        self.rtol, self.atol, self.segments, self.mixed_norm = rtol, atol, segments, mixed_norm
+        self.rtol, self.atol, self.segments, self.norm_segments = rtol, atol, segments, norm_segments
         self.fsal = tableau.fsal
         s = tableau.num_stages
         # Terms of the interpolant: the s stages, plus f1 when the tableau does not already end with it.
         self.num_terms = s if self.fsal else s + 1
         f1_index = s - 1 if self.fsal else s
+        if interp == "auto":
+            interp = "restep" if tableau.order > 5 else ("quartic" if tableau.mid is not None else "cubic")
+        if interp == "quartic" and tableau.mid is None:
+            raise ValueError(f"options['interp']='quartic' needs a method with mid-point weights, not {tableau.name}")
+        self.restep = interp == "restep"
         if interp == "linear":
             self.P = interpolation.linear(tableau.b, self.num_terms)
-        elif interp == "auto" and tableau.mid is not None:
+        elif interp == "quartic":
             self.P = interpolation.quartic_fit(tableau.b, tableau.mid, f1_index, self.num_terms)
         else:
             self.P = interpolation.cubic_hermite(tableau.b, f1_index, self.num_terms)
@@ -76,8 +88,8 @@ class RKStepper:
         else:
             b = [h * x for x in tab.b]
             y1, norm, seg = self.kern.rk_finish(y0, None, ks, b, e, self.atol, self.rtol, self.segments)
-        if self.mixed_norm and seg is not None:
-            norm = float(seg.max())
+        if self.norm_segments is not None and seg is not None:
+            norm = float(seg[:self.norm_segments].max())
         return StepResult(t0, h, y0, y1, ks, norm, seg)
 
     def end_derivative(self, step: StepResult) -> Tensor:
@@ -88,6 +100,8 @@ class RKStepper:
 
     def dense(self, step: StepResult, thetas: list[float]) -> Tensor:
         """The interpolant at ``t0 + θ h`` for each θ in [0, 1]: (len(thetas), n)."""
+        if self.restep:
+            return torch.stack([self.attempt(step.t0, step.y0, step.ks[0], theta * step.h).y1 for theta in thetas])
         terms = list(step.ks)
         if not self.fsal:
             terms.append(self.end_derivative(step) if self.needs_f1 else step.ks[0])

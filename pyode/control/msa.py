@@ -18,8 +18,6 @@ quantities and H̃ is averaged over the batch, so ρ does not depend on the batc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
@@ -60,14 +58,6 @@ def augmented_hamiltonian(system: ControlSystem, t: int, x: Tensor, p_next: Tens
     return hamiltonian - 0.5 * rho * (state_gap + costate_gap)
 
 
-@dataclass
-class MSAStepInfo:
-    """What one MSA iteration measured: ``loss`` is J/batch at θ^k (before the update)."""
-
-    loss: float
-    mean_hamiltonian_gain: float
-
-
 class MSATrainer:
     """Train a :class:`~pyode.control.pmp.ControlSystem` with (E-)MSA (Li et al., JMLR 2018).
 
@@ -85,7 +75,7 @@ class MSATrainer:
         net = ResidualNet([nn.Sequential(nn.Linear(5, 5), nn.Tanh()) for _ in range(20)], 0.25)
         trainer = MSATrainer(net, lambda xT, y: 0.5 * (xT.mean(1) - y) ** 2, rho=1.0)
         for _ in range(50):
-            info = trainer.step(x0, y)
+            loss = trainer.step(x0, y)
     """
 
     def __init__(self, system: ControlSystem, terminal_loss: TerminalLoss, rho: float = 1.0,
@@ -106,14 +96,17 @@ class MSATrainer:
         self.lbfgs_lr = float(lbfgs_lr)
         self.line_search = "strong_wolfe" if line_search else None
 
-    def step(self, x0: Tensor, y: Tensor) -> MSAStepInfo:
-        """One (E-)MSA iteration on the batch ``x0: (batch, *shape)``, ``y: (batch, ...)``."""
+    def step(self, x0: Tensor, y: Tensor) -> float:
+        """One (E-)MSA iteration on the batch ``x0: (batch, *shape)``, ``y: (batch, ...)``.
+
+        Returns the mean cost ``J / batch`` at the parameters *before* the update.
+        """
         states = state_pass(self.system, x0)
         loss = self._mean_cost(states, y)
         costates = costate_pass(self.system, states, terminal_costate(self.terminal_loss, states[-1], y))
-        gains = [self._maximise(module, steps, states, costates)
-                 for module, steps in self.system.control_groups()]
-        return MSAStepInfo(loss=loss, mean_hamiltonian_gain=float(sum(gains) / max(len(gains), 1)))
+        for module, steps in self.system.control_groups():
+            self._maximise(module, steps, states, costates)
+        return loss
 
     @torch.no_grad()
     def _mean_cost(self, states: list[Tensor], y: Tensor) -> float:
@@ -122,11 +115,11 @@ class MSATrainer:
         return float((self.terminal_loss(states[-1], y).sum() + running) / states[0].shape[0])
 
     def _maximise(self, module: nn.Module, steps: list[int], states: list[Tensor],
-                  costates: list[Tensor]) -> float:
+                  costates: list[Tensor]) -> None:
         """Maximise the batch-averaged ``Σ_{t in steps} H̃_t`` over ``module``'s parameters."""
         params = [param for param in module.parameters() if param.requires_grad]
         if not params:
-            return 0.0
+            return
         batch = states[0].shape[0]
         optimizer = torch.optim.LBFGS(params, lr=self.lbfgs_lr, max_iter=self.lbfgs_iters,
                                       line_search_fn=self.line_search)
@@ -140,8 +133,5 @@ class MSATrainer:
             return -objective
 
         with torch.enable_grad():
-            start = negative_objective().item()
             optimizer.step(negative_objective)
-            end = negative_objective().item()
         optimizer.zero_grad(set_to_none=True)
-        return start - end

@@ -126,7 +126,8 @@ class CNF(nn.Module):
         self.trace_estimator = check_choice("trace_estimator", trace_estimator, TRACE_ESTIMATORS)
         self.noise = check_choice("noise", noise, NOISE_TYPES)
         self.dynamics = _CNFDynamics(CountingField(field), trace_estimator)
-        self.solver_kwargs = dict(method=method, rtol=rtol, atol=atol, options=options, gradient=gradient)
+        self.solver_kwargs = {"method": method, "rtol": rtol, "atol": atol, "options": options,
+                              "gradient": gradient}
         self.nfe = 0
 
     def _solve(self, z: Tensor, t_start: float, t_end: float) -> tuple[Tensor, Tensor]:

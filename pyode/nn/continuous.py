@@ -7,6 +7,7 @@ method and gradient mode can be used.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -36,7 +37,7 @@ class TimeMLP(nn.Module):
         self.state_shape = (dim,)
         widths = [dim + 1] + [hidden] * n_hidden
         layers: list[nn.Module] = []
-        for w_in, w_out in zip(widths[:-1], widths[1:]):
+        for w_in, w_out in itertools.pairwise(widths):
             layers += [nn.Linear(w_in, w_out), activation()]
         layers.append(nn.Linear(widths[-1], dim))
         self.net = nn.Sequential(*layers)
@@ -92,7 +93,8 @@ class ODEBlock(nn.Module):
         super().__init__()
         self.field = CountingField(func)
         self.register_buffer("t", _as_time_grid(t), persistent=False)
-        self.solver_kwargs = dict(method=method, rtol=rtol, atol=atol, options=options, gradient=gradient)
+        self.solver_kwargs = {"method": method, "rtol": rtol, "atol": atol, "options": options,
+                              "gradient": gradient}
         shape = state_shape if state_shape is not None else getattr(func, "state_shape", None)
         self.state_shape = None if shape is None else tuple(shape)
         self.nfe_forward = 0

@@ -220,7 +220,8 @@ class HamiltonianBlock(RevNetBlock):
     """Hamiltonian reversible block (Chang et al. 2018, "Reversible architectures for arbitrarily deep
     residual neural networks"): symplectic Euler (Verlet) on ``dY/dt = σ-layer(Z)``, ``dZ/dt = -σ-layer(Y)``.
 
-    ``Y' = Y + h K1ᵀσ(K1 Z + b1)``, ``Z' = Z - h K2ᵀσ(K2 Y' + b2)``; ``Y: (batch, dim_y)``, ``Z: (batch, dim_z)``.
+    ``Y' = Y + h K1ᵀσ(K1 Z + b1)``, ``Z' = Z - h K2ᵀσ(K2 Y' + b2)``;
+    ``Y: (batch, dim_y)``, ``Z: (batch, dim_z)``.
     """
 
     def __init__(self, dim_y: int, dim_z: int, width: int, h: float = 1.0,

@@ -1,0 +1,254 @@
+"""Adversarial training as a differential game: YOPO-m-n, the PGD-k baseline and a PGD evaluator.
+
+YOPO ("You Only Propagate Once", Zhang, Zhang, Lu, Zhu & Dong, NeurIPS 2019) views adversarial
+training through Pontryagin's maximum principle (Li, Chen, Tai & E, JMLR 2018): the perturbation η
+enters only through the first layer ``z = f_0(x + η)``, so by the PMP the input gradient is
+``∇_η ℓ = ∇_η [p · f_0(x + η)]`` with ``p = ∂ℓ/∂z`` (the costate at layer one, up to sign). YOPO-m-n
+does per batch m full forward/backward passes (each also accumulating the weight gradient) and after
+each, n cheap perturbation updates that only back-propagate through ``f_0`` with ``p`` frozen.
+PGD-k (Madry et al., 2018) needs k + 1 full passes per batch.
+
+Perturbations are L∞-bounded, ``‖η‖_∞ <= eps``, and ``x + η`` stays inside ``input_range``.
+Shapes: ``x, η: (batch, *input_shape)``, ``y: (batch,)`` class indices for the default loss.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _check_eps(eps: float) -> float:
+    if not eps > 0:
+        raise ValueError(f"eps (the L-infinity radius) must be > 0, got {eps}")
+    return float(eps)
+
+
+def _check_count(name: str, value: int) -> int:
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value}")
+    return int(value)
+
+
+def _check_step_size(step_size: float | None, default: float) -> float:
+    if step_size is None:
+        return default
+    if not step_size > 0:
+        raise ValueError(f"step_size must be > 0 (or None for the default), got {step_size}")
+    return float(step_size)
+
+
+def project_perturbation(x: Tensor, eta: Tensor, eps: float,
+                         input_range: tuple[float, float] | None = (0.0, 1.0)) -> Tensor:
+    """Project ``η`` onto ``{‖η‖_∞ <= eps, x + η in input_range}``; ``x, η: (batch, *shape)``."""
+    if eta.shape != x.shape:
+        raise ValueError(f"perturbation has shape {tuple(eta.shape)} but input x has shape "
+                         f"{tuple(x.shape)}; they must match")
+    eta = eta.clamp(-eps, eps)
+    if input_range is not None:
+        eta = (x + eta).clamp(*input_range) - x
+    return eta.detach()
+
+
+def random_perturbation(x: Tensor, eps: float, input_range: tuple[float, float] | None = (0.0, 1.0),
+                        generator: torch.Generator | None = None) -> Tensor:
+    """Uniform random start in the ε-ball (projected into ``input_range``), shape of ``x``."""
+    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return project_perturbation(x, (2 * noise - 1) * eps, eps, input_range)
+
+
+def pgd_step(model: nn.Module, x: Tensor, eta: Tensor, y: Tensor, eps: float, step_size: float,
+             loss_fn: LossFn = F.cross_entropy,
+             input_range: tuple[float, float] | None = (0.0, 1.0)) -> Tensor:
+    """One PGD ascent step ``η <- Proj(η + step_size · sign(∇_η ℓ(model(x + η), y)))``.
+
+    The gradient comes from a full forward/backward pass; parameter gradients are not touched.
+    """
+    eta = eta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = loss_fn(model(x + eta), y)
+        (grad,) = torch.autograd.grad(loss, eta)
+    return project_perturbation(x, eta.detach() + step_size * grad.sign(), eps, input_range)
+
+
+def yopo_step(first_layer: nn.Module, x: Tensor, eta: Tensor, costate: Tensor, eps: float,
+              step_size: float, input_range: tuple[float, float] | None = (0.0, 1.0)) -> Tensor:
+    """YOPO's cheap perturbation update, back-propagating through the first layer only.
+
+    ``η <- Proj(η + step_size · sign(∇_η [costate · f_0(x + η)]))`` with ``costate = ∂ℓ/∂z: (batch, *z_shape)``
+    frozen from the last full pass (Zhang et al., NeurIPS 2019). When ``costate`` was computed at this
+    same ``η`` the step equals :func:`pgd_step` exactly (the PMP identity).
+    """
+    eta = eta.detach().requires_grad_(True)
+    with torch.enable_grad():
+        z = first_layer(x + eta)
+        if costate.shape != z.shape:
+            raise ValueError(f"costate has shape {tuple(costate.shape)} but the first layer's output has "
+                             f"shape {tuple(z.shape)}; they must match")
+        (grad,) = torch.autograd.grad((costate * z).sum(), eta)
+    return project_perturbation(x, eta.detach() + step_size * grad.sign(), eps, input_range)
+
+
+def pgd_attack(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
+               step_size: float | None = None, loss_fn: LossFn = F.cross_entropy,
+               input_range: tuple[float, float] | None = (0.0, 1.0), random_start: bool = True,
+               generator: torch.Generator | None = None) -> Tensor:
+    """L∞ PGD-``steps`` attack (Madry et al., 2018); returns ``x_adv = x + η: (batch, *shape)``, detached.
+
+    ``step_size`` defaults to ``2.5 · eps / steps``.
+    """
+    eps = _check_eps(eps)
+    steps = _check_count("steps", steps)
+    step_size = _check_step_size(step_size, 2.5 * eps / steps)
+    x = x.detach()
+    eta = random_perturbation(x, eps, input_range, generator) if random_start else torch.zeros_like(x)
+    for _ in range(steps):
+        eta = pgd_step(model, x, eta, y, eps, step_size, loss_fn, input_range)
+    return (x + eta).detach()
+
+
+@torch.no_grad()
+def _count_correct(model: nn.Module, x: Tensor, y: Tensor) -> int:
+    return int((model(x).argmax(dim=1) == y).sum())
+
+
+def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20,
+                    step_size: float | None = None, batch_size: int = 512,
+                    input_range: tuple[float, float] | None = (0.0, 1.0),
+                    generator: torch.Generator | None = None) -> tuple[float, float]:
+    """PGD evaluator: ``(clean accuracy, accuracy under PGD-steps)`` in [0, 1] (default PGD-20)."""
+    _check_count("batch_size", batch_size)
+    was_training = model.training
+    model.eval()
+    clean = robust = 0
+    for start in range(0, x.shape[0], batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        clean += _count_correct(model, xb, yb)
+        x_adv = pgd_attack(model, xb, yb, eps, steps, step_size, input_range=input_range,
+                           generator=generator)
+        robust += _count_correct(model, x_adv, yb)
+    model.train(was_training)
+    return clean / x.shape[0], robust / x.shape[0]
+
+
+class _AdversarialTrainer:
+    """Shared bookkeeping: counts full forward/backward passes and first-layer-only passes."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, eps: float,
+                 loss_fn: LossFn, input_range: tuple[float, float] | None,
+                 generator: torch.Generator | None):
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        self.model = model
+        self.optimizer = optimizer
+        self.eps = _check_eps(eps)
+        self.loss_fn = loss_fn
+        self.input_range = input_range
+        self.generator = generator
+        self.full_passes = 0
+        self.first_layer_passes = 0
+
+    def train_batch(self, x: Tensor, y: Tensor) -> float:
+        """One adversarial weight update on ``x: (batch, *shape)``, ``y``; returns the mean loss."""
+        raise NotImplementedError
+
+    def train_epoch(self, batches: Iterable[tuple[Tensor, Tensor]]) -> float:
+        """Run :meth:`train_batch` over ``(x, y)`` batches; returns the mean training loss."""
+        self.model.train()
+        losses = [self.train_batch(x, y) for x, y in batches]
+        return sum(losses) / max(len(losses), 1)
+
+
+class PGDTrainer(_AdversarialTrainer):
+    """PGD-k adversarial training (Madry et al., 2018): k + 1 full passes per batch.
+
+    Args:
+        model: any classifier ``(batch, *shape) -> (batch, classes)``.
+        optimizer: optimizer over ``model``'s parameters.
+        eps: L∞ radius (> 0).
+        steps: k >= 1 attack steps per batch.
+        step_size: attack step; default ``2.5 · eps / steps``.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, eps: float, steps: int = 10,
+                 step_size: float | None = None, loss_fn: LossFn = F.cross_entropy,
+                 input_range: tuple[float, float] | None = (0.0, 1.0),
+                 generator: torch.Generator | None = None):
+        super().__init__(model, optimizer, eps, loss_fn, input_range, generator)
+        self.steps = _check_count("steps", steps)
+        self.step_size = _check_step_size(step_size, 2.5 * self.eps / self.steps)
+
+    def train_batch(self, x: Tensor, y: Tensor) -> float:
+        x_adv = pgd_attack(self.model, x, y, self.eps, self.steps, self.step_size, self.loss_fn,
+                           self.input_range, generator=self.generator)
+        self.optimizer.zero_grad()
+        loss = self.loss_fn(self.model(x_adv), y)
+        loss.backward()
+        self.optimizer.step()
+        self.full_passes += self.steps + 1
+        return loss.item()
+
+
+class YOPOTrainer(_AdversarialTrainer):
+    """YOPO-m-n adversarial training (Zhang et al., NeurIPS 2019): m full passes per batch.
+
+    Per batch: random start η; then m times: one full forward/backward pass at ``x + η`` (accumulating
+    the weight gradient, averaged over the m passes, and reading the costate ``p = ∂ℓ/∂z`` at the first
+    layer's output z), followed by n updates of η through the first layer only (:func:`yopo_step`).
+    One optimizer step per batch.
+
+    Args:
+        model: an ``nn.Sequential`` whose first ``first_layer_depth`` children form the layer f_0 that
+            the perturbation couples to (e.g. ``nn.Sequential(nn.Conv2d(..), nn.ReLU())``).
+        optimizer: optimizer over ``model``'s parameters.
+        eps: L∞ radius (> 0).
+        m, n: full passes and first-layer updates per full pass (both >= 1).
+        step_size: first-layer update step; default ``2 · eps / n``.
+    """
+
+    def __init__(self, model: nn.Sequential, optimizer: torch.optim.Optimizer, eps: float, m: int = 3,
+                 n: int = 5, step_size: float | None = None, first_layer_depth: int = 1,
+                 loss_fn: LossFn = F.cross_entropy, input_range: tuple[float, float] | None = (0.0, 1.0),
+                 generator: torch.Generator | None = None):
+        if not isinstance(model, nn.Sequential):
+            raise TypeError("model must be an nn.Sequential so its first layer can be split off, got "
+                            f"{type(model).__name__}")
+        depth = _check_count("first_layer_depth", first_layer_depth)
+        if depth >= len(model):
+            raise ValueError(f"first_layer_depth must be < len(model) = {len(model)}, got {depth}")
+        super().__init__(model, optimizer, eps, loss_fn, input_range, generator)
+        self.m = _check_count("m", m)
+        self.n = _check_count("n", n)
+        self.step_size = _check_step_size(step_size, 2.0 * self.eps / self.n)
+        self.first_layer, self.rest = model[:depth], model[depth:]
+
+    def full_pass(self, x: Tensor, eta: Tensor, y: Tensor, weight: float = 1.0) -> tuple[Tensor, float]:
+        """Forward/backward at ``x + η``; accumulates ``weight ·`` the weight gradient.
+
+        Returns ``(costate ∂ℓ/∂z at the first layer's output, loss)``.
+        """
+        z = self.first_layer(x + eta.detach())
+        z.retain_grad()
+        loss = self.loss_fn(self.rest(z), y)
+        (weight * loss).backward()
+        self.full_passes += 1
+        return z.grad.detach() / weight, loss.item()
+
+    def train_batch(self, x: Tensor, y: Tensor) -> float:
+        eta = random_perturbation(x, self.eps, self.input_range, self.generator)
+        self.optimizer.zero_grad()
+        losses = []
+        for _ in range(self.m):
+            costate, loss = self.full_pass(x, eta, y, weight=1.0 / self.m)
+            losses.append(loss)
+            for _ in range(self.n):
+                eta = yopo_step(self.first_layer, x, eta, costate, self.eps, self.step_size,
+                                self.input_range)
+                self.first_layer_passes += 1
+        self.optimizer.step()
+        return sum(losses) / self.m

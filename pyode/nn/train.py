@@ -1,0 +1,151 @@
+"""A generic training loop that runs unchanged on one process or under ``torch.distributed`` DDP.
+
+Under DDP (``torch.distributed`` initialised, gloo on CPU or NCCL on GPU) :func:`fit` wraps the model in
+``DistributedDataParallel`` and gives each of the ``W`` ranks ``batch_size / W`` samples of every global
+batch. DDP averages the gradients, so with a loss that is a mean over the batch each step equals a
+single-process step on the combined batch (exactly, up to rounding, for fixed-step solvers).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from tqdm.auto import tqdm
+
+Tensor = torch.Tensor
+LossFn = Callable[[nn.Module, object], Tensor]
+
+__all__ = ["FitResult", "find_free_port", "fit", "launch_local_processes"]
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the loss per step (averaged over ranks) and the number of steps run."""
+
+    losses: list[float] = field(default_factory=list)
+    steps: int = 0
+
+
+def _distributed_context() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _wrap_for_ddp(model: nn.Module, world_size: int) -> nn.Module:
+    if world_size == 1:
+        return model
+    device = next(model.parameters()).device
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _make_loader(dataset: Dataset | Tensor, batch_size: int, rank: int, world_size: int,
+                 shuffle: bool, seed: int) -> DataLoader:
+    if isinstance(dataset, Tensor):
+        dataset = TensorDataset(dataset)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if batch_size % world_size:
+        raise ValueError(f"batch_size={batch_size} (the global batch) must be divisible by the "
+                         f"world size {world_size}")
+    if len(dataset) < batch_size:
+        raise ValueError(f"dataset has {len(dataset)} samples, fewer than batch_size={batch_size}")
+    # The same sampler on one process (num_replicas=1) makes the single-process batches exactly the
+    # union of the ranks' batches: both cut the same seeded permutation into consecutive global batches.
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                                 drop_last=True)
+    return DataLoader(dataset, batch_size=batch_size // world_size, sampler=sampler, drop_last=True)
+
+
+def _unpack(batch):
+    return batch[0] if isinstance(batch, (list, tuple)) and len(batch) == 1 else batch
+
+
+def _global_mean(loss: Tensor, world_size: int) -> float:
+    value = loss.detach().clone()
+    if world_size > 1:
+        dist.all_reduce(value)
+        value /= world_size
+    return value.item()
+
+
+def fit(model: nn.Module, loss_fn: LossFn, dataset: Dataset | Tensor, optimizer: torch.optim.Optimizer, *,
+        steps: int, batch_size: int, shuffle: bool = True, seed: int = 0,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, progress: bool | None = True,
+        desc: str = "training") -> FitResult:
+    """Train ``model`` for ``steps`` optimiser steps; identical code on one process or under DDP.
+
+    Args:
+        model: the module; wrapped in ``DistributedDataParallel`` when torch.distributed is initialised.
+        loss_fn: ``loss_fn(model, batch) -> scalar``, a *mean* over the batch. It must call ``model(...)``
+            (its ``forward``), which is where DDP hooks in; ``batch`` is the tensor (or tuple of tensors)
+            the dataset yields, ``(batch_size / world_size, ...)`` per rank.
+        dataset: a ``Dataset`` or a tensor ``(n, ...)`` of samples.
+        optimizer: built on ``model.parameters()``.
+        steps: number of optimiser steps (epochs are re-shuffled with ``seed + epoch``).
+        batch_size: the global batch size, divisible by the world size.
+        progress: tqdm bar on rank 0 (``None``: only on a terminal, as tqdm's ``disable=None``).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    rank, world_size = _distributed_context()
+    loader = _make_loader(dataset, batch_size, rank, world_size, shuffle, seed)
+    wrapped = _wrap_for_ddp(model, world_size)
+    result = FitResult()
+    bar = tqdm(total=steps, desc=desc, disable=(rank != 0) or (None if progress is None else not progress))
+    epoch = 0
+    while result.steps < steps:
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(wrapped, _unpack(batch))
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            result.losses.append(_global_mean(loss, world_size))
+            result.steps += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+            if result.steps == steps:
+                break
+        epoch += 1
+    bar.close()
+    return result
+
+
+def find_free_port() -> int:
+    """A TCP port on localhost that is free right now (for ``MASTER_PORT``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _process_entry(rank: int, fn: Callable, world_size: int, port: int, args: tuple) -> None:
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    torch.set_num_threads(1)  # W processes share the machine's cores
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        fn(rank, world_size, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def launch_local_processes(fn: Callable, world_size: int, *args) -> None:
+    """Run ``fn(rank, world_size, *args)`` in ``world_size`` CPU processes joined by a gloo group.
+
+    ``fn`` must be importable (a module-level function), as ``torch.multiprocessing.spawn`` requires.
+    """
+    import torch.multiprocessing as mp
+
+    mp.spawn(_process_entry, args=(fn, world_size, find_free_port(), args), nprocs=world_size, join=True)
