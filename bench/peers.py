@@ -169,7 +169,7 @@ class TorchdiffeqPeer(Peer):
     def _forward(self, case, func, method, rtol, atol, mode):
         import torchdiffeq
 
-        kwargs = dict(rtol=rtol, atol=atol, method=method)
+        kwargs = {"rtol": rtol, "atol": atol, "method": method}
         if mode in ("adjoint", "adjoint_seminorm"):
             options = {"norm": "seminorm"} if mode == "adjoint_seminorm" else None
             ys = torchdiffeq.odeint_adjoint(func, case.y0, case.t, adjoint_params=tuple(case.params),
@@ -178,13 +178,14 @@ class TorchdiffeqPeer(Peer):
             ys = torchdiffeq.odeint(func, case.y0, case.t, **kwargs)
         counts = StepCounts.joint(func.accepted, func.rejected)
         func.accepted = func.rejected = 0
-        return ys, counts
+        return ys, (counts, mode in ("adjoint", "adjoint_seminorm"))
 
     def _forward_counts(self, handle, func):
-        return handle  # counted by the step callbacks during the solve
+        return handle[0]  # counted by the step callbacks during the solve
 
     def _backward_counts(self, handle, func):
-        return StepCounts.joint(func.accepted, func.rejected)
+        has_backward_solve = handle[1]  # backprop replays the graph: no backward steps to count
+        return StepCounts.joint(func.accepted, func.rejected) if has_backward_solve else None
 
 
 class _TorchodeShape(nn.Module):
@@ -271,7 +272,7 @@ class PyodePeer(Peer):
     def _forward(self, case, func, method, rtol, atol, mode):
         import pyode
 
-        kwargs = dict(rtol=rtol, atol=atol, method=method)
+        kwargs = {"rtol": rtol, "atol": atol, "method": method}
         if mode in ("adjoint", "adjoint_seminorm"):
             options = {"norm": "seminorm"} if mode == "adjoint_seminorm" else None
             try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 COLOURS = {"pyode": "tab:green", "torchdiffeq": "tab:blue", "torchode": "tab:orange"}
 
@@ -116,8 +116,9 @@ def ratios_markdown(results: dict) -> str:
         if r["status"] == "ok":
             key = (f"{r['problem']} {r['variant']}", r["mode"], r["threads"])
             groups.setdefault(key, {})[r["library"]] = r
-    lines = ["| case | mode | thr | wall: best peer / pyode | loop/step: best peer / pyode "
-             "| pyode NFE / torchdiffeq NFE |", "|---|---|---|---|---|---|"]
+    head = ("| case | mode | thr | wall: best peer / pyode | loop/step: best peer / pyode "
+            "| pyode NFE / torchdiffeq NFE |")
+    lines = [head, "|---|---|---|---|---|---|"]
     for (case, mode, threads), libs in groups.items():
         if "pyode" not in libs or len(libs) < 2:
             continue

@@ -25,12 +25,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `bench` importable without shadowing an installed pyode
     sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import torch
+from tqdm import tqdm
 
-from bench import measure, report  # noqa: E402
-from bench.peers import PEERS, NotAvailable, Peer, make_peers  # noqa: E402
-from bench.problems import PROBLEM_KEYS, Case, make_cases  # noqa: E402
+from bench import measure, report
+from bench.peers import PEERS, NotAvailable, Peer, make_peers
+from bench.problems import PROBLEM_KEYS, Case, make_cases
+
+# what a library may raise when it fails on a case (torchode asserts; pyode raises RuntimeError subclasses)
+LIBRARY_FAILURES = (RuntimeError, ValueError, TypeError, AssertionError, AttributeError, IndexError, KeyError)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,7 +99,9 @@ class Suite:
         for peer, mode in self._entries(case):
             record = self._new_record(case, peer, mode, n_threads, env)
             reason = peer.unavailable_reason(case, case.method, mode)
-            if reason is None:
+            if reason is not None:
+                record.update(status="n/a", reason=reason)
+            else:
                 reason = self._warm_up(case, peer, mode, n_threads, record)
             if reason is None:
                 live.append((peer, mode, record))
@@ -131,7 +136,7 @@ class Suite:
         except NotAvailable as exc:
             record.update(status="n/a", reason=str(exc))
             return str(exc)
-        except Exception as exc:  # a failing library is a result, not a reason to stop the suite
+        except LIBRARY_FAILURES as exc:  # a failing library is a result, not a reason to stop the suite
             record.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:500])
             return record["reason"]
         self.warmed.add(key)
@@ -143,7 +148,7 @@ class Suite:
         except NotAvailable as exc:
             record.update(status="n/a", reason=str(exc))
             return
-        except Exception as exc:
+        except LIBRARY_FAILURES as exc:
             record.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:500])
             return
         runs.append(measure.run_metrics(case, result, record["eager_op_s"], record["triad_bytes_per_s"]))
@@ -161,10 +166,8 @@ def environment(args: argparse.Namespace, argv: list[str]) -> dict:
             "torchdiffeq": torchdiffeq.__version__, "torchode": torchode.__version__,
             "pyode": getattr(pyode, "__version__", "?"), "cpu_count": os.cpu_count(),
             "threads": args.threads, "quick": args.quick, "problems": args.problems}
-    try:
-        info["pyode_backend"] = pyode.backend_info()
-    except Exception as exc:  # an old pyode without backend_info still benchmarks
-        info["pyode_backend"] = f"unavailable: {exc}"
+    backend_info = getattr(pyode, "backend_info", None)
+    info["pyode_backend"] = backend_info() if backend_info else "unknown"
     return info
 
 

@@ -111,15 +111,6 @@ void rk_finish_async(uintptr_t y1, int64_t y1_size, uintptr_t err_out, int64_t e
   else check(false, "rk_finish: unsupported dtype code " + std::to_string(dtype));
 }
 
-// Copies `count` float64 values from device to host on the stream and waits: the one sync of a step.
-void norms_to_host(uintptr_t host, uintptr_t device_norms, int64_t count, int device, uintptr_t stream) {
-  check(host != 0 && device_norms != 0 && count >= 0, "norms_to_host: null buffer or negative count");
-  const pyode::cuda::Launch launch = make_launch(device, stream);
-  py::gil_scoped_release no_gil;
-  pyode::cuda::copy_to_host_sync(reinterpret_cast<void*>(host), reinterpret_cast<const void*>(device_norms),
-                                 count * int64_t(sizeof(double)), launch);
-}
-
 }  // namespace
 
 PYBIND11_MODULE(_C_cuda, m) {
@@ -131,7 +122,6 @@ PYBIND11_MODULE(_C_cuda, m) {
   m.def("lincomb", &lincomb, "out[r] = base + sum_j w[r, j] * k_j on the device, on the given stream");
   m.def("rk_finish_async", &rk_finish_async,
         "y1, error and RMS norms of a Runge-Kutta step; norms written to a device buffer, no synchronisation");
-  m.def("norms_to_host", &norms_to_host, "copy float64 norms to the host and wait for the stream");
   m.def("device_count", &pyode::cuda::device_count, "visible CUDA devices (0 without a driver or GPU)");
   m.def("runtime_version", &pyode::cuda::runtime_version, "CUDA runtime version this module was linked with");
   m.def("driver_version", &pyode::cuda::driver_version, "CUDA driver version (0 without a driver)");

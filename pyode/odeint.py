@@ -1,186 +1,100 @@
-"""Public entry points: :func:`odeint` (torchdiffeq-compatible), :func:`solve` (with statistics) and
-:func:`odeint_event`."""
+"""Public entry points: :func:`odeint` (torchdiffeq-compatible), :func:`odeint_adjoint`, :func:`solve`
+(with statistics) and :func:`odeint_event`. One argument, ``gradient``, chooses how gradients flow; see
+:mod:`pyode._gradients` for the memory/accuracy trade-off of each mode."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from pyode import _validation as check
-from pyode._kernels import Segments, get_backend, reference
-from pyode._solvers.adaptive import AdaptiveLoop, AdaptiveOptions
-from pyode._solvers.events import EventLocator
-from pyode._solvers.fixed_grid import AdamsLoop, FixedGridLoop, FixedOptions, make_grid
-from pyode._solvers.flat_func import FlatFunc
-from pyode._solvers.rk_step import RKStepper
-from pyode._solvers.tableaux import TABLEAUX
-from pyode.solution import Solution, SolverStats
+from pyode._gradients.adjoint import AdjointSolve, make_config
+from pyode._gradients.checkpoint import CheckpointSolve
+from pyode._gradients.events import EventTimeGradient
+from pyode._gradients.params import resolve_params
+from pyode._gradients.reversible import ReversibleSolve
+from pyode._solvers.problem import METHODS, Problem, build_problem, integrate, integrate_until_event
+from pyode.solution import Solution
 
-ADAMS_METHODS = {"explicit_adams": 0, "implicit_adams": None, "fixed_adams": 1}
-FIXED_RK_METHODS = tuple(name for name, tab in TABLEAUX.items() if not tab.adaptive)
-ADAPTIVE_METHODS = tuple(name for name, tab in TABLEAUX.items() if tab.adaptive)
-METHODS = ADAPTIVE_METHODS + FIXED_RK_METHODS + tuple(ADAMS_METHODS)
-GRADIENT_MODES = ("backprop",)
-_NORMS = ("rms", "mixed")
+GRADIENT_MODES = ("backprop", "adjoint", "checkpoint", "reversible")
+__all__ = ["GRADIENT_MODES", "METHODS", "odeint", "odeint_adjoint", "odeint_event", "solve"]
 
 
-def _check_method(method: str | None) -> str:
-    method = "dopri5" if method is None else method
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+def _check_gradient(gradient: str, method: str | None) -> str | None:
+    if gradient not in GRADIENT_MODES:
+        raise ValueError(f"unknown gradient mode {gradient!r}; valid: {', '.join(GRADIENT_MODES)}")
+    if gradient == "reversible":
+        if method not in (None, "alf"):
+            raise ValueError("gradient='reversible' reconstructs the trajectory with the asynchronous leapfrog "
+                             f"method; use method='alf' (or leave method unset), not {method!r}")
+        return "alf"
     return method
 
 
-def _prepare(func, y0, t, rtol, atol, method, event_fn):
-    """Validates the inputs; returns (states, is_tuple, t, rtol, atol, method)."""
-    check.check_func(func)
-    states, is_tuple = check.check_state(y0)
-    t = check.check_times(t, states[0].device)
-    rtol, atol = check.check_tolerance("rtol", rtol), check.check_tolerance("atol", atol)
-    method = _check_method(method)
-    if method in ADAPTIVE_METHODS and rtol == 0 and atol == 0:
-        raise ValueError("rtol and atol cannot both be 0 for an adaptive method; set atol > 0 (e.g. 1e-9)")
-    if event_fn is not None and not callable(event_fn):
-        raise TypeError("event_fn must be callable as event_fn(t, y) -> scalar tensor")
-    return states, is_tuple, t, rtol, atol, method
+def _integrate_with_gradient(problem: Problem, gradient: str, params, adjoint_cfg) -> Tensor:
+    """Flat outputs (T, n) of the problem, with gradients flowing the chosen way."""
+    if gradient == "backprop" or not (torch.is_grad_enabled() and (problem.y0.requires_grad or params
+                                                                     or problem.t.requires_grad)):
+        return integrate(problem)
+    if gradient == "checkpoint":
+        return CheckpointSolve.apply(problem, problem.y0, *params)
+    if gradient == "reversible":
+        return ReversibleSolve.apply(problem, problem.y0, *params)
+    return AdjointSolve.apply(problem, adjoint_cfg, problem.y0, problem.t, *params)
 
 
-def _kernel_backend(y: Tensor):
-    if y.dtype not in (torch.float32, torch.float64):
-        return reference  # half precision: the reference path computes in torch's own kernels
-    return get_backend(y.device)
+def _event_solution(problem: Problem, event_fn, gradient, params, adjoint_cfg, build) -> Solution:
+    """Solve until the event; the event time carries gradients by the implicit function theorem."""
+    event_s, y_event = integrate_until_event(problem, event_fn)
+    t0 = problem.t[0]
+    event_t = torch.tensor(problem.sign * event_s, dtype=problem.t.dtype, device=problem.t.device)
+    if gradient != "backprop":  # re-solve over [t0, t_event] with the chosen gradient mode
+        again = build(torch.stack([t0.detach(), event_t]))
+        y_event = _integrate_with_gradient(again, gradient, params, adjoint_cfg)[-1]
+        problem.stats.nfe_backward += again.stats.nfe_backward
+        problem.stats.nfe += again.stats.nfe
 
+    def event_flat(t, y):
+        return event_fn(t, problem.fn.unflatten(y))
 
-def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, is_tuple, norm_segments):
-    opts, extra = check.parse_options(options, AdaptiveOptions, method, extra=("norm", "dtype"))
-    for name in ("first_step", "max_step"):
-        setattr(opts, name, check.positive(name, getattr(opts, name)))
-    opts.max_step = math.inf if opts.max_step is None else opts.max_step
-    opts.min_step = check.positive("min_step", opts.min_step, allow_zero=True)
-    if int(opts.max_num_steps) < 1:
-        raise ValueError(f"options['max_num_steps'] must be >= 1, got {opts.max_num_steps}")
-    opts.step_t = check.times_list("step_t", opts.step_t, sign)
-    opts.jump_t = check.times_list("jump_t", opts.jump_t, sign)
-    if opts.interp not in ("auto", "quartic", "cubic", "linear", "restep"):
-        raise ValueError(f"options['interp'] must be auto, quartic, cubic, linear or restep, got {opts.interp!r}")
-    norm = extra.get("norm", "mixed" if is_tuple else "rms")
-    if norm not in _NORMS:
-        raise ValueError(f"options['norm'] must be one of {_NORMS}, got {norm!r}")
-    segments = None
-    if norm_segments is not None or (norm == "mixed" and len(offsets) > 2):
-        segments = Segments(offsets)
-        norm_segments = segments.count if norm_segments is None else norm_segments
-    stepper = RKStepper(TABLEAUX[method], fn, kern, rtol, atol, segments, norm_segments, interp=opts.interp)
-    return AdaptiveLoop(stepper, opts, stats, sign)
-
-
-def _fixed_loop(fn, kern, method, options, t_out, sign, stats):
-    opts, _ = check.parse_options(options, FixedOptions, method, extra=("dtype", "norm"))
-    step = check.positive("step_size", opts.step_size)
-    if opts.interp not in ("linear", "cubic"):
-        raise ValueError(f"options['interp'] must be 'linear' or 'cubic' for fixed-grid methods, got {opts.interp!r}")
-    grid = make_grid(t_out, step)
-    if method in ADAMS_METHODS:
-        iters = ADAMS_METHODS[method]
-        iters = max(int(opts.max_iters), 1) if iters is None else iters
-        return AdamsLoop(fn, kern, grid, stats, sign, iters)
-    stepper = RKStepper(TABLEAUX[method], fn, kern, interp=opts.interp)
-    return FixedGridLoop(stepper, grid, stats, sign)
-
-
-@dataclass
-class Problem:
-    """A validated solve, ready to integrate: the flat function and state, times in the solver's
-    direction, and the integration loop. Gradient methods build one and own how it is run.
-
-    Attributes:
-        fn: :class:`FlatFunc`; y0: (n,) flat initial state; t: the user's times (T,);
-        t_out: the times as floats in the solver's (increasing) direction; sign: -1 for decreasing t;
-        loop: the integration loop; stats: its counters; offsets: tuple component boundaries in y0.
-    """
-
-    fn: FlatFunc
-    y0: Tensor
-    t: Tensor
-    t_out: list
-    sign: float
-    loop: object
-    stats: SolverStats
-    method: str
-    rtol: float
-    atol: float
-    offsets: list
-
-
-def build_problem(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=None, event_fn=None,
-                  norm_segments: int | None = None) -> Problem:
-    """Validates everything and builds the loop. ``norm_segments``: error norm over only the first
-    ``norm_segments`` tuple components (the adjoint's seminorm)."""
-    states, is_tuple, t, rtol, atol, method = _prepare(func, y0, t, rtol, atol, method, event_fn)
-    t_list = t.detach().double().tolist()
-    sign = -1.0 if len(t_list) > 1 and t_list[1] < t_list[0] else 1.0
-    t_out = [sign * x for x in t_list]
-    stats = SolverStats(t_reached=t_list[0])
-    t_dtype = options.get("dtype", t.dtype) if isinstance(options, dict) else t.dtype
-    fn = FlatFunc(func, [s.shape for s in states], is_tuple, states[0].dtype, states[0].device, t_dtype,
-                  sign < 0, stats)
-    y_flat = torch.cat([s.reshape(-1) for s in states]) if is_tuple else states[0].reshape(-1)
-    kern = _kernel_backend(y_flat)
-    offsets = [0]
-    for s in states:
-        offsets.append(offsets[-1] + s.numel())
-    if method in ADAPTIVE_METHODS:
-        loop = _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, is_tuple, norm_segments)
-    else:
-        loop = _fixed_loop(fn, kern, method, options, t_out, sign, stats)
-    return Problem(fn, y_flat, t, t_out, sign, loop, stats, method, rtol, atol, offsets)
-
-
-def integrate(problem: Problem, y0: Tensor | None = None) -> Tensor:
-    """Runs the loop from ``y0`` (default: the problem's) and returns the flat outputs (T, n)."""
-    y0 = problem.y0 if y0 is None else y0
-    if len(problem.t_out) == 1:
-        return y0.unsqueeze(0)
-    return torch.cat(problem.loop.integrate(y0, problem.t_out))
-
-
-def integrate_until_event(problem: Problem, event_fn: Callable) -> tuple[float, Tensor]:
-    """Integrates until ``event_fn`` changes sign. Returns the event time (solver direction) and the
-    flat state there (n,)."""
-    if not isinstance(problem.loop, AdaptiveLoop):
-        raise ValueError("event_fn is supported with the adaptive methods; pick e.g. method='dopri5'")
-    events = EventLocator(event_fn, problem.fn, problem.atol)
-    events.start(problem.t_out[0], problem.y0)
-    # Like torchdiffeq, only t[0] (and the direction of t) matter: integrate until the event.
-    blocks = problem.loop.integrate(problem.y0, [problem.t_out[0], problem.t_out[0] + 1e30], events)
-    if events.event_t is None:
-        raise ValueError("no event occurred; check that event_fn changes sign along the solution")
-    problem.stats.status, problem.stats.t_reached = "event", problem.sign * events.event_t
-    return events.event_t, blocks[0][0]
+    if torch.is_grad_enabled() and y_event.requires_grad:
+        event_t, y_event = EventTimeGradient.apply(problem.fn.user_time_call, event_flat, event_t, y_event)
+    ys = problem.fn.unflatten(torch.stack([problem.y0, y_event]))
+    return Solution(ys, torch.stack([t0.detach(), event_t]), problem.stats, event_t)
 
 
 def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,
-          options: dict | None = None, event_fn: Callable | None = None) -> Solution:
-    """Solves ``dy/dt = func(t, y)`` and returns the trajectory with statistics (gradients by backprop).
+          options: dict | None = None, event_fn: Callable | None = None, gradient: str = "backprop",
+          adjoint_params: Sequence[Tensor] | None = None, adjoint_rtol: float | None = None,
+          adjoint_atol: float | None = None, adjoint_method: str | None = None,
+          adjoint_options: dict | None = None) -> Solution:
+    """Solves ``dy/dt = func(t, y)``; returns the trajectory with statistics (:class:`pyode.Solution`).
 
-    Same arguments as :func:`odeint`. Returns a :class:`pyode.Solution` (``.ys``, ``.t``, ``.stats``,
-    ``.event_t``).
+    Same arguments as :func:`odeint` and :func:`odeint_adjoint`. ``sol.stats.nfe_backward`` counts the
+    evaluations of the backward pass once it has run (adjoint, checkpoint and reversible modes).
     """
-    problem = build_problem(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn)
-    if event_fn is None:
-        return Solution(problem.fn.unflatten(integrate(problem)), problem.t, problem.stats)
-    event_s, y_event = integrate_until_event(problem, event_fn)
-    event_t = torch.tensor(problem.sign * event_s, dtype=problem.t.dtype, device=problem.t.device)
-    ys = problem.fn.unflatten(torch.stack([problem.y0, y_event]))
-    return Solution(ys, torch.stack([problem.t[0].detach(), event_t]), problem.stats, event_t)
+    method = _check_gradient(gradient, method)
+    params = () if gradient == "backprop" else resolve_params(func, adjoint_params, gradient)
+    adjoint_cfg = None
+    if gradient == "adjoint":
+        adjoint_cfg = make_config(rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
+                                  adjoint_options)
+
+    def build(times):
+        return build_problem(func, y0, times, rtol=rtol, atol=atol, method=method, options=options,
+                             event_fn=event_fn)
+
+    problem = build(t)
+    if event_fn is not None:
+        return _event_solution(problem, event_fn, gradient, params, adjoint_cfg, build)
+    ys = _integrate_with_gradient(problem, gradient, params, adjoint_cfg)
+    return Solution(problem.fn.unflatten(ys), problem.t, problem.stats)
 
 
 def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,
-           options: dict | None = None, event_fn: Callable | None = None, gradient: str = "backprop"):
+           options: dict | None = None, event_fn: Callable | None = None, gradient: str = "backprop",
+           **adjoint_kwargs):
     """Integrates ``dy/dt = func(t, y)`` from ``t[0]`` and returns ``y`` at every time in ``t``.
 
     A drop-in replacement for ``torchdiffeq.odeint``.
@@ -190,27 +104,57 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, met
         y0: (*state) tensor, or a tuple of tensors.
         t: (T,) strictly increasing or decreasing times; ``t[0]`` is the initial time.
         rtol, atol: relative and absolute tolerances of the adaptive methods.
-        method: one of :data:`METHODS` (default ``'dopri5'``).
+        method: one of :data:`METHODS` (default ``'dopri5'``; ``'alf'`` for ``gradient='reversible'``).
         options: solver options (e.g. ``step_size``, ``first_step``, ``max_num_steps``, ``step_t``,
             ``jump_t``, ``min_step``, ``max_step``, ``safety``, ``ifactor``, ``dfactor``, ``pcoeff``,
             ``icoeff``, ``dcoeff``, ``norm``, ``dtype``, ``interp``); unknown names raise.
         event_fn: terminal event ``event_fn(t, y) -> scalar``: the solve stops where it changes sign.
-        gradient: how gradients flow; ``"backprop"`` differentiates through the solver's operations.
+        gradient: how gradients flow:
+            ``"backprop"`` through the solver's operations (exact for the discretisation; memory grows
+            with steps x stages); ``"checkpoint"`` the same gradient from replayed steps (memory: one
+            state per step); ``"adjoint"`` the continuous adjoint (memory flat in the number of steps;
+            gradient accurate to the tolerances; see :func:`odeint_adjoint`); ``"reversible"`` the
+            asynchronous leapfrog method reconstructed backwards (flat memory, exact for its solve).
+        **adjoint_kwargs: ``adjoint_params``, ``adjoint_rtol``, ``adjoint_atol``, ``adjoint_method``,
+            ``adjoint_options`` for the non-backprop modes (parameters: those of an ``nn.Module`` func).
     Returns:
         (T, *state) tensor (a tuple for tuple ``y0``); with ``event_fn``: ``(event_t, ys)`` where ys is
         (2, *state): the initial state and the state at the event.
     """
-    if gradient not in GRADIENT_MODES:
-        raise ValueError(f"unknown gradient mode {gradient!r}; valid: {', '.join(GRADIENT_MODES)}")
-    sol = solve(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn)
+    sol = solve(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
+                gradient=gradient, **adjoint_kwargs)
     return sol.ys if event_fn is None else (sol.event_t, sol.ys)
 
 
-def odeint_event(func: Callable, y0, t0, *, event_fn: Callable, reverse_time: bool = False, **kwargs):
+def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,
+                   options: dict | None = None, event_fn: Callable | None = None,
+                   adjoint_rtol: float | None = None, adjoint_atol: float | None = None,
+                   adjoint_method: str | None = None, adjoint_options: dict | None = None,
+                   adjoint_params: Sequence[Tensor] | None = None):
+    """:func:`odeint` with gradients by the continuous adjoint (Chen et al. 2018), as torchdiffeq's.
+
+    The backward pass solves the augmented system [y, a, dL/dθ] from ``t[-1]`` to ``t[0]`` (one fused
+    kernel call per stage over all of it), so memory does not grow with the number of steps.
+    ``func`` must be an ``nn.Module`` or ``adjoint_params`` must list the tensors it uses. The backward
+    solve defaults to the forward's tolerances, method and options; ``adjoint_options={"norm":
+    "seminorm"}`` (Kidger et al. 2021) leaves the parameter-gradient channels out of its error norm,
+    which usually takes fewer steps.
+    """
+    return odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
+                  gradient="adjoint", adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
+                  adjoint_method=adjoint_method, adjoint_options=adjoint_options, adjoint_params=adjoint_params)
+
+
+def odeint_event(func: Callable, y0, t0, *, event_fn: Callable, reverse_time: bool = False,
+                 odeint_interface: Callable | None = None, **kwargs):
     """Solves from ``t0`` until ``event_fn(t, y)`` changes sign (torchdiffeq's ``odeint_event``).
 
-    Returns ``(event_t, ys)`` with ys (2, *state): the initial state and the state at the event.
+    Gradients flow to the event time by the implicit function theorem. ``odeint_interface=odeint_adjoint``
+    (or ``gradient=...`` in kwargs) picks the gradient mode. Returns ``(event_t, ys)`` with ys
+    (2, *state): the initial state and the state at the event.
     """
+    if odeint_interface is odeint_adjoint:
+        kwargs.setdefault("gradient", "adjoint")
     t0 = torch.as_tensor(t0, dtype=torch.float64) if not isinstance(t0, Tensor) else t0
     t = torch.cat([t0.reshape(-1), t0.reshape(-1).detach() + (-1.0 if reverse_time else 1.0)])
     sol = solve(func, y0, t, event_fn=event_fn, **kwargs)

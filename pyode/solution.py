@@ -12,13 +12,15 @@ class SolverStats:
     """Counters of one solve.
 
     Attributes:
-        nfe: evaluations of ``func`` (including the initial-step heuristic and event checks).
+        nfe: evaluations of ``func`` in the forward solve (including the initial-step heuristic).
+        nfe_backward: evaluations in the backward pass (adjoint / checkpoint / reversible), once it ran.
         n_accepted / n_rejected: accepted and rejected steps (fixed-grid solvers accept every step).
         t_reached: the last time reached, in the caller's time direction.
         status: ``"success"`` or ``"event"`` (a terminal event stopped the solve).
     """
 
     nfe: int = 0
+    nfe_backward: int = 0
     n_accepted: int = 0
     n_rejected: int = 0
     t_reached: float = float("nan")
@@ -46,3 +48,4 @@ class Solution:
     t: Tensor
     stats: SolverStats = field(default_factory=SolverStats)
     event_t: Tensor | None = None
+

@@ -49,9 +49,6 @@ void lincomb_cuda(const LincombArgs& args, const Launch& launch);
 template <typename T>
 void rk_finish_cuda(const FinishArgs& args, const FinishWork& work, const Launch& launch);
 
-// Copies `bytes` from device to host on the launch's stream and waits for the stream.
-void copy_to_host_sync(void* host, const void* device, int64_t bytes, const Launch& launch);
-
 // Number of visible devices; 0 (not an error) when there is no driver or no GPU.
 int device_count();
 int runtime_version();

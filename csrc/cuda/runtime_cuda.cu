@@ -1,15 +1,8 @@
-// Runtime queries and the one synchronising copy of pyode's CUDA module (the norms of rk_finish).
+// Runtime queries of pyode's CUDA module: they answer (with zeros) on machines without a GPU or driver.
 #include "cuda_common.cuh"
 
 namespace pyode {
 namespace cuda {
-
-void copy_to_host_sync(void* host, const void* device, int64_t bytes, const Launch& launch) {
-  DeviceGuard guard(launch.device);
-  throw_on_error(cudaMemcpyAsync(host, device, static_cast<size_t>(bytes), cudaMemcpyDeviceToHost,
-                                 stream_of(launch)), "cudaMemcpyAsync");
-  throw_on_error(cudaStreamSynchronize(stream_of(launch)), "cudaStreamSynchronize");
-}
 
 int device_count() {
   int count = 0;

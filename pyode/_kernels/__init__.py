@@ -2,15 +2,22 @@
 
 Backends:
     ``reference``  pure torch ops: the specification and the fallback;
-    ``cpu``        the compiled extension ``pyode._C`` (csrc/, pybind11, OpenMP).
+    ``cpu``        the compiled extension ``pyode._C`` (csrc/, pybind11, OpenMP);
+    ``cuda``       the CUDA extension ``pyode._C_cuda`` (csrc/cuda/), imported when the first CUDA tensor
+                   arrives.
 
-``PYODE_BACKEND=reference|cpu|auto`` (default ``auto``) forces a backend; asking for one that is not
-built raises :class:`pyode.errors.BackendUnavailableError`; ``auto`` falls back to the reference path.
+``PYODE_BACKEND=reference|cpu|cuda|auto`` (default ``auto``) forces a backend; asking for one that is not
+built, or for tensors on another device, raises :class:`pyode.errors.BackendUnavailableError`; ``auto``
+picks the compiled backend of the tensors' device and falls back to the reference path (pure torch, on any
+device) when it is not built -- with a one-time warning for CUDA saying how to build it.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -23,7 +30,7 @@ from pyode.errors import BackendUnavailableError
 
 __all__ = ["Segments", "backend_info", "get_backend", "lincomb", "rk_finish"]
 
-_VALID_BACKENDS = ("auto", "reference", "cpu")
+_VALID_BACKENDS = ("auto", "reference", "cpu", "cuda")
 _BUILD_HINT = ("build it with `pip install --no-build-isolation -e .` (needs a C++17 compiler, cmake and "
                "pybind11), or set PYODE_BACKEND=auto/reference to use the pure-torch path")
 
@@ -33,6 +40,25 @@ try:
 except ImportError as exc:  # extension not built, or failed to load
     _compiled = None
     _COMPILED_ERROR = str(exc)
+
+_CUDA_BUILD_HINT = ("build it on a machine with the CUDA toolkit (nvcc on PATH) with "
+                    "`PYODE_CUDA=ON pip install --no-build-isolation -e .`")
+
+
+@functools.cache
+def _cuda_backend() -> tuple[ModuleType | None, str | None]:
+    """(pyode._kernels.cuda, None), or (None, why it cannot load); imported on first use only."""
+    try:
+        from pyode._kernels import cuda
+    except ImportError as exc:  # not built (PYODE_CUDA=OFF, no nvcc), or built for another Python
+        return None, str(exc)
+    return cuda, None
+
+
+@functools.cache
+def _warn_cuda_fallback(reason: str) -> None:
+    warnings.warn(f"pyode's CUDA kernels are not available ({reason}): CUDA tensors use the slower pure-torch "
+                  f"path; {_CUDA_BUILD_HINT}", RuntimeWarning, stacklevel=3)
 
 
 def _requested_backend() -> str:
@@ -47,9 +73,11 @@ def get_backend(device: torch.device) -> ModuleType:
     name = _requested_backend()
     if name == "reference":
         return reference
+    if name in ("cpu", "cuda") and device.type != name:
+        raise BackendUnavailableError(f"PYODE_BACKEND={name} cannot run tensors on {device}")
+    if device.type == "cuda":
+        return _get_cuda_backend(name)
     if device.type != "cpu":
-        if name == "cpu":
-            raise BackendUnavailableError(f"PYODE_BACKEND=cpu cannot run tensors on {device}")
         return reference
     if _compiled is None:
         if name == "cpu":
@@ -60,14 +88,48 @@ def get_backend(device: torch.device) -> ModuleType:
     return _compiled
 
 
+def _get_cuda_backend(name: str) -> ModuleType:
+    cuda, error = _cuda_backend()
+    if cuda is not None:
+        return cuda
+    if name == "cuda":
+        raise BackendUnavailableError(f"PYODE_BACKEND=cuda but the CUDA extension pyode._C_cuda is not "
+                                      f"available ({error}); {_CUDA_BUILD_HINT}")
+    _warn_cuda_fallback(error)
+    return reference
+
+
+def _backend_name(device: torch.device) -> str:
+    try:
+        return get_backend(device).NAME
+    except BackendUnavailableError as exc:
+        return f"unavailable: {exc}"
+
+
 def backend_info() -> dict:
-    """What is loaded: the requested backend, whether ``pyode._C`` loaded (and why not), OpenMP threads."""
+    """What is loaded: the requested backend, whether ``pyode._C`` loaded (and why not), OpenMP threads,
+    and whether the CUDA module ``pyode._C_cuda`` was built and loads (it links the CUDA runtime statically,
+    so it loads without a driver and then reports 0 devices)."""
     info = {"requested": os.environ.get("PYODE_BACKEND", "auto"), "compiled_cpu": _compiled is not None,
-            "compiled_cpu_error": _COMPILED_ERROR, "cuda": False}
+            "compiled_cpu_error": _COMPILED_ERROR}
     if _compiled is not None:
         info["openmp"] = bool(_compiled._C.openmp)
         info["max_threads"] = int(_compiled._C.max_threads())
-    info["cpu_backend"] = get_backend(torch.device("cpu")).NAME
+    info["cpu_backend"] = _backend_name(torch.device("cpu"))
+    info.update(_cuda_info())
+    return info
+
+
+def _cuda_info() -> dict:
+    info = {"cuda_built": importlib.util.find_spec("pyode._C_cuda") is not None}
+    cuda, error = _cuda_backend() if info["cuda_built"] else (None, "pyode._C_cuda was not built")
+    info.update(cuda=cuda is not None, cuda_error=error)
+    if cuda is not None:
+        module = cuda._C_cuda
+        info.update(cuda_devices=int(module.device_count()), cuda_runtime=int(module.runtime_version()),
+                    cuda_driver=int(module.driver_version()))
+    if torch.cuda.is_available():
+        info["cuda_backend"] = _backend_name(torch.device("cuda"))
     return info
 
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from pyode import _C  # ImportError here means: not built; the dispatcher handles it
 from pyode._kernels.segments import Segments
-from pyode import _C  # noqa: F401  (ImportError here means: not built; the dispatcher handles it)
 
 NAME = "cpu"
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
@@ -40,45 +40,64 @@ def lincomb_raw(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Seq
 
 class LincombFunction(torch.autograd.Function):
     """Differentiable ``lincomb`` whose backward is again one fused ``lincomb`` call:
-    ``grad_k_j = sum_r w[r][j] * grad_r`` and ``grad_base = sum_r grad_r``."""
+    ``grad_k_j = sum_r w[r][j] * grad_r`` and ``grad_base = sum_r grad_r``.
+
+    ``raw`` is the backend's non-differentiable kernel (``lincomb_raw`` of this module or of the CUDA
+    backend), so every compiled backend shares this one autograd rule."""
 
     @staticmethod
-    def forward(ctx, weights, base, *ks):  # type: ignore[override]
+    def forward(ctx, raw, weights, base, *ks):  # type: ignore[override]
+        ctx.raw = raw
         ctx.weights = weights
         ctx.num_terms = len(ks)
-        return lincomb_raw(base, ks, weights, like=ks[0] if ks else base)
+        return raw(base, ks, weights, like=ks[0] if ks else base)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         grad = grad.contiguous()
         rows = list(grad.unbind(0))
         grad_base = None
-        if ctx.needs_input_grad[1]:
-            grad_base = lincomb_raw(None, rows, [[1.0] * len(rows)], like=grad[0])[0]
+        if ctx.needs_input_grad[2]:
+            grad_base = ctx.raw(None, rows, [[1.0] * len(rows)], like=grad[0])[0]
         grad_ks = [None] * ctx.num_terms
-        if any(ctx.needs_input_grad[2:]):
+        if any(ctx.needs_input_grad[3:]):
             transposed = [[row[j] for row in ctx.weights] for j in range(ctx.num_terms)]
-            grad_ks = list(lincomb_raw(None, rows, transposed, like=grad[0]).unbind(0))
-        return (None, grad_base, *grad_ks)
+            grad_ks = list(ctx.raw(None, rows, transposed, like=grad[0]).unbind(0))
+        return (None, None, grad_base, *grad_ks)
+
+
+def differentiable_lincomb(raw, base: Tensor | None, ks: Sequence[Tensor],
+                           weights: Sequence[Sequence[float]]) -> Tensor:
+    """``raw(base, ks, weights, like)`` (a backend's kernel), through :class:`LincombFunction` when autograd
+    must see it. Returns (m, n)."""
+    like = ks[0] if ks else base
+    if torch.is_grad_enabled() and (
+            (base is not None and base.requires_grad) or any(k.requires_grad for k in ks)):
+        return LincombFunction.apply(raw, tuple(tuple(r) for r in weights), base, *ks)
+    return raw(base, ks, weights, like)
 
 
 def lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
     """Same contract as :func:`pyode._kernels.reference.lincomb`."""
-    like = ks[0] if ks else base
-    if torch.is_grad_enabled() and (
-            (base is not None and base.requires_grad) or any(k.requires_grad for k in ks)):
-        return LincombFunction.apply(tuple(tuple(r) for r in weights), base, *ks)
-    return lincomb_raw(base, ks, weights, like)
+    return differentiable_lincomb(lincomb_raw, base, ks, weights)
+
+
+def y1_with_graph(lincomb_fn, y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor],
+                  b: Sequence[float] | None) -> tuple[Tensor | None, Sequence[float] | None]:
+    """When autograd must see through a step, builds ``y1 = y0 + sum_j b_j k_j`` with the differentiable
+    ``lincomb_fn`` and returns ``(y1, None)``: the finishing kernel then only measures the error.
+    Otherwise returns ``(y1, b)`` unchanged."""
+    grad = torch.is_grad_enabled() and (y0.requires_grad or any(k.requires_grad for k in ks))
+    if b is not None and grad:
+        return lincomb_fn(y0, ks, [b])[0], None
+    return y1, b
 
 
 def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[float] | None,
               e: Sequence[float] | None, atol: float, rtol: float,
               segments: Segments | None) -> tuple[Tensor, float, Tensor | None]:
     """Same contract as :func:`pyode._kernels.reference.rk_finish`."""
-    grad = torch.is_grad_enabled() and (y0.requires_grad or any(k.requires_grad for k in ks))
-    if b is not None and grad:
-        # y1 must carry a graph: build it with the differentiable kernel, then only measure the error.
-        y1, b = lincomb(y0, ks, [b])[0], None
+    y1, b = y1_with_graph(lincomb, y0, y1, ks, b)
     if y1 is None:
         y1 = torch.empty_like(y0)
     seg_norms = None

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from pyode._solvers.controller import PIDController, initial_step
 from pyode._solvers.events import EventLocator
-from pyode._solvers.rk_step import RKStepper, StepResult
+from pyode._solvers.rk_step import RKStepper, StepRecord, StepResult, step_outputs
 from pyode.errors import MaxStepsError, NonFiniteStateError, StepSizeUnderflowError
 from pyode.solution import SolverStats
 
@@ -55,6 +55,7 @@ class AdaptiveLoop:
                                         dcoeff=opts.dcoeff, min_step=opts.min_step, max_step=opts.max_step)
         self.stops = sorted(set(opts.step_t) | set(opts.jump_t))
         self.jumps = set(opts.jump_t)
+        self.recorder = None  # called with a StepRecord per accepted step (checkpointed gradients)
 
     def _first_step(self, t0: float, y0: Tensor, f0: Tensor) -> float:
         if self.opts.first_step is not None:
@@ -106,25 +107,16 @@ class AdaptiveLoop:
             t1 = t + h_step if t + h_step < t_end else t_end
             if events is not None and events.crossed(st, step):
                 return [events.locate(st, step)]
-            next_out = self._write_outputs(step, t1, t_out, next_out, outputs)
+            blocks, j = step_outputs(st, step, t1, t_out, next_out)
+            outputs.extend(blocks)
+            if self.recorder is not None:
+                self.recorder(StepRecord(t, h_step, y.detach(), t1 in self.jumps, t in self.jumps, next_out, j))
+            next_out = j
             t, y = t1, step.y1
             # Just after a jump_t point, f is evaluated on its right piece.
             f0 = st.end_derivative(step) if t not in self.jumps else st.fn(math.nextafter(t, math.inf), y)
             self._check_progress(t, h, step)
         return outputs
-
-    def _write_outputs(self, step: StepResult, t1: float, t_out: list[float], i: int, outputs: list) -> int:
-        """Interpolates every output time in (t0, t1]; returns the index of the next one."""
-        j = bisect.bisect_right(t_out, t1, lo=i)
-        if j == i:
-            return i
-        if t_out[j - 1] == t1:  # the step's end is exact: no interpolation rounding there
-            if j - 1 > i:
-                outputs.append(self.stepper.dense(step, [(tt - step.t0) / step.h for tt in t_out[i:j - 1]]))
-            outputs.append(step.y1.unsqueeze(0))
-        else:
-            outputs.append(self.stepper.dense(step, [(tt - step.t0) / step.h for tt in t_out[i:j]]))
-        return j
 
 
 def _rms_norm(x: Tensor) -> float:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pyode._solvers.rk_step import RKStepper, StepResult
+from pyode._solvers.rk_step import RKStepper, StepRecord, step_outputs
 from pyode._solvers.tableaux import RK4
 from pyode.errors import NonFiniteStateError
 from pyode.solution import SolverStats
@@ -45,6 +45,7 @@ class FixedGridLoop:
 
     def __init__(self, stepper: RKStepper, grid: list[float], stats: SolverStats, time_sign: float):
         self.stepper, self.grid, self.stats, self.time_sign = stepper, grid, stats, time_sign
+        self.recorder = None  # called with a StepRecord per step (checkpointed gradients)
 
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
         st, stats = self.stepper, self.stats
@@ -55,18 +56,12 @@ class FixedGridLoop:
             stats.n_accepted += 1
             stats.t_reached = self.time_sign * t1
             _check_finite(step.y1, t1, self.time_sign)
-            i = _write_outputs(st, step, t1, t_out, i, outputs)
-            y = step.y1
+            blocks, j = step_outputs(st, step, t1, t_out, i)
+            outputs.extend(blocks)
+            if self.recorder is not None:
+                self.recorder(StepRecord(t0, t1 - t0, y.detach(), False, False, i, j))
+            i, y = j, step.y1
         return outputs
-
-
-def _write_outputs(st: RKStepper, step: StepResult, t1: float, t_out: list[float], i: int,
-                   outputs: list) -> int:
-    j = bisect.bisect_right(t_out, t1, lo=i)
-    if j > i:
-        thetas = [(tt - step.t0) / step.h for tt in t_out[i:j]]
-        outputs.append(st.dense(step, thetas) if thetas != [1.0] else step.y1.unsqueeze(0))
-    return j
 
 
 # Adams-Bashforth (explicit) and Adams-Moulton (implicit) coefficients of order 4, newest first.

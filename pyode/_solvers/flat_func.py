@@ -53,6 +53,11 @@ class FlatFunc:
         flat = self._flatten_output(out)
         return -flat if self.reverse else flat
 
+    def user_time_call(self, t: Tensor, y: Tensor) -> Tensor:
+        """``func`` at the user's time ``t`` (0-dim tensor) for the flat state ``y`` (n,): flat (n,) output.
+        Not counted in ``stats`` (used by gradient methods, which keep their own counts)."""
+        return self._flatten_output(self.func(t, self.unflatten(y)))
+
     def _flatten_output(self, out) -> Tensor:
         outs = out if self.is_tuple else (out,)
         if self.is_tuple and not isinstance(out, (tuple, list)):

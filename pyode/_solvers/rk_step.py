@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -106,3 +107,34 @@ class RKStepper:
         if not self.fsal:
             terms.append(self.end_derivative(step) if self.needs_f1 else step.ks[0])
         return self.kern.lincomb(step.y0, terms, interpolation.weights_at(self.P, thetas, step.h))
+
+
+def step_outputs(stepper: RKStepper, step: StepResult, t1: float, t_out: list[float], i: int) -> tuple[list, int]:
+    """The outputs an accepted step from ``step.t0`` to ``t1`` owes: every ``t_out[k]`` in (t0, t1], from
+    ``k = i``. Returns the (m, n) blocks and the index of the next output time. An output exactly at the
+    step's end is ``y1`` itself (no interpolation rounding). Used by the loops and by gradient replays,
+    so both see the same operations."""
+    j = bisect.bisect_right(t_out, t1, lo=i)
+    if j == i:
+        return [], i
+    blocks = []
+    last = j - 1 if t_out[j - 1] == t1 else j
+    if last > i:
+        blocks.append(stepper.dense(step, [(tt - step.t0) / step.h for tt in t_out[i:last]]))
+    if last < j:
+        blocks.append(step.y1.unsqueeze(0))
+    return blocks, j
+
+
+@dataclass
+class StepRecord:
+    """What a gradient replay needs to retake an accepted step: start, size, state, discontinuity flags,
+    and which outputs the step wrote (``t_out[i:j]``)."""
+
+    t0: float
+    h: float
+    y0: Tensor
+    ends_at_jump: bool
+    after_jump: bool
+    i: int
+    j: int

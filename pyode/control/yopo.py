@@ -228,16 +228,26 @@ class YOPOTrainer(_AdversarialTrainer):
         self.first_layer, self.rest = model[:depth], model[depth:]
 
     def full_pass(self, x: Tensor, eta: Tensor, y: Tensor, weight: float = 1.0) -> tuple[Tensor, float]:
-        """Forward/backward at ``x + η``; accumulates ``weight ·`` the weight gradient.
+        """Forward/backward at ``x + η``; adds ``weight ·`` the gradient of all layers *after* f_0.
 
-        Returns ``(costate ∂ℓ/∂z at the first layer's output, loss)``.
+        Returns ``(costate ∂ℓ/∂z at the first layer's output z, loss)``. f_0's own weights get their
+        gradient from :meth:`first_layer_gradient` instead, at the updated η.
         """
         z = self.first_layer(x + eta.detach())
-        z.retain_grad()
         loss = self.loss_fn(self.rest(z), y)
-        (weight * loss).backward()
+        rest_params = [param for param in self.rest.parameters() if param.requires_grad]
+        costate, *grads = torch.autograd.grad(loss, [z, *rest_params])
+        _accumulate(rest_params, grads, weight)
         self.full_passes += 1
-        return z.grad.detach() / weight, loss.item()
+        return costate, loss.item()
+
+    def first_layer_gradient(self, x: Tensor, eta: Tensor, costate: Tensor, weight: float = 1.0) -> None:
+        """Add ``weight · ∇_θ0 [p · f_0(x + η, θ_0)]`` (the PMP gradient of layer one, ``−∇_θ0 H``)."""
+        params = [param for param in self.first_layer.parameters() if param.requires_grad]
+        if params:
+            z = self.first_layer(x + eta.detach())
+            _accumulate(params, torch.autograd.grad((costate * z).sum(), params), weight)
+        self.first_layer_passes += 1
 
     def train_batch(self, x: Tensor, y: Tensor) -> float:
         eta = random_perturbation(x, self.eps, self.input_range, self.generator)
@@ -250,5 +260,15 @@ class YOPOTrainer(_AdversarialTrainer):
                 eta = yopo_step(self.first_layer, x, eta, costate, self.eps, self.step_size,
                                 self.input_range)
                 self.first_layer_passes += 1
+            self.first_layer_gradient(x, eta, costate, weight=1.0 / self.m)
         self.optimizer.step()
         return sum(losses) / self.m
+
+
+def _accumulate(params: list[nn.Parameter], grads: Iterable[Tensor], weight: float) -> None:
+    """``param.grad += weight · grad`` (creating ``.grad`` where it is None)."""
+    for param, grad in zip(params, grads):
+        if param.grad is None:
+            param.grad = weight * grad
+        else:
+            param.grad.add_(grad, alpha=weight)

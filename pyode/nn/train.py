@@ -8,8 +8,10 @@ single-process step on the combined batch (exactly, up to rounding, for fixed-st
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,6 +69,15 @@ def _make_loader(dataset: Dataset | Tensor, batch_size: int, rank: int, world_si
     return DataLoader(dataset, batch_size=batch_size // world_size, sampler=sampler, drop_last=True)
 
 
+def _endless_batches(loader: DataLoader):
+    """Batches of epoch 0, 1, 2, ...; each epoch reshuffled by the sampler with ``seed + epoch``."""
+    epoch = 0
+    while True:
+        loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
 def _unpack(batch):
     return batch[0] if isinstance(batch, (list, tuple)) and len(batch) == 1 else batch
 
@@ -79,10 +90,19 @@ def _global_mean(loss: Tensor, world_size: int) -> float:
     return value.item()
 
 
+def _out_of_time(start: float, time_limit_s: float | None, world_size: int) -> bool:
+    if time_limit_s is None:
+        return False
+    flag = torch.tensor(float(time.perf_counter() - start > time_limit_s))
+    if world_size > 1:
+        dist.broadcast(flag, src=0)  # every rank must stop at the same step, or DDP would hang
+    return bool(flag.item())
+
+
 def fit(model: nn.Module, loss_fn: LossFn, dataset: Dataset | Tensor, optimizer: torch.optim.Optimizer, *,
         steps: int, batch_size: int, shuffle: bool = True, seed: int = 0,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, progress: bool | None = True,
-        desc: str = "training") -> FitResult:
+        desc: str = "training", time_limit_s: float | None = None) -> FitResult:
     """Train ``model`` for ``steps`` optimiser steps; identical code on one process or under DDP.
 
     Args:
@@ -95,6 +115,8 @@ def fit(model: nn.Module, loss_fn: LossFn, dataset: Dataset | Tensor, optimizer:
         steps: number of optimiser steps (epochs are re-shuffled with ``seed + epoch``).
         batch_size: the global batch size, divisible by the world size.
         progress: tqdm bar on rank 0 (``None``: only on a terminal, as tqdm's ``disable=None``).
+        time_limit_s: stop early once this many seconds have passed (rank 0's clock decides for all
+            ranks); ``FitResult.steps`` tells how many steps ran.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
@@ -103,23 +125,20 @@ def fit(model: nn.Module, loss_fn: LossFn, dataset: Dataset | Tensor, optimizer:
     wrapped = _wrap_for_ddp(model, world_size)
     result = FitResult()
     bar = tqdm(total=steps, desc=desc, disable=(rank != 0) or (None if progress is None else not progress))
-    epoch = 0
-    while result.steps < steps:
-        loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(wrapped, _unpack(batch))
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            result.losses.append(_global_mean(loss, world_size))
-            result.steps += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
-            if result.steps == steps:
-                break
-        epoch += 1
+    start = time.perf_counter()
+    for batch in itertools.islice(_endless_batches(loader), steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(wrapped, _unpack(batch))
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        result.losses.append(_global_mean(loss, world_size))
+        result.steps += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+        if _out_of_time(start, time_limit_s, world_size):
+            break
     bar.close()
     return result
 

@@ -1,0 +1,85 @@
+"""The benchmark suite (bench/) runs end to end in its tiny ``--quick`` configuration.
+
+Timings are never asserted (the machines are noisy); only that every problem ran, every library
+produced positive timings, and the answers agree with the reference solutions.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torchdiffeq")
+pytest.importorskip("torchode")
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARIES = ("pyode", "torchdiffeq", "torchode")
+PROBLEMS = ("P1", "P2", "P3", "P4", "P5")
+
+
+def _bench_run():
+    if not (ROOT / "bench" / "run.py").is_file():
+        pytest.skip("bench/ is not part of this checkout")
+    if str(ROOT) not in sys.path:
+        sys.path.append(str(ROOT))  # appended: an installed pyode still wins over the source folder
+    from bench import run
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    _bench_run().main(["--quick", "--threads", "1", "--no-progress", "--out", str(out)])
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_quick_run_covers_every_problem_and_library(quick_results):
+    _, results = quick_results
+    records = results["records"]
+    assert {r["problem"] for r in records} == set(PROBLEMS)
+    assert not [r for r in records if r["status"] == "error"], "a library failed on a case"
+    ok = [r for r in records if r["status"] == "ok"]
+    for problem in PROBLEMS:
+        assert "torchdiffeq" in {r["library"] for r in ok if r["problem"] == problem}, problem
+        assert "pyode" in {r["library"] for r in records if r["problem"] == problem}, problem
+    assert {r["library"] for r in ok} == set(LIBRARIES)
+    # a mode a library lacks (e.g. torchode's seminorm) is recorded as n/a with the reason
+    assert all(r["reason"] for r in records if r["status"] == "n/a")
+
+
+def test_quick_run_reports_positive_timings_and_counts(quick_results):
+    _, results = quick_results
+    for record in (r for r in results["records"] if r["status"] == "ok"):
+        summary = record["summary"]
+        assert summary["wall_s"]["min"] > 0 and summary["func_fwd_s"]["min"] > 0, record["library"]
+        assert summary["nfe_fwd"]["min"] >= 2
+        assert summary["wall_s"]["min"] <= summary["wall_s"]["median"] <= summary["wall_s"]["max"]
+        assert record["eager_op_s"] > 0
+        if "loop_per_step_s" in summary:
+            assert summary["iterations_fwd"]["min"] >= 1
+            assert summary["loop_per_step_eager_ops"]["median"] > 0
+
+
+def test_quick_run_answers_agree_with_the_reference(quick_results):
+    _, results = quick_results
+    for record in (r for r in results["records"] if r["status"] == "ok"):
+        summary = record["summary"]
+        assert summary["sol_err"]["max"] < 1e-2, (record["problem"], record["library"], record["mode"])
+        if record["mode"] in ("backprop", "adjoint", "adjoint_seminorm"):
+            assert summary["grad_err"]["max"] < 5e-2, (record["problem"], record["library"], record["mode"])
+
+
+def test_quick_run_writes_the_large_problem_bandwidth_and_the_charts(quick_results):
+    out, results = quick_results
+    p3 = [r for r in results["records"] if r["problem"] == "P3" and r["status"] == "ok"]
+    assert p3 and all(r["triad_bytes_per_s"] > 0 and r["summary"]["bandwidth_fraction"]["median"] > 0
+                      for r in p3)
+    for chart in ("loop_per_step.png", "wall_time.png"):
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_problem_is_rejected_with_the_valid_names(tmp_path):
+    with pytest.raises(ValueError, match="P1, P2, P3, P4, P5"):
+        _bench_run().main(["--quick", "--problems", "P9", "--out", str(tmp_path)])
