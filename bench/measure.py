@@ -22,15 +22,15 @@ from bench.problems import Case, make_cases
 REFERENCE_METHOD = "dopri8"
 
 
-def _best_of(fn, repeats: int, inner: int) -> float:
-    """Median over ``repeats`` blocks of the per-call time of ``inner`` calls of ``fn``."""
+def _per_call_seconds(fn, repeats: int, inner: int) -> list[float]:
+    """Per-call time of ``fn`` in each of ``repeats`` blocks of ``inner`` calls."""
     blocks = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(inner):
             fn()
         blocks.append((time.perf_counter() - start) / inner)
-    return statistics.median(blocks)
+    return blocks
 
 
 def eager_op_seconds(size: int = 1024) -> float:
@@ -38,7 +38,7 @@ def eager_op_seconds(size: int = 1024) -> float:
     a, b = torch.rand(size), torch.rand(size)
     for _ in range(100):  # warm the allocator and the dispatcher
         torch.add(a, b)
-    return _best_of(lambda: torch.add(a, b), repeats=7, inner=300)
+    return statistics.median(_per_call_seconds(lambda: torch.add(a, b), repeats=7, inner=300))
 
 
 def triad_bandwidth(n: int, dtype: torch.dtype = torch.float32) -> float:
@@ -49,7 +49,8 @@ def triad_bandwidth(n: int, dtype: torch.dtype = torch.float32) -> float:
         torch.add(b, c, alpha=3.0, out=a)
 
     triad()
-    seconds = _best_of(triad, repeats=5, inner=max(1, int(2e7 // max(n, 1))))
+    # the best block, as STREAM reports: the bandwidth the machine can give, not what a noisy moment left
+    seconds = min(_per_call_seconds(triad, repeats=10, inner=max(1, int(2e7 // max(n, 1)))))
     return 3 * n * a.element_size() / seconds
 
 
@@ -119,7 +120,9 @@ def run_metrics(case: Case, result: RunResult, eager_s: float, triad_bps: float 
     # the adjoint's backward is a solve of its own; backprop's backward replays the graph (no steps)
     metrics["loop_per_step_bwd_s"] = ((result.wall_bwd - result.func_bwd) / back.iterations
                                       if back and back.iterations else None)
-    metrics["sol_err"] = relative_error(result.ys, case.reference, "max")
+    # L2 over the whole trajectory: a max-norm is dominated by the phase of a single sharp transition
+    # (Van der Pol at mu = 25 jumps by ~4 within ~1/mu)
+    metrics["sol_err"] = relative_error(result.ys, case.reference, "l2")
     metrics["grad_err"] = relative_error(result.grad, case.reference_grad, "l2")
     return metrics
 

@@ -11,7 +11,8 @@ Modes:
                             one) -- only for autonomous dynamics with state (batch, features);
     ``backprop``            forward + backward, differentiating through the solver;
     ``adjoint``             forward + backward by the continuous adjoint (Chen et al. 2018);
-    ``adjoint_seminorm``    the adjoint with the seminorm of Kidger et al. 2021 ("Hey, that's not an ODE").
+    ``adjoint_seminorm``    the adjoint with the seminorm of Kidger et al. 2021 ("Hey, that's not an ODE");
+    ``checkpoint``          backprop through steps replayed from per-step checkpoints (pyode only).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from bench.problems import Case
 
 FORWARD_MODES = ("forward", "forward_per_sample")
-ALL_MODES = FORWARD_MODES + ("backprop", "adjoint", "adjoint_seminorm")
+ALL_MODES = FORWARD_MODES + ("backprop", "adjoint", "adjoint_seminorm", "checkpoint")
 
 
 class NotAvailable(Exception):
@@ -252,8 +253,24 @@ class TorchodePeer(Peer):
         return StepCounts.joint(accepted, steps - accepted)
 
 
+# the ``gradient`` argument of pyode.solve for each mode
+_PYODE_GRADIENT = {"forward": "backprop", "forward_per_sample": "backprop", "backprop": "backprop",
+                   "adjoint": "adjoint", "adjoint_seminorm": "adjoint", "checkpoint": "checkpoint"}
+
+
+def _pyode_gradient_modes() -> tuple[str, ...]:
+    """pyode's ``GRADIENT_MODES`` (exported, or from the module ``pyode.odeint``, which the function of the
+    same name shadows as an attribute of the package)."""
+    import importlib
+
+    import pyode
+
+    modes = getattr(pyode, "GRADIENT_MODES", None)
+    return tuple(modes or getattr(importlib.import_module("pyode.odeint"), "GRADIENT_MODES", ("backprop",)))
+
+
 class PyodePeer(Peer):
-    """pyode: ``pyode.solve`` (forward, backprop) and ``pyode.odeint_adjoint`` (adjoint modes)."""
+    """pyode: ``pyode.solve`` with its ``gradient`` argument (backprop, adjoint [+ seminorm], checkpoint)."""
 
     name = "pyode"
     modes = ALL_MODES
@@ -261,10 +278,11 @@ class PyodePeer(Peer):
     def unavailable_reason(self, case, method, mode):
         import pyode
 
-        if mode in ("adjoint", "adjoint_seminorm") and not hasattr(pyode, "odeint_adjoint"):
-            return "pyode.odeint_adjoint does not exist yet"
-        if mode == "forward_per_sample":
-            return "pyode has no per-sample stepping mode yet"
+        gradient = _PYODE_GRADIENT.get(mode)
+        if gradient is not None and gradient not in _pyode_gradient_modes():
+            return f"pyode has no gradient={gradient!r} yet"
+        if mode == "forward_per_sample" and case.y0.dim() != 2:
+            return "per-sample stepping needs a (batch, features) state"
         if method not in getattr(pyode, "METHODS", (method,)):
             return f"pyode has no method {method!r}"
         return super().unavailable_reason(case, method, mode)
@@ -272,22 +290,39 @@ class PyodePeer(Peer):
     def _forward(self, case, func, method, rtol, atol, mode):
         import pyode
 
-        kwargs = {"rtol": rtol, "atol": atol, "method": method}
-        if mode in ("adjoint", "adjoint_seminorm"):
-            options = {"norm": "seminorm"} if mode == "adjoint_seminorm" else None
-            try:
-                ys = pyode.odeint_adjoint(func, case.y0, case.t, adjoint_params=tuple(case.params),
-                                          adjoint_options=options, **kwargs)
-            except NotImplementedError as exc:
-                raise NotAvailable(f"pyode.odeint_adjoint: {exc}") from exc
-            return ys, None
-        solution = pyode.solve(func, case.y0, case.t, **kwargs)
-        return solution.ys, solution.stats
+        kwargs = {"rtol": rtol, "atol": atol, "method": method, "gradient": _PYODE_GRADIENT[mode]}
+        if mode not in FORWARD_MODES + ("backprop",):
+            kwargs["adjoint_params"] = tuple(case.params)
+        if mode == "adjoint_seminorm":
+            kwargs["adjoint_options"] = {"norm": "seminorm"}
+        if mode == "forward_per_sample":
+            kwargs["options"] = {"per_sample": True}
+        try:
+            solution = pyode.solve(func, case.y0, case.t, **kwargs)
+        except NotImplementedError as exc:
+            raise NotAvailable(f"pyode: {exc}") from exc
+        except ValueError as exc:
+            if mode == "forward_per_sample" and "per_sample" in str(exc):
+                raise NotAvailable("pyode has no per-sample stepping option (options['per_sample'])") from exc
+            raise
+        return solution.ys, (solution.stats, case.y0.shape[0] if mode == "forward_per_sample" else None)
 
     def _forward_counts(self, handle, func):
-        if handle is None:  # odeint_adjoint returns no statistics
-            return StepCounts()
-        return StepCounts.joint(handle.n_accepted, handle.n_rejected)
+        stats, rows = handle
+        if rows is None:
+            return StepCounts.joint(stats.n_accepted, stats.n_rejected)
+        # per-sample convention: per-row tensors (or totals over rows) and the loop iterations
+        accepted, rejected = (torch.as_tensor(v, dtype=torch.float64) for v in (stats.n_accepted, stats.n_rejected))
+        scale = 1.0 if accepted.numel() > 1 else 1.0 / rows
+        iterations = getattr(stats, "n_iterations", None)
+        if iterations is None and accepted.numel() > 1:
+            iterations = int((accepted + rejected).max())
+        return StepCounts(accepted.mean().item() * scale, rejected.mean().item() * scale, iterations)
+
+    def _backward_counts(self, handle, func):
+        stats, _ = handle
+        accepted, rejected = (getattr(stats, f"n_{kind}_backward", None) for kind in ("accepted", "rejected"))
+        return None if accepted is None or rejected is None else StepCounts.joint(accepted, rejected)
 
 
 PEERS: dict[str, type[Peer]] = {"pyode": PyodePeer, "torchdiffeq": TorchdiffeqPeer, "torchode": TorchodePeer}

@@ -40,7 +40,7 @@ class Case:
         y0: (*state) initial state.
         t: (T,) output times; ``t[0]`` is the initial time.
         modes: what to time: ``"forward"``, ``"forward_per_sample"``, ``"backprop"``, ``"adjoint"``,
-            ``"adjoint_seminorm"``.
+            ``"adjoint_seminorm"``, ``"checkpoint"`` (see :mod:`bench.peers`).
         loss: scalar loss of the trajectory (T, *state), for the gradient modes.
         reference: (T, *state) exact or float64 tight-tolerance solution, if cheaply available (set by
             :func:`bench.reference`).
@@ -153,8 +153,8 @@ def make_p1(dtype: torch.dtype, quick: bool) -> list[Case]:
     x = two_circles(batch, _generator(1))
     y0 = torch.cat([x, torch.zeros(batch, 1, dtype=torch.float64)], dim=1).to(dtype)
     t = torch.tensor([0.0, 1.0 if quick else 10.0], dtype=dtype)  # t1 = 10 as in torchdiffeq's example
-    return [Case("P1", f"batch={batch}", func, y0, t, rtol=1e-5, atol=1e-5, modes=("backprop", "adjoint"),
-                 loss=cnf_loss, reps=2 if quick else 5)]
+    return [Case("P1", f"batch={batch}", func, y0, t, rtol=1e-5, atol=1e-5, modes=("backprop", "adjoint", "checkpoint"),
+                 loss=cnf_loss, reps=2 if quick else 3)]
 
 
 # ----------------------------------------------------------------------------------------------- P2
@@ -202,7 +202,7 @@ def make_p2(dtype: torch.dtype, quick: bool) -> list[Case]:
             return ((ys - target) ** 2).mean()
 
         cases.append(Case("P2", f"batch={batch}", func, y0.to(dtype), t.to(dtype), rtol=1e-6, atol=1e-8,
-                          modes=("backprop",), loss=loss, reps=2 if quick else 7))
+                          modes=("backprop",), loss=loss, reps=2 if quick else 5))
     return cases
 
 
@@ -237,7 +237,7 @@ def make_p3(dtype: torch.dtype, quick: bool) -> list[Case]:
         y0 = torch.randn(n, generator=_generator(3), dtype=torch.float32).to(dtype)
         t = torch.tensor([0.0, 1.0], dtype=dtype)
         case = Case("P3", f"N=1e{exponent}", func, y0, t, rtol=1e-5, atol=1e-5, modes=("forward",),
-                    reps=2 if quick else (4 if exponent <= 6 else 2),
+                    reps=2 if quick else (3 if exponent <= 6 else 2),
                     bytes_per_step=40 * n * y0.element_size())
         case.exact_solution = lambda func=func, y0=y0, t=t: func.exact(y0, t)
         cases.append(case)
@@ -269,7 +269,7 @@ def make_p4(dtype: torch.dtype, quick: bool) -> list[Case]:
         span = period * (0.03 if quick else 1.0)
         t = torch.linspace(0.0, span, 20 if quick else 200, dtype=dtype)
         cases.append(Case("P4", f"mu={mu:g}", VanDerPol(mu), y0.to(dtype), t, rtol=1e-5, atol=1e-5,
-                          modes=("forward", "forward_per_sample"), reps=2 if quick else 3,
+                          modes=("forward", "forward_per_sample"), reps=2 if quick or mu > 2 else 3,
                           reference_tol=1e-8))  # 1e-10 costs ~30 s at mu = 25; 1e-8 is ample vs 1e-5
     return cases
 
@@ -303,7 +303,7 @@ def make_p5(dtype: torch.dtype, quick: bool) -> list[Case]:
     t = torch.tensor([0.0, 1.0 if quick else 5.0], dtype=dtype)
     n_params = sum(p.numel() for p in func.parameters())
     return [Case("P5", f"params={n_params}", func, y0, t, rtol=1e-5, atol=1e-6,
-                 modes=("adjoint", "adjoint_seminorm"), loss=final_state_loss, reps=2 if quick else 5)]
+                 modes=("adjoint", "adjoint_seminorm"), loss=final_state_loss, reps=2 if quick else 3)]
 
 
 BUILDERS = {"P1": make_p1, "P2": make_p2, "P3": make_p3, "P4": make_p4, "P5": make_p5}

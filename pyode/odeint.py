@@ -14,6 +14,7 @@ from pyode._gradients.checkpoint import CheckpointSolve
 from pyode._gradients.events import EventTimeGradient
 from pyode._gradients.params import resolve_params
 from pyode._gradients.reversible import ReversibleSolve
+from pyode._gradients.times import OutputTimes, StartTime
 from pyode._solvers.problem import METHODS, Problem, build_problem, integrate, integrate_until_event
 from pyode.solution import Solution
 
@@ -34,14 +35,22 @@ def _check_gradient(gradient: str, method: str | None) -> str | None:
 
 def _integrate_with_gradient(problem: Problem, gradient: str, params, adjoint_cfg) -> Tensor:
     """Flat outputs (T, n) of the problem, with gradients flowing the chosen way."""
-    if gradient == "backprop" or not (torch.is_grad_enabled() and (problem.y0.requires_grad or params
-                                                                     or problem.t.requires_grad)):
+    y0, t = problem.y0, problem.t
+    if not torch.is_grad_enabled() or not (y0.requires_grad or params or t.requires_grad):
         return integrate(problem)
+    if gradient == "adjoint":  # the adjoint differentiates the times itself
+        return AdjointSolve.apply(problem, adjoint_cfg, y0, t, *params)
+    y_start = StartTime.apply(problem.fn.user_time_call, y0, t[0]) if t.requires_grad else y0
     if gradient == "checkpoint":
-        return CheckpointSolve.apply(problem, problem.y0, *params)
-    if gradient == "reversible":
-        return ReversibleSolve.apply(problem, problem.y0, *params)
-    return AdjointSolve.apply(problem, adjoint_cfg, problem.y0, problem.t, *params)
+        ys = CheckpointSolve.apply(problem, y_start, *params)
+    elif gradient == "reversible":
+        ys = ReversibleSolve.apply(problem, y_start, *params)
+    else:
+        ys = integrate(problem, y_start)
+    if not t.requires_grad:
+        return ys
+    ys = torch.cat([y0.unsqueeze(0), ys[1:]])  # the output at t0 is y0 itself, whatever t0 is
+    return OutputTimes.apply(problem.fn.user_time_call, ys, t)
 
 
 def _event_solution(problem: Problem, event_fn, gradient, params, adjoint_cfg, build) -> Solution:

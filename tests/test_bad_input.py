@@ -132,3 +132,8 @@ def test_backend_cpu_missing_extension_message(monkeypatch):
     monkeypatch.setenv("PYODE_BACKEND", "gpu-please")
     with pytest.raises(ValueError, match="PYODE_BACKEND"):
         pyode.odeint(decay, Y0, T)
+
+
+def test_nan_at_initial_time_raises_instead_of_hanging():
+    with pytest.raises(pyode.NonFiniteStateError, match="initial time"):
+        pyode.odeint(lambda t, y: y * math.nan, Y0, T)

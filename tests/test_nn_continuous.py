@@ -86,3 +86,23 @@ def test_bad_inputs_raise_clear_errors():
         ODEBlock(lambda t, y: y[:, :1], **RK4)(torch.zeros(5, 2))
     with pytest.raises(ValueError, match="t must be a 1-D"):
         ODEBlock(TimeMLP(2), t=[1.0])
+
+
+@pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
+def test_gradient_modes_pass_through_and_agree_with_backprop(gradient):
+    torch.manual_seed(0)
+    func = TimeMLP(2, hidden=8).double()
+    x = torch.randn(3, 2, dtype=torch.float64)
+
+    def param_grads(mode):
+        block = ODEBlock(func, gradient=mode, rtol=1e-7, atol=1e-8)
+        func.zero_grad()
+        block(x).pow(2).sum().backward()
+        return [p.grad.clone() for p in func.parameters()], block
+
+    reference, _ = param_grads("backprop")
+    grads, block = param_grads(gradient)
+    for g, g_ref in zip(grads, reference):
+        torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
+    if gradient == "adjoint":
+        assert block.nfe_backward > 0  # the adjoint solves backwards, calling func again

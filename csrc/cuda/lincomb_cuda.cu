@@ -58,10 +58,11 @@ __global__ void __launch_bounds__(kThreads) lincomb_kernel(const __grid_constant
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
 
+// Every row of out and base starts 16-byte aligned (row strides only matter when there are other rows).
 template <typename T>
 bool can_vectorise(const LincombParams& p) {
-  const bool strides_ok = (p.out_row_stride * int64_t(sizeof(T))) % 16 == 0 &&
-                          (p.base_row_stride * int64_t(sizeof(T))) % 16 == 0;
+  const bool strides_ok = p.nrows == 1 || ((p.out_row_stride * int64_t(sizeof(T))) % 16 == 0 &&
+                                           (p.base_row_stride * int64_t(sizeof(T))) % 16 == 0);
   bool ok = strides_ok && aligned16(p.out) && (p.base == nullptr || aligned16(p.base));
   for (int j = 0; j < p.nterms; ++j) ok = ok && aligned16(p.ks[j]);
   return ok;

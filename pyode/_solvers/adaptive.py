@@ -77,7 +77,7 @@ class AdaptiveLoop:
             raise MaxStepsError("max_num_steps", self.time_sign * t,
                                 f"max_num_steps={self.opts.max_num_steps} exceeded; raise options['max_num_steps'] "
                                 "or loosen rtol/atol (the problem may be stiff)")
-        if h <= 4.0 * math.ulp(max(abs(t), 1.0)):
+        if not h > 4.0 * math.ulp(max(abs(t), 1.0)):  # written so that a NaN h stops here too
             if not math.isfinite(step.ratio):
                 raise NonFiniteStateError("non_finite", self.time_sign * t,
                                           "the state or func's output became NaN/inf and shrinking the "
@@ -92,6 +92,9 @@ class AdaptiveLoop:
         t, y, t_end = t_out[0], y0, t_out[-1]
         f0 = st.fn(t, y)
         h = self._first_step(t, y, f0)
+        if not (math.isfinite(h) and h > 0):
+            raise NonFiniteStateError("non_finite", self.time_sign * t,
+                                      "func returned NaN/inf at the initial time (no initial step size exists)")
         outputs, next_out = [y0.unsqueeze(0)], 1
         stats.t_reached = self.time_sign * t
         while t < t_end and next_out < len(t_out):

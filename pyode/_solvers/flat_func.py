@@ -42,9 +42,9 @@ class FlatFunc:
         """(..., n) -> the user's structure, with leading dims kept."""
         lead = y.shape[:-1]
         if not self.is_tuple:
-            return y.reshape(*lead, *self.shapes[0])
+            return y.reshape(tuple(lead) + tuple(self.shapes[0]))
         parts = torch.split(y, self.sizes, dim=-1)
-        return tuple(p.reshape(*lead, *s) for p, s in zip(parts, self.shapes))
+        return tuple(p.reshape(tuple(lead) + tuple(s)) for p, s in zip(parts, self.shapes))
 
     def __call__(self, s: float, y: Tensor) -> Tensor:
         """dy/ds at solver time ``s`` for the flat state ``y`` (n,); returns a contiguous (n,) tensor."""

@@ -101,6 +101,8 @@ class MSATrainer:
 
         Returns the mean cost ``J / batch`` at the parameters *before* the update.
         """
+        if x0.shape[0] != y.shape[0]:
+            raise ValueError(f"x0 holds {x0.shape[0]} samples but y holds {y.shape[0]}; they must match")
         states = state_pass(self.system, x0)
         loss = self._mean_cost(states, y)
         costates = costate_pass(self.system, states, terminal_costate(self.terminal_loss, states[-1], y))

@@ -23,7 +23,7 @@ by the batch size themselves. Shapes: states and costates are ``(batch, *state_s
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -225,6 +225,9 @@ def state_pass(system: ControlSystem, x0: Tensor) -> list[Tensor]:
     states = [x0.detach()]
     for t in range(system.num_steps):
         states.append(system.step(t, states[-1]))
+        if states[-1].shape != x0.shape:
+            raise ValueError(f"step {t} maps the state shape {tuple(x0.shape)} to {tuple(states[-1].shape)}; "
+                             "each layer of a control system must keep the state shape (pad or embed x0)")
     return states
 
 

@@ -14,7 +14,7 @@ Shapes: ``x, η: (batch, *input_shape)``, ``y: (batch,)`` class indices for the 
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -198,9 +198,10 @@ class YOPOTrainer(_AdversarialTrainer):
     """YOPO-m-n adversarial training (Zhang et al., NeurIPS 2019): m full passes per batch.
 
     Per batch: random start η; then m times: one full forward/backward pass at ``x + η`` (accumulating
-    the weight gradient, averaged over the m passes, and reading the costate ``p = ∂ℓ/∂z`` at the first
-    layer's output z), followed by n updates of η through the first layer only (:func:`yopo_step`).
-    One optimizer step per batch.
+    the gradient of the layers after f_0 and reading the costate ``p = ∂ℓ/∂z`` at f_0's output z),
+    n updates of η through f_0 only (:func:`yopo_step`), and f_0's weight gradient ``∇_θ0 [p · f_0]``
+    at the updated η (as in the authors' code). Gradients are averaged over the m rounds; one optimizer
+    step per batch. Per batch: m full passes, m·(n + 1) first-layer passes.
 
     Args:
         model: an ``nn.Sequential`` whose first ``first_layer_depth`` children form the layer f_0 that
