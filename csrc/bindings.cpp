@@ -11,6 +11,7 @@
 
 #include "pyode/lincomb.h"
 #include "pyode/rk_finish.h"
+#include "pyode/rk_workspace.h"
 
 namespace py = pybind11;
 using pyode::check;
@@ -86,6 +87,14 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "pyode compiled CPU kernels (raw-buffer API; use pyode._kernels, not this module directly)";
   m.def("lincomb", &lincomb, "out[r] = base + sum_j w[r, j] * k_j");
   m.def("rk_finish", &rk_finish, "y1, error and scaled RMS error norm of a Runge-Kutta step in one pass");
+  py::class_<pyode::RKWorkspace>(m, "RKWorkspace", "Per-solve fused RK step state (see rk_workspace.h)")
+      .def(py::init<int64_t, std::vector<double>, std::vector<double>, std::vector<double>, int64_t, int>())
+      .def("set_base", &pyode::RKWorkspace::set_base)
+      .def("set_term", &pyode::RKWorkspace::set_term)
+      .def("set_segments", &pyode::RKWorkspace::set_segments)
+      .def("stage", &pyode::RKWorkspace::stage, py::call_guard<py::gil_scoped_release>())
+      .def("finish", &pyode::RKWorkspace::finish, py::call_guard<py::gil_scoped_release>())
+      .def("segment_norms", &pyode::RKWorkspace::segment_norms);
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

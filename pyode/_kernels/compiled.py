@@ -110,3 +110,18 @@ def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[f
                         0 if segments is None else segments.buffer.data_ptr(),
                         0 if segments is None else segments.count, _ptr(seg_norms), _DTYPE_CODES[y0.dtype])
     return y1, norm, seg_norms
+
+
+def make_workspace(tableau, n: int, dtype: torch.dtype, segments: Segments | None):
+    """A :class:`pyode._C.RKWorkspace` for fused steps of ``tableau`` on (n,) states of ``dtype``: each
+    stage then costs one call with an address and a step size (the no-autograd fast path)."""
+    s = tableau.num_stages
+    a = [0.0] * (s * s)
+    for i, row in enumerate(tableau.a):
+        for j, x in enumerate(row):
+            a[i * s + j] = float(x)
+    e = [] if tableau.b_err is None else [float(x) for x in tableau.b_err]
+    ws = _C.RKWorkspace(s, a, [float(x) for x in tableau.b], e, int(n), _DTYPE_CODES[dtype])
+    if segments is not None:
+        ws.set_segments(segments.offsets)
+    return ws

@@ -28,7 +28,7 @@ class EventLocator:
 
     def _value(self, s: float, y: Tensor) -> float:
         with torch.no_grad():
-            v = self.event_fn(self.fn.time_tensor(s), self.fn.unflatten(y))
+            v = self.event_fn(self.fn.time_tensor(s), self.fn.unflatten(y.detach()))
         if not isinstance(v, Tensor) or v.numel() != 1:
             raise ValueError("event_fn(t, y) must return a tensor with a single element")
         return float(v)

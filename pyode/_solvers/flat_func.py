@@ -32,11 +32,12 @@ class FlatFunc:
         self.func, self.shapes, self.is_tuple = func, [torch.Size(s) for s in shapes], is_tuple
         self.dtype, self.device, self.t_dtype, self.reverse, self.stats = dtype, device, t_dtype, reverse, stats
         self.sizes = [s.numel() for s in self.shapes]
+        self.shape_args = tuple(self.shapes[0])  # a plain tuple: Tensor.view(tuple) beats view(torch.Size)
         self.t_device = device
 
     def time_tensor(self, s: float) -> Tensor:
-        """The user's time for solver time ``s`` (0-dim tensor)."""
-        return torch.tensor(-s if self.reverse else s, dtype=self.t_dtype, device=self.t_device)
+        """The user's time for solver time ``s`` (0-dim tensor, filled on the device: no host-to-device copy)."""
+        return torch.scalar_tensor(-s if self.reverse else s, dtype=self.t_dtype, device=self.t_device)
 
     def unflatten(self, y: Tensor) -> Tensor | tuple[Tensor, ...]:
         """(..., n) -> the user's structure, with leading dims kept."""
@@ -48,10 +49,23 @@ class FlatFunc:
 
     def __call__(self, s: float, y: Tensor) -> Tensor:
         """dy/ds at solver time ``s`` for the flat state ``y`` (n,); returns a contiguous (n,) tensor."""
+        if not self.is_tuple:
+            return self.call_shaped(s, y.view(self.shape_args)).view(-1)
         self.stats.nfe += 1
-        out = self.func(self.time_tensor(s), self.unflatten(y))
-        flat = self._flatten_output(out)
+        flat = self._flatten_output(self.func(self.time_tensor(s), self.unflatten(y)))
         return -flat if self.reverse else flat
+
+    def call_shaped(self, s: float, y: Tensor) -> Tensor:
+        """The hot path for a plain-tensor state: ``y`` already has the user's shape; returns the
+        derivative, checked, contiguous, in the user's shape (in solver time)."""
+        self.stats.nfe += 1
+        out = self.func(self.time_tensor(s), y)
+        if type(out) is not Tensor or out.shape != self.shapes[0] or out.dtype != self.dtype \
+                or out.device != self.device:
+            self._check_output(0, out, self.shapes[0])
+        if not out.is_contiguous():
+            out = out.contiguous()
+        return -out if self.reverse else out
 
     def user_time_call(self, t: Tensor, y: Tensor) -> Tensor:
         """``func`` at the user's time ``t`` (0-dim tensor) for the flat state ``y`` (n,): flat (n,) output.

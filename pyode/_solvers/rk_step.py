@@ -70,6 +70,45 @@ class RKStepper:
         else:
             self.P = interpolation.cubic_hermite(tableau.b, f1_index, self.num_terms)
         self.needs_f1 = any(row[f1_index] != 0.0 for row in self.P) and not self.fsal
+        self._workspace = None  # compiled per-solve step state, made on the first fast-path step
+
+    def _fast_path_ok(self, y0: Tensor, f0: Tensor) -> bool:
+        """No autograd to record and a compiled backend with a workspace: the fused fast path applies."""
+        if not hasattr(self.kern, "make_workspace"):
+            return False
+        return not (torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad))
+
+    def _attempt_fused(self, t0: float, y0: Tensor, f0: Tensor, h: float, t_end: float) -> StepResult | None:
+        """:meth:`attempt` through the compiled workspace (one call per stage). None if ``func`` turned out
+        to record autograd (the caller then takes the differentiable path)."""
+        tab, fn, n = self.tableau, self.fn, y0.numel()
+        ws = self._workspace
+        if ws is None:
+            ws = self._workspace = self.kern.make_workspace(tab, n, y0.dtype, self.segments)
+        ws.set_base(y0.data_ptr(), n)
+        ws.set_term(0, f0.data_ptr(), f0.numel())
+        # Stage inputs are made in the user's shape and func called without reshaping (the kernels see
+        # only addresses); y1 is handed back flat like every other path's.
+        call = fn.call_shaped if not fn.is_tuple else fn
+        like = y0.view(fn.shape_args) if not fn.is_tuple else y0
+        ks, y_last = [f0], like
+        for i in range(1, tab.num_stages):
+            y_last = torch.empty_like(like)
+            ws.stage(i, y_last.data_ptr(), n, h)
+            k = call(t_end if tab.c[i] == 1.0 else t0 + tab.c[i] * h, y_last)
+            if k.requires_grad:
+                return None
+            ws.set_term(i, k.data_ptr(), k.numel())
+            ks.append(k)
+        y1 = y_last.view(-1) if self.fsal else torch.empty_like(y0)
+        norm = ws.finish(y1.data_ptr(), n, h, self.atol, self.rtol, self.fsal)
+        seg = None
+        if self.segments is not None and tab.b_err is not None:
+            seg = ws.segment_norms()
+            if self.norm_segments is not None:
+                ratios = seg[:self.norm_segments]
+                norm = math.nan if any(math.isnan(r) for r in ratios) else max(ratios)  # max() drops NaN
+        return StepResult(t0, h, y0, y1, ks, norm, seg)
 
     def attempt(self, t0: float, y0: Tensor, f0: Tensor, h: float, ends_at_jump: bool = False) -> StepResult:
         """Computes all stages and the error ratio of a step of size ``h`` from ``(t0, y0)``; ``f0 = f(t0, y0)``.
@@ -78,6 +117,10 @@ class RKStepper:
         (the next float down), so the step sees only the left piece of ``f``."""
         tab, fn, lincomb = self.tableau, self.fn, self.kern.lincomb
         t_end = math.nextafter(t0 + h, -math.inf) if ends_at_jump else t0 + h
+        if self._fast_path_ok(y0, f0):
+            step = self._attempt_fused(t0, y0, f0, h, t_end)
+            if step is not None:
+                return step
         ks = [f0]
         y_last = None
         for i in range(1, tab.num_stages):

@@ -1,0 +1,75 @@
+// RKWorkspace: size-checked registration of buffers, then stage / finish calls on the CPU kernels.
+#include "pyode/rk_workspace.h"
+
+#include <string>
+
+#include "pyode/lincomb.h"
+#include "pyode/rk_finish.h"
+
+namespace pyode {
+
+RKWorkspace::RKWorkspace(int64_t num_stages, std::vector<double> a, std::vector<double> b, std::vector<double> e,
+                         int64_t n, int dtype)
+    : s_(num_stages), n_(n), dtype_(dtype), a_(std::move(a)), b_(std::move(b)), e_(std::move(e)),
+      terms_(num_stages, nullptr), scratch_(num_stages, 0.0) {
+  check(s_ >= 1, "RKWorkspace: need at least one stage");
+  check(n_ >= 0, "RKWorkspace: n must be non-negative");
+  check(static_cast<int64_t>(a_.size()) == s_ * s_, "RKWorkspace: a must be s*s (row-major)");
+  check(static_cast<int64_t>(b_.size()) == s_, "RKWorkspace: b must have s entries");
+  check(e_.empty() || static_cast<int64_t>(e_.size()) == s_, "RKWorkspace: e must be empty or have s entries");
+  check(dtype_ == static_cast<int>(DType::kFloat32) || dtype_ == static_cast<int>(DType::kFloat64),
+        "RKWorkspace: unsupported dtype code " + std::to_string(dtype_));
+}
+
+void RKWorkspace::set_base(uintptr_t ptr, int64_t numel) {
+  check(numel >= n_ && (ptr != 0 || n_ == 0), "RKWorkspace.set_base: buffer shorter than n or null");
+  base_ = reinterpret_cast<const void*>(ptr);
+}
+
+void RKWorkspace::set_term(int64_t j, uintptr_t ptr, int64_t numel) {
+  check(j >= 0 && j < s_, "RKWorkspace.set_term: stage index out of range");
+  check(numel >= n_ && (ptr != 0 || n_ == 0), "RKWorkspace.set_term: buffer shorter than n or null");
+  terms_[j] = reinterpret_cast<const void*>(ptr);
+}
+
+void RKWorkspace::set_segments(std::vector<int64_t> offsets) {
+  check(offsets.size() >= 2 && offsets.front() == 0 && offsets.back() == n_,
+        "RKWorkspace.set_segments: offsets must run from 0 to n");
+  for (size_t q = 0; q + 1 < offsets.size(); ++q) check(offsets[q] <= offsets[q + 1], "offsets must increase");
+  offsets_ = std::move(offsets);
+  seg_norms_.assign(offsets_.size() - 1, 0.0);
+}
+
+void RKWorkspace::require_terms(int64_t count, const char* what) const {
+  check(base_ != nullptr || n_ == 0, std::string(what) + ": no base registered");
+  for (int64_t j = 0; j < count; ++j)
+    check(terms_[j] != nullptr || n_ == 0, std::string(what) + ": term " + std::to_string(j) + " not registered");
+}
+
+void RKWorkspace::stage(int64_t i, uintptr_t out, int64_t out_numel, double h) const {
+  check(i >= 1 && i < s_, "RKWorkspace.stage: stage index out of range");
+  check(out_numel >= n_ && (out != 0 || n_ == 0), "RKWorkspace.stage: out shorter than n or null");
+  require_terms(i, "RKWorkspace.stage");
+  for (int64_t j = 0; j < i; ++j) scratch_[j] = h * a_[i * s_ + j];
+  LincombArgs args{reinterpret_cast<void*>(out), n_, base_, terms_.data(), i, scratch_.data(), 1, n_};
+  if (dtype_ == static_cast<int>(DType::kFloat32)) lincomb_cpu<float>(args);
+  else lincomb_cpu<double>(args);
+}
+
+double RKWorkspace::finish(uintptr_t y1, int64_t y1_numel, double h, double atol, double rtol, bool y1_given) {
+  check(y1_numel >= n_ && (y1 != 0 || n_ == 0), "RKWorkspace.finish: y1 shorter than n or null");
+  check(atol >= 0.0 && rtol >= 0.0, "RKWorkspace.finish: tolerances must be non-negative");
+  require_terms(s_, "RKWorkspace.finish");
+  std::vector<double> hb(s_), he(e_.size());
+  for (int64_t j = 0; j < s_; ++j) hb[j] = h * b_[j];
+  for (size_t j = 0; j < e_.size(); ++j) he[j] = h * e_[j];
+  const bool segmented = !offsets_.empty();
+  FinishArgs args{reinterpret_cast<void*>(y1), nullptr, base_, terms_.data(), s_, y1_given ? nullptr : hb.data(),
+                  e_.empty() ? nullptr : he.data(), n_, atol, rtol, segmented ? offsets_.data() : nullptr,
+                  segmented ? static_cast<int64_t>(offsets_.size()) - 1 : 0,
+                  segmented ? seg_norms_.data() : nullptr};
+  if (dtype_ == static_cast<int>(DType::kFloat32)) return rk_finish_cpu<float>(args);
+  return rk_finish_cpu<double>(args);
+}
+
+}  // namespace pyode
