@@ -47,8 +47,8 @@ def chart(results: dict, metric: str, scale: float, ylabel: str, path: Path) -> 
             med = stat["median"] * scale
             err = [[med - stat["min"] * scale], [stat["max"] * scale - med]]
             ax.bar(x, med, color=COLOURS.get(rec["library"], "grey"), yerr=err, capsize=3)
-        ax.set_xticks(range(len(mine)), [f"{r['library']}\n{r['mode']}\n{r['threads']}t" for r in mine],
-                      fontsize=6)
+        labels = [f"{r['library']}\n{r['mode'].replace('_', chr(10), 1)}\n{r['threads']}t" for r in mine]
+        ax.set_xticks(range(len(mine)), labels, fontsize=6)
         if mine:
             ax.set_yscale("log")
         ax.set_title(case, fontsize=9)

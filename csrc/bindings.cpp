@@ -12,6 +12,7 @@
 #include "pyode/lincomb.h"
 #include "pyode/rk_finish.h"
 #include "pyode/rk_workspace.h"
+#include "pyode/scaled_norm.h"
 
 namespace py = pybind11;
 using pyode::check;
@@ -77,6 +78,19 @@ double rk_finish(uintptr_t y1, int64_t y1_size, uintptr_t err_out, int64_t err_s
 }
 
 
+double scaled_norm(uintptr_t a, int64_t a_size, uintptr_t b, int64_t b_size, uintptr_t y, int64_t y_size, int64_t n,
+                   double atol, double rtol, int dtype) {
+  check(n >= 0 && a_size >= n && y_size >= n && (b == 0 || b_size >= n), "scaled_norm: a buffer is shorter than n");
+  check(n == 0 || (a != 0 && y != 0), "scaled_norm: null pointer");
+  py::gil_scoped_release no_gil;
+  if (dtype == static_cast<int>(pyode::DType::kFloat32))
+    return pyode::scaled_norm_cpu<float>(reinterpret_cast<const float*>(a), reinterpret_cast<const float*>(b),
+                                         reinterpret_cast<const float*>(y), n, atol, rtol);
+  check(dtype == static_cast<int>(pyode::DType::kFloat64), "scaled_norm: unsupported dtype");
+  return pyode::scaled_norm_cpu<double>(reinterpret_cast<const double*>(a), reinterpret_cast<const double*>(b),
+                                        reinterpret_cast<const double*>(y), n, atol, rtol);
+}
+
 }  // namespace
 
 #ifdef _OPENMP
@@ -87,6 +101,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "pyode compiled CPU kernels (raw-buffer API; use pyode._kernels, not this module directly)";
   m.def("lincomb", &lincomb, "out[r] = base + sum_j w[r, j] * k_j");
   m.def("rk_finish", &rk_finish, "y1, error and scaled RMS error norm of a Runge-Kutta step in one pass");
+  m.def("scaled_norm", &scaled_norm, "RMS of (a - b) / (atol + rtol |y|)");
   py::class_<pyode::RKWorkspace>(m, "RKWorkspace", "Per-solve fused RK step state (see rk_workspace.h)")
       .def(py::init<int64_t, std::vector<double>, std::vector<double>, std::vector<double>, int64_t, int>())
       .def("set_base", &pyode::RKWorkspace::set_base)

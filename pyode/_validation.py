@@ -53,14 +53,17 @@ def check_times(t, device: torch.device) -> Tensor:
         raise TypeError(f"t must be floating point, got {t.dtype}; use torch.tensor([...], dtype=torch.float64)")
     if t.device != device:
         raise ValueError(f"t is on {t.device} but y0 is on {device}; move them to the same device")
-    with torch.no_grad():
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError("t contains NaN or inf")
-        if t.numel() > 1:
-            d = t[1:] - t[:-1]
-            if not (bool((d > 0).all()) or bool((d < 0).all())):
-                raise ValueError("t must be strictly increasing or strictly decreasing (no repeated times)")
     return t
+
+
+def check_time_values(values: list[float]) -> None:
+    """``t`` as floats (one host transfer for all checks): finite and strictly monotonic."""
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("t contains NaN or inf")
+    if len(values) > 1:
+        steps = [b - a for a, b in zip(values, values[1:])]
+        if not (all(d > 0 for d in steps) or all(d < 0 for d in steps)):
+            raise ValueError("t must be strictly increasing or strictly decreasing (no repeated times)")
 
 
 def check_tolerance(name: str, value) -> float:

@@ -125,3 +125,10 @@ def make_workspace(tableau, n: int, dtype: torch.dtype, segments: Segments | Non
     if segments is not None:
         ws.set_segments(segments.offsets)
     return ws
+
+
+def scaled_norm(a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float) -> float:
+    """RMS of ``(a - b) / (atol + rtol * |y|)`` (b None: of ``a / scale``); all (n,) of one dtype."""
+    n = y.numel()
+    return _C.scaled_norm(a.data_ptr(), a.numel(), _ptr(b), _size(b), y.data_ptr(), n, n, float(atol), float(rtol),
+                          _DTYPE_CODES[y.dtype])

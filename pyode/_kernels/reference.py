@@ -64,3 +64,11 @@ def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[f
             bounds = zip(segments.offsets[:-1], segments.offsets[1:])
             seg_norms = torch.stack([sq[lo:hi].mean().sqrt() if hi > lo else sq.new_zeros(()) for lo, hi in bounds])
     return y1, norm, seg_norms
+
+
+def scaled_norm(a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float) -> float:
+    """RMS of ``(a - b) / (atol + rtol * |y|)`` (b None: of ``a / scale``); all (n,)."""
+    with torch.no_grad():
+        diff = a if b is None else a - b
+        r = (diff / (atol + rtol * y.abs())).double()
+        return float(r.pow(2).mean().sqrt()) if r.numel() else 0.0

@@ -61,7 +61,7 @@ class AdaptiveLoop:
         if self.opts.first_step is not None:
             return float(self.opts.first_step)
         st = self.stepper
-        return initial_step(st.fn, t0, y0, f0, st.tableau.order, st.rtol, st.atol, _rms_norm)
+        return initial_step(st.fn, st.kern, t0, y0, f0, st.tableau.order, st.rtol, st.atol)
 
     def _clamp(self, t: float, h: float, t_end: float) -> float:
         """Shortens ``h`` to land on the next step_t/jump_t point or the end time."""
@@ -120,9 +120,3 @@ class AdaptiveLoop:
             f0 = st.end_derivative(step) if t not in self.jumps else st.fn(math.nextafter(t, math.inf), y)
             self._check_progress(t, h, step)
         return outputs
-
-
-def _rms_norm(x: Tensor) -> float:
-    return float(x.double().pow(2).mean().sqrt()) if x.numel() else 0.0
-
-

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pyode._kernels import reference
+
 
 @dataclass
 class PIDController:
@@ -56,21 +58,23 @@ class PIDController:
         return min(max(h * factor, self.min_step), self.max_step)
 
 
-def initial_step(fn, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: float, atol: float, norm) -> float:
+def initial_step(fn, kern, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: float, atol: float) -> float:
     """Hairer, Nørsett & Wanner (1993), II.4's starting step, as torchdiffeq computes it (one extra call).
 
     ``order`` is the method's order (torchdiffeq passes ``order - 1`` to the textbook formula's ``q``, so
-    the final exponent is ``1 / order``).
+    the final exponent is ``1 / order``). Three fused norm passes (``kern.scaled_norm``) and one
+    ``lincomb`` instead of a dozen tensor ops.
 
     Args:
-        fn: the flat function; y0, f0: (n,) state and derivative at ``t0``; norm: flat tensor -> float.
+        fn: the flat function; kern: the kernel backend; y0, f0: (n,) state and derivative at ``t0``.
     """
+    norm = getattr(kern, "scaled_norm", reference.scaled_norm)  # backends without it use the reference
     with torch.no_grad():
-        scale = atol + y0.abs() * rtol
-        d0, d1 = norm(y0 / scale), norm(f0 / scale)
+        y0, f0 = y0.reshape(-1), f0.reshape(-1)
+        d0, d1 = norm(y0, None, y0, atol, rtol), norm(f0, None, y0, atol, rtol)
         h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
-        f1 = fn(t0 + h0, y0 + h0 * f0)
-        d2 = norm((f1 - f0) / scale) / h0
+        f1 = fn(t0 + h0, kern.lincomb(y0, [f0], [[h0]])[0]).reshape(-1)
+        d2 = norm(f1, f0, y0, atol, rtol) / h0
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:

@@ -125,6 +125,7 @@ def build_problem(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=Non
     ``norm_segments`` tuple components (the adjoint's seminorm). ``stats``: counters to add to."""
     states, is_tuple, t, rtol, atol, method = _prepare(func, y0, t, rtol, atol, method, event_fn)
     t_list = t.detach().double().tolist()
+    check.check_time_values(t_list)
     sign = -1.0 if len(t_list) > 1 and t_list[1] < t_list[0] else 1.0
     t_out = [sign * x for x in t_list]
     stats = SolverStats() if stats is None else stats

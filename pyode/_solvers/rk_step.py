@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from dataclasses import dataclass
 
@@ -58,17 +59,9 @@ class RKStepper:
         # Terms of the interpolant: the s stages, plus f1 when the tableau does not already end with it.
         self.num_terms = s if self.fsal else s + 1
         f1_index = s - 1 if self.fsal else s
-        if interp == "auto":
-            interp = "restep" if tableau.order > 5 else ("quartic" if tableau.mid is not None else "cubic")
-        if interp == "quartic" and tableau.mid is None:
-            raise ValueError(f"options['interp']='quartic' needs a method with mid-point weights, not {tableau.name}")
+        interp = _resolve_interp(tableau, interp)
         self.restep = interp == "restep"
-        if interp == "linear":
-            self.P = interpolation.linear(tableau.b, self.num_terms)
-        elif interp == "quartic":
-            self.P = interpolation.quartic_fit(tableau.b, tableau.mid, f1_index, self.num_terms)
-        else:
-            self.P = interpolation.cubic_hermite(tableau.b, f1_index, self.num_terms)
+        self.P = _interpolation_matrix(tableau, interp, self.num_terms, f1_index)
         self.needs_f1 = any(row[f1_index] != 0.0 for row in self.P) and not self.fsal
         self._workspace = None  # compiled per-solve step state, made on the first fast-path step
 
@@ -150,6 +143,24 @@ class RKStepper:
         if not self.fsal:
             terms.append(self.end_derivative(step) if self.needs_f1 else step.ks[0])
         return self.kern.lincomb(step.y0, terms, interpolation.weights_at(self.P, thetas, step.h))
+
+
+def _resolve_interp(tableau: ButcherTableau, interp: str) -> str:
+    if interp == "auto":
+        return "restep" if tableau.order > 5 else ("quartic" if tableau.mid is not None else "cubic")
+    if interp == "quartic" and tableau.mid is None:
+        raise ValueError(f"options['interp']='quartic' needs a method with mid-point weights, not {tableau.name}")
+    return interp
+
+
+@functools.lru_cache(maxsize=64)
+def _interpolation_matrix(tableau: ButcherTableau, interp: str, num_terms: int, f1_index: int):
+    """P of the interpolant (see :mod:`interpolation`); cached: tableaux are immutable."""
+    if interp == "linear":
+        return interpolation.linear(tableau.b, num_terms)
+    if interp == "quartic":
+        return interpolation.quartic_fit(tableau.b, tableau.mid, f1_index, num_terms)
+    return interpolation.cubic_hermite(tableau.b, f1_index, num_terms)
 
 
 def step_outputs(stepper: RKStepper, step: StepResult, t1: float, t_out: list[float], i: int) -> tuple[list, int]:
