@@ -1,12 +1,32 @@
 """pyode: fast ODE solvers, gradients and models for deep learning on PyTorch."""
 
 from pyode._kernels import backend_info
+from pyode.errors import (
+                          BackendUnavailableError,
+                          MaxStepsError,
+                          NonFiniteStateError,
+                          ODESolverError,
+                          PyodeError,
+                          StepSizeUnderflowError,
+)
 from pyode.odeint import GRADIENT_MODES, METHODS, odeint, odeint_adjoint, odeint_event, solve
 from pyode.solution import Solution, SolverStats
-from pyode.errors import (BackendUnavailableError, MaxStepsError, NonFiniteStateError, ODESolverError,
-                          PyodeError, StepSizeUnderflowError)
 
-__all__ = ["BackendUnavailableError", "MaxStepsError", "NonFiniteStateError", "ODESolverError", "PyodeError",
-           "GRADIENT_MODES", "METHODS", "Solution", "SolverStats", "StepSizeUnderflowError", "backend_info", "odeint", "odeint_adjoint",
-           "odeint_event", "solve"]
+__all__ = [
+                          "GRADIENT_MODES",
+                          "METHODS",
+                          "BackendUnavailableError",
+                          "MaxStepsError",
+                          "NonFiniteStateError",
+                          "ODESolverError",
+                          "PyodeError",
+                          "Solution",
+                          "SolverStats",
+                          "StepSizeUnderflowError",
+                          "backend_info",
+                          "odeint",
+                          "odeint_adjoint",
+                          "odeint_event",
+                          "solve",
+]
 __version__ = "0.1.0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -61,7 +62,7 @@ def check_time_values(values: list[float]) -> None:
     if not all(math.isfinite(v) for v in values):
         raise ValueError("t contains NaN or inf")
     if len(values) > 1:
-        steps = [b - a for a, b in zip(values, values[1:])]
+        steps = [b - a for a, b in itertools.pairwise(values)]
         if not (all(d > 0 for d in steps) or all(d < 0 for d in steps)):
             raise ValueError("t must be strictly increasing or strictly decreasing (no repeated times)")
 

@@ -42,16 +42,16 @@ def test_non_finite_y0():
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(rtol=-1.0), "rtol must be finite and >= 0"),
-    (dict(atol=math.nan), "atol must be finite"),
-    (dict(rtol=0.0, atol=0.0), "cannot both be 0"),
-    (dict(method="rk45"), "unknown method 'rk45'; valid methods: .*dopri5"),
-    (dict(options={"firststep": 0.1}), r"unknown option\(s\) \['firststep'\].*first_step"),
-    (dict(options={"max_num_steps": 0}), "max_num_steps"),
-    (dict(options={"first_step": -0.1}), "first_step"),
-    (dict(method="rk4", options={"step_size": 0.0}), "step_size"),
-    (dict(options={"norm": "l1"}), "norm"),
-    (dict(gradient="magic"), "unknown gradient mode"),
+    ({"rtol": -1.0}, "rtol must be finite and >= 0"),
+    ({"atol": math.nan}, "atol must be finite"),
+    ({"rtol": 0.0, "atol": 0.0}, "cannot both be 0"),
+    ({"method": "rk45"}, "unknown method 'rk45'; valid methods: .*dopri5"),
+    ({"options": {"firststep": 0.1}}, r"unknown option\(s\) \['firststep'\].*first_step"),
+    ({"options": {"max_num_steps": 0}}, "max_num_steps"),
+    ({"options": {"first_step": -0.1}}, "first_step"),
+    ({"method": "rk4", "options": {"step_size": 0.0}}, "step_size"),
+    ({"options": {"norm": "l1"}}, "norm"),
+    ({"gradient": "magic"}, "unknown gradient mode"),
 ])
 def test_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):

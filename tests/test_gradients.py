@@ -81,7 +81,7 @@ def test_adjoint_backprop_and_finite_differences_agree():
     for gradient in ("backprop", "adjoint", "checkpoint"):
         a = torch.tensor(-0.7, dtype=torch.float64, requires_grad=True)
         y0 = torch.tensor([1.3], dtype=torch.float64, requires_grad=True)
-        ys = pyode.odeint(lambda t, y: a * y, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), rtol=1e-12,
+        ys = pyode.odeint(lambda t, y, a=a: a * y, y0, torch.tensor([0.0, 1.0], dtype=torch.float64), rtol=1e-12,
                           atol=1e-12, gradient=gradient, adjoint_params=(a,))
         (ys[-1] ** 2).sum().backward()
         exact_a = 2 * 1.3**2 * math.exp(-1.4)
@@ -138,7 +138,7 @@ def test_alf_is_second_order_and_exactly_invertible():
     from pyode._kernels import get_backend
 
     kern = get_backend(torch.device("cpu"))
-    fn = lambda t, y: torch.stack([y[1], -torch.sin(y[0])])  # noqa: E731
+    fn = lambda t, y: torch.stack([y[1], -torch.sin(y[0])])
     y = torch.tensor([1.0, 0.5], dtype=torch.float64)
     v = fn(0.0, y)
     y1, v1 = alf_step(fn, kern, 0.0, y, v, 0.1)
@@ -173,7 +173,7 @@ def test_event_time_gradient():
 def test_seminorm_takes_no_more_backward_steps():
     torch.manual_seed(0)
     f = nn.Sequential(nn.Linear(4, 256), nn.Tanh(), nn.Linear(256, 4)).double()
-    f_t = lambda t, y: f(y)  # noqa: E731
+    f_t = lambda t, y: f(y)
     y0 = torch.randn(16, 4, dtype=torch.float64)
     nfe = {}
     for norm in ("mixed", "seminorm"):

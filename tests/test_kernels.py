@@ -10,7 +10,7 @@ compiled = pytest.importorskip("pyode._kernels.compiled", reason="compiled exten
 
 SIZES = [0, 1, 7, 2049, 1_000_003]
 DTYPES = [torch.float32, torch.float64]
-TOL = {torch.float32: dict(rtol=2e-6, atol=2e-6), torch.float64: dict(rtol=1e-13, atol=1e-13)}
+TOL = {torch.float32: {"rtol": 2e-6, "atol": 2e-6}, torch.float64: {"rtol": 1e-13, "atol": 1e-13}}
 
 
 def _terms(n, s, dtype, seed=0):

@@ -23,7 +23,7 @@ def _replay(problem, rec: StepRecord, params, a, grad_ys):
         y0 = rec.y0.detach().requires_grad_(True)
         f0_t = math.nextafter(rec.t0, math.inf) if rec.after_jump else rec.t0
         step = stepper.attempt(rec.t0, y0, stepper.fn(f0_t, y0), rec.h, rec.ends_at_jump)
-        blocks, j = step_outputs(stepper, step, rec.t0 + rec.h, problem.t_out, rec.i)
+        blocks, _ = step_outputs(stepper, step, rec.t0 + rec.h, problem.t_out, rec.i)
         outputs, grads = [step.y1], [a]
         if blocks:
             outputs.append(torch.cat(blocks))

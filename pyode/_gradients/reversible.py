@@ -14,6 +14,7 @@ interval is split into ``ceil(Δt / step_size)`` equal steps.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -23,7 +24,7 @@ from torch import Tensor
 def alf_grid(t_out: list[float], step_size: float | None) -> list[list[float]]:
     """For each output interval, the step sizes that cover it."""
     sizes = []
-    for t0, t1 in zip(t_out[:-1], t_out[1:]):
+    for t0, t1 in itertools.pairwise(t_out):
         n = 1 if step_size is None else max(1, math.ceil((t1 - t0) / step_size - 1e-9))
         sizes.append([(t1 - t0) / n] * n)
     return sizes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -16,7 +17,7 @@ class Segments:
 
     def __init__(self, offsets: Sequence[int]):
         offsets = [int(o) for o in offsets]
-        if len(offsets) < 2 or offsets[0] != 0 or any(b < a for a, b in zip(offsets, offsets[1:])):
+        if len(offsets) < 2 or offsets[0] != 0 or any(b < a for a, b in itertools.pairwise(offsets)):
             raise ValueError(f"segment offsets must start at 0 and increase, got {offsets[:8]}...")
         self.offsets = offsets
         self.count = len(offsets) - 1

@@ -107,7 +107,7 @@ class AdaptiveLoop:
                 self._check_progress(t, h, step)
                 continue
             stats.n_accepted += 1
-            t1 = t + h_step if t + h_step < t_end else t_end
+            t1 = min(t_end, t + h_step)
             if events is not None and events.crossed(st, step):
                 return [events.locate(st, step)]
             blocks, j = step_outputs(st, step, t1, t_out, next_out)

@@ -157,7 +157,7 @@ def integrate_until_event(problem: Problem, event_fn: Callable) -> tuple[float, 
     """Integrates until ``event_fn`` changes sign. Returns the event time (solver direction) and the
     flat state there (n,)."""
     if not isinstance(problem.loop, AdaptiveLoop):
-        raise ValueError("event_fn is supported with the adaptive methods; pick e.g. method='dopri5'")
+        raise ValueError("event_fn is supported with the adaptive methods; pick e.g. method='dopri5'")  # noqa: TRY004
     events = EventLocator(event_fn, problem.fn, problem.atol)
     events.start(problem.t_out[0], problem.y0)
     # Like torchdiffeq, only t[0] (and the direction of t) matter: integrate until the event.

@@ -15,7 +15,6 @@ from pyode._kernels.segments import Segments
 from pyode._solvers import interpolation
 from pyode._solvers.tableaux import ButcherTableau
 
-
 _POOL_MIN_BYTES = 1 << 18  # below this, torch.empty_like is cheaper than checking a pooled buffer
 
 
