@@ -162,7 +162,7 @@ def environment(args: argparse.Namespace, argv: list[str]) -> dict:
     import pyode
 
     info = {"command": " ".join(["python bench/run.py", *argv]),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
             "torchdiffeq": torchdiffeq.__version__, "torchode": torchode.__version__,
             "pyode": getattr(pyode, "__version__", "?"), "cpu_count": os.cpu_count(),
             "threads": args.threads, "quick": args.quick, "problems": args.problems}
@@ -175,12 +175,13 @@ def main(argv: list[str] | None = None) -> dict:
     """Runs the suite; returns the results dict (also written to ``<out>/results.json``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S")
     cases = make_cases(args.problems, args.quick)
     peers = make_peers(args.libraries)
     measure.reference_solutions(cases, args.quick)
     records = Suite(cases, peers, args.threads, args.reps, progress=not args.no_progress).run()
-    results = {"meta": {**environment(args, argv), "seconds": time.perf_counter() - start}, "records": records}
+    results = {"meta": {**environment(args, argv), "date": started, "seconds": time.perf_counter() - start},
+               "records": records}
     paths = report.write(results, Path(args.out))
     print(report.markdown(results))
     print("\nwrote " + ", ".join(str(p) for p in paths))

@@ -33,6 +33,8 @@ def check_state(y0) -> tuple[list[Tensor], bool]:
         if y.dtype != tensors[0].dtype or y.device != tensors[0].device:
             raise ValueError(f"all tensors of y0 must share one dtype and device; {name} is {y.dtype} on "
                              f"{y.device}, y0[0] is {tensors[0].dtype} on {tensors[0].device}")
+        if y.is_meta:
+            raise ValueError(f"{name} is a meta tensor (shape only, no data); pass a tensor with values")
         with torch.no_grad():
             if not bool(torch.isfinite(y).all()):
                 raise ValueError(f"{name} contains NaN or inf")
@@ -42,10 +44,12 @@ def check_state(y0) -> tuple[list[Tensor], bool]:
 def check_times(t, device: torch.device) -> Tensor:
     """``t`` must be a 1-D, finite, strictly monotonic tensor on ``y0``'s device."""
     if not isinstance(t, Tensor):
-        if isinstance(t, (Sequence, float, int)):
-            t = torch.as_tensor(t, dtype=torch.float64)
-        else:
+        if not isinstance(t, (Sequence, float, int)) or isinstance(t, (str, bytes)):
             raise TypeError(f"t must be a 1-D torch.Tensor of times, got {type(t).__name__}")
+        try:
+            t = torch.as_tensor(t, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"t must be a 1-D tensor (or list) of float times; could not convert it: {exc}") from None
     if t.dim() != 1:
         raise ValueError(f"t must be 1-D, got shape {tuple(t.shape)}")
     if t.numel() == 0:
@@ -83,9 +87,10 @@ def parse_options(options: dict | None, cls, method: str, extra: Sequence[str] =
     """Builds the options dataclass ``cls`` from ``options``; returns it and the ``extra`` keys found.
 
     Unknown names raise, listing the valid ones (no silent typos)."""
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"options must be a dict of solver options (e.g. {{'step_size': 0.1}}), got "
+                        f"{type(options).__name__}")
     options = dict(options or {})
-    if not isinstance(options, dict):
-        raise TypeError("options must be a dict")
     valid = {f.name for f in dataclasses.fields(cls)} | set(extra)
     unknown = sorted(set(options) - valid)
     if unknown:
@@ -94,21 +99,90 @@ def parse_options(options: dict | None, cls, method: str, extra: Sequence[str] =
     return cls(**options), extras
 
 
-def positive(name: str, value, allow_none: bool = True, allow_zero: bool = False) -> float | None:
+def number(name: str, value) -> float:
+    """``options[name]`` as a float; a non-number raises a TypeError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not _is_scalar_tensor(value):
+        raise TypeError(f"options[{name!r}] must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _is_scalar_tensor(value) -> bool:
+    return isinstance(value, Tensor) and value.numel() == 1
+
+
+def positive(name: str, value, allow_none: bool = True, allow_zero: bool = False,
+             allow_inf: bool = False) -> float | None:
+    """``options[name]`` as a float > 0 (>= 0 with ``allow_zero``; ``inf`` only with ``allow_inf``)."""
     if value is None and allow_none:
         return None
-    value = float(value)
-    if not math.isfinite(value) and value != math.inf:
-        raise ValueError(f"options[{name!r}] must be a number, got {value}")
+    value = number(name, value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"options[{name!r}] must be a finite number, got {value}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"options[{name!r}] must be > 0, got {value}")
     return value
 
 
+def positive_int(name: str, value) -> int:
+    """``options[name]`` as an int >= 1 (an integral float such as ``1e4`` is accepted)."""
+    value_f = number(name, value)
+    if not math.isfinite(value_f) or value_f != int(value_f) or value_f < 1:
+        raise ValueError(f"options[{name!r}] must be an integer >= 1, got {value}")
+    return int(value_f)
+
+
 def times_list(name: str, values, sign: float) -> list[float]:
+    """``options[name]`` (times in the caller's direction) as sorted finite floats in solver time."""
     if values is None:
         return []
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, Tensor)):
+        raise TypeError(f"options[{name!r}] must be a list or 1-D tensor of times, got {type(values).__name__}")
     vals = values.tolist() if isinstance(values, Tensor) else list(values)
-    return sorted(sign * float(v) for v in vals)
+    if isinstance(values, Tensor) and values.dim() != 1:
+        raise ValueError(f"options[{name!r}] must be 1-D, got shape {tuple(values.shape)}")
+    times = [number(name, v) for v in vals]
+    if not all(math.isfinite(v) for v in times):
+        raise ValueError(f"options[{name!r}] contains NaN or inf")
+    return sorted(sign * v for v in times)
 
 
+def adaptive_options(opts, sign: float) -> None:
+    """Validates and normalises, in place, the options of an adaptive solve (``AdaptiveOptions``).
+
+    Step sizes must be positive and finite (``max_step`` may be inf), ``min_step <= max_step``, and the
+    controller must shrink a rejected step: ``0 < safety <= 1``, ``ifactor >= 1``, ``0 < dfactor <= 1``
+    and finite PID coefficients. Out-of-range values would otherwise loop forever or divide by zero."""
+    opts.first_step = positive("first_step", opts.first_step)
+    opts.max_step = positive("max_step", math.inf if opts.max_step is None else opts.max_step, allow_inf=True)
+    opts.min_step = positive("min_step", opts.min_step, allow_none=False, allow_zero=True)
+    if opts.min_step > opts.max_step:
+        raise ValueError(f"options['min_step'] = {opts.min_step} is larger than options['max_step'] = {opts.max_step}")
+    opts.max_num_steps = positive_int("max_num_steps", opts.max_num_steps)
+    opts.step_t = times_list("step_t", opts.step_t, sign)
+    opts.jump_t = times_list("jump_t", opts.jump_t, sign)
+    opts.safety = _within("safety", opts.safety, 0.0, 1.0)
+    opts.dfactor = _within("dfactor", opts.dfactor, 0.0, 1.0)
+    opts.ifactor = positive("ifactor", opts.ifactor)
+    if opts.ifactor < 1.0:
+        raise ValueError(f"options['ifactor'] must be >= 1 (the largest growth of the step), got {opts.ifactor}")
+    for name in ("pcoeff", "icoeff", "dcoeff"):
+        value = number(name, getattr(opts, name))
+        if not math.isfinite(value):
+            raise ValueError(f"options[{name!r}] must be finite, got {value}")
+        setattr(opts, name, value)
+
+
+def _within(name: str, value, low: float, high: float) -> float:
+    """``options[name]`` as a float in ``(low, high]``."""
+    value = number(name, value)
+    if not low < value <= high:
+        raise ValueError(f"options[{name!r}] must be in ({low:g}, {high:g}], got {value}")
+    return value
+
+
+def time_dtype(options) -> torch.dtype | None:
+    """``options['dtype']`` (the dtype of the times handed to ``func``) checked, or None when unset."""
+    dtype = options.get("dtype") if isinstance(options, dict) else None
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"options['dtype'] must be a floating torch.dtype such as torch.float64, got {dtype!r}")
+    return dtype

@@ -37,6 +37,7 @@ class AdaptiveOptions:
     step_t: list = field(default_factory=list)
     jump_t: list = field(default_factory=list)
     interp: str = "auto"
+    per_sample: bool = False     # each batch row its own step size (see pyode._solvers.per_sample)
 
 
 class AdaptiveLoop:

@@ -16,6 +16,7 @@ from pyode._solvers.adaptive import AdaptiveLoop, AdaptiveOptions
 from pyode._solvers.events import EventLocator
 from pyode._solvers.fixed_grid import AdamsLoop, FixedGridLoop, FixedOptions, make_grid
 from pyode._solvers.flat_func import FlatFunc
+from pyode._solvers.per_sample import PerSampleLoop
 from pyode._solvers.rk_step import RKStepper
 from pyode._solvers.tableaux import TABLEAUX
 from pyode.solution import SolverStats
@@ -74,6 +75,10 @@ def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, 
         segments = Segments(offsets)
         norm_segments = segments.count if norm_segments is None else norm_segments
     stepper = RKStepper(TABLEAUX[method], fn, kern, rtol, atol, segments, norm_segments, interp=opts.interp)
+    if opts.per_sample:
+        if opts.step_t or opts.jump_t or opts.interp == "restep":
+            raise ValueError("options['per_sample'] does not combine with step_t, jump_t or interp='restep'")
+        return PerSampleLoop(stepper, opts, stats, sign)
     return AdaptiveLoop(stepper, opts, stats, sign)
 
 

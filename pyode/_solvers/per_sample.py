@@ -1,0 +1,157 @@
+"""Per-sample step sizes: every batch row has its own time, step size, accept/reject decision and status
+(torchode's model), so a few stiff rows no longer shrink the steps of the whole batch.
+
+``func(t, y)`` then receives ``t`` of shape (batch,) (each row's own time) and ``y`` (batch, *state). All
+rows advance in lock-step rounds: each round evaluates ``func`` once per stage on the whole batch, and rows
+that have finished stop moving (step size 0). The stage sums, the embedded error and the dense output use
+the same tableau and interpolant as the joint loop; step-size control is the same I controller, applied
+row-wise with tensor ops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from pyode._solvers.controller import initial_step
+from pyode._solvers.rk_step import RKStepper
+from pyode.errors import MaxStepsError, NonFiniteStateError, StepSizeUnderflowError
+
+
+class PerSampleLoop:
+    """Adaptive RK with per-row step sizes for a state (batch, *state).
+
+    Args:
+        stepper: provides the tableau, interpolant matrix and function wrapper; opts: AdaptiveOptions;
+        stats: counters (``n_accepted``/``n_rejected`` are summed over rows; per-row counts are kept in
+        ``stats.per_sample_accepted`` / ``per_sample_rejected``); time_sign: -1 for decreasing time.
+    """
+
+    def __init__(self, stepper: RKStepper, opts, stats, time_sign: float):
+        if stepper.fn.is_tuple or len(stepper.fn.shapes[0]) < 1:
+            raise ValueError("options['per_sample']=True needs y0 as one tensor shaped (batch, *state)")
+        self.st, self.opts, self.stats, self.sign = stepper, opts, stats, time_sign
+        self.shape = tuple(stepper.fn.shapes[0])
+        self.exponent = 1.0 / stepper.tableau.order
+
+    def _call(self, t: Tensor, y: Tensor) -> Tensor:
+        """func on rows (batch, m) at row times t (batch,) in solver time; returns (batch, m)."""
+        fn = self.st.fn
+        fn.stats.nfe += 1
+        out = fn.func((self.sign * t).to(fn.t_dtype), y.reshape(self.shape))
+        if not isinstance(out, Tensor) or out.shape != self.shape or out.dtype != fn.dtype:
+            fn._check_output(0, out, torch.Size(self.shape))
+        out = out.reshape(y.shape)
+        return -out if self.sign < 0 else out
+
+    def _combine(self, ks: list[Tensor], weights: list[float]) -> Tensor:
+        acc = None
+        for w, k in zip(weights, ks):
+            if w != 0.0:
+                acc = w * k if acc is None else acc + w * k
+        return torch.zeros_like(ks[0]) if acc is None else acc
+
+    def _error_ratio(self, y0: Tensor, y1: Tensor, err: Tensor) -> Tensor:
+        scale = self.st.atol + self.st.rtol * torch.maximum(y0.abs(), y1.abs())
+        return (err / scale).double().pow(2).mean(dim=1).sqrt()
+
+    def _next_h(self, h: Tensor, ratio: Tensor, accept: Tensor) -> Tensor:
+        o = self.opts
+        lower = torch.where(accept, torch.ones_like(ratio), torch.full_like(ratio, o.dfactor))
+        factor = o.safety * ratio.clamp_min(1e-300).pow(-self.exponent)
+        factor = torch.minimum(torch.maximum(factor, lower), torch.full_like(ratio, o.ifactor))
+        factor = torch.where(torch.isfinite(ratio), factor, torch.full_like(ratio, o.dfactor))
+        return (h * factor).clamp(min=o.min_step, max=o.max_step)
+
+    def _initial_step(self, t0: float, y: Tensor, f0: Tensor) -> float:
+        """Hairer's heuristic on the whole batch, every row probed at the same time: one step for all."""
+        batch = y.shape[0]
+
+        def flat_fn(s: float, y_flat: Tensor) -> Tensor:
+            t = torch.full((batch,), s, dtype=torch.float64, device=y.device)
+            return self._call(t, y_flat.view(batch, -1)).reshape(-1)
+
+        st = self.st
+        return initial_step(flat_fn, st.kern, t0, y.reshape(-1), f0.reshape(-1), st.tableau.order, st.rtol, st.atol)
+
+    def _stages(self, t: Tensor, y: Tensor, f0: Tensor, h: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """All stages of one round; returns ks, y1 and the error estimate (rows with h = 0 stay put)."""
+        tab = self.st.tableau
+        hcol = h.to(y.dtype)[:, None]
+        ks = [f0]
+        for i in range(1, tab.num_stages):
+            yi = y + hcol * self._combine(ks, tab.a[i])
+            ks.append(self._call(t + tab.c[i] * h, yi))
+        y1 = yi if self.st.fsal else y + hcol * self._combine(ks, tab.b)
+        return ks, y1, hcol * self._combine(ks, tab.b_err)
+
+    def _dense(self, y: Tensor, terms: list[Tensor], h: Tensor, theta: Tensor) -> Tensor:
+        """The interpolant at per-row θ: y + h Σ_j W_j(θ) k_j, (batch, m)."""
+        P = torch.tensor(self.st.P, dtype=torch.float64, device=y.device)          # (p, terms)
+        powers = torch.stack([theta ** (p + 1) for p in range(P.shape[0])], 1)    # (batch, p)
+        W = (powers @ P).to(y.dtype)                                               # (batch, terms)
+        return y + h.to(y.dtype)[:, None] * torch.einsum("bj,jbm->bm", W, torch.stack(terms))
+
+    def _write_outputs(self, out, t_out, y, terms, t, h, t_new, accept) -> None:
+        t_max = float(torch.where(accept, t_new, torch.full_like(t_new, -math.inf)).max())
+        for k in range(1, len(t_out)):
+            if t_out[k] > t_max:
+                break
+            rows = accept & (t < t_out[k]) & (t_out[k] <= t_new)
+            if bool(rows.any()):
+                theta = torch.where(rows, (t_out[k] - t) / torch.where(rows, h, torch.ones_like(h)), 0.0)
+                out[k] = torch.where(rows[:, None], self._dense(y, terms, h, theta), out[k])
+
+    def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
+        st, stats, o = self.st, self.stats, self.opts
+        batch = self.shape[0]
+        y = y0.reshape(batch, -1)
+        t = torch.full((batch,), t_out[0], dtype=torch.float64, device=y.device)
+        f0 = self._call(t, y)
+        h0 = o.first_step or self._initial_step(t_out[0], y, f0)
+        h = torch.full_like(t, float(h0))
+        out = y.new_zeros((len(t_out), *y.shape))
+        out[0] = y
+        t_end = t_out[-1]
+        accepted = torch.zeros(batch, dtype=torch.long, device=y.device)
+        rejected = torch.zeros_like(accepted)
+        while True:
+            active = t < t_end
+            if not bool(active.any()):
+                break
+            h_step = torch.where(active, torch.minimum(h, t_end - t), torch.zeros_like(h))
+            ks, y1, err = self._stages(t, y, f0, h_step)
+            ratio = torch.where(active, self._error_ratio(y, y1, err), torch.zeros_like(h))
+            accept = active & (ratio <= 1.0)
+            clamped = h_step >= t_end - t
+            t_new = torch.where(clamped, torch.full_like(t, t_end), t + h_step)
+            terms = ks if st.fsal else ks + [self._call(t_new, y1)]
+            self._write_outputs(out, t_out, y, terms, t, h_step, t_new, accept)
+            y = torch.where(accept[:, None], y1, y)
+            f0 = torch.where(accept[:, None], terms[-1], f0)
+            t = torch.where(accept, t_new, t)
+            h = torch.where(active, self._next_h(h_step, ratio, accept), h)
+            accepted += accept
+            rejected += active & ~accept
+            self._check(t, h, active, ratio, accepted + rejected)
+        stats.n_accepted, stats.n_rejected = int(accepted.sum()), int(rejected.sum())
+        stats.per_sample_accepted, stats.per_sample_rejected = accepted, rejected
+        return [out.reshape(len(t_out), -1)]
+
+    def _check(self, t: Tensor, h: Tensor, active: Tensor, ratio: Tensor, steps: Tensor) -> None:
+        t_min = float(t.min())
+        self.stats.t_reached = self.sign * t_min
+        if int(steps.max()) >= self.opts.max_num_steps:
+            raise MaxStepsError("max_num_steps", self.sign * t_min,
+                                f"a batch row needed more than max_num_steps={self.opts.max_num_steps} steps")
+        tiny = 4.0 * torch.finfo(torch.float64).eps * t.abs().clamp_min(1.0)
+        stuck = active & ~(h > tiny)  # written so that a NaN step size counts as stuck
+        if bool(stuck.any()):
+            row = int(stuck.nonzero()[0])
+            if not math.isfinite(float(ratio[row])):
+                raise NonFiniteStateError("non_finite", self.sign * float(t[row]),
+                                          f"batch row {row}: the state or func's output became NaN/inf")
+            raise StepSizeUnderflowError("step_underflow", self.sign * float(t[row]),
+                                         f"batch row {row}: step size underflow")
