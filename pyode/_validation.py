@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -101,7 +102,7 @@ def parse_options(options: dict | None, cls, method: str, extra: Sequence[str] =
 
 def number(name: str, value) -> float:
     """``options[name]`` as a float; a non-number raises a TypeError naming the option."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not _is_scalar_tensor(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) and not _is_scalar_tensor(value):
         raise TypeError(f"options[{name!r}] must be a number, got {type(value).__name__}")
     return float(value)
 

@@ -23,7 +23,7 @@ def test_rows_match_scipy_and_take_fewer_steps_than_joint_stepping():
     joint = pyode.solve(lambda t, y: van_der_pol(t.expand(4), y), y0, t, rtol=1e-8, atol=1e-8)
     for row in range(4):
         mu = float(MU[row])
-        ref = scipy.integrate.solve_ivp(lambda s, y: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]], (0, 8), [2, 0],
+        ref = scipy.integrate.solve_ivp(lambda s, y, mu=mu: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]], (0, 8), [2, 0],
                                         method="DOP853", rtol=1e-12, atol=1e-12, t_eval=t.numpy()).y.T
         assert np.abs(sol.ys[:, row].numpy() - ref).max() < 1e-5
     per_row = sol.stats.per_sample_accepted + sol.stats.per_sample_rejected
