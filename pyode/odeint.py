@@ -4,7 +4,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -16,6 +17,7 @@ from pyode._gradients.params import resolve_params
 from pyode._gradients.reversible import ReversibleSolve
 from pyode._gradients.times import OutputTimes, StartTime
 from pyode._solvers.problem import METHODS, Problem, build_problem, integrate, integrate_until_event
+from pyode._validation import check_tolerance
 from pyode.solution import Solution
 
 GRADIENT_MODES = ("backprop", "adjoint", "checkpoint", "reversible")
@@ -31,6 +33,29 @@ def _check_gradient(gradient: str, method: str | None) -> str | None:
                              f"method; use method='alf' (or leave method unset), not {method!r}")
         return "alf"
     return method
+
+
+def _check_adjoint_args(adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method) -> None:
+    """Bad adjoint settings fail at the call, not later in the backward pass."""
+    if adjoint_params is not None and (isinstance(adjoint_params, Tensor) or not isinstance(adjoint_params, Iterable)):
+        raise TypeError("adjoint_params must be a tuple or list of tensors (wrap a single tensor as (p,)), got "
+                        f"{type(adjoint_params).__name__}")
+    for name, value in (("adjoint_rtol", adjoint_rtol), ("adjoint_atol", adjoint_atol)):
+        if value is not None:
+            check_tolerance(name, value)
+    if adjoint_method is not None and adjoint_method not in METHODS:
+        raise ValueError(f"unknown adjoint_method {adjoint_method!r}; valid methods: {', '.join(METHODS)}")
+
+
+def _event_start_time(t0) -> Tensor:
+    """``odeint_event``'s ``t0`` as a one-element tensor: a float or a 0-dim/one-element tensor."""
+    if not isinstance(t0, Tensor):
+        if isinstance(t0, bool) or not isinstance(t0, numbers.Real):
+            raise TypeError(f"t0 must be a float or a 0-dim tensor, got {type(t0).__name__}")
+        return torch.tensor([float(t0)], dtype=torch.float64)
+    if t0.numel() != 1:
+        raise ValueError(f"t0 must be a single time (0-dim tensor), got shape {tuple(t0.shape)}")
+    return t0.reshape(1)
 
 
 def _integrate_with_gradient(problem: Problem, gradient: str, params, adjoint_cfg) -> Tensor:
@@ -84,6 +109,7 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
     evaluations of the backward pass once it has run (adjoint, checkpoint and reversible modes).
     """
     method = _check_gradient(gradient, method)
+    _check_adjoint_args(adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method)
     params = () if gradient == "backprop" else resolve_params(func, adjoint_params, gradient)
     adjoint_cfg = None
     if gradient == "adjoint":
@@ -162,9 +188,11 @@ def odeint_event(func: Callable, y0, t0, *, event_fn: Callable, reverse_time: bo
     (or ``gradient=...`` in kwargs) picks the gradient mode. Returns ``(event_t, ys)`` with ys
     (2, *state): the initial state and the state at the event.
     """
+    if not callable(event_fn):
+        raise TypeError(f"event_fn must be callable as event_fn(t, y) -> scalar tensor, got {type(event_fn).__name__}")
     if odeint_interface is odeint_adjoint:
         kwargs.setdefault("gradient", "adjoint")
-    t0 = torch.as_tensor(t0, dtype=torch.float64) if not isinstance(t0, Tensor) else t0
-    t = torch.cat([t0.reshape(-1), t0.reshape(-1).detach() + (-1.0 if reverse_time else 1.0)])
+    t0 = _event_start_time(t0)
+    t = torch.cat([t0, t0.detach() + (-1.0 if reverse_time else 1.0)])
     sol = solve(func, y0, t, event_fn=event_fn, **kwargs)
     return sol.event_t, sol.ys

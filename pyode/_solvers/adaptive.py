@@ -87,6 +87,15 @@ class AdaptiveLoop:
                                          f"step size underflow (h = {h:.3g}); the problem may be stiff or "
                                          "singular here")
 
+    def _check_shrinks(self, t: float, h_step: float, h_next: float, step: StepResult) -> None:
+        """A rejected step must be retried smaller; otherwise the same step would be retried forever."""
+        if h_next >= h_step:
+            raise StepSizeUnderflowError(
+                "step_underflow", self.time_sign * t,
+                f"a step of size {h_step:.3g} was rejected (error ratio {step.ratio:.3g}) but the controller "
+                f"cannot shrink it (min_step = {self.opts.min_step:g}); lower options['min_step'], check the "
+                "pcoeff/icoeff/dcoeff coefficients, or loosen rtol/atol")
+
     def integrate(self, y0: Tensor, t_out: list[float], events: EventLocator | None = None) -> list[Tensor]:
         """Returns the states at ``t_out`` as a list of (m, n) blocks (first block: ``y0[None]``)."""
         st, stats = self.stepper, self.stats
@@ -106,6 +115,7 @@ class AdaptiveLoop:
             if not accepted:
                 stats.n_rejected += 1
                 self._check_progress(t, h, step)
+                self._check_shrinks(t, h_step, h, step)
                 continue
             stats.n_accepted += 1
             t1 = min(t_end, t + h_step)

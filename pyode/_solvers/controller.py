@@ -72,7 +72,11 @@ def initial_step(fn, kern, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: 
     with torch.no_grad():
         y0, f0 = y0.reshape(-1), f0.reshape(-1)
         d0, d1 = norm(y0, None, y0, atol, rtol), norm(f0, None, y0, atol, rtol)
+        if not (math.isfinite(d0) and math.isfinite(d1)):
+            return math.nan  # f0 (or the scaled y0) is NaN/inf: the caller reports it at the initial time
         h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
+        if h0 == 0.0:  # d1 so large that h0 underflowed: no usable step exists
+            return math.nan
         f1 = fn(t0 + h0, kern.lincomb(y0, [f0], [[h0]])[0]).reshape(-1)
         d2 = norm(f1, f0, y0, atol, rtol) / h0
     if d1 <= 1e-15 and d2 <= 1e-15:

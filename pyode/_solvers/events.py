@@ -31,7 +31,11 @@ class EventLocator:
             v = self.event_fn(self.fn.time_tensor(s), self.fn.unflatten(y.detach()))
         if not isinstance(v, Tensor) or v.numel() != 1:
             raise ValueError("event_fn(t, y) must return a tensor with a single element")
-        return float(v)
+        value = float(v)
+        if math.isnan(value):  # a NaN has no sign: the event would silently never fire
+            raise ValueError(f"event_fn(t, y) returned {value} at t = {-s if self.fn.reverse else s:.10g}; it must "
+                             "not be NaN")
+        return value
 
     def start(self, s0: float, y0: Tensor) -> None:
         self.sign0 = math.copysign(1.0, self._value(s0, y0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from torch import Tensor
 
 from pyode._solvers.rk_step import RKStepper, StepRecord, step_outputs
 from pyode._solvers.tableaux import RK4
-from pyode.errors import NonFiniteStateError
+from pyode.errors import MaxStepsError, NonFiniteStateError
 from pyode.solution import SolverStats
 
 
@@ -24,6 +25,28 @@ class FixedOptions:
     interp: str = "linear"       # "linear" or "cubic" between grid points
     perturb: bool = False        # accepted for compatibility; the grid is always exact here
     max_iters: int = 1           # corrector iterations of implicit_adams
+    max_num_steps: int = 2**31 - 1  # checked before the grid is built: a tiny step_size fails at once
+
+
+def check_step_count(t_out: list[float], step_size: float | None, max_num_steps: int, sign: float,
+                     per_interval: bool = False) -> None:
+    """Raises before a grid is built when ``step_size`` is too small to make progress or needs more than
+    ``max_num_steps`` steps (a list of 1e300 grid points would never finish). ``per_interval``: each output
+    interval is split on its own (ALF) instead of the whole span (:func:`make_grid`)."""
+    if step_size is None or len(t_out) < 2:
+        return
+    resolution = 4.0 * math.ulp(max(abs(t_out[0]), abs(t_out[-1]), 1e-300))
+    if step_size <= resolution:
+        raise ValueError(f"options['step_size'] = {step_size:g} is below the resolution of the times near "
+                         f"t = {sign * t_out[0]:g}; use a larger step_size")
+    spans = [b - a for a, b in itertools.pairwise(t_out)] if per_interval else [t_out[-1] - t_out[0]]
+    # Past the resolution check span / step_size < 2**52, so the count is exact and ceil cannot overflow.
+    needed = sum(max(1.0, math.ceil(span / step_size - 1e-9)) for span in spans)
+    if needed > max_num_steps:
+        raise MaxStepsError("max_num_steps", sign * t_out[0],
+                            f"step_size={step_size:g} needs {needed:.3g} steps to cover t = {sign * t_out[0]:g} .. "
+                            f"{sign * t_out[-1]:g}, more than max_num_steps={max_num_steps}; use a larger "
+                            "step_size or raise options['max_num_steps']")
 
 
 def make_grid(t_out: list[float], step_size: float | None) -> list[float]:

@@ -26,7 +26,8 @@ class PerSampleLoop:
     Args:
         stepper: provides the tableau, interpolant matrix and function wrapper; opts: AdaptiveOptions;
         stats: counters (``n_accepted``/``n_rejected`` are summed over rows; per-row counts are kept in
-        ``stats.per_sample_accepted`` / ``per_sample_rejected``); time_sign: -1 for decreasing time.
+        ``stats.per_sample_accepted`` / ``per_sample_rejected``, the number of rounds in
+        ``stats.n_iterations``); time_sign: -1 for decreasing time.
     """
 
     def __init__(self, stepper: RKStepper, opts, stats, time_sign: float):
@@ -117,10 +118,12 @@ class PerSampleLoop:
         t_end = t_out[-1]
         accepted = torch.zeros(batch, dtype=torch.long, device=y.device)
         rejected = torch.zeros_like(accepted)
+        rounds = 0
         while True:
             active = t < t_end
             if not bool(active.any()):
                 break
+            rounds += 1
             h_step = torch.where(active, torch.minimum(h, t_end - t), torch.zeros_like(h))
             ks, y1, err = self._stages(t, y, f0, h_step)
             ratio = torch.where(active, self._error_ratio(y, y1, err), torch.zeros_like(h))
@@ -138,6 +141,7 @@ class PerSampleLoop:
             self._check(t, h, active, ratio, accepted + rejected)
         stats.n_accepted, stats.n_rejected = int(accepted.sum()), int(rejected.sum())
         stats.per_sample_accepted, stats.per_sample_rejected = accepted, rejected
+        stats.n_iterations = rounds  # lock-step rounds: each evaluates func once per stage on the batch
         return [out.reshape(len(t_out), -1)]
 
     def _check(self, t: Tensor, h: Tensor, active: Tensor, ratio: Tensor, steps: Tensor) -> None:

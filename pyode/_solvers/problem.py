@@ -3,7 +3,6 @@ integration loop for the chosen method. The gradient methods and the public API 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ from pyode import _validation as check
 from pyode._kernels import Segments, get_backend, reference
 from pyode._solvers.adaptive import AdaptiveLoop, AdaptiveOptions
 from pyode._solvers.events import EventLocator
-from pyode._solvers.fixed_grid import AdamsLoop, FixedGridLoop, FixedOptions, make_grid
+from pyode._solvers.fixed_grid import AdamsLoop, FixedGridLoop, FixedOptions, check_step_count, make_grid
 from pyode._solvers.flat_func import FlatFunc
 from pyode._solvers.per_sample import PerSampleLoop
 from pyode._solvers.rk_step import RKStepper
@@ -57,14 +56,7 @@ def _kernel_backend(y: Tensor):
 
 def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, is_tuple, norm_segments):
     opts, extra = check.parse_options(options, AdaptiveOptions, method, extra=("norm", "dtype"))
-    for name in ("first_step", "max_step"):
-        setattr(opts, name, check.positive(name, getattr(opts, name)))
-    opts.max_step = math.inf if opts.max_step is None else opts.max_step
-    opts.min_step = check.positive("min_step", opts.min_step, allow_zero=True)
-    if int(opts.max_num_steps) < 1:
-        raise ValueError(f"options['max_num_steps'] must be >= 1, got {opts.max_num_steps}")
-    opts.step_t = check.times_list("step_t", opts.step_t, sign)
-    opts.jump_t = check.times_list("jump_t", opts.jump_t, sign)
+    check.adaptive_options(opts, sign)
     if opts.interp not in ("auto", "quartic", "cubic", "linear", "restep"):
         raise ValueError(f"options['interp'] must be auto, quartic, cubic, linear or restep, got {opts.interp!r}")
     norm = extra.get("norm", "mixed" if is_tuple else "rms")
@@ -85,6 +77,8 @@ def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, 
 def _fixed_loop(fn, kern, method, options, t_out, sign, stats):
     opts, _ = check.parse_options(options, FixedOptions, method, extra=("dtype", "norm"))
     step = check.positive("step_size", opts.step_size)
+    check_step_count(t_out, step, check.positive_int("max_num_steps", opts.max_num_steps), sign,
+                     per_interval=method == "alf")
     if opts.interp not in ("linear", "cubic"):
         raise ValueError(f"options['interp'] must be 'linear' or 'cubic' for fixed-grid methods, got {opts.interp!r}")
     if method == "alf":
@@ -94,7 +88,7 @@ def _fixed_loop(fn, kern, method, options, t_out, sign, stats):
     grid = make_grid(t_out, step)
     if method in ADAMS_METHODS:
         iters = ADAMS_METHODS[method]
-        iters = max(int(opts.max_iters), 1) if iters is None else iters
+        iters = check.positive_int("max_iters", opts.max_iters) if iters is None else iters
         return AdamsLoop(fn, kern, grid, stats, sign, iters)
     stepper = RKStepper(TABLEAUX[method], fn, kern, interp=opts.interp)
     return FixedGridLoop(stepper, grid, stats, sign)
