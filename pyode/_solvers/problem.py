@@ -129,7 +129,7 @@ def build_problem(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=Non
     t_out = [sign * x for x in t_list]
     stats = SolverStats() if stats is None else stats
     stats.t_reached = t_list[0]
-    t_dtype = options.get("dtype", t.dtype) if isinstance(options, dict) else t.dtype
+    t_dtype = check.time_dtype(options) or t.dtype
     fn = FlatFunc(func, [s.shape for s in states], is_tuple, states[0].dtype, states[0].device, t_dtype,
                   sign < 0, stats)
     y_flat = torch.cat([s.reshape(-1) for s in states]) if is_tuple else states[0].reshape(-1)
