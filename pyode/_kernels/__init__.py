@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
+import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -134,18 +136,22 @@ def _cuda_info() -> dict:
 
 
 def _check_vectors(what: str, tensors: Sequence[Tensor], n: int, dtype: torch.dtype, device) -> None:
+    """Each tensor: (n,), contiguous, of ``dtype`` on ``device``; ``what`` names them in errors."""
     for j, t in enumerate(tensors):
+        name = what if what == "base" else f"{what}[{j}]"
         if not isinstance(t, Tensor):
-            raise TypeError(f"{what}[{j}] must be a torch.Tensor, got {type(t).__name__}")
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dtype != dtype or t.device != device:
-            raise ValueError(f"{what}[{j}] is {t.dtype} on {t.device}; all inputs must be {dtype} on {device}")
+            raise ValueError(f"{name} is {t.dtype} on {t.device}; all inputs must be {dtype} on {device}")
         if t.dim() != 1 or t.numel() != n:
-            raise ValueError(f"{what}[{j}] must be 1-D with {n} elements, got shape {tuple(t.shape)}")
-        if not t.is_contiguous():
-            raise ValueError(f"{what}[{j}] must be contiguous; call .contiguous() first")
+            raise ValueError(f"{name} must be 1-D with {n} elements, got shape {tuple(t.shape)}")
+        if not t.is_contiguous():  # an expanded or strided view: the kernels read n consecutive elements
+            raise ValueError(f"{name} must be contiguous; call .contiguous() first")
 
 
 def _check_common(base: Tensor | None, ks: Sequence[Tensor]) -> tuple[int, torch.dtype, torch.device]:
+    if isinstance(ks, Tensor) or not isinstance(ks, Sequence):
+        raise TypeError(f"ks must be a list of (n,) tensors, got {type(ks).__name__}")
     first = base if base is not None else (ks[0] if ks else None)
     if first is None:
         raise ValueError("need a base tensor or at least one term in ks")
@@ -153,11 +159,40 @@ def _check_common(base: Tensor | None, ks: Sequence[Tensor]) -> tuple[int, torch
         raise TypeError(f"expected torch.Tensor inputs, got {type(first).__name__}")
     if first.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"kernels support float32 and float64, got {first.dtype}")
+    if first.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"kernels run on cpu or cuda tensors, got a tensor on {first.device}")
     n = first.numel()
     _check_vectors("ks", list(ks), n, first.dtype, first.device)
     if base is not None:
         _check_vectors("base", [base], n, first.dtype, first.device)
     return n, first.dtype, first.device
+
+
+def _finite_floats(name: str, values, length: int) -> list[float]:
+    """``values`` as ``length`` finite floats (a NaN/inf coefficient would silently poison every output)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, Tensor)):
+        raise TypeError(f"{name} must be a sequence of {length} floats, got {type(values).__name__}")
+    if len(values) != length:
+        raise ValueError(f"{name} must have len(ks) = {length} entries, got {len(values)}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (numbers.Real, Tensor)) or (isinstance(v, Tensor) and v.numel() != 1):
+            raise TypeError(f"{name} must hold floats, got {type(v).__name__}")
+        out.append(float(v))
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{name} contains NaN or inf: {out}")
+    return out
+
+
+def _check_tolerances(atol, rtol, with_error: bool) -> tuple[float, float]:
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not (0 <= atol < math.inf and 0 <= rtol < math.inf):
+        raise ValueError(f"atol and rtol must be finite and non-negative, got atol={atol}, rtol={rtol}")
+    if with_error and atol == 0 and rtol == 0:
+        raise ValueError("atol and rtol cannot both be 0 (the error ratio would divide by zero)")
+    return float(atol), float(rtol)
 
 
 def lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
@@ -171,9 +206,10 @@ def lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequenc
         (m, n) tensor.
     """
     _, _, device = _check_common(base, ks)
-    if any(len(row) != len(ks) for row in weights):
-        raise ValueError(f"every row of weights must have len(ks) = {len(ks)} entries")
-    return get_backend(device).lincomb(base, list(ks), [list(map(float, r)) for r in weights])
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, (Sequence, Tensor)):
+        raise TypeError(f"weights must be a list of rows of len(ks) = {len(ks)} floats, got {type(weights).__name__}")
+    rows = [_finite_floats(f"weights[{r}]", row, len(ks)) for r, row in enumerate(weights)]
+    return get_backend(device).lincomb(base, list(ks), rows)
 
 
 def rk_finish(y0: Tensor, ks: Sequence[Tensor], b: Sequence[float], e: Sequence[float] | None,
@@ -187,12 +223,14 @@ def rk_finish(y0: Tensor, ks: Sequence[Tensor], b: Sequence[float], e: Sequence[
     Returns:
         ``(y1 (n,), norm: float, seg_norms (nseg,) float64 or None)``.
     """
+    if y0 is None:
+        raise TypeError("y0 must be a torch.Tensor, got NoneType")
     n, _, device = _check_common(y0, ks)
-    if len(b) != len(ks) or (e is not None and len(e) != len(ks)):
-        raise ValueError(f"b and e must each have len(ks) = {len(ks)} weights")
-    if not (atol >= 0 and rtol >= 0):
-        raise ValueError(f"atol and rtol must be non-negative, got atol={atol}, rtol={rtol}")
+    b = _finite_floats("b", b, len(ks))
+    e = None if e is None else _finite_floats("e", e, len(ks))
+    atol, rtol = _check_tolerances(atol, rtol, with_error=e is not None)
+    if segments is not None and not isinstance(segments, Segments):
+        raise TypeError(f"segments must be a pyode._kernels.Segments, got {type(segments).__name__}")
     if segments is not None and segments.offsets[-1] != n:
         raise ValueError(f"segments must cover the {n} elements of y0, they end at {segments.offsets[-1]}")
-    return get_backend(device).rk_finish(y0, None, list(ks), list(b), None if e is None else list(e),
-                                         atol, rtol, segments)
+    return get_backend(device).rk_finish(y0, None, list(ks), b, e, atol, rtol, segments)

@@ -56,7 +56,8 @@ def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[f
         return y1, 0.0, None
     err = lincomb(None, ks, [e])[0] if ks else torch.zeros_like(y0)
     with torch.no_grad():
-        ratio = (err / (atol + rtol * torch.maximum(y0.abs(), y1.abs()))).double()
+        err, y0_, y1_ = _norm_precision(err, y0, y1)
+        ratio = (err / (atol + rtol * torch.maximum(y0_.abs(), y1_.abs()))).double()
         sq = ratio * ratio
         norm = float(sq.mean().sqrt()) if sq.numel() else 0.0
         seg_norms = None
@@ -70,5 +71,15 @@ def scaled_norm(a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float
     """RMS of ``(a - b) / (atol + rtol * |y|)`` (b None: of ``a / scale``); all (n,)."""
     with torch.no_grad():
         diff = a if b is None else a - b
+        diff, y = _norm_precision(diff, y)
         r = (diff / (atol + rtol * y.abs())).double()
         return float(r.pow(2).mean().sqrt()) if r.numel() else 0.0
+
+
+def _norm_precision(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Half-precision tensors in float32 for the error norm: in float16, ``atol = 1e-9`` rounds to 0 and
+    ``err / (rtol * |y|)`` overflows to inf, which would read as a NaN/inf state. float32/float64 pass
+    through unchanged (the compiled kernels compute in the state's own precision)."""
+    if tensors[0].dtype in (torch.float16, torch.bfloat16):
+        return tuple(t.float() for t in tensors)
+    return tensors

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +17,8 @@ class Segments:
     """
 
     def __init__(self, offsets: Sequence[int]):
+        if isinstance(offsets, (str, bytes)) or not all(isinstance(o, numbers.Integral) for o in offsets):
+            raise TypeError(f"segment offsets must be a sequence of ints, got {offsets!r:.60}")
         offsets = [int(o) for o in offsets]
         if len(offsets) < 2 or offsets[0] != 0 or any(b < a for a, b in itertools.pairwise(offsets)):
             raise ValueError(f"segment offsets must start at 0 and increase, got {offsets[:8]}...")

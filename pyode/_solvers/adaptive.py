@@ -59,6 +59,12 @@ class AdaptiveLoop:
         self.recorder = None  # called with a StepRecord per accepted step (checkpointed gradients)
 
     def _first_step(self, t0: float, y0: Tensor, f0: Tensor) -> float:
+        resolution = 4.0 * math.ulp(max(abs(t0), 1.0))  # the step-underflow threshold of _check_progress
+        for name in ("first_step", "max_step"):
+            value = getattr(self.opts, name)
+            if value is not None and value <= resolution:
+                raise ValueError(f"options[{name!r}] = {value:g} is below the resolution of t near "
+                                 f"t0 = {self.time_sign * t0:g} (the solver could not advance); use a larger value")
         if self.opts.first_step is not None:
             return float(self.opts.first_step)
         st = self.stepper

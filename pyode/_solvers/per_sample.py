@@ -88,22 +88,20 @@ class PerSampleLoop:
         y1 = yi if self.st.fsal else y + hcol * self._combine(ks, tab.b)
         return ks, y1, hcol * self._combine(ks, tab.b_err)
 
-    def _dense(self, y: Tensor, terms: list[Tensor], h: Tensor, theta: Tensor) -> Tensor:
-        """The interpolant at per-row θ: y + h Σ_j W_j(θ) k_j, (batch, m)."""
-        P = torch.tensor(self.st.P, dtype=torch.float64, device=y.device)          # (p, terms)
-        powers = torch.stack([theta ** (p + 1) for p in range(P.shape[0])], 1)    # (batch, p)
-        W = (powers @ P).to(y.dtype)                                               # (batch, terms)
-        return y + h.to(y.dtype)[:, None] * torch.einsum("bj,jbm->bm", W, torch.stack(terms))
-
-    def _write_outputs(self, out, t_out, y, terms, t, h, t_new, accept) -> None:
-        t_max = float(torch.where(accept, t_new, torch.full_like(t_new, -math.inf)).max())
-        for k in range(1, len(t_out)):
-            if t_out[k] > t_max:
-                break
-            rows = accept & (t < t_out[k]) & (t_out[k] <= t_new)
-            if bool(rows.any()):
-                theta = torch.where(rows, (t_out[k] - t) / torch.where(rows, h, torch.ones_like(h)), 0.0)
-                out[k] = torch.where(rows[:, None], self._dense(y, terms, h, theta), out[k])
+    def _write_outputs(self, out: Tensor, t_out: Tensor, y: Tensor, terms: list[Tensor], t: Tensor, h: Tensor,
+                       t_new: Tensor, accept: Tensor) -> None:
+        """Fills out[k, row] for every (output k, accepted row) whose time the row just passed, all pairs at
+        once: y + h Σ_j W_j(θ) k_j with the step's interpolant at θ = (t_out[k] - t) / h."""
+        crossed = accept[:, None] & (t[:, None] < t_out[None, :]) & (t_out[None, :] <= t_new[:, None])
+        rows, ks_idx = crossed.nonzero(as_tuple=True)  # (pairs,), (pairs,)
+        if rows.numel() == 0:
+            return
+        theta = (t_out[ks_idx] - t[rows]) / h[rows]
+        powers = torch.stack([theta ** (p + 1) for p in range(self.P.shape[0])], 1)   # (pairs, p)
+        W = (powers @ self.P).to(y.dtype)                                               # (pairs, terms)
+        stacked = torch.stack(terms)[:, rows]                                          # (terms, pairs, m)
+        values = y[rows] + h[rows].to(y.dtype)[:, None] * torch.einsum("pj,jpm->pm", W, stacked)
+        out[ks_idx, rows] = values
 
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
         st, stats, o = self.st, self.stats, self.opts
@@ -115,6 +113,8 @@ class PerSampleLoop:
         h = torch.full_like(t, float(h0))
         out = y.new_zeros((len(t_out), *y.shape))
         out[0] = y
+        times = torch.tensor(t_out, dtype=torch.float64, device=y.device)
+        self.P = torch.tensor(st.P, dtype=torch.float64, device=y.device)  # interpolant, (powers, terms)
         t_end = t_out[-1]
         accepted = torch.zeros(batch, dtype=torch.long, device=y.device)
         rejected = torch.zeros_like(accepted)
@@ -131,7 +131,7 @@ class PerSampleLoop:
             clamped = h_step >= t_end - t
             t_new = torch.where(clamped, torch.full_like(t, t_end), t + h_step)
             terms = ks if st.fsal else ks + [self._call(t_new, y1)]
-            self._write_outputs(out, t_out, y, terms, t, h_step, t_new, accept)
+            self._write_outputs(out, times, y, terms, t, h_step, t_new, accept)
             y = torch.where(accept[:, None], y1, y)
             f0 = torch.where(accept[:, None], terms[-1], f0)
             t = torch.where(accept, t_new, t)
