@@ -526,11 +526,22 @@ def test_nan_from_func_is_located_in_time():
     assert 0.5 - 1e-9 <= info.value.t_reached < 0.6
 
 
-@pytest.mark.xfail(strict=True, reason="reported to the lead: AlfLoop (pyode/_gradients/reversible.py) never "
-                                       "checks the state, so method='alf' returns NaN silently")
 def test_alf_reports_nan_state():
     with pytest.raises(pyode.NonFiniteStateError):
         pyode.odeint(nan_after_half, Y0, T, method="alf", options={"step_size": 0.1})
+
+
+@pytest.mark.parametrize("layout", ["strided", "expanded", "transposed"])
+def test_non_contiguous_y0_is_copied_not_misread(layout):
+    """Regression: reshape(-1) of a strided or expanded y0 is a non-contiguous view; the kernels read n
+    consecutive elements from its address (wrong values; past the end of an expanded tensor's storage)."""
+    base = torch.arange(1.0, 7.0, dtype=F64)
+    y0 = {"strided": base[::2], "expanded": base[:1].reshape(1, 1).expand(3, 1),
+          "transposed": base.reshape(2, 3).T}[layout]
+    for method, options in (("dopri5", None), ("rk4", {"step_size": 0.1}), ("alf", {"step_size": 0.1})):
+        got = pyode.odeint(decay, y0, T, method=method, options=options)
+        want = pyode.odeint(decay, y0.contiguous(), T, method=method, options=options)
+        assert torch.equal(got, want), (layout, method)
 
 
 def test_absurd_but_valid_step_sizes_still_solve_accurately():

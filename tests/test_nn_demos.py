@@ -46,6 +46,7 @@ def test_quick_spiral_and_digits_comparisons_run(tmp_path):
     spiral = run_spiral_comparison(tmp_path, quick=True, progress=False)
     assert all(math.isfinite(spiral[f"{m}_extrap_rmse"]) for m in ("latent_ode", "rnn"))
     assert (tmp_path / "spiral_extrapolation.png").exists()
-    digits = run_digits_comparison(quick=True, progress=False)
+    digits = run_digits_comparison(tmp_path, quick=True, progress=False)
     assert digits["odenet_nfe"] > 0 and 0 <= digits["odenet_test_accuracy"] <= 1
     assert 0.2 < digits["param_ratio"] < 0.35
+    assert (tmp_path / "digits_comparison.json").exists()

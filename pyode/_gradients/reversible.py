@@ -20,14 +20,16 @@ import math
 import torch
 from torch import Tensor
 
+from pyode._solvers.fixed_grid import check_finite
 
-def alf_grid(t_out: list[float], step_size: float | None) -> list[list[float]]:
-    """For each output interval, the step sizes that cover it."""
-    sizes = []
+
+def alf_grid(t_out: list[float], step_size: float | None) -> list[tuple[int, float]]:
+    """For each output interval, (number of equal steps, their size) covering it."""
+    grid = []
     for t0, t1 in itertools.pairwise(t_out):
         n = 1 if step_size is None else max(1, math.ceil((t1 - t0) / step_size - 1e-9))
-        sizes.append([(t1 - t0) / n] * n)
-    return sizes
+        grid.append((n, (t1 - t0) / n))
+    return grid
 
 
 def alf_step(fn, kern, t: float, y: Tensor, v: Tensor, h: float) -> tuple[Tensor, Tensor]:
@@ -59,11 +61,12 @@ class AlfLoop:
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
         y, v = y0, self.fn(t_out[0], y0)
         outputs = [y0.unsqueeze(0)]
-        for t0, sizes in zip(t_out[:-1], self.sizes):
-            for k, h in enumerate(sizes):
+        for t0, (n, h) in zip(t_out[:-1], self.sizes):
+            for k in range(n):
                 y, v = alf_step(self.fn, self.kern, t0 + k * h, y, v, h)
                 self.stats.n_accepted += 1
-            self.stats.t_reached = self.time_sign * (t0 + len(sizes) * sizes[0])
+            self.stats.t_reached = self.time_sign * (t0 + n * h)
+            check_finite(y, t0 + n * h, self.time_sign)
             outputs.append(y.unsqueeze(0))
         self.final_v = v
         return outputs
@@ -100,9 +103,9 @@ class ReversibleSolve(torch.autograd.Function):
         a_y, a_v = grad_ys[-1].clone(), torch.zeros_like(grad_ys[-1])
         g = [torch.zeros_like(p) for p in params]
         for i in range(len(t_out) - 1, 0, -1):
-            sizes = loop.sizes[i - 1]
-            for k in range(len(sizes) - 1, -1, -1):
-                t, h = t_out[i - 1] + k * sizes[k], sizes[k]
+            n, h = loop.sizes[i - 1]
+            for k in range(n - 1, -1, -1):
+                t = t_out[i - 1] + k * h
                 with torch.no_grad():
                     y, v = alf_inverse(loop.fn, loop.kern, t, y, v, h)
                 a_y, a_v, *dg = _step_vjp(loop, t, y, v, h, params, a_y, a_v)

@@ -33,8 +33,9 @@ def lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequenc
             if w != 0.0:
                 acc = acc + w * k
         rows.append(acc)
-    if not rows:
-        return ks[0].new_empty((0, ks[0].numel())) if ks else torch.empty(0, 0)
+    if not rows:  # m = 0: an empty (0, n) of the inputs' dtype, like the compiled kernels
+        like = ks[0] if ks else base
+        return like.new_empty((0, like.numel())) if like is not None else torch.empty(0, 0)
     return torch.stack(rows)
 
 

@@ -58,7 +58,7 @@ def make_grid(t_out: list[float], step_size: float | None) -> list[float]:
     return [t0 + k * step_size for k in range(n_steps)] + [t1]
 
 
-def _check_finite(y: Tensor, t: float, sign: float) -> None:
+def check_finite(y: Tensor, t: float, sign: float) -> None:
     if not bool(torch.isfinite(y).all()):
         raise NonFiniteStateError("non_finite", sign * t, "the state became NaN/inf (try a smaller step_size)")
 
@@ -78,7 +78,7 @@ class FixedGridLoop:
             step = st.attempt(t0, y, st.fn(t0, y), t1 - t0)
             stats.n_accepted += 1
             stats.t_reached = self.time_sign * t1
-            _check_finite(step.y1, t1, self.time_sign)
+            check_finite(step.y1, t1, self.time_sign)
             blocks, j = step_outputs(st, step, t1, t_out, i)
             outputs.extend(blocks)
             if self.recorder is not None:
@@ -123,7 +123,7 @@ class AdamsLoop:
                 y1 = self.rk.attempt(t0, y, history[0], h).y1
             self.stats.n_accepted += 1
             self.stats.t_reached = self.time_sign * t1
-            _check_finite(y1, t1, self.time_sign)
+            check_finite(y1, t1, self.time_sign)
             j = bisect.bisect_right(t_out, t1, lo=i)
             if j > i:  # linear interpolation between grid points
                 thetas = [(tt - t0) / h for tt in t_out[i:j]]

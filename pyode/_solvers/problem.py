@@ -132,7 +132,9 @@ def build_problem(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=Non
     t_dtype = check.time_dtype(options) or t.dtype
     fn = FlatFunc(func, [s.shape for s in states], is_tuple, states[0].dtype, states[0].device, t_dtype,
                   sign < 0, stats)
-    y_flat = torch.cat([s.reshape(-1) for s in states]) if is_tuple else states[0].reshape(-1)
+    # contiguous(): reshape(-1) of a strided or expanded y0 can be a non-contiguous view, and the kernels
+    # read n consecutive elements from its address (wrong values, or past the end of its storage).
+    y_flat = torch.cat([s.reshape(-1) for s in states]) if is_tuple else states[0].reshape(-1).contiguous()
     kern = _kernel_backend(y_flat)
     offsets = [0]
     for s in states:
