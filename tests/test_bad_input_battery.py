@@ -11,7 +11,6 @@ a hang (every test runs under a ``signal.alarm`` watchdog) or a silent NaN. An e
 from __future__ import annotations
 
 import math
-import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -35,17 +34,7 @@ T = torch.tensor([0.0, 1.0], dtype=F64)
 Y0 = torch.ones(2, dtype=F64)
 
 
-@pytest.fixture(autouse=True)
-def watchdog():
-    """Fails a test that runs longer than WATCHDOG_S seconds (a hang) instead of blocking the run."""
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"test ran longer than {WATCHDOG_S} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(WATCHDOG_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 def decay(t, y):

@@ -31,13 +31,7 @@ from pyode.control.demos import sin_toy_data, sin_toy_embed, sin_toy_loss, sin_t
 ROUNDING = {"rtol": 1e-10, "atol": 1e-12}  # float64 rounding, with room for summation order
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: on a shared 2-core machine extra threads only add contention (~30x slower)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def regression_loss(x_final, y):

@@ -5,14 +5,7 @@ import torch
 
 from pyode.nn.classifier import ODENetClassifier, ResNetClassifier, count_parameters
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread avoids OpenMP contention on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_odenet_has_about_a_third_of_the_resnet_parameters():

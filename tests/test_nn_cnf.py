@@ -14,14 +14,7 @@ from pyode.nn.cnf import (
 )
 from pyode.nn.continuous import TimeMLP
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread avoids OpenMP contention on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 M = torch.tensor([[0.5, 1.2, -0.3], [-0.4, -1.0, 0.8], [0.9, 0.1, 0.2]], dtype=torch.float64)

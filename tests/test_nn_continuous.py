@@ -6,14 +6,7 @@ from torch import nn
 
 from pyode.nn.continuous import AugmentedNODE, ODEBlock, TimeMLP
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread avoids OpenMP contention on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 RK4 = {"method": "rk4", "options": {"step_size": 0.1}}

@@ -13,14 +13,7 @@ from pyode.nn.latent import (
     masked_gaussian_log_lik,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread avoids OpenMP contention on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def series(n=6, n_times=12, seed=0):

@@ -7,14 +7,7 @@ from pyode.nn.cnf import CNF
 from pyode.nn.continuous import TimeMLP
 from pyode.nn.train import fit, launch_local_processes
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread avoids OpenMP contention on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 STEPS, BATCH = 3, 16

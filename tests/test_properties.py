@@ -9,7 +9,6 @@ Examples are derandomized (the same ones every run): 1500 in all, about 10 s on 
 from __future__ import annotations
 
 import math
-import signal
 from types import SimpleNamespace
 
 import numpy as np
@@ -35,16 +34,7 @@ def examples(n: int):
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.fixture(autouse=True)
-def watchdog():
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"test ran longer than {WATCHDOG_S} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(WATCHDOG_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 DTYPES = st.sampled_from([torch.float32, torch.float64])

@@ -29,16 +29,7 @@ WATCHDOG_S = 120
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def watchdog():
-    def on_alarm(signum, frame):
-        raise TimeoutError(f"test ran longer than {WATCHDOG_S} s: a hang or deadlock")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(WATCHDOG_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 @pytest.fixture
