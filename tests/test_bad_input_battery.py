@@ -367,7 +367,7 @@ def _sgd(module):
 
 
 def _constructor_cases() -> list[Case]:
-    """Constructors of pyode.nn and pyode.control that already reject bad input clearly."""
+    """Constructors of pyode.nn and pyode.control: bad sizes, non-finite numbers, wrong types."""
     lin = nn.Linear(2, 2)
     seq = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
     net = pc.ResidualNet([lin])
@@ -430,16 +430,6 @@ def _constructor_cases() -> list[Case]:
          lambda: pc.YOPOTrainer(nn.Sequential(lin), _sgd(lin), 0.1), ValueError, "first_layer_depth"),
         ("pyode.control.YOPOTrainer", "n = 1.5", lambda: pc.YOPOTrainer(seq, _sgd(seq), 0.1, n=1.5), ValueError,
          "n must be an integer"),
-    ]
-    return [Case(*c) for c in cases]
-
-
-def _known_gaps() -> list[Case]:
-    """Constructors (owned by the pyode.nn / pyode.control authors) that crash with a torch error, give an
-    unclear message, or accept a value that yields NaN/inf later. Reported to the lead; each is a strict
-    xfail, so fixing one turns its test into a failure until it moves to _constructor_cases."""
-    lin = nn.Linear(2, 2)
-    cases = [
         ("pyode.nn.TimeMLP", "hidden = -1", lambda: pnn.TimeMLP(2, hidden=-1), ValueError, "hidden"),
         ("pyode.nn.TimeMLP", "activation is a string", lambda: pnn.TimeMLP(2, activation="relu"), TypeError,
          "activation"),
@@ -453,11 +443,11 @@ def _known_gaps() -> list[Case]:
         ("pyode.nn.ResNetClassifier", "channels = 0", lambda: pnn.ResNetClassifier(channels=0), ValueError,
          "channels"),
         ("pyode.nn.RungeKuttaBlock", "h is inf", lambda: pnn.RungeKuttaBlock(lin, math.inf, [[]], [1.0]), ValueError,
-         "h must be"),
+         "h must be finite"),
         ("pyode.nn.RungeKuttaBlock", "b holds NaN", lambda: pnn.RungeKuttaBlock(lin, 0.1, [[]], [math.nan]),
-         ValueError, "b"),
+         ValueError, r"b\[0\] must be finite"),
         ("pyode.nn.LMResNetBlock", "k_init is NaN", lambda: pnn.LMResNetBlock(lin, k_init=math.nan), ValueError,
-         "k_init"),
+         "k_init must be finite"),
         ("pyode.nn.SymmetricLayer", "width = -1", lambda: pnn.SymmetricLayer(2, -1), ValueError, "width"),
         ("pyode.nn.AntisymmetricBlock", "gamma is NaN", lambda: pnn.AntisymmetricBlock(2, gamma=math.nan),
          ValueError, "gamma"),
@@ -466,7 +456,7 @@ def _known_gaps() -> list[Case]:
         ("pyode.control.ResidualNet", "step_size is a string", lambda: pc.ResidualNet([lin], "a"), TypeError,
          "step_size"),
         ("pyode.control.FixedStepODENet", "num_steps = 1.5 (silently 1)",
-         lambda: pc.FixedStepODENet(_Field(), num_steps=1.5), ValueError, "num_steps"),
+         lambda: pc.FixedStepODENet(_Field(), num_steps=1.5), ValueError, "num_steps must be an integer"),
         ("pyode.control.FixedStepODENet", "t1 is inf", lambda: pc.FixedStepODENet(_Field(), t1=math.inf), ValueError,
          "t1"),
         ("pyode.control.MSATrainer", "rho is NaN", lambda: pc.MSATrainer(pc.ResidualNet([lin]), lambda a, b: a,
@@ -481,11 +471,10 @@ def _known_gaps() -> list[Case]:
 
 
 CASES = _solver_cases() + _adjoint_cases() + _event_cases() + _kernel_cases() + _constructor_cases()
-KNOWN_GAPS = _known_gaps()
 
 
 def test_every_case_expects_a_pyode_error_class():
-    for case in CASES + KNOWN_GAPS:
+    for case in CASES:
         errors = case.error if isinstance(case.error, tuple) else (case.error,)
         assert all(issubclass(e, PYODE_ERRORS) for e in errors), case.id
 
@@ -496,13 +485,6 @@ def test_bad_input_raises_a_clear_error(case):
         case.call()
     if isinstance(info.value, pyode.ODESolverError):  # solver failures say where they stopped
         assert math.isfinite(info.value.t_reached) and "t reached" in str(info.value)
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="reported to the lead"))
-                                  for c in KNOWN_GAPS], ids=[c.id for c in KNOWN_GAPS])
-def test_known_constructor_gaps(case):
-    with pytest.raises(case.error, match=case.match):
-        case.call()
 
 
 def test_nan_from_func_is_located_in_time():
@@ -670,10 +652,6 @@ def markdown_table() -> str:
         if entry == "odeint_adjoint" and key in seen:  # same validation as odeint: listed once
             continue
         seen.add(key)
-        lines.append(f"| {entry} | {what} | {outcome} | {message} |")
-    lines += ["", "Known gaps (reported; strict xfail in the battery):", "",
-              "| constructor | bad input | currently raises | message |", "|---|---|---|---|"]
-    for entry, what, outcome, message in battery_rows(KNOWN_GAPS):
         lines.append(f"| {entry} | {what} | {outcome} | {message} |")
     return "\n".join(lines)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_callable, check_count, check_number
 from .pmp import (
     ControlSystem,
     TerminalLoss,
@@ -83,17 +84,12 @@ class MSATrainer:
         if not isinstance(system, ControlSystem):
             raise TypeError("system must be a pyode.control ControlSystem (ResidualNet or "
                             f"FixedStepODENet), got {type(system).__name__}")
-        if rho < 0:
-            raise ValueError(f"rho must be >= 0 (0 = basic MSA), got {rho}")
-        if int(lbfgs_iters) < 1:
-            raise ValueError(f"lbfgs_iters must be >= 1, got {lbfgs_iters}")
-        if not lbfgs_lr > 0:
-            raise ValueError(f"lbfgs_lr must be > 0, got {lbfgs_lr}")
+        check_callable("terminal_loss", terminal_loss, "a callable (x_T, y) -> per-sample loss")
         self.system = system
         self.terminal_loss = terminal_loss
-        self.rho = float(rho)
-        self.lbfgs_iters = int(lbfgs_iters)
-        self.lbfgs_lr = float(lbfgs_lr)
+        self.rho = check_number("rho", rho, minimum=0.0, strict=False, hint=" (0 = basic MSA)")
+        self.lbfgs_iters = check_count("lbfgs_iters", lbfgs_iters)
+        self.lbfgs_lr = check_number("lbfgs_lr", lbfgs_lr, minimum=0.0)
         self.line_search = "strong_wolfe" if line_search else None
 
     def step(self, x0: Tensor, y: Tensor) -> float:

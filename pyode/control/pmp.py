@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_callable, check_count, check_number
+
 #: ``running_cost(x, layer) -> (batch,)`` or a scalar: L(x, θ) with θ = ``layer``'s parameters.
 RunningCost = Callable[[Tensor, nn.Module], Tensor]
 #: ``terminal_loss(x_T, y) -> (batch,)``: the per-sample terminal cost Φ(x_T, y).
@@ -61,6 +63,9 @@ class Hamiltonian:
     """
 
     def __init__(self, dynamics: nn.Module, running_cost: RunningCost | None = None):
+        check_callable("dynamics", dynamics, "a callable nn.Module mapping x to f(x)")
+        if running_cost is not None:
+            check_callable("running_cost", running_cost, "a callable L(x, layer) or None")
         self.dynamics = dynamics
         self.running_cost = running_cost
 
@@ -135,11 +140,9 @@ class ResidualNet(ControlSystem):
         super().__init__()
         if len(layers) == 0:
             raise ValueError("layers must contain at least one module")
-        if not step_size > 0:
-            raise ValueError(f"step_size must be > 0, got {step_size}")
         self.layers = nn.ModuleList(layers)
         self.num_steps = len(self.layers)
-        self.step_size = float(step_size)
+        self.step_size = check_number("step_size", step_size, minimum=0.0)
         self.running_cost = running_cost
 
     def step(self, t: int, x: Tensor) -> Tensor:
@@ -181,13 +184,11 @@ class FixedStepODENet(ControlSystem):
         super().__init__()
         if method not in _TABLEAUX:
             raise ValueError(f"method must be one of {sorted(_TABLEAUX)}, got {method!r}")
-        if int(num_steps) < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        if not t1 > t0:
+        self.num_steps = check_count("num_steps", num_steps)
+        self.t0 = check_number("t0", t0)
+        if not check_number("t1", t1) > t0:
             raise ValueError(f"need t1 > t0, got t0={t0}, t1={t1}")
         self.func = func
-        self.t0 = float(t0)
-        self.num_steps = int(num_steps)
         self.step_size = (float(t1) - float(t0)) / self.num_steps
         self.method = method
         self.running_cost = running_cost

@@ -20,27 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_count, check_number
+
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def _check_eps(eps: float) -> float:
-    if not eps > 0:
-        raise ValueError(f"eps (the L-infinity radius) must be > 0, got {eps}")
-    return float(eps)
-
-
-def _check_count(name: str, value: int) -> int:
-    if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
-    return int(value)
+    return check_number("eps", eps, minimum=0.0, hint=" (the L-infinity radius)")
 
 
 def _check_step_size(step_size: float | None, default: float) -> float:
     if step_size is None:
         return default
-    if not step_size > 0:
-        raise ValueError(f"step_size must be > 0 (or None for the default), got {step_size}")
-    return float(step_size)
+    return check_number("step_size", step_size, minimum=0.0, hint=" (or None for the default)")
 
 
 def project_perturbation(x: Tensor, eta: Tensor, eps: float,
@@ -103,7 +95,7 @@ def pgd_attack(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 
     ``step_size`` defaults to ``2.5 · eps / steps``.
     """
     eps = _check_eps(eps)
-    steps = _check_count("steps", steps)
+    steps = check_count("steps", steps)
     step_size = _check_step_size(step_size, 2.5 * eps / steps)
     x = x.detach()
     eta = random_perturbation(x, eps, input_range, generator) if random_start else torch.zeros_like(x)
@@ -122,7 +114,7 @@ def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: i
                     input_range: tuple[float, float] | None = (0.0, 1.0),
                     generator: torch.Generator | None = None) -> tuple[float, float]:
     """PGD evaluator: ``(clean accuracy, accuracy under PGD-steps)`` in [0, 1] (default PGD-20)."""
-    _check_count("batch_size", batch_size)
+    check_count("batch_size", batch_size)
     was_training = model.training
     model.eval()
     clean = robust = 0
@@ -180,7 +172,7 @@ class PGDTrainer(_AdversarialTrainer):
                  input_range: tuple[float, float] | None = (0.0, 1.0),
                  generator: torch.Generator | None = None):
         super().__init__(model, optimizer, eps, loss_fn, input_range, generator)
-        self.steps = _check_count("steps", steps)
+        self.steps = check_count("steps", steps)
         self.step_size = _check_step_size(step_size, 2.5 * self.eps / self.steps)
 
     def train_batch(self, x: Tensor, y: Tensor) -> float:
@@ -219,12 +211,12 @@ class YOPOTrainer(_AdversarialTrainer):
         if not isinstance(model, nn.Sequential):
             raise TypeError("model must be an nn.Sequential so its first layer can be split off, got "
                             f"{type(model).__name__}")
-        depth = _check_count("first_layer_depth", first_layer_depth)
+        depth = check_count("first_layer_depth", first_layer_depth)
         if depth >= len(model):
             raise ValueError(f"first_layer_depth must be < len(model) = {len(model)}, got {depth}")
         super().__init__(model, optimizer, eps, loss_fn, input_range, generator)
-        self.m = _check_count("m", m)
-        self.n = _check_count("n", n)
+        self.m = check_count("m", m)
+        self.n = check_count("n", n)
         self.step_size = _check_step_size(step_size, 2.0 * self.eps / self.n)
         self.first_layer, self.rest = model[:depth], model[depth:]
 

@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 
 
+def check_finite(name: str, value: float) -> float:
+    """Return ``value`` as a float, or raise naming ``name`` if it is not a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number (int or float), got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
 def check_positive(name: str, value: float) -> float:
-    """Return ``value`` as a float, or raise ``ValueError`` naming ``name`` if it is not a positive number."""
+    """Return ``value`` as a float, or raise ``ValueError`` naming ``name`` if it is not a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a positive number, got {type(value).__name__}")
-    if not value > 0:
+    if not value > 0:  # also catches NaN
         raise ValueError(f"{name} must be > 0, got {value}")
-    return float(value)
+    return check_finite(name, value)
+
+
+def check_positive_int(name: str, value: int) -> int:
+    """Return ``value`` if it is an int >= 1 (a layer width or count), else raise ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_finite_sequence(name: str, values: Sequence[float]) -> list[float]:
+    """Return ``values`` as a list of floats, or raise naming ``name`` (and the index) if one is not finite."""
+    return [check_finite(f"{name}[{i}]", v) for i, v in enumerate(values)]
 
 
 def check_non_negative_int(name: str, value: int) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._checks import check_feature_shape
+from ._checks import check_feature_shape, check_positive_int
 from .continuous import ODEBlock
 
 Tensor = torch.Tensor
@@ -76,10 +76,17 @@ def _head(channels: int, n_classes: int) -> nn.Sequential:
                          nn.Linear(channels, n_classes))
 
 
+def _check_sizes(**sizes: int) -> None:
+    """Raise ``ValueError`` naming the first of ``sizes`` (channels, widths, counts) that is not an int >= 1."""
+    for name, value in sizes.items():
+        check_positive_int(name, value)
+
+
 class _StemBodyHead(nn.Module):
     """``images: (batch, in_channels, H, W) -> logits: (batch, n_classes)``."""
 
     def __init__(self, body: nn.Module, in_channels: int, image_size: int, channels: int, n_classes: int):
+        _check_sizes(in_channels=in_channels, image_size=image_size, channels=channels, n_classes=n_classes)
         super().__init__()
         self.input_shape = (in_channels, image_size, image_size)
         self.stem, self.body, self.head = _stem(in_channels, channels), body, _head(channels, n_classes)
@@ -98,6 +105,7 @@ class ODENetClassifier(_StemBodyHead):
 
     def __init__(self, in_channels: int = 1, image_size: int = 8, channels: int = 32, n_classes: int = 10,
                  **solver_kwargs):
+        _check_sizes(channels=channels)  # before ConvODEField(channels) builds a layer from it
         solver_kwargs.setdefault("rtol", 1e-3)
         solver_kwargs.setdefault("atol", 1e-4)
         block = ODEBlock(ConvODEField(channels), **solver_kwargs)
@@ -113,5 +121,6 @@ class ResNetClassifier(_StemBodyHead):
 
     def __init__(self, in_channels: int = 1, image_size: int = 8, channels: int = 32, n_classes: int = 10,
                  n_blocks: int = 6):
+        _check_sizes(channels=channels, n_blocks=n_blocks)  # before the blocks are built from them
         body = nn.Sequential(*(_ResidualBlock(channels) for _ in range(n_blocks)))
         super().__init__(body, in_channels, image_size, channels, n_classes)

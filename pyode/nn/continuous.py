@@ -15,7 +15,7 @@ from torch import nn
 
 import pyode
 
-from ._checks import check_feature_shape, check_non_negative_int, check_tensor
+from ._checks import check_feature_shape, check_non_negative_int, check_positive_int, check_tensor
 
 Tensor = torch.Tensor
 
@@ -32,8 +32,12 @@ class TimeMLP(nn.Module):
     def __init__(self, dim: int, hidden: int = 64, n_hidden: int = 2,
                  activation: type[nn.Module] = nn.Softplus):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        check_positive_int("dim", dim)
+        check_positive_int("hidden", hidden)
+        check_non_negative_int("n_hidden", n_hidden)
+        if not callable(activation):
+            raise TypeError("activation must be an nn.Module class (called with no arguments), e.g. "
+                            f"nn.Softplus or nn.Tanh, got {activation!r}")
         self.state_shape = (dim,)
         widths = [dim + 1] + [hidden] * n_hidden
         layers: list[nn.Module] = []
@@ -68,7 +72,16 @@ class CountingField(nn.Module):
 
 
 def _as_time_grid(t: Sequence[float] | Tensor) -> Tensor:
-    t = torch.as_tensor(t, dtype=torch.float64) if not isinstance(t, Tensor) else t.detach().clone()
+    """``t`` as a float64 ``(T,)`` tensor of finite times, ``T >= 2``; a clear error otherwise."""
+    if isinstance(t, Tensor):
+        t = t.detach().clone()
+    else:
+        try:  # a str is a sequence too, but of characters, not times
+            t = torch.as_tensor(t, dtype=torch.float64) if not isinstance(t, (str, bytes)) else None
+        except (TypeError, ValueError, RuntimeError):
+            t = None
+        if t is None:
+            raise TypeError("t must be a 1-D sequence of float times or a tensor, e.g. (0.0, 1.0)")
     if t.dim() != 1 or t.numel() < 2:
         raise ValueError(f"t must be a 1-D sequence of at least 2 times, got shape {tuple(t.shape)}")
     return t

@@ -16,7 +16,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from ._checks import check_feature_shape, check_positive, eval_same_shape
+from ._checks import (
+    check_feature_shape,
+    check_finite,
+    check_finite_sequence,
+    check_positive,
+    check_positive_int,
+    eval_same_shape,
+)
 
 Tensor = torch.Tensor
 Pair = tuple[Tensor, Tensor]
@@ -55,8 +62,8 @@ class RungeKuttaBlock(nn.Module):
             raise ValueError("Butcher tableau: a must be strictly lower triangular with len(a) == len(b)")
         self.f = f
         self.h = check_positive("h", h)
-        self.a = [list(map(float, row)) for row in a]
-        self.b = list(map(float, b))
+        self.a = [check_finite_sequence(f"a[{i}]", row) for i, row in enumerate(a)]
+        self.b = check_finite_sequence("b", b)
 
     def forward(self, x: Tensor) -> Tensor:
         stages: list[Tensor] = []
@@ -127,7 +134,7 @@ class LMResNetBlock(nn.Module):
         super().__init__()
         self.f = f
         self.h = check_positive("h", h)
-        k0 = torch.empty(()).uniform_(-0.1, 0.0) if k_init is None else torch.tensor(float(k_init))
+        k0 = torch.empty(()).uniform_(-0.1, 0.0) if k_init is None else torch.tensor(check_finite("k_init", k_init))
         self.k = nn.Parameter(k0)
 
     def forward(self, x_prev: Tensor, x: Tensor) -> Pair:
@@ -196,8 +203,8 @@ class SymmetricLayer(nn.Module):
 
     def __init__(self, dim: int, width: int, activation: Callable[[Tensor], Tensor] = torch.tanh):
         super().__init__()
-        self.dim = dim
-        self.linear = nn.Linear(dim, width)
+        self.dim = check_positive_int("dim", dim)
+        self.linear = nn.Linear(dim, check_positive_int("width", width))
         self.activation = activation
 
     def forward(self, y: Tensor) -> Tensor:
@@ -357,11 +364,9 @@ class AntisymmetricBlock(nn.Module):
     def __init__(self, dim: int, h: float = 0.1, gamma: float = 0.01,
                  activation: Callable[[Tensor], Tensor] = torch.tanh, bias: bool = True):
         super().__init__()
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
-        if gamma < 0:
+        self.dim = check_positive_int("dim", dim)
+        if check_finite("gamma", gamma) < 0:
             raise ValueError(f"gamma must be >= 0 (it damps the dynamics), got {gamma}")
-        self.dim = dim
         self.h = check_positive("h", h)
         self.gamma = float(gamma)
         self.activation = activation

@@ -14,7 +14,7 @@ from torch import nn
 
 import pyode
 
-from ._checks import check_tensor
+from ._checks import check_positive, check_positive_int, check_tensor
 
 Tensor = torch.Tensor
 
@@ -103,7 +103,11 @@ class LatentODE(nn.Module):
     def __init__(self, obs_dim: int, latent_dim: int = 4, hidden_dim: int = 32, ode_hidden: int = 32,
                  obs_std: float = 0.1, method: str = "rk4", options: dict | None = None):
         super().__init__()
-        self.obs_dim, self.obs_std = obs_dim, obs_std
+        for name, value in (("obs_dim", obs_dim), ("latent_dim", latent_dim), ("hidden_dim", hidden_dim),
+                            ("ode_hidden", ode_hidden)):
+            check_positive_int(name, value)
+        # obs_std = 0 would make the Gaussian log-likelihood infinite
+        self.obs_dim, self.obs_std = obs_dim, check_positive("obs_std", obs_std)
         self.encoder = ODERNNEncoder(obs_dim, latent_dim, hidden_dim, ode_hidden, method, options)
         self.dynamics = _AutonomousMLP(latent_dim, ode_hidden)
         self.decoder = nn.Linear(latent_dim, obs_dim)
@@ -148,7 +152,8 @@ class GRUDeltaT(nn.Module):
 
     def __init__(self, obs_dim: int, hidden_dim: int = 64):
         super().__init__()
-        self.obs_dim = obs_dim
+        self.obs_dim = check_positive_int("obs_dim", obs_dim)
+        check_positive_int("hidden_dim", hidden_dim)
         self.cell = nn.GRUCell(obs_dim + 1, hidden_dim)
         self.readout = nn.Linear(hidden_dim, obs_dim)
 
