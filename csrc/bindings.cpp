@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "pyode/arg_checks.h"
+
 #include "pyode/lincomb.h"
 #include "pyode/rk_finish.h"
 #include "pyode/rk_workspace.h"
@@ -22,25 +24,10 @@ namespace {
 using Ptrs = std::vector<uintptr_t>;
 using Sizes = std::vector<int64_t>;
 
-std::vector<const void*> checked_terms(const Ptrs& ks, const Sizes& k_sizes, int64_t n, const char* what) {
-  check(ks.size() == k_sizes.size(), std::string(what) + ": one size per pointer expected");
-  std::vector<const void*> out(ks.size());
-  for (size_t j = 0; j < ks.size(); ++j) {
-    check(k_sizes[j] >= n, std::string(what) + " term " + std::to_string(j) + " is shorter than n");
-    check(ks[j] != 0 || n == 0, std::string(what) + " term " + std::to_string(j) + " is a null pointer");
-    out[j] = reinterpret_cast<const void*>(ks[j]);
-  }
-  return out;
-}
-
 void lincomb(uintptr_t out, int64_t out_size, int64_t out_row_stride, uintptr_t base, int64_t base_size,
              const Ptrs& ks, const Sizes& k_sizes, const std::vector<double>& w, int64_t m, int64_t n, int dtype) {
-  check(n >= 0 && m >= 0, "lincomb: n and m must be non-negative");
-  check(static_cast<int64_t>(w.size()) == m * static_cast<int64_t>(ks.size()), "lincomb: w must hold m * s values");
-  check(m == 0 || out_row_stride >= n, "lincomb: out_row_stride < n");
-  check(m == 0 || out_size >= (m - 1) * out_row_stride + n, "lincomb: out is too small for m rows");
-  check(base == 0 || base_size >= n, "lincomb: base is shorter than n");
-  std::vector<const void*> terms = checked_terms(ks, k_sizes, n, "lincomb");
+  pyode::check_lincomb_sizes(out_size, out_row_stride, base, base_size, ks.size(), w.size(), m, n);
+  std::vector<const void*> terms = pyode::checked_terms(ks, k_sizes, n, "lincomb");
   pyode::LincombArgs args{reinterpret_cast<void*>(out), out_row_stride, reinterpret_cast<const void*>(base),
                           terms.data(), static_cast<int64_t>(terms.size()), w.data(), m, n};
   py::gil_scoped_release no_gil;
@@ -53,19 +40,14 @@ double rk_finish(uintptr_t y1, int64_t y1_size, uintptr_t err_out, int64_t err_s
                  const Ptrs& ks, const Sizes& k_sizes, const std::vector<double>& b, const std::vector<double>& e,
                  int64_t n, double atol, double rtol, uintptr_t seg_offsets, int64_t nseg, uintptr_t seg_norms,
                  int dtype) {
-  check(n >= 0, "rk_finish: n must be non-negative");
-  check(y1_size >= n && y0_size >= n, "rk_finish: y0/y1 shorter than n");
-  check(err_out == 0 || err_size >= n, "rk_finish: err_out shorter than n");
-  check(b.empty() || b.size() == ks.size(), "rk_finish: b must be empty (y1 given) or have one weight per term");
-  check(e.empty() || e.size() == ks.size(), "rk_finish: e must be empty or have one weight per term");
-  check(atol >= 0.0 && rtol >= 0.0, "rk_finish: tolerances must be non-negative");
+  pyode::check_finish_sizes(y1_size, err_out, err_size, y0_size, ks.size(), b.size(), e.size(), n, atol, rtol);
   check(seg_offsets == 0 || nseg >= 1, "rk_finish: nseg must be >= 1 with seg_offsets");
   const auto* offsets = reinterpret_cast<const int64_t*>(seg_offsets);
   if (offsets != nullptr) {
     check(offsets[0] == 0 && offsets[nseg] == n, "rk_finish: seg_offsets must start at 0 and end at n");
     for (int64_t q = 0; q < nseg; ++q) check(offsets[q] <= offsets[q + 1], "rk_finish: seg_offsets must increase");
   }
-  std::vector<const void*> terms = checked_terms(ks, k_sizes, n, "rk_finish");
+  std::vector<const void*> terms = pyode::checked_terms(ks, k_sizes, n, "rk_finish");
   pyode::FinishArgs args{reinterpret_cast<void*>(y1), reinterpret_cast<void*>(err_out),
                          reinterpret_cast<const void*>(y0), terms.data(), static_cast<int64_t>(terms.size()),
                          b.empty() ? nullptr : b.data(), e.empty() ? nullptr : e.data(), n, atol, rtol, offsets, nseg,

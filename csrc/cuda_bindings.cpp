@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "pyode/arg_checks.h"
+
 #include "cuda_kernels.h"
 
 namespace py = pybind11;
@@ -28,26 +30,11 @@ pyode::cuda::Launch make_launch(int device, uintptr_t stream) {
   return {device, reinterpret_cast<void*>(stream)};
 }
 
-std::vector<const void*> terms_of(const Ptrs& ks, const Sizes& k_sizes, int64_t n, const std::string& what) {
-  check(ks.size() == k_sizes.size(), what + ": one size per pointer expected");
-  std::vector<const void*> out(ks.size());
-  for (size_t j = 0; j < ks.size(); ++j) {
-    check(k_sizes[j] >= n, what + " term " + std::to_string(j) + " is shorter than n");
-    check(ks[j] != 0 || n == 0, what + " term " + std::to_string(j) + " is a null pointer");
-    out[j] = reinterpret_cast<const void*>(ks[j]);
-  }
-  return out;
-}
-
 void lincomb(uintptr_t out, int64_t out_size, int64_t out_row_stride, uintptr_t base, int64_t base_size,
              const Ptrs& ks, const Sizes& k_sizes, const std::vector<double>& w, int64_t m, int64_t n, int dtype,
              int device, uintptr_t stream) {
-  check(n >= 0 && m >= 0, "lincomb: n and m must be non-negative");
-  check(static_cast<int64_t>(w.size()) == m * static_cast<int64_t>(ks.size()), "lincomb: w must hold m * s values");
-  check(m == 0 || out_row_stride >= n, "lincomb: out_row_stride < n");
-  check(m == 0 || out_size >= (m - 1) * out_row_stride + n, "lincomb: out is too small for m rows");
-  check(base == 0 || base_size >= n, "lincomb: base is shorter than n");
-  const std::vector<const void*> terms = terms_of(ks, k_sizes, n, "lincomb");
+  pyode::check_lincomb_sizes(out_size, out_row_stride, base, base_size, ks.size(), w.size(), m, n);
+  const std::vector<const void*> terms = pyode::checked_terms(ks, k_sizes, n, "lincomb");
   const pyode::LincombArgs args{reinterpret_cast<void*>(out), out_row_stride, reinterpret_cast<const void*>(base),
                                 terms.data(), static_cast<int64_t>(terms.size()), w.data(), m, n};
   const pyode::cuda::Launch launch = make_launch(device, stream);
@@ -88,14 +75,9 @@ void rk_finish_async(uintptr_t y1, int64_t y1_size, uintptr_t err_out, int64_t e
                      int64_t y0_size, const Ptrs& ks, const Sizes& k_sizes, const std::vector<double>& b,
                      const std::vector<double>& e, int64_t n, double atol, double rtol, const FinishBuffers& buf,
                      int dtype, int device, uintptr_t stream) {
-  check(n >= 0, "rk_finish: n must be non-negative");
-  check(y1_size >= n && y0_size >= n, "rk_finish: y0/y1 shorter than n");
-  check(err_out == 0 || err_size >= n, "rk_finish: err_out shorter than n");
-  check(b.empty() || b.size() == ks.size(), "rk_finish: b must be empty (y1 given) or have one weight per term");
-  check(e.empty() || e.size() == ks.size(), "rk_finish: e must be empty or have one weight per term");
-  check(atol >= 0.0 && rtol >= 0.0, "rk_finish: tolerances must be non-negative");
+  pyode::check_finish_sizes(y1_size, err_out, err_size, y0_size, ks.size(), b.size(), e.size(), n, atol, rtol);
   check_buffers(buf, n, !e.empty());
-  const std::vector<const void*> terms = terms_of(ks, k_sizes, n, "rk_finish");
+  const std::vector<const void*> terms = pyode::checked_terms(ks, k_sizes, n, "rk_finish");
   auto* norms = reinterpret_cast<double*>(buf.norms);
   const pyode::FinishArgs args{reinterpret_cast<void*>(y1), reinterpret_cast<void*>(err_out),
                                reinterpret_cast<const void*>(y0), terms.data(), static_cast<int64_t>(terms.size()),

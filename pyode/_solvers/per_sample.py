@@ -15,6 +15,7 @@ import math
 import torch
 from torch import Tensor
 
+from pyode._kernels import reference
 from pyode._solvers.controller import initial_step
 from pyode._solvers.rk_step import RKStepper
 from pyode.errors import MaxStepsError, NonFiniteStateError, StepSizeUnderflowError
@@ -47,13 +48,6 @@ class PerSampleLoop:
         out = out.reshape(y.shape)
         return -out if self.sign < 0 else out
 
-    def _combine(self, ks: list[Tensor], weights: list[float]) -> Tensor:
-        acc = None
-        for w, k in zip(weights, ks):
-            if w != 0.0:
-                acc = w * k if acc is None else acc + w * k
-        return torch.zeros_like(ks[0]) if acc is None else acc
-
     def _error_ratio(self, y0: Tensor, y1: Tensor, err: Tensor) -> Tensor:
         scale = self.st.atol + self.st.rtol * torch.maximum(y0.abs(), y1.abs())
         return (err / scale).double().pow(2).mean(dim=1).sqrt()
@@ -83,10 +77,10 @@ class PerSampleLoop:
         hcol = h.to(y.dtype)[:, None]
         ks = [f0]
         for i in range(1, tab.num_stages):
-            yi = y + hcol * self._combine(ks, tab.a[i])
+            yi = y + hcol * _weighted_sum(ks, tab.a[i])
             ks.append(self._call(t + tab.c[i] * h, yi))
-        y1 = yi if self.st.fsal else y + hcol * self._combine(ks, tab.b)
-        return ks, y1, hcol * self._combine(ks, tab.b_err)
+        y1 = yi if self.st.fsal else y + hcol * _weighted_sum(ks, tab.b)
+        return ks, y1, hcol * _weighted_sum(ks, tab.b_err)
 
     def _write_outputs(self, out: Tensor, t_out: Tensor, y: Tensor, terms: list[Tensor], t: Tensor, h: Tensor,
                        t_new: Tensor, accept: Tensor) -> None:
@@ -159,3 +153,8 @@ class PerSampleLoop:
                                           f"batch row {row}: the state or func's output became NaN/inf")
             raise StepSizeUnderflowError("step_underflow", self.sign * float(t[row]),
                                          f"batch row {row}: step size underflow")
+
+
+def _weighted_sum(ks: list[Tensor], weights) -> Tensor:
+    """Σ_j w_j k_j over (batch, m) tensors (zero weights skipped): the reference lincomb, no base."""
+    return reference.lincomb(None, ks, [list(weights)])[0]
