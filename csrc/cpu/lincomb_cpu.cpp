@@ -1,7 +1,10 @@
-// CPU implementation of lincomb: blocked so that the m * s multiply-adds of one block stay in cache.
+// CPU implementation of lincomb. One row (a stage input) streams all terms in one pass; several rows
+// (dense output at many times) are blocked so that a block of every term stays in cache across rows.
 #include "pyode/lincomb.h"
 
 #include <algorithm>
+
+#include "pyode/stream_terms.h"
 
 namespace pyode {
 namespace {
@@ -27,10 +30,35 @@ void lincomb_block(const LincombArgs& args, int64_t start, int64_t len) {
   }
 }
 
+// One row when the output overlaps no input: out[i] = base[i] + sum_q w_q k_q[i] in a single pass.
+template <typename T>
+bool try_stream_row(const LincombArgs& args) {
+  TermSet<T> terms;
+  if (args.m != 1 || !compact_terms<T>(args.ks, args.w, args.s, terms)) return false;
+  if (!disjoint<T>(args.out, args.base, args.n)) return false;
+  for (int q = 0; q < terms.count; ++q)
+    if (!disjoint<T>(args.out, terms.k[q], args.n)) return false;
+  T* __restrict out = static_cast<T*>(args.out);
+  const T* base = static_cast<const T*>(args.base);
+  const int64_t n = args.n;
+  with_term_count(terms.count, [&](auto count) {
+    constexpr int S = decltype(count)::value;
+    if (base == nullptr) {
+#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
+      for (int64_t i = 0; i < n; ++i) out[i] = add_terms<T, S>(T(0), terms, i);
+    } else {
+#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
+      for (int64_t i = 0; i < n; ++i) out[i] = add_terms<T, S>(base[i], terms, i);
+    }
+  });
+  return true;
+}
+
 }  // namespace
 
 template <typename T>
 void lincomb_cpu(const LincombArgs& args) {
+  if (try_stream_row<T>(args)) return;
   const int64_t nblocks = (args.n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (args.n * (args.m > 0 ? args.m : 1) >= kParallelThreshold)
   for (int64_t blk = 0; blk < nblocks; ++blk) {

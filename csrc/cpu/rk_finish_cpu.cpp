@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "pyode/rk_math.h"
+#include "pyode/stream_terms.h"
 
 namespace pyode {
 namespace {
@@ -51,11 +52,56 @@ double finish_chunk(const FinishArgs& args, const Chunk& c) {
     for (int64_t i = 0; i < c.len; ++i) err[i] += ej * k[i];
   }
   const T atol = static_cast<T>(args.atol), rtol = static_cast<T>(args.rtol);
-  T sum = T(0);  // within one block in T (vectorises); across blocks in double
-  for (int64_t i = 0; i < c.len; ++i) {
-    const T r = scaled_error(err[i], y0[i], y1[i], atol, rtol);
-    sum += r * r;
+  // within one block in T (vectorises); across blocks in double
+  const T sum = sum_of_squares<T>(0, c.len, [&](int64_t i) { return scaled_error(err[i], y0[i], y1[i], atol, rtol); });
+  return static_cast<double>(sum);
+}
+
+// The non-zero b and e terms, compacted for the streaming chunk (see stream_terms.h); usable when
+// there are few enough of them and y1 overlaps no input.
+template <typename T>
+struct FinishTerms {
+  TermSet<T> b, e;
+  bool ok = false;
+};
+
+template <typename T>
+FinishTerms<T> stream_terms(const FinishArgs& args) {
+  FinishTerms<T> t;
+  if (args.err_out != nullptr || args.e == nullptr) return t;
+  if (!compact_terms<T>(args.ks, args.e, args.s, t.e)) return t;
+  if (args.b != nullptr) {
+    if (!compact_terms<T>(args.ks, args.b, args.s, t.b)) return t;
+    if (!disjoint<T>(args.y1, args.y0, args.n)) return t;
+    for (int q = 0; q < t.b.count; ++q)
+      if (!disjoint<T>(args.y1, t.b.k[q], args.n)) return t;
   }
+  t.ok = true;
+  return t;
+}
+
+// finish_chunk with every term read in one loop: y1 (when b is given) in one pass over the chunk,
+// then the error and its norm in a second pass that finds y1 still in cache. Same sums, same order.
+template <typename T>
+double finish_chunk_stream(const FinishArgs& args, const FinishTerms<T>& t, const Chunk& c) {
+  const T* y0 = static_cast<const T*>(args.y0);
+  const int64_t lo = c.start, hi = c.start + c.len;
+  if (args.b != nullptr) {
+    T* __restrict y1 = static_cast<T*>(args.y1);
+    with_term_count(t.b.count, [&](auto count) {
+      constexpr int S = decltype(count)::value;
+      for (int64_t i = lo; i < hi; ++i) y1[i] = add_terms<T, S>(y0[i], t.b, i);
+    });
+  }
+  const T* y1 = static_cast<const T*>(args.y1);
+  const T atol = static_cast<T>(args.atol), rtol = static_cast<T>(args.rtol);
+  T sum = T(0);
+  with_term_count(t.e.count, [&](auto count) {
+    constexpr int S = decltype(count)::value;
+    sum = sum_of_squares<T>(lo, hi, [&](int64_t i) {
+      return scaled_error(add_terms<T, S>(T(0), t.e, i), y0[i], y1[i], atol, rtol);
+    });
+  });
   return static_cast<double>(sum);
 }
 
@@ -66,8 +112,10 @@ double rk_finish_cpu(const FinishArgs& args) {
   const std::vector<Chunk> chunks = make_chunks(args);
   const int64_t nchunks = static_cast<int64_t>(chunks.size());
   std::vector<double> partial(chunks.size(), 0.0);
+  const FinishTerms<T> terms = stream_terms<T>(args);
 #pragma omp parallel for schedule(static) if (args.n >= kParallelThreshold)
-  for (int64_t c = 0; c < nchunks; ++c) partial[c] = finish_chunk<T>(args, chunks[c]);
+  for (int64_t c = 0; c < nchunks; ++c)
+    partial[c] = terms.ok ? finish_chunk_stream<T>(args, terms, chunks[c]) : finish_chunk<T>(args, chunks[c]);
 
   // Fixed-order summation: deterministic whatever the thread count.
   double total = 0.0;

@@ -6,6 +6,7 @@
 
 #include "pyode/common.h"
 #include "pyode/rk_math.h"
+#include "pyode/stream_terms.h"
 
 namespace pyode {
 
@@ -16,12 +17,9 @@ double scaled_norm_cpu(const T* a, const T* b, const T* y, int64_t n, double ato
   double total = 0.0;
   for (int64_t start = 0; start < n; start += kBlock) {
     const int64_t len = std::min(kBlock, n - start);
-    T sum = T(0);
-    for (int64_t i = start; i < start + len; ++i) {
-      const T diff = b ? a[i] - b[i] : a[i];
-      const T r = diff / (at + rt * abs_value(y[i]));
-      sum += r * r;
-    }
+    const T sum = b ? sum_of_squares<T>(start, start + len, [&](int64_t i) {
+      return (a[i] - b[i]) / (at + rt * abs_value(y[i]));
+    }) : sum_of_squares<T>(start, start + len, [&](int64_t i) { return a[i] / (at + rt * abs_value(y[i])); });
     total += static_cast<double>(sum);
   }
   return std::sqrt(total / static_cast<double>(n));

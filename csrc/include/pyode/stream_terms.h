@@ -1,0 +1,103 @@
+// Streaming weighted sums over a few terms: the inner loop of every single-row kernel.
+//
+// A stage input y0 + sum_j w_j k_j is memory-bound. Summing term by term over a cache block (the
+// blocked path) re-reads and re-writes the block for every term and gives the hardware prefetcher
+// only short runs per stream; measured on the 2-core EPYC machine at N = 1e7 float32 with 6 terms it
+// reached 15 GB/s against 24 GB/s for STREAM triad. Reading all terms in one loop over i, with the term
+// count a compile-time constant so the loop vectorises, reaches the triad bandwidth (23-26 GB/s).
+//
+// Zero weights are dropped first (tableaux are sparse), then the count selects the instantiation. The
+// summation order is the blocked path's (base, then terms in index order), so results are bitwise equal.
+#pragma once
+#include <cstdint>
+#include <utility>
+
+#include "pyode/common.h"
+
+namespace pyode {
+
+// Largest number of non-zero terms with a streaming instantiation (dopri5: 6, tsit5: 7; dopri8 takes
+// the blocked path).
+constexpr int kMaxStreamTerms = 8;
+
+// The non-zero terms of one weighted sum: k[q] with weight w[q] (as T), q < count.
+template <typename T>
+struct TermSet {
+  const T* k[kMaxStreamTerms];
+  T w[kMaxStreamTerms];
+  int count = 0;
+};
+
+// Compacts (ks, weights) to the non-zero terms; false if there are more than kMaxStreamTerms of them.
+template <typename T>
+bool compact_terms(const void* const* ks, const double* weights, int64_t s, TermSet<T>& out) {
+  out.count = 0;
+  for (int64_t j = 0; j < s; ++j) {
+    if (weights[j] == 0.0) continue;
+    if (out.count == kMaxStreamTerms) return false;
+    out.k[out.count] = static_cast<const T*>(ks[j]);
+    out.w[out.count] = static_cast<T>(weights[j]);
+    ++out.count;
+  }
+  return true;
+}
+
+// sum_{q < S} w[q] * k[q][i], accumulated onto acc in index order.
+template <typename T, int S>
+inline T add_terms(T acc, const TermSet<T>& t, int64_t i) {
+#pragma GCC unroll 8
+  for (int q = 0; q < S; ++q) acc += t.w[q] * t.k[q][i];
+  return acc;
+}
+
+// Calls f(std::integral_constant<int, S>{}) with S = count (0..kMaxStreamTerms): one vectorised loop
+// body per term count.
+template <typename F>
+void with_term_count(int count, F&& f) {
+  switch (count) {
+    case 0: f(std::integral_constant<int, 0>{}); break;
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    case 6: f(std::integral_constant<int, 6>{}); break;
+    case 7: f(std::integral_constant<int, 7>{}); break;
+    default: f(std::integral_constant<int, 8>{}); break;
+  }
+}
+
+// sum_{lo <= i < hi} square(value(i)), accumulated in kSumLanes interleaved partial sums so the loop
+// vectorises (a single running sum is a serial dependency GCC may not reorder), then added in lane order:
+// the result is the same whatever the thread count or instruction set.
+constexpr int kSumLanes = 16;
+
+template <typename T, typename F>
+T sum_of_squares(int64_t lo, int64_t hi, F&& value) {
+  T lanes[kSumLanes] = {};
+  int64_t i = lo;
+  for (; i + kSumLanes <= hi; i += kSumLanes) {
+    for (int l = 0; l < kSumLanes; ++l) {
+      const T r = value(i + l);
+      lanes[l] += r * r;
+    }
+  }
+  for (int l = 0; i < hi; ++i, ++l) {
+    const T r = value(i);
+    lanes[l] += r * r;
+  }
+  T sum = T(0);
+  for (int l = 0; l < kSumLanes; ++l) sum += lanes[l];
+  return sum;
+}
+
+// True if [p, p + n) and [q, q + n) (elements of T) do not overlap: the streaming loops write through a
+// restrict pointer and need their output apart from every input.
+template <typename T>
+bool disjoint(const void* p, const void* q, int64_t n) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(q);
+  const uintptr_t bytes = static_cast<uintptr_t>(n) * sizeof(T);
+  return a == 0 || b == 0 || a + bytes <= b || b + bytes <= a;
+}
+
+}  // namespace pyode
