@@ -1,6 +1,7 @@
 """pyode: fast ODE solvers, gradients and models for deep learning on PyTorch."""
 
 from pyode._kernels import backend_info
+from pyode._solvers.scratch import empty_cache
 from pyode.errors import (
                           BackendUnavailableError,
                           MaxStepsError,
@@ -24,6 +25,7 @@ __all__ = [
                           "SolverStats",
                           "StepSizeUnderflowError",
                           "backend_info",
+                          "empty_cache",
                           "odeint",
                           "odeint_adjoint",
                           "odeint_event",

@@ -28,10 +28,12 @@ def _size(t: Tensor | None) -> int:
 
 
 def lincomb_raw(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]],
-                like: Tensor) -> Tensor:
-    """(m, n) result of ``base + W @ ks`` without autograd. ``like``: any (n,) tensor giving dtype/size."""
+                like: Tensor, out: Tensor | None = None) -> Tensor:
+    """(m, n) result of ``base + W @ ks`` without autograd. ``like``: any (n,) tensor giving dtype/size;
+    ``out``: a contiguous (m, n) tensor of that dtype to write into (default: a new one)."""
     n = like.numel()
-    out = torch.empty((len(weights), n), dtype=like.dtype, device=like.device)
+    if out is None:
+        out = torch.empty((len(weights), n), dtype=like.dtype, device=like.device)
     flat = [float(w) for row in weights for w in row]
     _C.lincomb(out.data_ptr(), out.numel(), n, _ptr(base), _size(base), [k.data_ptr() for k in ks],
                [k.numel() for k in ks], flat, len(weights), n, _DTYPE_CODES[like.dtype])

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from pyode._kernels import reference
+from pyode._solvers import scratch
 
 
 @dataclass
@@ -77,10 +78,18 @@ def initial_step(fn, kern, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: 
         h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
         if h0 == 0.0:  # d1 so large that h0 underflowed: no usable step exists
             return math.nan
-        f1 = fn(t0 + h0, kern.lincomb(y0, [f0], [[h0]])[0]).reshape(-1)
+        f1 = fn(t0 + h0, _euler_probe(kern, y0, f0, h0)).reshape(-1)
         d2 = norm(f1, f0, y0, atol, rtol) / h0
     if d1 <= 1e-15 and d2 <= 1e-15:
         h1 = max(1e-6, h0 * 1e-3)
     else:
         h1 = (0.01 / max(d1, d2)) ** (1.0 / order)
     return min(100.0 * h0, h1)
+
+
+def _euler_probe(kern, y0: Tensor, f0: Tensor, h0: float) -> Tensor:
+    """``y0 + h0 f0`` (n,); a large CPU state goes into a pooled buffer (see :mod:`scratch`)."""
+    raw = getattr(kern, "lincomb_raw", None)
+    if raw is None or y0.device.type != "cpu" or y0.numel() * y0.element_size() < scratch.MIN_BYTES:
+        return kern.lincomb(y0, [f0], [[h0]])[0]
+    return raw(y0, [f0], [[h0]], like=y0, out=scratch.POOL.take(y0).view(1, -1))[0]

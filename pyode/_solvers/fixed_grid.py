@@ -7,11 +7,11 @@ import itertools
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from pyode._solvers.rk_step import RKStepper, StepRecord, step_outputs
 from pyode._solvers.tableaux import RK4
+from pyode._validation import all_finite
 from pyode.errors import MaxStepsError, NonFiniteStateError
 from pyode.solution import SolverStats
 
@@ -59,7 +59,7 @@ def make_grid(t_out: list[float], step_size: float | None) -> list[float]:
 
 
 def check_finite(y: Tensor, t: float, sign: float) -> None:
-    if not bool(torch.isfinite(y).all()):
+    if not all_finite(y):
         raise NonFiniteStateError("non_finite", sign * t, "the state became NaN/inf (try a smaller step_size)")
 
 

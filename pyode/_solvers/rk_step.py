@@ -5,24 +5,14 @@ from __future__ import annotations
 import bisect
 import functools
 import math
-import sys
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from pyode._kernels.segments import Segments
-from pyode._solvers import interpolation
+from pyode._solvers import interpolation, scratch
 from pyode._solvers.tableaux import ButcherTableau
-
-_POOL_MIN_BYTES = 1 << 18  # below this, torch.empty_like is cheaper than checking a pooled buffer
-
-
-def _storage_use_count(t: Tensor) -> int:
-    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
-
-
-_LONE_STORAGE_USE = _storage_use_count(torch.empty(1))  # a tensor referenced by nothing else
 
 
 @dataclass
@@ -74,19 +64,7 @@ class RKStepper:
         self.P = _interpolation_matrix(tableau, interp, self.num_terms, f1_index)
         self.needs_f1 = any(row[f1_index] != 0.0 for row in self.P) and not self.fsal
         self._workspace = None  # compiled per-solve step state, made on the first fast-path step
-        self._pool: list[Tensor] = []  # reusable stage-input buffers (large states only)
-        self._pooling = False
-
-    def _stage_buffer(self, like: Tensor) -> Tensor:
-        """A buffer shaped like ``like`` for a stage input. Large states reuse a previous step's buffer
-        when nothing else references it (not func, not a view of it): a fresh large allocation costs page
-        faults on first touch, as much as the stage's own memory traffic."""
-        pool = self._pool
-        while pool:
-            buf = pool.pop()
-            if sys.getrefcount(buf) == 2 and _storage_use_count(buf) == _LONE_STORAGE_USE:
-                return buf
-        return torch.empty_like(like)
+        self._new_buffer = torch.empty_like  # or the scratch pool's take, for large states
 
     def _fast_path_ok(self, y0: Tensor, f0: Tensor) -> bool:
         """No autograd to record and a compiled backend with a workspace: the fused fast path applies."""
@@ -101,27 +79,25 @@ class RKStepper:
         ws = self._workspace
         if ws is None:
             ws = self._workspace = self.kern.make_workspace(tab, n, y0.dtype, self.segments)
-            self._pooling = n * y0.element_size() >= _POOL_MIN_BYTES
+            if n * y0.element_size() >= scratch.MIN_BYTES:
+                self._new_buffer = scratch.POOL.take
         ws.set_base(y0.data_ptr(), n)
         ws.set_term(0, f0.data_ptr(), f0.numel())
         # Stage inputs are made in the user's shape and func called without reshaping (the kernels see
         # only addresses); y1 is handed back flat like every other path's.
         call = fn.call_shaped if not fn.is_tuple else fn
         like = y0.view(fn.shape_args) if not fn.is_tuple else y0
-        ks, y_last, inputs = [f0], like, []
+        ks, y_last = [f0], like
         for i in range(1, tab.num_stages):
-            y_last = self._stage_buffer(like)
-            inputs.append(y_last)
+            y_last = self._new_buffer(like)
             ws.stage(i, y_last.data_ptr(), n, h)
             k = call(t_end if tab.c[i] == 1.0 else t0 + tab.c[i] * h, y_last)
             if k.requires_grad:
                 return None
             ws.set_term(i, k.data_ptr(), k.numel())
             ks.append(k)
-        y1 = y_last.view(-1) if self.fsal else torch.empty_like(y0)
+        y1 = y_last.view(-1) if self.fsal else self._new_buffer(y0)
         norm = ws.finish(y1.data_ptr(), n, h, self.atol, self.rtol, self.fsal)
-        if self._pooling:  # stage inputs other than y1 may serve the next step (if nobody else holds them)
-            self._pool.extend(inputs[:-1] if self.fsal else inputs)
         seg = None
         if self.segments is not None and tab.b_err is not None:
             seg = ws.segment_norms()

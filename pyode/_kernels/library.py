@@ -1,0 +1,113 @@
+"""pyode's kernels as PyTorch custom operators, so that ``torch.compile`` can trace through a solve.
+
+Importing this module registers ``torch.ops.pyode.lincomb`` (``torch.library.custom_op``) with a fake
+(meta) implementation for tracing and an autograd formula whose backward is again the same op. The op is
+opaque to the compiler: inside it, the weights are read on the host and the backend's raw kernel runs
+(``pyode._C``, ``pyode._C_cuda``, or the pure-torch reference when no extension is built).
+
+The eager solvers never go through the dispatcher (they call ``pyode._C`` directly, which is faster for
+small states); only the trace-friendly solve (:mod:`pyode._solvers.traced`) uses this op, which is why
+the module is imported on first use and not by ``import pyode``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from pyode._kernels import get_backend, reference
+
+__all__ = ["lincomb"]
+
+_LINCOMB_SCHEMA = "(Tensor? base, Tensor[] ks, Tensor weights) -> Tensor"
+
+
+def _like(base: Tensor | None, ks: Sequence[Tensor]) -> Tensor:
+    """The tensor giving the result's dtype, device and row length n."""
+    if ks:
+        return ks[0]
+    if base is None:
+        raise ValueError("pyode::lincomb needs a base tensor or at least one term in ks")
+    return base
+
+
+def _check_lincomb_args(base: Tensor | None, ks: Sequence[Tensor], weights: Tensor) -> Tensor:
+    """Shape/dtype checks that need no data (they run at trace time too); returns the ``like`` tensor."""
+    like = _like(base, ks)
+    if weights.dim() != 2 or weights.shape[1] != len(ks):
+        raise ValueError(f"pyode::lincomb: weights must be (m, len(ks) = {len(ks)}), got shape "
+                         f"{tuple(weights.shape)}")
+    for name, t in [("base", base)] + [(f"ks[{j}]", k) for j, k in enumerate(ks)]:
+        if t is None:
+            continue
+        if t.dim() != 1 or t.numel() != like.numel():
+            raise ValueError(f"pyode::lincomb: {name} must be 1-D with {like.numel()} elements, got shape "
+                             f"{tuple(t.shape)}")
+        if t.dtype != like.dtype or t.device != like.device:
+            raise ValueError(f"pyode::lincomb: {name} is {t.dtype} on {t.device}; all of base and ks must be "
+                             f"{like.dtype} on {like.device}")
+    return like
+
+
+def _lincomb_impl(base: Tensor | None, ks: list[Tensor], weights: Tensor) -> Tensor:
+    """Real kernel: ``out[r] = base + sum_j weights[r, j] * ks[j]``, (m, n). The host read of ``weights``
+    happens here, inside the opaque op, so a compiled graph around it has no host synchronisation."""
+    like = _check_lincomb_args(base, ks, weights)
+    rows = weights.detach().to(torch.float64).tolist()  # float64: the kernels' coefficient precision
+    # contiguous(): the compiler may hand over strided views, and the kernels read n consecutive elements.
+    base = None if base is None else base.contiguous()
+    ks = [k.contiguous() for k in ks]
+    backend = get_backend(like.device) if like.dtype in (torch.float32, torch.float64) else reference
+    with torch.no_grad():
+        raw = getattr(backend, "lincomb_raw", None)
+        if raw is not None:
+            return raw(base, ks, rows, like=like)
+        out = backend.lincomb(base, ks, rows)
+        # The op must never return an alias of an input (reference returns a fresh stack, but be sure).
+        return out.clone() if base is not None and out.data_ptr() == base.data_ptr() else out
+
+
+def _lincomb_fake(base: Tensor | None, ks: list[Tensor], weights: Tensor) -> Tensor:
+    like = _check_lincomb_args(base, ks, weights)
+    return like.new_empty((weights.shape[0], like.numel()))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    base, ks, weights = inputs
+    ctx.has_base = base is not None
+    ctx.num_terms = len(ks)
+    ctx.save_for_backward(weights, *ks)
+
+
+def _lincomb_backward(ctx, grad: Tensor):
+    """grad: (m, n). Returns (grad_base (n,), grad_ks [s x (n,)], grad_weights (m, s)), each only if needed.
+
+    grad_base = sum_r grad_r, grad_k_j = sum_r w[r, j] grad_r (the same op with weights ones(1, m) and
+    w^T), grad_w[r, j] = <grad_r, k_j> (a small matmul)."""
+    weights, *ks = ctx.saved_tensors
+    # needs_input_grad mirrors the inputs: (bool, [bool per k], bool); the grads must mirror them too.
+    need_base, need_ks, need_weights = ctx.needs_input_grad
+    m = grad.shape[0]
+    rows = list(grad.unbind(0))
+    grad_base = grad_weights = None
+    grad_ks = [None] * ctx.num_terms
+    if need_base and ctx.has_base:
+        grad_base = grad.sum(0) if m == 0 else lincomb(None, rows, weights.new_ones((1, m)))[0]
+    if any(need_ks):
+        if m == 0:
+            grad_ks = [torch.zeros_like(k) for k in ks]
+        else:
+            grad_ks = list(lincomb(None, rows, weights.t().contiguous()).unbind(0))
+    if need_weights:
+        stacked = torch.stack(ks) if ks else grad.new_zeros((0, grad.shape[1]))
+        grad_weights = (grad @ stacked.t()).to(weights.dtype)
+    return grad_base, grad_ks, grad_weights
+
+
+lincomb = torch.library.custom_op("pyode::lincomb", _lincomb_impl, mutates_args=(), schema=_LINCOMB_SCHEMA)
+"""``torch.ops.pyode.lincomb(base, ks, weights)``: base (n,) or None, ks s tensors (n,), weights (m, s)
+(any float dtype, any device) -> (m, n). Differentiable in all three; traceable by ``torch.compile``."""
+lincomb.register_fake(_lincomb_fake)
+lincomb.register_autograd(_lincomb_backward, setup_context=_setup_context)

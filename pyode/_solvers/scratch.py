@@ -1,0 +1,80 @@
+"""A bounded pool of large stage-input buffers, reused within and across solves.
+
+A fresh large CPU tensor costs page faults on first touch: measured here, 13 ms to allocate and fill
+40 MB against 1.9 ms to refill a touched buffer, more than the 4-10 ms a fused stage needs to compute it.
+The fused stepper therefore takes its stage inputs from this pool when the state is large (>= 256 KB).
+
+The pool lists the buffers it allocated and hands one out only when nothing but the pool refers to it:
+no Python reference and no other tensor on its storage (the stage input handed to func, ``y1`` viewing the
+last stage's buffer, a step record, func keeping its input, an output block). The check is made at each
+take, so nobody has to give buffers back or know who still looks at them.
+
+The pool keeps at most ``limit_bytes`` (default 1 GiB) of buffers after a solve, like torch's CUDA caching
+allocator keeps device memory; :func:`pyode.empty_cache` releases them.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+import torch
+from torch import Tensor
+
+MIN_BYTES = 1 << 18  # below this, torch.empty_like is cheaper than searching the pool
+DEFAULT_LIMIT_BYTES = 1 << 30
+
+
+def _storage_use_count(t: Tensor) -> int:
+    return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+_LONE_STORAGE_USE = _storage_use_count(torch.empty(1))  # a tensor whose storage nothing else shares
+_FREE_REFCOUNT = 3  # while scanning: the pool's list, the loop variable, getrefcount's argument
+
+
+class ScratchPool:
+    """Reusable (n,) buffers keyed by (numel, dtype, device); thread-safe."""
+
+    def __init__(self, limit_bytes: int = DEFAULT_LIMIT_BYTES):
+        self.limit_bytes = limit_bytes
+        self._buffers: dict[tuple, list[Tensor]] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def take(self, like: Tensor) -> Tensor:
+        """A buffer with ``like``'s shape, dtype and device (contents undefined)."""
+        key = (like.numel(), like.dtype, like.device)
+        with self._lock:
+            for buf in self._buffers.get(key, ()):
+                if sys.getrefcount(buf) == _FREE_REFCOUNT and _storage_use_count(buf) == _LONE_STORAGE_USE:
+                    return buf.view(like.shape)
+        buf = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+        self._adopt(key, buf)
+        return buf.view(like.shape)
+
+    def _adopt(self, key: tuple, buf: Tensor) -> None:
+        """Lists a new buffer if the pool has room (else it is an ordinary tensor, freed when unused)."""
+        nbytes = buf.numel() * buf.element_size()
+        with self._lock:
+            if self._bytes + nbytes <= self.limit_bytes:
+                self._buffers.setdefault(key, []).append(buf)
+                self._bytes += nbytes
+
+    def clear(self) -> None:
+        """Drops every listed buffer (those still in use live on as ordinary tensors)."""
+        with self._lock:
+            self._buffers.clear()
+            self._bytes = 0
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._bytes
+
+
+POOL = ScratchPool()
+
+
+def empty_cache() -> None:
+    """Releases the large stage buffers pyode keeps between solves (see :mod:`pyode._solvers.scratch`)."""
+    POOL.clear()

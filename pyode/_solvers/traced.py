@@ -1,0 +1,133 @@
+"""A fixed-step Runge-Kutta solve that ``torch.compile(..., fullgraph=True)`` can trace.
+
+The eager solvers turn the times into Python floats (``t.tolist()``), validate values on the host and
+call ``pyode._C`` with raw pointers: fast eagerly, but each of those is a graph break. This solve keeps
+every time as a tensor, steps on the grid ``t`` itself (so the number of steps, ``len(t) - 1``, is known
+from shapes alone), and combines stages with the custom op ``torch.ops.pyode.lincomb``
+(:mod:`pyode._kernels.library`), which the compiler treats as one opaque node with a registered fake
+implementation and autograd formula. Nothing in it reads tensor data on the host.
+
+The arithmetic matches the eager fixed-grid loop (:class:`pyode._solvers.fixed_grid.FixedGridLoop` with no
+``step_size``): step sizes and stage times are formed in float64, stage inputs are
+``y + h * sum_j a_ij k_j`` and the new state ``y + h * sum_j b_j k_j`` (Butcher 2016, "Numerical Methods
+for Ordinary Differential Equations", §23).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from pyode import _validation as check
+from pyode._kernels import library
+from pyode._solvers.tableaux import ButcherTableau
+
+__all__ = ["traced_fixed_solve"]
+
+# Fixed-grid options that need no data; the others either describe interpolation between grid points
+# (outputs here are the grid points themselves) or are accepted by the eager path for compatibility.
+_IGNORED_OPTIONS = ("interp", "perturb", "max_num_steps")
+_GRID_OPTIONS = ("step_size", "grid_constructor")
+
+
+def _check_options(options: dict | None) -> torch.dtype | None:
+    """The time dtype from ``options`` (or None); raises for options a traced solve cannot honour."""
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}")
+    for name in _GRID_OPTIONS:
+        if options.get(name) is not None:
+            raise ValueError(f"options[{name!r}] is not supported under torch.compile: the number of steps would "
+                             "depend on the values of t, which a compiled graph cannot read; pass the grid as t "
+                             "instead (e.g. t = torch.linspace(t0, t1, n_steps + 1)) and pick the outputs from it")
+    unknown = sorted(set(options) - set(_GRID_OPTIONS) - set(_IGNORED_OPTIONS) - {"dtype"})
+    if unknown:
+        raise ValueError(f"options {unknown} are not supported by the fixed-step solve under torch.compile; "
+                         f"supported: dtype, {', '.join(_IGNORED_OPTIONS)}")
+    return check.time_dtype(options)
+
+
+def _check_inputs(func: Callable, y0, t, tableau: ButcherTableau) -> None:
+    """Checks that need only types, shapes and dtypes (all static while tracing)."""
+    check.check_func(func)
+    if isinstance(y0, (tuple, list)):
+        raise NotImplementedError("a tuple state is not supported under torch.compile: the compiled fixed-step "
+                                  "solve needs a single tensor y0 (concatenate the components, or run "
+                                  "pyode.odeint eagerly)")
+    if not isinstance(y0, Tensor) or not y0.is_floating_point():
+        raise TypeError(f"y0 must be a floating-point torch.Tensor, got {getattr(y0, 'dtype', type(y0).__name__)}")
+    if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] < 1 or not t.is_floating_point():
+        raise TypeError("t must be a 1-D floating-point tensor of times (T,) with T >= 1; under torch.compile "
+                        "pass a tensor, not a list")
+    if not isinstance(tableau, ButcherTableau):
+        raise TypeError(f"tableau must be a ButcherTableau, got {type(tableau).__name__}")
+
+
+def _call(func: Callable, time: Tensor, y: Tensor, shape: torch.Size) -> Tensor:
+    """``func(time, y (shape))`` as a flat (n,) derivative, its type and shape checked (statically)."""
+    out = func(time, y.view(shape))
+    if not isinstance(out, Tensor) or out.shape != shape or out.dtype != y.dtype:
+        raise ValueError(f"func output must be a {y.dtype} tensor of shape {tuple(shape)} (the shape of y0), got "
+                         f"{getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}")
+    return out.reshape(-1)
+
+
+def _rk_step(func: Callable, tableau: ButcherTableau, a: Tensor, b: Tensor, y: Tensor, t0: Tensor, t1: Tensor,
+             t_dtype: torch.dtype, shape: torch.Size) -> Tensor:
+    """One explicit RK step from ``(t0, y)`` to ``t1`` (float64 0-d times); y: (n,) -> (n,).
+
+    ``a``: (s, s) float64 strictly lower-triangular stage matrix, ``b``: (s,) float64 weights."""
+    h = t1 - t0
+    ks = [_call(func, t0.to(t_dtype), y, shape)]
+    for i in range(1, tableau.num_stages):
+        y_stage = library.lincomb(y, ks, (h * a[i, :i])[None])[0]
+        # The end of the step is t1 itself (as in the eager loop), not t0 + 1.0 * h rounded.
+        t_stage = t1 if tableau.c[i] == 1.0 else t0 + tableau.c[i] * h
+        ks.append(_call(func, t_stage.to(t_dtype), y_stage, shape))
+    return library.lincomb(y, ks, (h * b)[None])[0]
+
+
+def _tableau_tensors(tableau: ButcherTableau, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(a (s, s), b (s,)) as float64 constants on ``device``, ``a`` zero-padded on and above the diagonal."""
+    s = tableau.num_stages
+    rows = [list(row) + [0.0] * (s - len(row)) for row in tableau.a]
+    a = torch.tensor(rows, dtype=torch.float64, device=device).reshape(s, s)
+    b = torch.tensor(list(tableau.b), dtype=torch.float64, device=device)
+    return a, b
+
+
+def traced_fixed_solve(func: Callable, y0: Tensor, t: Tensor, tableau: ButcherTableau,
+                       options: dict | None = None) -> Tensor:
+    """Solves ``dy/dt = func(t, y)`` with a fixed-step explicit RK method on the grid ``t``, traceably.
+
+    Step i goes from ``t[i]`` to ``t[i + 1]`` (decreasing ``t`` steps backwards), with no host
+    synchronisation and no data-dependent control flow, so it compiles with ``fullgraph=True``.
+    ``func(t, y)`` receives ``t`` as a 0-dim tensor (of ``options['dtype']``, default ``t.dtype``) like the
+    eager path. Gradients flow to ``y0``, to what ``func`` closes over, and, if ``t`` requires grad, to the
+    grid times through the step sizes (the derivative of the discrete solve).
+
+    Args:
+        func: ``func(t, y) -> dy/dt`` shaped like ``y``.
+        y0: (*state) tensor (a single tensor: tuple states are not supported here).
+        t: (T,) times, T >= 1; the output times and the grid.
+        tableau: an explicit Butcher tableau (e.g. ``TABLEAUX['rk4']``); an embedded error estimate is unused.
+        options: ``dtype`` (time dtype for ``func``); ``interp``, ``perturb``, ``max_num_steps`` are accepted
+            and have no effect; ``step_size``/``grid_constructor`` raise ValueError (pass the grid as ``t``).
+    Returns:
+        (T, *state) tensor: the solution at every time in ``t``.
+    """
+    _check_inputs(func, y0, t, tableau)
+    t_dtype = _check_options(options) or t.dtype
+    shape = y0.shape
+    a, b = _tableau_tensors(tableau, y0.device)
+    # float64 times on the state's device, as the eager loop (float64 steps; func's t on y0's device).
+    times = t.to(device=y0.device, dtype=torch.float64)
+    y = y0.reshape(-1)
+    outputs = [y]
+    for i in range(t.shape[0] - 1):
+        y = _rk_step(func, tableau, a, b, y, times[i], times[i + 1], t_dtype, shape)
+        outputs.append(y)
+    return torch.stack(outputs).reshape((t.shape[0], *shape))
