@@ -73,6 +73,24 @@ double scaled_norm(uintptr_t a, int64_t a_size, uintptr_t b, int64_t b_size, uin
                                         reinterpret_cast<const double*>(y), n, atol, rtol);
 }
 
+// Releases the GIL for the duration of a kernel on a large state only: releasing and re-taking it costs
+// about as much as the whole kernel on a small state, where other threads gain nothing from it.
+class ReleaseGilIfLarge {
+ public:
+  explicit ReleaseGilIfLarge(int64_t elements) {
+    if (elements >= kGilReleaseElements) state_ = PyEval_SaveThread();
+  }
+  ~ReleaseGilIfLarge() {
+    if (state_ != nullptr) PyEval_RestoreThread(state_);
+  }
+  ReleaseGilIfLarge(const ReleaseGilIfLarge&) = delete;
+  ReleaseGilIfLarge& operator=(const ReleaseGilIfLarge&) = delete;
+
+ private:
+  static constexpr int64_t kGilReleaseElements = 1 << 14;
+  PyThreadState* state_ = nullptr;
+};
+
 }  // namespace
 
 #ifdef _OPENMP
@@ -89,8 +107,29 @@ PYBIND11_MODULE(_C, m) {
       .def("set_base", &pyode::RKWorkspace::set_base)
       .def("set_term", &pyode::RKWorkspace::set_term)
       .def("set_segments", &pyode::RKWorkspace::set_segments)
-      .def("stage", &pyode::RKWorkspace::stage, py::call_guard<py::gil_scoped_release>())
-      .def("finish", &pyode::RKWorkspace::finish, py::call_guard<py::gil_scoped_release>())
+      .def("set_interpolant", &pyode::RKWorkspace::set_interpolant)
+      .def("stage",
+           [](pyode::RKWorkspace& ws, int64_t i, uintptr_t out, int64_t out_numel, double h, uintptr_t prev,
+              int64_t prev_numel) {
+             ReleaseGilIfLarge release(ws.n());
+             ws.stage(i, out, out_numel, h, prev, prev_numel);
+           },
+           py::arg("i"), py::arg("out"), py::arg("out_numel"), py::arg("h"), py::arg("prev") = 0,
+           py::arg("prev_numel") = 0)
+      .def("finish",
+           [](pyode::RKWorkspace& ws, uintptr_t y1, int64_t y1_numel, double h, double atol, double rtol,
+              bool y1_given, uintptr_t last, int64_t last_numel) {
+             ReleaseGilIfLarge release(ws.n());
+             return ws.finish(y1, y1_numel, h, atol, rtol, y1_given, last, last_numel);
+           },
+           py::arg("y1"), py::arg("y1_numel"), py::arg("h"), py::arg("atol"), py::arg("rtol"), py::arg("y1_given"),
+           py::arg("last") = 0, py::arg("last_numel") = 0)
+      .def("dense",
+           [](pyode::RKWorkspace& ws, uintptr_t out, int64_t out_numel, const std::vector<double>& thetas, double h,
+              uintptr_t f1, int64_t f1_numel) {
+             ReleaseGilIfLarge release(ws.n() * static_cast<int64_t>(thetas.size()));
+             ws.dense(out, out_numel, thetas, h, f1, f1_numel);
+           })
       .def("segment_norms", &pyode::RKWorkspace::segment_norms);
 #ifdef _OPENMP
   m.attr("openmp") = true;

@@ -11,7 +11,7 @@ namespace pyode {
 RKWorkspace::RKWorkspace(int64_t num_stages, std::vector<double> a, std::vector<double> b, std::vector<double> e,
                          int64_t n, int dtype)
     : s_(num_stages), n_(n), dtype_(dtype), a_(std::move(a)), b_(std::move(b)), e_(std::move(e)),
-      terms_(num_stages, nullptr), scratch_(num_stages, 0.0) {
+      terms_(num_stages + 1, nullptr), scratch_(num_stages + 1, 0.0) {
   check(s_ >= 1, "RKWorkspace: need at least one stage");
   check(n_ >= 0, "RKWorkspace: n must be non-negative");
   check(static_cast<int64_t>(a_.size()) == s_ * s_, "RKWorkspace: a must be s*s (row-major)");
@@ -27,7 +27,7 @@ void RKWorkspace::set_base(uintptr_t ptr, int64_t numel) {
 }
 
 void RKWorkspace::set_term(int64_t j, uintptr_t ptr, int64_t numel) {
-  check(j >= 0 && j < s_, "RKWorkspace.set_term: stage index out of range");
+  check(j >= 0 && j <= s_, "RKWorkspace.set_term: term index out of range");
   check(numel >= n_ && (ptr != 0 || n_ == 0), "RKWorkspace.set_term: buffer shorter than n or null");
   terms_[j] = reinterpret_cast<const void*>(ptr);
 }
@@ -46,8 +46,9 @@ void RKWorkspace::require_terms(int64_t count, const char* what) const {
     check(terms_[j] != nullptr || n_ == 0, std::string(what) + ": term " + std::to_string(j) + " not registered");
 }
 
-void RKWorkspace::stage(int64_t i, uintptr_t out, int64_t out_numel, double h) const {
+void RKWorkspace::stage(int64_t i, uintptr_t out, int64_t out_numel, double h, uintptr_t prev, int64_t prev_numel) {
   check(i >= 1 && i < s_, "RKWorkspace.stage: stage index out of range");
+  if (prev != 0) set_term(i - 1, prev, prev_numel);
   check(out_numel >= n_ && (out != 0 || n_ == 0), "RKWorkspace.stage: out shorter than n or null");
   require_terms(i, "RKWorkspace.stage");
   for (int64_t j = 0; j < i; ++j) scratch_[j] = h * a_[i * s_ + j];
@@ -56,7 +57,9 @@ void RKWorkspace::stage(int64_t i, uintptr_t out, int64_t out_numel, double h) c
   else lincomb_cpu<double>(args);
 }
 
-double RKWorkspace::finish(uintptr_t y1, int64_t y1_numel, double h, double atol, double rtol, bool y1_given) {
+double RKWorkspace::finish(uintptr_t y1, int64_t y1_numel, double h, double atol, double rtol, bool y1_given,
+                           uintptr_t last, int64_t last_numel) {
+  if (last != 0) set_term(s_ - 1, last, last_numel);
   check(y1_numel >= n_ && (y1 != 0 || n_ == 0), "RKWorkspace.finish: y1 shorter than n or null");
   check(atol >= 0.0 && rtol >= 0.0, "RKWorkspace.finish: tolerances must be non-negative");
   require_terms(s_, "RKWorkspace.finish");
@@ -70,6 +73,35 @@ double RKWorkspace::finish(uintptr_t y1, int64_t y1_numel, double h, double atol
                   segmented ? seg_norms_.data() : nullptr};
   if (dtype_ == static_cast<int>(DType::kFloat32)) return rk_finish_cpu<float>(args);
   return rk_finish_cpu<double>(args);
+}
+
+void RKWorkspace::set_interpolant(std::vector<double> p, int64_t num_terms) {
+  check(num_terms == s_ || num_terms == s_ + 1, "RKWorkspace.set_interpolant: num_terms must be s or s + 1");
+  check(!p.empty() && static_cast<int64_t>(p.size()) % num_terms == 0,
+        "RKWorkspace.set_interpolant: P must have a whole number of rows of num_terms entries");
+  p_ = std::move(p);
+  p_terms_ = num_terms;
+}
+
+void RKWorkspace::dense(uintptr_t out, int64_t out_numel, const std::vector<double>& thetas, double h, uintptr_t f1,
+                        int64_t f1_numel) {
+  check(p_terms_ > 0, "RKWorkspace.dense: no interpolant set");
+  const int64_t m = static_cast<int64_t>(thetas.size());
+  check(out_numel >= m * n_ && (out != 0 || m * n_ == 0), "RKWorkspace.dense: out shorter than len(thetas) * n");
+  if (f1 != 0) set_term(s_, f1, f1_numel);
+  require_terms(p_terms_, "RKWorkspace.dense");
+  const int64_t rows = static_cast<int64_t>(p_.size()) / p_terms_;
+  std::vector<double> w(m * p_terms_, 0.0);
+  for (int64_t r = 0; r < m; ++r) {
+    double power = h;
+    for (int64_t q = 0; q < rows; ++q) {
+      power *= thetas[r];
+      for (int64_t j = 0; j < p_terms_; ++j) w[r * p_terms_ + j] += power * p_[q * p_terms_ + j];
+    }
+  }
+  LincombArgs args{reinterpret_cast<void*>(out), n_, base_, terms_.data(), p_terms_, w.data(), m, n_};
+  if (dtype_ == static_cast<int>(DType::kFloat32)) lincomb_cpu<float>(args);
+  else lincomb_cpu<double>(args);
 }
 
 }  // namespace pyode

@@ -64,6 +64,8 @@ class RKStepper:
         self.P = _interpolation_matrix(tableau, interp, self.num_terms, f1_index)
         self.needs_f1 = any(row[f1_index] != 0.0 for row in self.P) and not self.fsal
         self._workspace = None  # compiled per-solve step state, made on the first fast-path step
+        self._ws_step = None  # the step whose stages the workspace holds (dense output reads them there)
+        self._stage_times = [(i, tableau.c[i]) for i in range(1, s)]
         self._new_buffer = torch.empty_like  # or the scratch pool's take, for large states
 
     def _fast_path_ok(self, y0: Tensor, f0: Tensor) -> bool:
@@ -76,35 +78,41 @@ class RKStepper:
         """:meth:`attempt` through the compiled workspace (one call per stage). None if ``func`` turned out
         to record autograd (the caller then takes the differentiable path)."""
         tab, fn, n = self.tableau, self.fn, y0.numel()
-        ws = self._workspace
-        if ws is None:
-            ws = self._workspace = self.kern.make_workspace(tab, n, y0.dtype, self.segments)
-            if n * y0.element_size() >= scratch.MIN_BYTES:
-                self._new_buffer = scratch.POOL.take
+        ws = self._workspace or self._make_workspace(y0)
         ws.set_base(y0.data_ptr(), n)
-        ws.set_term(0, f0.data_ptr(), f0.numel())
         # Stage inputs are made in the user's shape and func called without reshaping (the kernels see
-        # only addresses); y1 is handed back flat like every other path's.
+        # only addresses); y1 is handed back flat like every other path's. Each stage call also registers
+        # the previous stage's derivative.
         call = fn.call_shaped if not fn.is_tuple else fn
         like = y0.view(fn.shape_args) if not fn.is_tuple else y0
-        ks, y_last = [f0], like
-        for i in range(1, tab.num_stages):
-            y_last = self._new_buffer(like)
-            ws.stage(i, y_last.data_ptr(), n, h)
-            k = call(t_end if tab.c[i] == 1.0 else t0 + tab.c[i] * h, y_last)
+        new_buffer, ks, k, y_last = self._new_buffer, [f0], f0, like
+        for i, c in self._stage_times:
+            y_last = new_buffer(like)
+            ws.stage(i, y_last.data_ptr(), n, h, k.data_ptr(), k.numel())
+            k = call(t_end if c == 1.0 else t0 + c * h, y_last)
             if k.requires_grad:
                 return None
-            ws.set_term(i, k.data_ptr(), k.numel())
             ks.append(k)
-        y1 = y_last.view(-1) if self.fsal else self._new_buffer(y0)
-        norm = ws.finish(y1.data_ptr(), n, h, self.atol, self.rtol, self.fsal)
+        y1 = y_last.view(-1) if self.fsal else new_buffer(y0)
+        norm = ws.finish(y1.data_ptr(), n, h, self.atol, self.rtol, self.fsal, k.data_ptr(), k.numel())
         seg = None
         if self.segments is not None and tab.b_err is not None:
             seg = ws.segment_norms()
             if self.norm_segments is not None:
                 ratios = seg[:self.norm_segments]
                 norm = math.nan if any(math.isnan(r) for r in ratios) else max(ratios)  # max() drops NaN
-        return StepResult(t0, h, y0, y1, ks, norm, seg)
+        step = self._ws_step = StepResult(t0, h, y0, y1, ks, norm, seg)
+        return step
+
+    def _make_workspace(self, y0: Tensor):
+        """The compiled per-solve step state: tableau, interpolant, and (large states) pooled buffers."""
+        n = y0.numel()
+        ws = self._workspace = self.kern.make_workspace(self.tableau, n, y0.dtype, self.segments)
+        if not self.restep:
+            ws.set_interpolant([float(x) for row in self.P for x in row], self.num_terms)
+        if n * y0.element_size() >= scratch.MIN_BYTES:
+            self._new_buffer = scratch.POOL.take
+        return ws
 
     def attempt(self, t0: float, y0: Tensor, f0: Tensor, h: float, ends_at_jump: bool = False) -> StepResult:
         """Computes all stages and the error ratio of a step of size ``h`` from ``(t0, y0)``; ``f0 = f(t0, y0)``.
@@ -142,10 +150,21 @@ class RKStepper:
         """The interpolant at ``t0 + θ h`` for each θ in [0, 1]: (len(thetas), n)."""
         if self.restep:
             return torch.stack([self.attempt(step.t0, step.y0, step.ks[0], theta * step.h).y1 for theta in thetas])
-        terms = list(step.ks)
-        if not self.fsal:
-            terms.append(self.end_derivative(step) if self.needs_f1 else step.ks[0])
+        extra = None if self.fsal else (self.end_derivative(step) if self.needs_f1 else step.ks[0])
+        if step is self._ws_step:  # its stages are still registered in the workspace: one call
+            out = torch.empty((len(thetas), step.y0.numel()), dtype=step.y0.dtype, device=step.y0.device)
+            self._workspace.dense(out.data_ptr(), out.numel(), thetas, step.h, _ptr(extra), _numel(extra))
+            return out
+        terms = step.ks if extra is None else [*step.ks, extra]
         return self.kern.lincomb(step.y0, terms, interpolation.weights_at(self.P, thetas, step.h))
+
+
+def _ptr(t: Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def _numel(t: Tensor | None) -> int:
+    return 0 if t is None else t.numel()
 
 
 def _resolve_interp(tableau: ButcherTableau, interp: str) -> str:

@@ -40,9 +40,10 @@ def _check_options(options: dict | None) -> torch.dtype | None:
         raise TypeError(f"options must be a dict, got {type(options).__name__}")
     for name in _GRID_OPTIONS:
         if options.get(name) is not None:
-            raise ValueError(f"options[{name!r}] is not supported under torch.compile: the number of steps would "
-                             "depend on the values of t, which a compiled graph cannot read; pass the grid as t "
-                             "instead (e.g. t = torch.linspace(t0, t1, n_steps + 1)) and pick the outputs from it")
+            raise ValueError(f"options[{name!r}] is not supported under torch.compile: the number of steps "
+                             "would depend on the values of t, which a compiled graph cannot read; pass the "
+                             "grid as t instead (e.g. t = torch.linspace(t0, t1, n_steps + 1)) and pick the "
+                             "outputs from it")
     unknown = sorted(set(options) - set(_GRID_OPTIONS) - set(_IGNORED_OPTIONS) - {"dtype"})
     if unknown:
         raise ValueError(f"options {unknown} are not supported by the fixed-step solve under torch.compile; "
@@ -54,14 +55,17 @@ def _check_inputs(func: Callable, y0, t, tableau: ButcherTableau) -> None:
     """Checks that need only types, shapes and dtypes (all static while tracing)."""
     check.check_func(func)
     if isinstance(y0, (tuple, list)):
-        raise NotImplementedError("a tuple state is not supported under torch.compile: the compiled fixed-step "
-                                  "solve needs a single tensor y0 (concatenate the components, or run "
-                                  "pyode.odeint eagerly)")
+        raise NotImplementedError("a tuple state is not supported under torch.compile: the compiled "
+                                  "fixed-step solve needs a single tensor y0 (concatenate the components, "
+                                  "or run pyode.odeint eagerly)")
     if not isinstance(y0, Tensor) or not y0.is_floating_point():
-        raise TypeError(f"y0 must be a floating-point torch.Tensor, got {getattr(y0, 'dtype', type(y0).__name__)}")
-    if not isinstance(t, Tensor) or t.dim() != 1 or t.shape[0] < 1 or not t.is_floating_point():
-        raise TypeError("t must be a 1-D floating-point tensor of times (T,) with T >= 1; under torch.compile "
-                        "pass a tensor, not a list")
+        got = y0.dtype if isinstance(y0, Tensor) else type(y0).__name__
+        raise TypeError(f"y0 must be a floating-point torch.Tensor, got {got}")
+    if not isinstance(t, Tensor) or not t.is_floating_point():
+        raise TypeError("t must be a floating-point tensor of times (T,); under torch.compile pass a tensor, "
+                        "not a list")
+    if t.dim() != 1 or t.shape[0] < 1:
+        raise ValueError(f"t must be 1-D with at least one time, got shape {tuple(t.shape)}")
     if not isinstance(tableau, ButcherTableau):
         raise TypeError(f"tableau must be a ButcherTableau, got {type(tableau).__name__}")
 
@@ -70,13 +74,14 @@ def _call(func: Callable, time: Tensor, y: Tensor, shape: torch.Size) -> Tensor:
     """``func(time, y (shape))`` as a flat (n,) derivative, its type and shape checked (statically)."""
     out = func(time, y.view(shape))
     if not isinstance(out, Tensor) or out.shape != shape or out.dtype != y.dtype:
-        raise ValueError(f"func output must be a {y.dtype} tensor of shape {tuple(shape)} (the shape of y0), got "
-                         f"{getattr(out, 'dtype', type(out).__name__)} {tuple(getattr(out, 'shape', ()))}")
+        got = f"{out.dtype} {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"func output must be a {y.dtype} tensor of shape {tuple(shape)} (the shape of y0), "
+                         f"got {got}")
     return out.reshape(-1)
 
 
-def _rk_step(func: Callable, tableau: ButcherTableau, a: Tensor, b: Tensor, y: Tensor, t0: Tensor, t1: Tensor,
-             t_dtype: torch.dtype, shape: torch.Size) -> Tensor:
+def _rk_step(func: Callable, tableau: ButcherTableau, a: Tensor, b: Tensor, y: Tensor, t0: Tensor,
+             t1: Tensor, t_dtype: torch.dtype, shape: torch.Size) -> Tensor:
     """One explicit RK step from ``(t0, y)`` to ``t1`` (float64 0-d times); y: (n,) -> (n,).
 
     ``a``: (s, s) float64 strictly lower-triangular stage matrix, ``b``: (s,) float64 weights."""

@@ -21,11 +21,20 @@ class RKWorkspace {
   void set_term(int64_t j, uintptr_t ptr, int64_t numel);
   void set_segments(std::vector<int64_t> offsets);
 
-  // out = base + h * sum_{j < i} a[i][j] k_j
-  void stage(int64_t i, uintptr_t out, int64_t out_numel, double h) const;
-  // y1 = base + h * sum_j b_j k_j (unless y1_given), err = h * sum_j e_j k_j; returns the RMS error ratio
-  // and fills the per-segment norms (see segment_norms()).
-  double finish(uintptr_t y1, int64_t y1_numel, double h, double atol, double rtol, bool y1_given);
+  // Registers k_{i-1} (when prev != 0), then out = base + h * sum_{j < i} a[i][j] k_j. Taking the previous
+  // stage's derivative here saves a call per stage.
+  void stage(int64_t i, uintptr_t out, int64_t out_numel, double h, uintptr_t prev, int64_t prev_numel);
+  // Registers k_{s-1} (when last != 0), then y1 = base + h * sum_j b_j k_j (unless y1_given),
+  // err = h * sum_j e_j k_j; returns the RMS error ratio and fills the per-segment norms.
+  double finish(uintptr_t y1, int64_t y1_numel, double h, double atol, double rtol, bool y1_given, uintptr_t last,
+                int64_t last_numel);
+  // The interpolant y(t0 + theta h) = base + h * sum_j W_j(theta) k_j with W_j(theta) = sum_p theta^(p+1) P[p][j]
+  // over num_terms terms (the s stages, plus f1 = f(t1, y1) as term s for non-FSAL tableaux).
+  void set_interpolant(std::vector<double> p, int64_t num_terms);
+  // Writes the interpolant at each theta into row r of out (rows of n elements), from the registered base
+  // and terms of the last step; f1 (when != 0) is registered as term s first.
+  void dense(uintptr_t out, int64_t out_numel, const std::vector<double>& thetas, double h, uintptr_t f1,
+             int64_t f1_numel);
   const std::vector<double>& segment_norms() const { return seg_norms_; }
   int64_t n() const { return n_; }
 
@@ -34,7 +43,8 @@ class RKWorkspace {
 
   int64_t s_, n_;
   int dtype_;
-  std::vector<double> a_, b_, e_;
+  std::vector<double> a_, b_, e_, p_;
+  int64_t p_terms_ = 0;
   const void* base_ = nullptr;
   std::vector<const void*> terms_;
   std::vector<int64_t> offsets_;
