@@ -53,9 +53,17 @@ class TimedFunc(nn.Module):
     def forward(self, t: Tensor, y: Tensor) -> Tensor:
         start = time.perf_counter()
         out = self.inner(t, y)
-        self.seconds += time.perf_counter() - start
-        self.calls += 1
+        stop = time.perf_counter()
+        # The counters live in __dict__; nn.Module.__setattr__ (isinstance checks for parameters) would
+        # cost ~4 us per call outside the timed region, billed to every library's loop time.
+        counters = self.__dict__
+        counters["seconds"] += stop - start
+        counters["calls"] += 1
         return out
+
+    # Called directly, not through nn.Module.__call__ (no hooks here): its ~2 us of dispatch per call lies
+    # outside the timed region too.
+    __call__ = forward
 
     def callback_accept_step(self, t0, y0, dt) -> None:
         self.accepted += 1

@@ -9,6 +9,9 @@
 namespace pyode {
 namespace {
 
+// Elements per unit of parallel work in the streaming path (long runs keep the prefetchers busy).
+constexpr int64_t kStreamBlock = 1 << 15;
+
 template <typename T>
 void lincomb_block(const LincombArgs& args, int64_t start, int64_t len) {
   const T* base = static_cast<const T*>(args.base);
@@ -41,15 +44,17 @@ bool try_stream_row(const LincombArgs& args) {
   T* __restrict out = static_cast<T*>(args.out);
   const T* base = static_cast<const T*>(args.base);
   const int64_t n = args.n;
+  const int64_t nblocks = (n + kStreamBlock - 1) / kStreamBlock;
   with_term_count(terms.count, [&](auto count) {
     constexpr int S = decltype(count)::value;
-    if (base == nullptr) {
-#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
-      for (int64_t i = 0; i < n; ++i) out[i] = add_terms<T, S>(T(0), terms, i);
-    } else {
-#pragma omp parallel for schedule(static) if (n >= kParallelThreshold)
-      for (int64_t i = 0; i < n; ++i) out[i] = add_terms<T, S>(base[i], terms, i);
-    }
+    parallel_for(nblocks, n >= kParallelThreshold, [&](int64_t blk) {
+      const int64_t lo = blk * kStreamBlock, hi = std::min(n, lo + kStreamBlock);
+      if (base == nullptr) {
+        for (int64_t i = lo; i < hi; ++i) out[i] = add_terms<T, S>(T(0), terms, i);
+      } else {
+        for (int64_t i = lo; i < hi; ++i) out[i] = add_terms<T, S>(base[i], terms, i);
+      }
+    });
   });
   return true;
 }
@@ -60,11 +65,10 @@ template <typename T>
 void lincomb_cpu(const LincombArgs& args) {
   if (try_stream_row<T>(args)) return;
   const int64_t nblocks = (args.n + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (args.n * (args.m > 0 ? args.m : 1) >= kParallelThreshold)
-  for (int64_t blk = 0; blk < nblocks; ++blk) {
+  parallel_for(nblocks, args.n * (args.m > 0 ? args.m : 1) >= kParallelThreshold, [&](int64_t blk) {
     const int64_t start = blk * kBlock;
     lincomb_block<T>(args, start, std::min(kBlock, args.n - start));
-  }
+  });
 }
 
 template void lincomb_cpu<float>(const LincombArgs&);

@@ -16,14 +16,20 @@ struct Chunk {
   int64_t seg, start, len;
 };
 
-std::vector<Chunk> make_chunks(const FinishArgs& args) {
-  std::vector<Chunk> chunks;
+// visit(chunk) for every chunk in order: segments in order, kBlock elements at a time within each.
+template <typename F>
+void for_each_chunk(const FinishArgs& args, F&& visit) {
   const int64_t nseg = args.seg_offsets ? args.nseg : 1;
   for (int64_t q = 0; q < nseg; ++q) {
     const int64_t lo = args.seg_offsets ? args.seg_offsets[q] : 0;
     const int64_t hi = args.seg_offsets ? args.seg_offsets[q + 1] : args.n;
-    for (int64_t start = lo; start < hi; start += kBlock) chunks.push_back({q, start, std::min(kBlock, hi - start)});
+    for (int64_t start = lo; start < hi; start += kBlock) visit(Chunk{q, start, std::min(kBlock, hi - start)});
   }
+}
+
+std::vector<Chunk> make_chunks(const FinishArgs& args) {
+  std::vector<Chunk> chunks;
+  for_each_chunk(args, [&](const Chunk& c) { chunks.push_back(c); });
   return chunks;
 }
 
@@ -109,27 +115,29 @@ double finish_chunk_stream(const FinishArgs& args, const FinishTerms<T>& t, cons
 
 template <typename T>
 double rk_finish_cpu(const FinishArgs& args) {
-  const std::vector<Chunk> chunks = make_chunks(args);
-  const int64_t nchunks = static_cast<int64_t>(chunks.size());
-  std::vector<double> partial(chunks.size(), 0.0);
   const FinishTerms<T> terms = stream_terms<T>(args);
-#pragma omp parallel for schedule(static) if (args.n >= kParallelThreshold)
-  for (int64_t c = 0; c < nchunks; ++c)
-    partial[c] = terms.ok ? finish_chunk_stream<T>(args, terms, chunks[c]) : finish_chunk<T>(args, chunks[c]);
-
-  // Fixed-order summation: deterministic whatever the thread count.
-  double total = 0.0;
+  auto chunk_sum = [&](const Chunk& c) {
+    return terms.ok ? finish_chunk_stream<T>(args, terms, c) : finish_chunk<T>(args, c);
+  };
   const int64_t nseg = args.seg_offsets ? args.nseg : 1;
-  std::vector<double> seg_sum(nseg, 0.0);
-  for (int64_t c = 0; c < nchunks; ++c) {
-    seg_sum[chunks[c].seg] += partial[c];
-    total += partial[c];
+  std::vector<double> seg_sum(args.seg_norms != nullptr ? nseg : 0, 0.0);
+  double total = 0.0;
+  // Chunk sums are added in chunk order on both paths: the result does not depend on the thread count.
+  auto add = [&](const Chunk& c, double value) {
+    if (!seg_sum.empty()) seg_sum[c.seg] += value;
+    total += value;
+  };
+  if (args.n >= kParallelThreshold) {
+    const std::vector<Chunk> chunks = make_chunks(args);
+    std::vector<double> partial(chunks.size(), 0.0);
+    parallel_for(static_cast<int64_t>(chunks.size()), true, [&](int64_t c) { partial[c] = chunk_sum(chunks[c]); });
+    for (size_t c = 0; c < chunks.size(); ++c) add(chunks[c], partial[c]);
+  } else {
+    for_each_chunk(args, [&](const Chunk& c) { add(c, chunk_sum(c)); });
   }
-  if (args.seg_norms != nullptr) {
-    for (int64_t q = 0; q < nseg; ++q) {
-      const int64_t len = args.seg_offsets ? args.seg_offsets[q + 1] - args.seg_offsets[q] : args.n;
-      args.seg_norms[q] = len > 0 ? std::sqrt(seg_sum[q] / static_cast<double>(len)) : 0.0;
-    }
+  for (int64_t q = 0; q < static_cast<int64_t>(seg_sum.size()); ++q) {
+    const int64_t len = args.seg_offsets ? args.seg_offsets[q + 1] - args.seg_offsets[q] : args.n;
+    args.seg_norms[q] = len > 0 ? std::sqrt(seg_sum[q] / static_cast<double>(len)) : 0.0;
   }
   return args.n > 0 ? std::sqrt(total / static_cast<double>(args.n)) : 0.0;
 }

@@ -11,7 +11,7 @@ namespace pyode {
 RKWorkspace::RKWorkspace(int64_t num_stages, std::vector<double> a, std::vector<double> b, std::vector<double> e,
                          int64_t n, int dtype)
     : s_(num_stages), n_(n), dtype_(dtype), a_(std::move(a)), b_(std::move(b)), e_(std::move(e)),
-      terms_(num_stages + 1, nullptr), scratch_(num_stages + 1, 0.0) {
+      terms_(num_stages + 1, nullptr), scratch_(num_stages + 1, 0.0), hb_(b_.size()), he_(e_.size()) {
   check(s_ >= 1, "RKWorkspace: need at least one stage");
   check(n_ >= 0, "RKWorkspace: n must be non-negative");
   check(static_cast<int64_t>(a_.size()) == s_ * s_, "RKWorkspace: a must be s*s (row-major)");
@@ -41,9 +41,10 @@ void RKWorkspace::set_segments(std::vector<int64_t> offsets) {
 }
 
 void RKWorkspace::require_terms(int64_t count, const char* what) const {
-  check(base_ != nullptr || n_ == 0, std::string(what) + ": no base registered");
+  if (n_ == 0) return;
+  if (base_ == nullptr) check(false, std::string(what) + ": no base registered");
   for (int64_t j = 0; j < count; ++j)
-    check(terms_[j] != nullptr || n_ == 0, std::string(what) + ": term " + std::to_string(j) + " not registered");
+    if (terms_[j] == nullptr) check(false, std::string(what) + ": term " + std::to_string(j) + " not registered");
 }
 
 void RKWorkspace::stage(int64_t i, uintptr_t out, int64_t out_numel, double h, uintptr_t prev, int64_t prev_numel) {
@@ -63,7 +64,8 @@ double RKWorkspace::finish(uintptr_t y1, int64_t y1_numel, double h, double atol
   check(y1_numel >= n_ && (y1 != 0 || n_ == 0), "RKWorkspace.finish: y1 shorter than n or null");
   check(atol >= 0.0 && rtol >= 0.0, "RKWorkspace.finish: tolerances must be non-negative");
   require_terms(s_, "RKWorkspace.finish");
-  std::vector<double> hb(s_), he(e_.size());
+  std::vector<double>& hb = hb_;  // members: no allocation per step
+  std::vector<double>& he = he_;
   for (int64_t j = 0; j < s_; ++j) hb[j] = h * b_[j];
   for (size_t j = 0; j < e_.size(); ++j) he[j] = h * e_[j];
   const bool segmented = !offsets_.empty();

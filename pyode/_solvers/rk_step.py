@@ -15,7 +15,7 @@ from pyode._solvers import interpolation, scratch
 from pyode._solvers.tableaux import ButcherTableau
 
 
-@dataclass
+@dataclass(slots=True)
 class StepResult:
     """An attempted step from ``t0`` to ``t0 + h``.
 
@@ -66,7 +66,7 @@ class RKStepper:
         self._workspace = None  # compiled per-solve step state, made on the first fast-path step
         self._ws_step = None  # the step whose stages the workspace holds (dense output reads them there)
         self._stage_times = [(i, tableau.c[i]) for i in range(1, s)]
-        self._new_buffer = torch.empty_like  # or the scratch pool's take, for large states
+        self._new_buffer = torch.empty_like  # the fused path takes stage buffers from a scratch pool
 
     def _fast_path_ok(self, y0: Tensor, f0: Tensor) -> bool:
         """No autograd to record and a compiled backend with a workspace: the fused fast path applies."""
@@ -110,7 +110,7 @@ class RKStepper:
         ws = self._workspace = self.kern.make_workspace(self.tableau, n, y0.dtype, self.segments)
         if not self.restep:
             ws.set_interpolant([float(x) for row in self.P for x in row], self.num_terms)
-        if n * y0.element_size() >= scratch.MIN_BYTES:
+        if n * y0.element_size() >= scratch.MIN_BYTES:  # small: torch.empty_like is as cheap as a pool
             self._new_buffer = scratch.POOL.take
         return ws
 

@@ -34,32 +34,33 @@ _FREE_REFCOUNT = 3  # while scanning: the pool's list, the loop variable, getref
 
 
 class ScratchPool:
-    """Reusable (n,) buffers keyed by (numel, dtype, device); thread-safe."""
+    """Reusable buffers keyed by (shape, dtype, device); thread-safe.
 
-    def __init__(self, limit_bytes: int = DEFAULT_LIMIT_BYTES):
-        self.limit_bytes = limit_bytes
+    Args:
+        limit_bytes: at most this many bytes of buffers are listed (more are ordinary tensors).
+        max_per_key: at most this many buffers of one key are listed.
+    """
+
+    def __init__(self, limit_bytes: int = DEFAULT_LIMIT_BYTES, max_per_key: int = 64):
+        self.limit_bytes, self.max_per_key = limit_bytes, max_per_key
         self._buffers: dict[tuple, list[Tensor]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
 
     def take(self, like: Tensor) -> Tensor:
         """A buffer with ``like``'s shape, dtype and device (contents undefined)."""
-        key = (like.numel(), like.dtype, like.device)
+        key = (like.shape, like.dtype, like.device)
         with self._lock:
-            for buf in self._buffers.get(key, ()):
+            listed = self._buffers.get(key, ())
+            for buf in listed:
                 if sys.getrefcount(buf) == _FREE_REFCOUNT and _storage_use_count(buf) == _LONE_STORAGE_USE:
-                    return buf.view(like.shape)
-        buf = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
-        self._adopt(key, buf)
-        return buf.view(like.shape)
-
-    def _adopt(self, key: tuple, buf: Tensor) -> None:
-        """Lists a new buffer if the pool has room (else it is an ordinary tensor, freed when unused)."""
-        nbytes = buf.numel() * buf.element_size()
-        with self._lock:
-            if self._bytes + nbytes <= self.limit_bytes:
+                    return buf
+            buf = torch.empty_like(like, memory_format=torch.contiguous_format)
+            nbytes = buf.numel() * buf.element_size()
+            if self._bytes + nbytes <= self.limit_bytes and len(listed) < self.max_per_key:
                 self._buffers.setdefault(key, []).append(buf)
                 self._bytes += nbytes
+            return buf
 
     def clear(self) -> None:
         """Drops every listed buffer (those still in use live on as ordinary tensors)."""
@@ -72,7 +73,7 @@ class ScratchPool:
         return self._bytes
 
 
-POOL = ScratchPool()
+POOL = ScratchPool()  # large buffers, shared by all solves
 
 
 def empty_cache() -> None:

@@ -50,6 +50,7 @@ class RKWorkspace {
   std::vector<int64_t> offsets_;
   std::vector<double> seg_norms_;
   mutable std::vector<double> scratch_;
+  std::vector<double> hb_, he_;  // h * b and h * e of the current finish
 };
 
 }  // namespace pyode
