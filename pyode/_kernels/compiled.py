@@ -59,8 +59,8 @@ class LincombFunction(torch.autograd.Function):
         grad = grad.contiguous()
         rows = list(grad.unbind(0))
         grad_base = None
-        if ctx.needs_input_grad[2]:
-            grad_base = ctx.raw(None, rows, [[1.0] * len(rows)], like=grad[0])[0]
+        if ctx.needs_input_grad[2]:  # the sum of the rows (one row: itself)
+            grad_base = rows[0] if len(rows) == 1 else ctx.raw(None, rows, [[1.0] * len(rows)], like=grad[0])[0]
         grad_ks = [None] * ctx.num_terms
         if any(ctx.needs_input_grad[3:]):
             transposed = [[row[j] for row in ctx.weights] for j in range(ctx.num_terms)]
@@ -68,13 +68,29 @@ class LincombFunction(torch.autograd.Function):
         return (None, None, grad_base, *grad_ks)
 
 
+# Up to this many elements, a differentiable lincomb is built from torch's own ops (stack + addmm): their
+# autograd nodes are C++, while a Python autograd.Function costs ~17 us forward and ~35 us backward per
+# call, which dominates small-state backprop (measured: 13 / 18 us per stage for the native ops at n = 2
+# and n = 1024). Above it the fused kernel's single pass over memory wins.
+NATIVE_GRAD_MAX_NUMEL = 1 << 14
+
+
+def native_lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
+    """``base + W @ stack(ks)`` with torch ops (autograd through C++ nodes); ks non-empty. Returns (m, n)."""
+    stacked = torch.stack(list(ks))
+    w = torch.tensor(weights, dtype=stacked.dtype, device=stacked.device)
+    return torch.mm(w, stacked) if base is None else torch.addmm(base, w, stacked)
+
+
 def differentiable_lincomb(raw, base: Tensor | None, ks: Sequence[Tensor],
                            weights: Sequence[Sequence[float]]) -> Tensor:
-    """``raw(base, ks, weights, like)`` (a backend's kernel), through :class:`LincombFunction` when autograd
-    must see it. Returns (m, n)."""
+    """``raw(base, ks, weights, like)`` (a backend's kernel), or, when autograd must see it, the same
+    through :class:`LincombFunction` (large states) or :func:`native_lincomb` (small ones). Returns (m, n)."""
     like = ks[0] if ks else base
     if torch.is_grad_enabled() and (
             (base is not None and base.requires_grad) or any(k.requires_grad for k in ks)):
+        if ks and like.numel() <= NATIVE_GRAD_MAX_NUMEL:
+            return native_lincomb(base, ks, weights)
         return LincombFunction.apply(raw, tuple(tuple(r) for r in weights), base, *ks)
     return raw(base, ks, weights, like)
 

@@ -72,6 +72,8 @@ class AdaptiveLoop:
 
     def _clamp(self, t: float, h: float, t_end: float) -> float:
         """Shortens ``h`` to land on the next step_t/jump_t point or the end time."""
+        if not self.stops:
+            return min(h, t_end - t)
         target = t_end
         i = bisect.bisect_right(self.stops, t)
         if i < len(self.stops) and self.stops[i] < target:

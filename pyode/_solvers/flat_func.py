@@ -34,10 +34,11 @@ class FlatFunc:
         self.sizes = [s.numel() for s in self.shapes]
         self.shape_args = tuple(self.shapes[0])  # a plain tuple: Tensor.view(tuple) beats view(torch.Size)
         self.t_device = device
+        self._time_options = {"dtype": t_dtype, "device": device}
 
     def time_tensor(self, s: float) -> Tensor:
         """The user's time for solver time ``s`` (0-dim tensor, filled on the device: no host-to-device copy)."""
-        return torch.scalar_tensor(-s if self.reverse else s, dtype=self.t_dtype, device=self.t_device)
+        return torch.scalar_tensor(-s if self.reverse else s, **self._time_options)
 
     def unflatten(self, y: Tensor) -> Tensor | tuple[Tensor, ...]:
         """(..., n) -> the user's structure, with leading dims kept."""
@@ -59,7 +60,7 @@ class FlatFunc:
         """The hot path for a plain-tensor state: ``y`` already has the user's shape; returns the
         derivative, checked, contiguous, in the user's shape (in solver time)."""
         self.stats.nfe += 1
-        out = self.func(self.time_tensor(s), y)
+        out = self.func(torch.scalar_tensor(-s if self.reverse else s, **self._time_options), y)
         if type(out) is not Tensor or out.shape != self.shapes[0] or out.dtype != self.dtype \
                 or out.device != self.device:
             self._check_output(0, out, self.shapes[0])

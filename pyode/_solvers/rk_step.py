@@ -65,6 +65,7 @@ class RKStepper:
         self.needs_f1 = any(row[f1_index] != 0.0 for row in self.P) and not self.fsal
         self._workspace = None  # compiled per-solve step state, made on the first fast-path step
         self._ws_step = None  # the step whose stages the workspace holds (dense output reads them there)
+        self._last_y1 = None
         self._stage_times = [(i, tableau.c[i]) for i in range(1, s)]
         self._new_buffer = torch.empty_like  # the fused path takes stage buffers from a scratch pool
 
@@ -84,7 +85,7 @@ class RKStepper:
         # only addresses); y1 is handed back flat like every other path's. Each stage call also registers
         # the previous stage's derivative.
         call = fn.call_shaped if not fn.is_tuple else fn
-        like = y0.view(fn.shape_args) if not fn.is_tuple else y0
+        like = self._shaped_view(y0)
         new_buffer, ks, k, y_last = self._new_buffer, [f0], f0, like
         for i, c in self._stage_times:
             y_last = new_buffer(like)
@@ -102,7 +103,18 @@ class RKStepper:
                 ratios = seg[:self.norm_segments]
                 norm = math.nan if any(math.isnan(r) for r in ratios) else max(ratios)  # max() drops NaN
         step = self._ws_step = StepResult(t0, h, y0, y1, ks, norm, seg)
+        self._last_y1 = (y1, y_last)  # y1 in the user's shape, for when y1 starts the next step
         return step
+
+    def _shaped_view(self, y0: Tensor) -> Tensor:
+        """``y0`` (n,) in the user's shape (a plain-tensor state), without a new view when ``y0`` is the
+        last fused step's y1 (it was made from that very buffer)."""
+        if self.fn.is_tuple:
+            return y0
+        last = self._last_y1
+        if last is not None and last[0] is y0 and self.fsal:
+            return last[1]
+        return y0.view(self.fn.shape_args)
 
     def _make_workspace(self, y0: Tensor):
         """The compiled per-solve step state: tableau, interpolant, and (large states) pooled buffers."""
