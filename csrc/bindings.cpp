@@ -13,6 +13,7 @@
 
 #include "pyode/lincomb.h"
 #include "pyode/rk_finish.h"
+#include "pyode/per_sample.h"
 #include "pyode/rk_workspace.h"
 #include "pyode/scaled_norm.h"
 
@@ -131,6 +132,28 @@ PYBIND11_MODULE(_C, m) {
              ws.dense(out, out_numel, thetas, h, f1, f1_numel);
            })
       .def("segment_norms", &pyode::RKWorkspace::segment_norms);
+  py::class_<pyode::PerSampleWorkspace>(m, "PerSampleWorkspace", "Fused per-sample step sizes (see per_sample.h)")
+      .def(py::init([](int64_t s, std::vector<double> a, std::vector<double> c, std::vector<double> e,
+                       std::vector<double> p, std::vector<double> t_out, int64_t rows, int64_t width, int dtype,
+                       double safety, double ifactor, double dfactor, double exponent, double min_step,
+                       double max_step, double atol, double rtol, int64_t max_num_steps) {
+        const pyode::PerSampleConfig cfg{safety, ifactor, dfactor, exponent, min_step, max_step, atol, rtol,
+                                         max_num_steps};
+        return new pyode::PerSampleWorkspace(s, std::move(a), std::move(c), std::move(e), std::move(p),
+                                             std::move(t_out), rows, width, dtype, cfg);
+      }))
+      .def("set_state", &pyode::PerSampleWorkspace::set_state)
+      .def("set_first_step", &pyode::PerSampleWorkspace::set_first_step)
+      .def("begin_round", &pyode::PerSampleWorkspace::begin_round)
+      .def("stage_times", &pyode::PerSampleWorkspace::stage_times)
+      .def("stage", &pyode::PerSampleWorkspace::stage)
+      .def("finish",
+           [](pyode::PerSampleWorkspace& ws, uintptr_t y1, int64_t y1_numel, uintptr_t last, int64_t last_numel) {
+             const pyode::RoundStatus st = ws.finish(y1, y1_numel, last, last_numel);
+             return py::make_tuple(st.active, st.kind, st.row, st.t_row, st.t_min);
+           })
+      .def("accepted", &pyode::PerSampleWorkspace::accepted)
+      .def("rejected", &pyode::PerSampleWorkspace::rejected);
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

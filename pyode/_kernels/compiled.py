@@ -145,6 +145,23 @@ def make_workspace(tableau, n: int, dtype: torch.dtype, segments: Segments | Non
     return ws
 
 
+def make_per_sample_workspace(tableau, P, t_out: Sequence[float], rows: int, width: int, dtype: torch.dtype,
+                              opts, atol: float, rtol: float):
+    """A :class:`pyode._C.PerSampleWorkspace`: fused per-row step sizes for an FSAL ``tableau`` with
+    interpolant matrix ``P`` (powers, s), output times ``t_out`` (solver direction), a (rows, width)
+    state, the controller settings of ``opts`` (AdaptiveOptions) and the tolerances."""
+    s = tableau.num_stages
+    a = [0.0] * (s * s)
+    for i, row in enumerate(tableau.a):
+        for j, x in enumerate(row):
+            a[i * s + j] = float(x)
+    return _C.PerSampleWorkspace(
+        s, a, [float(x) for x in tableau.c], [float(x) for x in tableau.b_err], [float(x) for row in P for x in row],
+        [float(x) for x in t_out], int(rows), int(width), _DTYPE_CODES[dtype], float(opts.safety),
+        float(opts.ifactor), float(opts.dfactor), 1.0 / tableau.order, float(opts.min_step), float(opts.max_step),
+        float(atol), float(rtol), int(opts.max_num_steps))
+
+
 def scaled_norm(a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float) -> float:
     """RMS of ``(a - b) / (atol + rtol * |y|)`` (b None: of ``a / scale``); all (n,) of one dtype."""
     n = y.numel()

@@ -5,7 +5,9 @@
 rows advance in lock-step rounds: each round evaluates ``func`` once per stage on the whole batch, and rows
 that have finished stop moving (step size 0). The stage sums, the embedded error and the dense output use
 the same tableau and interpolant as the joint loop; step-size control is the same I controller, applied
-row-wise with tensor ops.
+row-wise. With a compiled backend, an FSAL tableau and no autograd to record, a round is one fused call
+per stage plus one call that finishes every row (``pyode._C.PerSampleWorkspace``); otherwise it runs on
+tensor ops (differentiable).
 """
 
 from __future__ import annotations
@@ -97,8 +99,97 @@ class PerSampleLoop:
         values = y[rows] + h[rows].to(y.dtype)[:, None] * torch.einsum("pj,jpm->pm", W, stacked)
         out[ks_idx, rows] = values
 
+    def _fused_ok(self, y0: Tensor) -> bool:
+        st = self.st
+        return (hasattr(st.kern, "make_per_sample_workspace") and st.fsal and st.tableau.b_err is not None
+                and y0.dtype in (torch.float32, torch.float64) and y0.device.type == "cpu"
+                and not (torch.is_grad_enabled() and y0.requires_grad))
+
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
-        st, stats, o = self.st, self.stats, self.opts
+        if self._fused_ok(y0):
+            out = self._integrate_fused(y0, t_out)
+            if out is not None:
+                return out
+        return self._integrate_tensor_ops(y0, t_out)
+
+    def _integrate_fused(self, y0: Tensor, t_out: list[float]) -> list[Tensor] | None:
+        """The fused rounds (see the module docstring). None if func turned out to record autograd."""
+        st, tab = self.st, self.st.tableau
+        batch = self.shape[0]
+        y = y0.reshape(batch, -1).clone()
+        t0 = torch.full((batch,), t_out[0], dtype=torch.float64, device=y.device)
+        f0 = self._call(t0, y)
+        if f0.requires_grad:
+            return None
+        f0 = f0.contiguous().clone()
+        h0 = self.opts.first_step or self._initial_step(t_out[0], y, f0)
+        if not (math.isfinite(h0) and h0 > 0):
+            raise NonFiniteStateError("non_finite", self.sign * t_out[0],
+                                      "func returned NaN/inf at the initial time (no initial step size exists)")
+        out = y.new_empty((len(t_out), *y.shape))
+        out[0] = y
+        ws = st.kern.make_per_sample_workspace(tab, st.P, t_out, batch, y.shape[1], y.dtype, self.opts,
+                                               st.atol, st.rtol)
+        ws.set_state(y.data_ptr(), y.numel(), f0.data_ptr(), f0.numel(), out.data_ptr(), out.numel())
+        ws.set_first_step(float(h0))
+        rounds = self._fused_rounds(ws, f0)
+        if rounds is None:
+            return None
+        self._record_counts(torch.tensor(ws.accepted()), torch.tensor(ws.rejected()), rounds)
+        return [out.reshape(len(t_out), -1)]
+
+    def _fused_rounds(self, ws, f0: Tensor) -> int | None:
+        """Runs rounds until every row reached the end; returns their number (None: func records autograd)."""
+        fn, stages = self.st.fn, range(1, self.st.tableau.num_stages)
+        t_code = 0 if fn.t_dtype == torch.float32 else 1
+        t_dtype = torch.float32 if t_code == 0 else torch.float64
+        rounds = 0
+        while ws.begin_round() > 0:
+            rounds += 1
+            k, ks = f0, []  # ks keeps every registered derivative alive until finish has read it
+            for i in stages:
+                y_stage = torch.empty(self.shape, dtype=f0.dtype)
+                ws.stage(i, y_stage.data_ptr(), y_stage.numel(), k.data_ptr(), k.numel())
+                t_stage = torch.empty(self.shape[0], dtype=t_dtype)
+                ws.stage_times(i, t_stage.data_ptr(), t_stage.numel(), t_code, self.sign)
+                k = self._call_user_time(t_stage.to(fn.t_dtype), y_stage)
+                if k.requires_grad:
+                    return None
+                ks.append(k)
+            _, kind, row, t_row, t_min = ws.finish(y_stage.data_ptr(), y_stage.numel(), k.data_ptr(), k.numel())
+            self.stats.t_reached = self.sign * t_min
+            if kind:
+                self._raise_row_failure(kind, row, t_row)
+        return rounds
+
+    def _call_user_time(self, t: Tensor, y: Tensor) -> Tensor:
+        """func at the rows' user times t (batch,) for a stage input y in the user's shape: contiguous output in
+        the user's shape, in solver time."""
+        fn = self.st.fn
+        fn.stats.nfe += 1
+        out = fn.func(t, y)
+        if not isinstance(out, Tensor) or out.shape != y.shape or out.dtype != fn.dtype:
+            fn._check_output(0, out, torch.Size(self.shape))
+        out = out.contiguous()
+        return -out if self.sign < 0 else out
+
+    def _raise_row_failure(self, kind: int, row: int, t_row: float) -> None:
+        if kind == 1:
+            raise MaxStepsError("max_num_steps", self.sign * t_row,
+                                f"a batch row needed more than max_num_steps={self.opts.max_num_steps} steps")
+        if kind == 3:
+            raise NonFiniteStateError("non_finite", self.sign * t_row,
+                                      f"batch row {row}: the state or func's output became NaN/inf")
+        raise StepSizeUnderflowError("step_underflow", self.sign * t_row, f"batch row {row}: step size underflow")
+
+    def _record_counts(self, accepted: Tensor, rejected: Tensor, rounds: int) -> None:
+        stats = self.stats
+        stats.n_accepted, stats.n_rejected = int(accepted.sum()), int(rejected.sum())
+        stats.per_sample_accepted, stats.per_sample_rejected = accepted, rejected
+        stats.n_iterations = rounds  # lock-step rounds: each evaluates func once per stage on the batch
+
+    def _integrate_tensor_ops(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
+        st, o = self.st, self.opts
         batch = self.shape[0]
         y = y0.reshape(batch, -1)
         t = torch.full((batch,), t_out[0], dtype=torch.float64, device=y.device)
@@ -120,7 +211,8 @@ class PerSampleLoop:
             rounds += 1
             h_step = torch.where(active, torch.minimum(h, t_end - t), torch.zeros_like(h))
             ks, y1, err = self._stages(t, y, f0, h_step)
-            ratio = torch.where(active, self._error_ratio(y, y1, err), torch.zeros_like(h))
+            # step-size control is not differentiated (as in torchdiffeq): a where() over a detached ratio
+            ratio = torch.where(active, self._error_ratio(y.detach(), y1.detach(), err.detach()), torch.zeros_like(h))
             accept = active & (ratio <= 1.0)
             clamped = h_step >= t_end - t
             t_new = torch.where(clamped, torch.full_like(t, t_end), t + h_step)
@@ -133,9 +225,7 @@ class PerSampleLoop:
             accepted += accept
             rejected += active & ~accept
             self._check(t, h, active, ratio, accepted + rejected)
-        stats.n_accepted, stats.n_rejected = int(accepted.sum()), int(rejected.sum())
-        stats.per_sample_accepted, stats.per_sample_rejected = accepted, rejected
-        stats.n_iterations = rounds  # lock-step rounds: each evaluates func once per stage on the batch
+        self._record_counts(accepted, rejected, rounds)
         return [out.reshape(len(t_out), -1)]
 
     def _check(self, t: Tensor, h: Tensor, active: Tensor, ratio: Tensor, steps: Tensor) -> None:

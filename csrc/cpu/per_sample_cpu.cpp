@@ -1,0 +1,201 @@
+// PerSampleWorkspace (see per_sample.h): every row is a small independent solve, finished in one pass.
+#include "pyode/per_sample.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "pyode/rk_math.h"
+
+namespace pyode {
+
+PerSampleWorkspace::PerSampleWorkspace(int64_t num_stages, std::vector<double> a, std::vector<double> c,
+                                       std::vector<double> e, std::vector<double> p, std::vector<double> t_out,
+                                       int64_t rows, int64_t width, int dtype, PerSampleConfig config)
+    : s_(num_stages), rows_(rows), width_(width), n_(rows * width), dtype_(dtype), a_(std::move(a)),
+      c_(std::move(c)), e_(std::move(e)), p_(std::move(p)), t_out_(std::move(t_out)), powers_(0), cfg_(config),
+      terms_(num_stages, nullptr), t_(rows, 0.0), h_(rows, 0.0), h_step_(rows, 0.0), next_out_(rows, 1),
+      accepted_(rows, 0), rejected_(rows, 0), active_(rows, 0) {
+  check(s_ >= 2 && s_ <= kMaxStages, "PerSampleWorkspace: need 2 to 64 stages");
+  check(rows_ >= 1 && width_ >= 0, "PerSampleWorkspace: need rows >= 1 and width >= 0");
+  check(static_cast<int64_t>(a_.size()) == s_ * s_, "PerSampleWorkspace: a must be s*s");
+  check(static_cast<int64_t>(c_.size()) == s_ && static_cast<int64_t>(e_.size()) == s_,
+        "PerSampleWorkspace: c and e must have s entries");
+  check(!p_.empty() && static_cast<int64_t>(p_.size()) % s_ == 0, "PerSampleWorkspace: P must be (powers, s)");
+  check(t_out_.size() >= 2, "PerSampleWorkspace: need at least two output times");
+  for (size_t k = 1; k < t_out_.size(); ++k) check(t_out_[k] > t_out_[k - 1], "PerSampleWorkspace: t_out must increase");
+  check(dtype_ == static_cast<int>(DType::kFloat32) || dtype_ == static_cast<int>(DType::kFloat64),
+        "PerSampleWorkspace: unsupported dtype");
+  powers_ = static_cast<int64_t>(p_.size()) / s_;
+  std::fill(t_.begin(), t_.end(), t_out_.front());
+}
+
+void PerSampleWorkspace::set_state(uintptr_t y, int64_t y_numel, uintptr_t f0, int64_t f0_numel, uintptr_t out,
+                                   int64_t out_numel) {
+  const int64_t out_needed = static_cast<int64_t>(t_out_.size()) * n_;
+  check(y_numel >= n_ && f0_numel >= n_ && out_numel >= out_needed, "PerSampleWorkspace.set_state: buffer too short");
+  check(n_ == 0 || (y != 0 && f0 != 0 && out != 0), "PerSampleWorkspace.set_state: null buffer");
+  y_ = reinterpret_cast<void*>(y);
+  f0_ = reinterpret_cast<void*>(f0);
+  out_ = reinterpret_cast<void*>(out);
+  terms_[0] = f0_;
+}
+
+void PerSampleWorkspace::set_first_step(double h0) {
+  check(std::isfinite(h0) && h0 > 0.0, "PerSampleWorkspace.set_first_step: h0 must be positive and finite");
+  std::fill(h_.begin(), h_.end(), h0);
+}
+
+void PerSampleWorkspace::set_term(int64_t j, uintptr_t ptr, int64_t numel) {
+  check(j >= 0 && j < s_, "PerSampleWorkspace: term index out of range");
+  check(numel >= n_ && (ptr != 0 || n_ == 0), "PerSampleWorkspace: term buffer shorter than rows * width");
+  terms_[j] = reinterpret_cast<const void*>(ptr);
+}
+
+int64_t PerSampleWorkspace::begin_round() {
+  const double t_end = t_out_.back();
+  int64_t active = 0;
+  for (int64_t r = 0; r < rows_; ++r) {
+    active_[r] = t_[r] < t_end;
+    h_step_[r] = active_[r] ? std::min(h_[r], t_end - t_[r]) : 0.0;
+    active += active_[r];
+  }
+  return active;
+}
+
+void PerSampleWorkspace::stage_times(int64_t i, uintptr_t out, int64_t out_numel, int t_dtype, double sign) const {
+  check(i >= 0 && i < s_, "PerSampleWorkspace.stage_times: stage index out of range");
+  check(out_numel >= rows_ && out != 0, "PerSampleWorkspace.stage_times: out shorter than rows");
+  check(t_dtype == 0 || t_dtype == 1, "PerSampleWorkspace.stage_times: t dtype must be float32 or float64");
+  for (int64_t r = 0; r < rows_; ++r) {
+    const double t = sign * (t_[r] + c_[i] * h_step_[r]);
+    if (t_dtype == 0) reinterpret_cast<float*>(out)[r] = static_cast<float>(t);
+    else reinterpret_cast<double*>(out)[r] = t;
+  }
+}
+
+template <typename T>
+void PerSampleWorkspace::stage_rows(int64_t i, T* out) const {
+  const T* y = static_cast<const T*>(y_);
+  for (int64_t r = 0; r < rows_; ++r) {
+    const T h = static_cast<T>(h_step_[r]);
+    for (int64_t q = r * width_; q < (r + 1) * width_; ++q) {
+      T acc = T(0);
+      for (int64_t j = 0; j < i; ++j) acc += static_cast<T>(a_[i * s_ + j]) * static_cast<const T*>(terms_[j])[q];
+      out[q] = y[q] + h * acc;
+    }
+  }
+}
+
+void PerSampleWorkspace::stage(int64_t i, uintptr_t out, int64_t out_numel, uintptr_t prev, int64_t prev_numel) {
+  check(i >= 1 && i < s_, "PerSampleWorkspace.stage: stage index out of range");
+  check(out_numel >= n_ && (out != 0 || n_ == 0), "PerSampleWorkspace.stage: out shorter than rows * width");
+  check(y_ != nullptr || n_ == 0, "PerSampleWorkspace.stage: set_state first");
+  set_term(i - 1, prev, prev_numel);
+  if (dtype_ == static_cast<int>(DType::kFloat32)) stage_rows<float>(i, reinterpret_cast<float*>(out));
+  else stage_rows<double>(i, reinterpret_cast<double*>(out));
+}
+
+// RMS over the row of err / (atol + rtol max(|y|, |y1|)), err = h sum_j e_j k_j.
+template <typename T>
+double PerSampleWorkspace::row_ratio(int64_t r, const T* y1) const {
+  const T* y = static_cast<const T*>(y_);
+  const T h = static_cast<T>(h_step_[r]), atol = static_cast<T>(cfg_.atol), rtol = static_cast<T>(cfg_.rtol);
+  double sum = 0.0;
+  for (int64_t q = r * width_; q < (r + 1) * width_; ++q) {
+    T err = T(0);
+    for (int64_t j = 0; j < s_; ++j) err += static_cast<T>(e_[j]) * static_cast<const T*>(terms_[j])[q];
+    const double ratio = static_cast<double>(scaled_error(h * err, y[q], y1[q], atol, rtol));
+    sum += ratio * ratio;
+  }
+  return width_ > 0 ? std::sqrt(sum / static_cast<double>(width_)) : 0.0;
+}
+
+// Dense output of an accepted step of row r: every output time in (t_r, t_new], from the interpolant.
+template <typename T>
+void PerSampleWorkspace::write_outputs(int64_t r, double t_new) {
+  const T* y = static_cast<const T*>(y_);
+  T* out = static_cast<T*>(out_);
+  const double h = h_step_[r];
+  int64_t& k = next_out_[r];
+  for (; k < static_cast<int64_t>(t_out_.size()) && t_out_[k] <= t_new; ++k) {
+    const double theta = (t_out_[k] - t_[r]) / h;
+    T w[kMaxStages];  // h * W_j(theta)
+    for (int64_t j = 0; j < s_; ++j) {
+      double wj = 0.0, power = h;
+      for (int64_t pw = 0; pw < powers_; ++pw) {
+        power *= theta;
+        wj += power * p_[pw * s_ + j];
+      }
+      w[j] = static_cast<T>(wj);
+    }
+    T* row_out = out + k * n_;
+    for (int64_t q = r * width_; q < (r + 1) * width_; ++q) {
+      T acc = y[q];
+      for (int64_t j = 0; j < s_; ++j) acc += w[j] * static_cast<const T*>(terms_[j])[q];
+      row_out[q] = acc;
+    }
+  }
+}
+
+// An accepted row moves on: y_r <- y1_r and f0_r <- f(t_new, y1)_r (FSAL).
+template <typename T>
+void PerSampleWorkspace::commit_row(int64_t r, const T* y1, const T* last) {
+  T* y = static_cast<T*>(y_);
+  T* f0 = static_cast<T*>(f0_);
+  for (int64_t q = r * width_; q < (r + 1) * width_; ++q) {
+    y[q] = y1[q];
+    f0[q] = last[q];
+  }
+}
+
+// torchdiffeq's I controller: accepted steps never shrink; a NaN/inf error shrinks by dfactor.
+double PerSampleWorkspace::next_step(double h, double ratio, bool accept) const {
+  double factor = cfg_.dfactor;
+  if (std::isfinite(ratio)) {
+    factor = cfg_.safety * std::pow(std::max(ratio, 1e-300), -cfg_.exponent);
+    factor = std::min(std::max(factor, accept ? 1.0 : cfg_.dfactor), cfg_.ifactor);
+  }
+  return std::min(std::max(h * factor, cfg_.min_step), cfg_.max_step);
+}
+
+template <typename T>
+RoundStatus PerSampleWorkspace::finish_rows(const T* y1, const T* last) {
+  const double t_end = t_out_.back();
+  RoundStatus status{0, 0, -1, 0.0, std::numeric_limits<double>::infinity()};
+  for (int64_t r = 0; r < rows_; ++r) {
+    if (active_[r]) {
+      const double ratio = row_ratio<T>(r, y1);
+      const bool accept = ratio <= 1.0;
+      if (accept) {
+        const double t_new = h_step_[r] >= t_end - t_[r] ? t_end : t_[r] + h_step_[r];
+        write_outputs<T>(r, t_new);
+        commit_row<T>(r, y1, last);
+        t_[r] = t_new;
+        ++accepted_[r];
+      } else {
+        ++rejected_[r];
+      }
+      h_[r] = next_step(h_step_[r], ratio, accept);
+      const double tiny = 4.0 * std::numeric_limits<double>::epsilon() * std::max(std::abs(t_[r]), 1.0);
+      if (status.kind == 0 && accepted_[r] + rejected_[r] >= cfg_.max_num_steps) status = {0, 1, r, t_[r], 0.0};
+      if (status.kind == 0 && !(h_[r] > tiny)) status = {0, std::isfinite(ratio) ? 2 : 3, r, t_[r], 0.0};
+    }
+    status.active += t_[r] < t_end;
+  }
+  for (int64_t r = 0; r < rows_; ++r) status.t_min = std::min(status.t_min, t_[r]);
+  return status;
+}
+
+RoundStatus PerSampleWorkspace::finish(uintptr_t y1, int64_t y1_numel, uintptr_t last, int64_t last_numel) {
+  check(y1_numel >= n_ && (y1 != 0 || n_ == 0), "PerSampleWorkspace.finish: y1 shorter than rows * width");
+  check(y_ != nullptr || n_ == 0, "PerSampleWorkspace.finish: set_state first");
+  set_term(s_ - 1, last, last_numel);
+  for (int64_t j = 0; j < s_; ++j) check(terms_[j] != nullptr || n_ == 0, "PerSampleWorkspace.finish: missing stage");
+  if (dtype_ == static_cast<int>(DType::kFloat32))
+    return finish_rows<float>(reinterpret_cast<const float*>(y1), reinterpret_cast<const float*>(last));
+  return finish_rows<double>(reinterpret_cast<const double*>(y1), reinterpret_cast<const double*>(last));
+}
+
+}  // namespace pyode
