@@ -16,7 +16,9 @@ from pyode._gradients.events import EventTimeGradient
 from pyode._gradients.params import resolve_params
 from pyode._gradients.reversible import ReversibleSolve
 from pyode._gradients.times import OutputTimes, StartTime
-from pyode._solvers.problem import METHODS, Problem, build_problem, integrate, integrate_until_event
+from pyode._solvers.problem import (FIXED_RK_METHODS, METHODS, Problem, build_problem, integrate,
+                                    integrate_until_event)
+from pyode._solvers.tableaux import TABLEAUX
 from pyode._validation import check_tolerance
 from pyode.solution import Solution
 
@@ -155,10 +157,26 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, met
     Returns:
         (T, *state) tensor (a tuple for tuple ``y0``); with ``event_fn``: ``(event_t, ys)`` where ys is
         (2, *state): the initial state and the state at the event.
+
+    Under ``torch.compile`` a fixed-grid RK solve (``euler``, ``midpoint``, ``rk4``, ...) on the grid ``t``
+    is traced without graph breaks (``fullgraph=True`` works): see :mod:`pyode._solvers.traced`.
     """
+    if _traceable_fixed_solve(y0, t, method, options, event_fn, gradient, adjoint_kwargs):
+        from pyode._solvers.traced import traced_fixed_solve  # registers torch.ops.pyode.lincomb on first use
+        return traced_fixed_solve(func, y0, t, TABLEAUX[method], options)
     sol = solve(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
                 gradient=gradient, **adjoint_kwargs)
     return sol.ys if event_fn is None else (sol.event_t, sol.ys)
+
+
+def _traceable_fixed_solve(y0, t, method, options, event_fn, gradient, adjoint_kwargs) -> bool:
+    """While torch.compile traces: a backprop fixed-grid RK solve of a tensor state on the grid ``t``.
+    Left to the eager path (graph breaks, same results): tuple states, a ``step_size`` grid (its length
+    depends on t's values), and ``t`` requiring grad (eager gives continuous-time gradients there)."""
+    return (torch.compiler.is_compiling() and method in FIXED_RK_METHODS and gradient == "backprop"
+            and event_fn is None and not adjoint_kwargs and isinstance(y0, Tensor)
+            and not (isinstance(t, Tensor) and t.requires_grad)
+            and not (isinstance(options, dict) and options.get("step_size") is not None))
 
 
 def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,

@@ -34,20 +34,19 @@ def _like(base: Tensor | None, ks: Sequence[Tensor]) -> Tensor:
 
 
 def _check_lincomb_args(base: Tensor | None, ks: Sequence[Tensor], weights: Tensor) -> Tensor:
-    """Shape/dtype checks that need no data (they run at trace time too); returns the ``like`` tensor."""
+    """Shape/dtype checks that need no data (they run at trace time too); returns the ``like`` tensor.
+
+    The kernels read n elements of ``like``'s dtype from every address, so a mismatch must not get through."""
     like = _like(base, ks)
     if weights.dim() != 2 or weights.shape[1] != len(ks):
         raise ValueError(f"pyode::lincomb: weights must be (m, len(ks) = {len(ks)}), got shape "
                          f"{tuple(weights.shape)}")
-    for name, t in [("base", base)] + [(f"ks[{j}]", k) for j, k in enumerate(ks)]:
-        if t is None:
-            continue
-        if t.dim() != 1 or t.numel() != like.numel():
-            raise ValueError(f"pyode::lincomb: {name} must be 1-D with {like.numel()} elements, got shape "
-                             f"{tuple(t.shape)}")
-        if t.dtype != like.dtype or t.device != like.device:
-            raise ValueError(f"pyode::lincomb: {name} is {t.dtype} on {t.device}; all of base and ks must be "
-                             f"{like.dtype} on {like.device}")
+    n, dtype, device = like.numel(), like.dtype, like.device
+    for j, t in enumerate(ks if base is None else [base, *ks]):
+        if t.dim() != 1 or t.numel() != n or t.dtype != dtype or t.device != device:
+            name = "base" if base is not None and j == 0 else f"ks[{j - (base is not None)}]"
+            raise ValueError(f"pyode::lincomb: {name} is {t.dtype} {tuple(t.shape)} on {t.device}; base and "
+                             f"every k must be 1-D {dtype} with {n} elements on {device}")
     return like
 
 
@@ -55,18 +54,16 @@ def _lincomb_impl(base: Tensor | None, ks: list[Tensor], weights: Tensor) -> Ten
     """Real kernel: ``out[r] = base + sum_j weights[r, j] * ks[j]``, (m, n). The host read of ``weights``
     happens here, inside the opaque op, so a compiled graph around it has no host synchronisation."""
     like = _check_lincomb_args(base, ks, weights)
-    rows = weights.detach().to(torch.float64).tolist()  # float64: the kernels' coefficient precision
+    # float64: the kernels' coefficient precision (no autograd here: the op runs below the autograd key).
+    rows = (weights if weights.dtype == torch.float64 else weights.double()).tolist()
     # contiguous(): the compiler may hand over strided views, and the kernels read n consecutive elements.
     base = None if base is None else base.contiguous()
     ks = [k.contiguous() for k in ks]
     backend = get_backend(like.device) if like.dtype in (torch.float32, torch.float64) else reference
-    with torch.no_grad():
-        raw = getattr(backend, "lincomb_raw", None)
-        if raw is not None:
-            return raw(base, ks, rows, like=like)
-        out = backend.lincomb(base, ks, rows)
-        # The op must never return an alias of an input (reference returns a fresh stack, but be sure).
-        return out.clone() if base is not None and out.data_ptr() == base.data_ptr() else out
+    raw = getattr(backend, "lincomb_raw", None)
+    if raw is not None:
+        return raw(base, ks, rows, like=like)
+    return backend.lincomb(base, ks, rows)  # the reference backend: a fresh (m, n) stack, never an alias
 
 
 def _lincomb_fake(base: Tensor | None, ks: list[Tensor], weights: Tensor) -> Tensor:

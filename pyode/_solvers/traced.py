@@ -24,6 +24,11 @@ from pyode import _validation as check
 from pyode._kernels import library
 from pyode._solvers.tableaux import ButcherTableau
 
+try:  # a prototype operator of torch (2.5+); only loop="scan" needs it
+    from torch._higher_order_ops.scan import scan as _scan
+except ImportError:
+    _scan = None
+
 __all__ = ["traced_fixed_solve"]
 
 # Fixed-grid options that need no data; the others either describe interpolation between grid points
@@ -70,29 +75,31 @@ def _check_inputs(func: Callable, y0, t, tableau: ButcherTableau) -> None:
         raise TypeError(f"tableau must be a ButcherTableau, got {type(tableau).__name__}")
 
 
-def _call(func: Callable, time: Tensor, y: Tensor, shape: torch.Size) -> Tensor:
-    """``func(time, y (shape))`` as a flat (n,) derivative, its type and shape checked (statically)."""
-    out = func(time, y.view(shape))
-    if not isinstance(out, Tensor) or out.shape != shape or out.dtype != y.dtype:
+def _call(func: Callable, time: Tensor, y: Tensor) -> Tensor:
+    """``func(time, y)`` as a flat (n,) derivative, its type and shape checked (statically)."""
+    out = func(time, y)
+    if not isinstance(out, Tensor) or out.shape != y.shape or out.dtype != y.dtype:
         got = f"{out.dtype} {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"func output must be a {y.dtype} tensor of shape {tuple(shape)} (the shape of y0), "
+        raise ValueError(f"func output must be a {y.dtype} tensor of shape {tuple(y.shape)} (the shape of y0), "
                          f"got {got}")
     return out.reshape(-1)
 
 
 def _rk_step(func: Callable, tableau: ButcherTableau, a: Tensor, b: Tensor, y: Tensor, t0: Tensor,
-             t1: Tensor, t_dtype: torch.dtype, shape: torch.Size) -> Tensor:
-    """One explicit RK step from ``(t0, y)`` to ``t1`` (float64 0-d times); y: (n,) -> (n,).
+             t1: Tensor, t_dtype: torch.dtype) -> Tensor:
+    """One explicit RK step from ``(t0, y)`` to ``t1`` (float64 0-d times); y: (*state) -> (*state).
 
-    ``a``: (s, s) float64 strictly lower-triangular stage matrix, ``b``: (s,) float64 weights."""
+    ``a``: (s, s) float64 strictly lower-triangular stage matrix, ``b``: (s,) float64 weights. The state
+    keeps the user's shape (``view_as``, not a captured shape: a scan body may not close over sizes)."""
     h = t1 - t0
-    ks = [_call(func, t0.to(t_dtype), y, shape)]
+    y_flat = y.reshape(-1)
+    ks = [_call(func, t0.to(t_dtype), y)]
     for i in range(1, tableau.num_stages):
-        y_stage = library.lincomb(y, ks, (h * a[i, :i])[None])[0]
+        y_stage = library.lincomb(y_flat, ks, (h * a[i, :i])[None])[0].view_as(y)
         # The end of the step is t1 itself (as in the eager loop), not t0 + 1.0 * h rounded.
         t_stage = t1 if tableau.c[i] == 1.0 else t0 + tableau.c[i] * h
-        ks.append(_call(func, t_stage.to(t_dtype), y_stage, shape))
-    return library.lincomb(y, ks, (h * b)[None])[0]
+        ks.append(_call(func, t_stage.to(t_dtype), y_stage))
+    return library.lincomb(y_flat, ks, (h * b)[None])[0].view_as(y)
 
 
 def _tableau_tensors(tableau: ButcherTableau, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -104,8 +111,35 @@ def _tableau_tensors(tableau: ButcherTableau, device: torch.device) -> tuple[Ten
     return a, b
 
 
+def _steps_unrolled(step: Callable, y: Tensor, times: Tensor) -> Tensor:
+    """``y`` (*state) stepped through ``times`` (T,) by ``step(y, t0, t1)``, one traced copy per step:
+    (T, *state)."""
+    outputs = [y]
+    for i in range(times.shape[0] - 1):
+        outputs.append(step(outputs[-1], times[i], times[i + 1]))
+    return torch.stack(outputs)
+
+
+def _steps_scanned(step: Callable, y: Tensor, times: Tensor) -> Tensor:
+    """As :func:`_steps_unrolled`, through ``torch``'s ``scan`` operator: the step is traced once, so the
+    compile time does not grow with the number of steps. ``func`` must then be free of side effects
+    (no ``self.nfe += 1``): a higher-order op's body cannot mutate outer Python state."""
+    if _scan is None:
+        raise ValueError("loop='scan' needs torch._higher_order_ops.scan (a newer torch); use loop='unroll'")
+
+    def body(y: Tensor, interval: Tensor) -> tuple[Tensor, Tensor]:
+        y1 = step(y, interval[0], interval[1])
+        return y1, y1.clone()  # scan forbids the carry and the output aliasing each other
+
+    _, ys = _scan(body, y, torch.stack([times[:-1], times[1:]], dim=1))
+    return torch.cat([y[None], ys])
+
+
+_LOOPS = {"unroll": _steps_unrolled, "scan": _steps_scanned}
+
+
 def traced_fixed_solve(func: Callable, y0: Tensor, t: Tensor, tableau: ButcherTableau,
-                       options: dict | None = None) -> Tensor:
+                       options: dict | None = None, loop: str = "unroll") -> Tensor:
     """Solves ``dy/dt = func(t, y)`` with a fixed-step explicit RK method on the grid ``t``, traceably.
 
     Step i goes from ``t[i]`` to ``t[i + 1]`` (decreasing ``t`` steps backwards), with no host
@@ -121,18 +155,25 @@ def traced_fixed_solve(func: Callable, y0: Tensor, t: Tensor, tableau: ButcherTa
         tableau: an explicit Butcher tableau (e.g. ``TABLEAUX['rk4']``); an embedded error estimate is unused.
         options: ``dtype`` (time dtype for ``func``); ``interp``, ``perturb``, ``max_num_steps`` are accepted
             and have no effect; ``step_size``/``grid_constructor`` raise ValueError (pass the grid as ``t``).
+        loop: ``"unroll"`` (default: one traced copy of the step per interval; works with any ``func``,
+            but the compile time grows linearly with ``len(t)``) or
+            ``"scan"`` (the step traced once with torch's prototype ``scan`` operator: compile time
+            independent of ``len(t)``; ``func`` must not mutate Python state, e.g. count its calls; with
+            inductor in torch 2.13, compile with ``dynamic=False`` if ``len(t)`` changes between calls).
     Returns:
         (T, *state) tensor: the solution at every time in ``t``.
     """
     _check_inputs(func, y0, t, tableau)
     t_dtype = _check_options(options) or t.dtype
-    shape = y0.shape
+    if loop not in _LOOPS:
+        raise ValueError(f"loop must be one of {', '.join(_LOOPS)}, got {loop!r}")
+    if t.shape[0] == 1:
+        return y0.unsqueeze(0)  # as the eager path: the output at t[0] is y0 itself
     a, b = _tableau_tensors(tableau, y0.device)
     # float64 times on the state's device, as the eager loop (float64 steps; func's t on y0's device).
     times = t.to(device=y0.device, dtype=torch.float64)
-    y = y0.reshape(-1)
-    outputs = [y]
-    for i in range(t.shape[0] - 1):
-        y = _rk_step(func, tableau, a, b, y, times[i], times[i + 1], t_dtype, shape)
-        outputs.append(y)
-    return torch.stack(outputs).reshape((t.shape[0], *shape))
+
+    def step(y: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
+        return _rk_step(func, tableau, a, b, y, t0, t1, t_dtype)
+
+    return _LOOPS[loop](step, y0, times)
