@@ -16,8 +16,14 @@ from pyode._gradients.events import EventTimeGradient
 from pyode._gradients.params import resolve_params
 from pyode._gradients.reversible import ReversibleSolve
 from pyode._gradients.times import OutputTimes, StartTime
-from pyode._solvers.problem import (FIXED_RK_METHODS, METHODS, Problem, build_problem, integrate,
-                                    integrate_until_event)
+from pyode._solvers.problem import (
+    FIXED_RK_METHODS,
+    METHODS,
+    Problem,
+    build_problem,
+    integrate,
+    integrate_until_event,
+)
 from pyode._solvers.tableaux import TABLEAUX
 from pyode._validation import check_tolerance
 from pyode.solution import Solution
