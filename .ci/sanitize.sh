@@ -7,7 +7,7 @@
 # packages (torch, pytest, hypothesis) through a .pth path line. A path line does not run the editable
 # install's import hook, so `import pyode` there finds the overlay's copy and nothing else.
 #
-# Usage: .ci/sanitize.sh [pytest args...]   (default: the kernel, solver, property, bad-input and thread tests)
+# Usage: .ci/sanitize.sh [pytest args...]   (default: the kernel, solver, per-sample, property, bad-input and thread tests)
 # Env:   PYTHON (default python3: the environment that has torch, pytest, hypothesis and pybind11)
 # Time:  about 2 min on 2 cores from a clean build/sanitize (build ~45 s, tests ~70 s); docs/hardening.md.
 set -euo pipefail
@@ -82,7 +82,7 @@ echo "sanitize: canary overflow caught (ASan active)"
 
 TESTS=("$@")  # paths relative to the repo root; they run from the overlay's copy
 if [ ${#TESTS[@]} -eq 0 ]; then
-  for f in test_kernels test_solvers test_bad_input test_properties test_bad_input_battery test_threads; do
+  for f in test_kernels test_solvers test_per_sample test_bad_input test_properties test_bad_input_battery test_threads; do
     [ -f "tests/$f.py" ] && TESTS+=("tests/$f.py")
   done
 fi

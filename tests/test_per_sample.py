@@ -116,3 +116,33 @@ def test_per_sample_gradients_flow_through_the_tensor_op_rounds():
         with torch.no_grad():
             fd = (loss(y0 + e) - loss(y0 - e)) / (2 * eps)
         assert abs(float(grad[idx]) - float(fd)) < 1e-5 * max(1.0, abs(float(fd)))
+
+
+@pytest.mark.skipif(pyode.backend_info()["cpu_backend"] != "cpu", reason="compiled CPU backend not built")
+def test_compiled_workspaces_check_buffer_sizes():
+    """The C++ layer refuses buffers shorter than it would read or write (no out-of-bounds access)."""
+    from pyode._kernels import compiled
+    from pyode._solvers.adaptive import AdaptiveOptions
+    from pyode._solvers.rk_step import RKStepper
+    from pyode._solvers.tableaux import TABLEAUX
+
+    tab = TABLEAUX["dopri5"]
+    stepper = RKStepper(tab, None, compiled)
+    ws = compiled.make_per_sample_workspace(tab, stepper.P, [0.0, 1.0], 3, 2, torch.float64, AdaptiveOptions(),
+                                            1e-6, 1e-6)
+    y, short = torch.zeros(3, 2, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
+    out = torch.zeros(2, 3, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="too short"):
+        ws.set_state(y.data_ptr(), y.numel(), short.data_ptr(), short.numel(), out.data_ptr(), out.numel())
+    with pytest.raises(ValueError, match="too short"):
+        ws.set_state(y.data_ptr(), y.numel(), y.data_ptr(), y.numel(), out.data_ptr(), out.numel() - 1)
+    f0 = y.clone()
+    ws.set_state(y.data_ptr(), y.numel(), f0.data_ptr(), f0.numel(), out.data_ptr(), out.numel())
+    with pytest.raises(ValueError, match="shorter"):
+        ws.stage(1, short.data_ptr(), short.numel(), y.data_ptr(), y.numel())
+    with pytest.raises(ValueError, match="out of range"):
+        ws.stage(7, y.data_ptr(), y.numel(), y.data_ptr(), y.numel())
+    rk = compiled.make_workspace(tab, 6, torch.float64, None)
+    rk.set_interpolant([float(x) for row in stepper.P for x in row], stepper.num_terms)
+    with pytest.raises(ValueError, match="out shorter"):
+        rk.dense(short.data_ptr(), short.numel(), [0.5], 0.1, 0, 0)
