@@ -202,7 +202,7 @@ def make_p2(dtype: torch.dtype, quick: bool) -> list[Case]:
             return ((ys - target) ** 2).mean()
 
         cases.append(Case("P2", f"batch={batch}", func, y0.to(dtype), t.to(dtype), rtol=1e-6, atol=1e-8,
-                          modes=("backprop",), loss=loss, reps=2 if quick else 5))
+                          modes=("backprop", "forward"), loss=loss, reps=2 if quick else 5))
     return cases
 
 
