@@ -102,16 +102,20 @@ def _compiled_solve(func, t, method, backend, **kwargs):
                          fullgraph=True, backend=backend)
 
 
+@pytest.mark.parametrize("combine", ["op", "torch"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
-def test_traced_solve_matches_eager(dtype, method):
+def test_traced_solve_matches_eager(dtype, method, combine):
+    """The op path is pyode's kernel (equal to eager to rounding of one ulp); plain torch ops sum the stages in
+    another order (float32: a few ulps over 10 steps)."""
     net, y0, t = _mlp_problem(dtype)
     func = _vector_field(net)
     with torch.no_grad():
         expected = pyode.odeint(func, y0, t, method=method)
-        out = _compiled_solve(func, t, method, backend="eager")(y0)
+        out = _compiled_solve(func, t, method, backend="eager", combine=combine)(y0)
     assert out.shape == (11, 8, 2)
-    torch.testing.assert_close(out, expected, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+    tol = TOLERANCE[dtype] * (10 if combine == "torch" and dtype == torch.float32 else 1)
+    torch.testing.assert_close(out, expected, rtol=tol, atol=tol)
 
 
 def test_traced_solve_decreasing_times():
@@ -164,7 +168,7 @@ def test_traced_graph_uses_the_custom_op():
 
     net, y0, t = _mlp_problem(torch.float32, num_times=4)
     with torch.no_grad():
-        _compiled_solve(_vector_field(net), t, "rk4", backend=recording_backend)(y0)
+        _compiled_solve(_vector_field(net), t, "rk4", backend=recording_backend, combine="op")(y0)
     assert len(graphs) == 1
     ops = [node.target for node in graphs[0].graph.nodes if node.op == "call_function"]
     # per step: s - 1 stage inputs and the new state

@@ -3,9 +3,10 @@
 The eager solvers turn the times into Python floats (``t.tolist()``), validate values on the host and
 call ``pyode._C`` with raw pointers: fast eagerly, but each of those is a graph break. This solve keeps
 every time as a tensor, steps on the grid ``t`` itself (so the number of steps, ``len(t) - 1``, is known
-from shapes alone), and combines stages with the custom op ``torch.ops.pyode.lincomb``
-(:mod:`pyode._kernels.library`), which the compiler treats as one opaque node with a registered fake
-implementation and autograd formula. Nothing in it reads tensor data on the host.
+from shapes alone), and combines stages either with plain torch ops (the default: inductor fuses them with
+``func``) or with the custom op ``torch.ops.pyode.lincomb`` (:mod:`pyode._kernels.library`), which the
+compiler treats as one opaque node with a registered fake implementation and autograd formula. Nothing in
+it reads tensor data on the host.
 
 The arithmetic matches the eager fixed-grid loop (:class:`pyode._solvers.fixed_grid.FixedGridLoop` with no
 ``step_size``): step sizes and stage times are formed in float64, stage inputs are
@@ -85,8 +86,17 @@ def _call(func: Callable, time: Tensor, y: Tensor) -> Tensor:
     return out.reshape(-1)
 
 
+def _combine_with_torch_ops(base: Tensor, ks: list[Tensor], weights: Tensor) -> Tensor:
+    """``base + weights @ stack(ks)``: (n,), [(n,)] * s, (1, s) float64 -> (1, n), in plain torch ops that
+    inductor fuses with the surrounding code (each ``pyode::lincomb`` call is an opaque ~20 us dispatch)."""
+    return base + weights.to(base.dtype) @ torch.stack(ks)
+
+
+COMBINE = {"torch": _combine_with_torch_ops, "op": library.lincomb}
+
+
 def _rk_step(func: Callable, tableau: ButcherTableau, a: Tensor, b: Tensor, y: Tensor, t0: Tensor,
-             t1: Tensor, t_dtype: torch.dtype) -> Tensor:
+             t1: Tensor, t_dtype: torch.dtype, combine: Callable = library.lincomb) -> Tensor:
     """One explicit RK step from ``(t0, y)`` to ``t1`` (float64 0-d times); y: (*state) -> (*state).
 
     ``a``: (s, s) float64 strictly lower-triangular stage matrix, ``b``: (s,) float64 weights. The state
@@ -95,11 +105,11 @@ def _rk_step(func: Callable, tableau: ButcherTableau, a: Tensor, b: Tensor, y: T
     y_flat = y.reshape(-1)
     ks = [_call(func, t0.to(t_dtype), y)]
     for i in range(1, tableau.num_stages):
-        y_stage = library.lincomb(y_flat, ks, (h * a[i, :i])[None])[0].view_as(y)
+        y_stage = combine(y_flat, ks, (h * a[i, :i])[None])[0].view_as(y)
         # The end of the step is t1 itself (as in the eager loop), not t0 + 1.0 * h rounded.
         t_stage = t1 if tableau.c[i] == 1.0 else t0 + tableau.c[i] * h
         ks.append(_call(func, t_stage.to(t_dtype), y_stage))
-    return library.lincomb(y_flat, ks, (h * b)[None])[0].view_as(y)
+    return combine(y_flat, ks, (h * b)[None])[0].view_as(y)
 
 
 def _tableau_tensors(tableau: ButcherTableau, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -139,7 +149,7 @@ _LOOPS = {"unroll": _steps_unrolled, "scan": _steps_scanned}
 
 
 def traced_fixed_solve(func: Callable, y0: Tensor, t: Tensor, tableau: ButcherTableau,
-                       options: dict | None = None, loop: str = "unroll") -> Tensor:
+                       options: dict | None = None, loop: str = "unroll", combine: str = "torch") -> Tensor:
     """Solves ``dy/dt = func(t, y)`` with a fixed-step explicit RK method on the grid ``t``, traceably.
 
     Step i goes from ``t[i]`` to ``t[i + 1]`` (decreasing ``t`` steps backwards), with no host
@@ -160,6 +170,9 @@ def traced_fixed_solve(func: Callable, y0: Tensor, t: Tensor, tableau: ButcherTa
             ``"scan"`` (the step traced once with torch's prototype ``scan`` operator: compile time
             independent of ``len(t)``; ``func`` must not mutate Python state, e.g. count its calls; with
             inductor in torch 2.13, compile with ``dynamic=False`` if ``len(t)`` changes between calls).
+        combine: how stages are combined: ``"torch"`` (default: plain torch ops, which inductor fuses; about
+            2x faster than eager for a small MLP, and equal to eager up to float rounding) or ``"op"`` (the
+            custom op ``torch.ops.pyode.lincomb``: pyode's kernel as one opaque node, bitwise equal to eager).
     Returns:
         (T, *state) tensor: the solution at every time in ``t``.
     """
@@ -167,6 +180,8 @@ def traced_fixed_solve(func: Callable, y0: Tensor, t: Tensor, tableau: ButcherTa
     t_dtype = _check_options(options) or t.dtype
     if loop not in _LOOPS:
         raise ValueError(f"loop must be one of {', '.join(_LOOPS)}, got {loop!r}")
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {', '.join(COMBINE)}, got {combine!r}")
     if t.shape[0] == 1:
         return y0.unsqueeze(0)  # as the eager path: the output at t[0] is y0 itself
     a, b = _tableau_tensors(tableau, y0.device)
@@ -174,6 +189,6 @@ def traced_fixed_solve(func: Callable, y0: Tensor, t: Tensor, tableau: ButcherTa
     times = t.to(device=y0.device, dtype=torch.float64)
 
     def step(y: Tensor, t0: Tensor, t1: Tensor) -> Tensor:
-        return _rk_step(func, tableau, a, b, y, t0, t1, t_dtype)
+        return _rk_step(func, tableau, a, b, y, t0, t1, t_dtype, COMBINE[combine])
 
     return _LOOPS[loop](step, y0, times)
