@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.problems import make_cases  # noqa: E402
+from bench.problems import make_cases
 
 NFE = {("P1", "batch=512"): 110, ("P2", "batch=512"): 212, ("P2", "batch=1"): 266}
 
