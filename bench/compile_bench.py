@@ -64,7 +64,7 @@ def main() -> None:
         times = {name: [] for name in solvers}
         for _ in range(args.reps):
             for name, solve in solvers.items():
-                times[name].append(_timed(lambda solve=solve: run(solve)))
+                times[name].append(_timed(lambda solve=solve, run=run: run(solve)))
         print(f"{label}: " + ", ".join(f"{name} {statistics.median(v) * 1e3:.2f} ms" for name, v in times.items()))
     print(f"max |compiled - eager| = {diff:.1e} (batch {args.batch}, hidden {args.hidden}, rk4, 100 steps, "
           f"combine={args.combine}, loop={args.loop})")
