@@ -329,8 +329,9 @@ class PyodePeer(Peer):
 
     def _backward_counts(self, handle, func):
         stats, _ = handle
-        accepted, rejected = (getattr(stats, f"n_{kind}_backward", None) for kind in ("accepted", "rejected"))
-        return None if accepted is None or rejected is None else StepCounts.joint(accepted, rejected)
+        accepted, rejected = (getattr(stats, f"n_{kind}_backward", 0) for kind in ("accepted", "rejected"))
+        # only the adjoint solves backwards; backprop and checkpoint replay the forward steps
+        return StepCounts.joint(accepted, rejected) if accepted + rejected > 0 else None
 
 
 PEERS: dict[str, type[Peer]] = {"pyode": PyodePeer, "torchdiffeq": TorchdiffeqPeer, "torchode": TorchodePeer}

@@ -15,6 +15,7 @@ class SolverStats:
         nfe: evaluations of ``func`` in the forward solve (including the initial-step heuristic).
         nfe_backward: evaluations in the backward pass (adjoint / checkpoint / reversible), once it ran.
         n_accepted / n_rejected: accepted and rejected steps (fixed-grid solvers accept every step).
+        n_accepted_backward / n_rejected_backward: the same for the adjoint's backward solve, once it ran.
         t_reached: the last time reached, in the caller's time direction.
         status: ``"success"`` or ``"event"`` (a terminal event stopped the solve).
     """
@@ -23,6 +24,8 @@ class SolverStats:
     nfe_backward: int = 0
     n_accepted: int = 0
     n_rejected: int = 0
+    n_accepted_backward: int = 0
+    n_rejected_backward: int = 0
     t_reached: float = float("nan")
     status: str = "success"
 

@@ -288,3 +288,16 @@ def test_gradcheck_event_time():
     h0 = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
     # bisection places the event to atol = 1e-12 in time: finite differences (eps 1e-6) carry ~1e-6 noise
     torch.autograd.gradcheck(event_t_of, (h0, g), atol=2e-5, rtol=1e-4)
+
+
+def test_adjoint_reports_its_backward_steps():
+    """The adjoint's backward solve counts its accepted/rejected steps beside its evaluations."""
+    linear = torch.nn.Linear(2, 2).double()
+    y0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    t = torch.linspace(0, 1, 3, dtype=torch.float64)
+    sol = pyode.solve(lambda t, y: torch.tanh(linear(y)), y0, t, gradient="adjoint",
+                      adjoint_params=tuple(linear.parameters()))
+    sol.ys.sum().backward()
+    stats = sol.stats
+    assert stats.n_accepted_backward > 0 and stats.n_rejected_backward >= 0
+    assert stats.nfe_backward >= 6 * stats.n_accepted_backward  # dopri5: at least 6 evaluations per step

@@ -114,7 +114,7 @@ class AdjointSolve(torch.autograd.Function):
         g = [torch.zeros_like(p) for p in params]
         g_t = ys.new_zeros(1)
         time_vjps = torch.zeros_like(t) if with_time else None
-        nfe_before = cfg.stats.nfe
+        before = (cfg.stats.nfe, cfg.stats.n_accepted, cfg.stats.n_rejected)
         for i in range(len(t) - 1, 0, -1):
             if with_time:  # dL/dt_i through the output y(t_i) = f(t_i, y_i) . dL/dy_i
                 dl_dt = torch.dot(problem.fn.user_time_call(t[i], ys[i]).detach(), grad_ys[i])
@@ -128,5 +128,8 @@ class AdjointSolve(torch.autograd.Function):
                 g_t = state[-1]
         if with_time:
             time_vjps[0] = g_t[0]
-        problem.stats.nfe_backward += cfg.stats.nfe - nfe_before
+        stats = problem.stats
+        stats.nfe_backward += cfg.stats.nfe - before[0]
+        stats.n_accepted_backward += cfg.stats.n_accepted - before[1]
+        stats.n_rejected_backward += cfg.stats.n_rejected - before[2]
         return (None, None, a, time_vjps, *g)
