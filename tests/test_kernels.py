@@ -156,3 +156,31 @@ def test_large_state_solve_with_pooled_buffers_matches_reference(monkeypatch):
     assert torch.equal(first, second)
     torch.testing.assert_close(first, reference, rtol=1e-12, atol=1e-12)
     pyode.empty_cache()
+
+
+def test_pooled_solutions_never_overwrite_a_solution_still_held():
+    """Large no-grad solutions come from the buffer pool; one the caller still holds (or a view of it) is never
+    handed out again, and one the caller dropped is reused."""
+    import pyode
+
+    y0 = torch.randn(70_000, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+
+    def f(t, y):
+        return -y
+
+    with torch.no_grad():
+        first = pyode.odeint(f, y0, t)
+        kept = first.clone()
+        second = pyode.odeint(f, 2 * y0, t)
+        assert first.data_ptr() != second.data_ptr() and torch.equal(first, kept)
+        view, address = second[1], second.data_ptr()
+        del second
+        third = pyode.odeint(f, 3 * y0, t)
+        assert third.data_ptr() != address  # a view keeps the storage busy
+        freed = {address, third.data_ptr()}
+        del view, third
+        assert pyode.odeint(f, 4 * y0, t).data_ptr() in freed  # dropped solutions' memory is reused
+    torch.testing.assert_close(first[1], y0 * torch.exp(torch.tensor(-1.0, dtype=torch.float64)),
+                               rtol=1e-6, atol=1e-6)
+    pyode.empty_cache()

@@ -2,7 +2,9 @@
 
 A fresh large CPU tensor costs page faults on first touch: measured here, 13 ms to allocate and fill
 40 MB against 1.9 ms to refill a touched buffer, more than the 4-10 ms a fused stage needs to compute it.
-The fused stepper therefore takes its stage inputs from this pool when the state is large (>= 256 KB).
+The fused stepper therefore takes its stage inputs from this pool when the state is large (>= 256 KB), and a
+large solution computed without autograd is written into a pooled buffer too: a training or evaluation loop
+drops the previous solution before it asks for the next, which then reuses its memory.
 
 The pool lists the buffers it allocated and hands one out only when nothing but the pool refers to it:
 no Python reference and no other tensor on its storage (the stage input handed to func, ``y1`` viewing the
@@ -49,13 +51,17 @@ class ScratchPool:
 
     def take(self, like: Tensor) -> Tensor:
         """A buffer with ``like``'s shape, dtype and device (contents undefined)."""
-        key = (like.shape, like.dtype, like.device)
+        return self.empty(like.shape, like.dtype, like.device)
+
+    def empty(self, shape: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """A contiguous buffer of this shape, dtype and device (contents undefined)."""
+        key = (torch.Size(shape), dtype, device)
         with self._lock:
             listed = self._buffers.get(key, ())
             for buf in listed:
                 if sys.getrefcount(buf) == _FREE_REFCOUNT and _storage_use_count(buf) == _LONE_STORAGE_USE:
                     return buf
-            buf = torch.empty_like(like, memory_format=torch.contiguous_format)
+            buf = torch.empty(key[0], dtype=dtype, device=device)
             nbytes = buf.numel() * buf.element_size()
             if self._bytes + nbytes <= self.limit_bytes and len(listed) < self.max_per_key:
                 self._buffers.setdefault(key, []).append(buf)
