@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import pyode  # noqa: E402
-from bench.peers import TimedFunc  # noqa: E402
-from bench.problems import DiffusionDecay  # noqa: E402
-from pyode._solvers import problem  # noqa: E402
+import pyode
+from bench.peers import TimedFunc
+from bench.problems import DiffusionDecay
+from pyode._solvers import problem
 
 VARIANTS = {"pooled": problem.concatenate_outputs, "torch.cat": torch.cat}
 
