@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "pyode/cpu_parallel.h"
 #include "pyode/stream_terms.h"
 
 namespace pyode {

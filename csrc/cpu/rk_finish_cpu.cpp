@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "pyode/rk_math.h"
+#include "pyode/cpu_parallel.h"
 #include "pyode/stream_terms.h"
 
 namespace pyode {

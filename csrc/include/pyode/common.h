@@ -22,19 +22,6 @@ constexpr int64_t kBlock = 2048;
 // Below this many elements a kernel runs single-threaded: thread start-up costs more than it saves.
 constexpr int64_t kParallelThreshold = int64_t(1) << 16;
 
-// body(b) for b in [0, count): across OpenMP threads when `parallel`, else a plain loop. The explicit
-// branch matters: an `omp parallel for if(false)` still enters the OpenMP runtime, which costs more
-// (~0.5 us) than a whole small-state kernel.
-template <typename F>
-void parallel_for(int64_t count, bool parallel, F&& body) {
-  if (parallel) {
-#pragma omp parallel for schedule(static)
-    for (int64_t b = 0; b < count; ++b) body(b);
-  } else {
-    for (int64_t b = 0; b < count; ++b) body(b);
-  }
-}
-
 // The message is only turned into a std::string on failure: these checks run on every kernel call.
 inline void check(bool ok, const char* message) {
   if (!ok) throw std::invalid_argument(std::string("pyode kernel: ") + message);
