@@ -1,6 +1,7 @@
 """pyode: fast ODE solvers, gradients and models for deep learning on PyTorch."""
 
 from pyode._kernels import backend_info
+from pyode._kernels import library as _library  # noqa: F401  (registers torch.ops.pyode.lincomb, ~2 ms)
 from pyode._solvers.scratch import empty_cache
 from pyode.errors import (
                           BackendUnavailableError,
