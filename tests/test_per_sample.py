@@ -66,9 +66,16 @@ def _per_sample_solve(dtype, method="dopri5"):
 @pytest.mark.skipif(pyode.backend_info()["cpu_backend"] != "cpu", reason="compiled CPU backend not built")
 @pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_rounds_match_tensor_op_rounds(method, dtype, request):
+def test_fused_rounds_match_tensor_op_rounds(method, dtype, request, monkeypatch):
     """The fused per-sample rounds (C++) take the same steps and give the same outputs as the tensor-op rounds."""
-    fused = _per_sample_solve(dtype, method)
+    from pyode._solvers import per_sample
+
+    def unfused(*args):
+        raise AssertionError("the fused per-sample rounds were not taken")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(per_sample.PerSampleLoop, "_integrate_tensor_ops", unfused)
+        fused = _per_sample_solve(dtype, method)
     request.getfixturevalue("tensor_op_rounds")
     ops = _per_sample_solve(dtype, method)
     assert torch.equal(fused.stats.per_sample_accepted, ops.stats.per_sample_accepted)
