@@ -25,13 +25,31 @@ namespace {
 using Ptrs = std::vector<uintptr_t>;
 using Sizes = std::vector<int64_t>;
 
+// Releases the GIL for the duration of a kernel on a large state only: releasing and re-taking it costs
+// about as much as the whole kernel on a small state, where other threads gain nothing from it.
+class ReleaseGilIfLarge {
+ public:
+  explicit ReleaseGilIfLarge(int64_t elements) {
+    if (elements >= kGilReleaseElements) state_ = PyEval_SaveThread();
+  }
+  ~ReleaseGilIfLarge() {
+    if (state_ != nullptr) PyEval_RestoreThread(state_);
+  }
+  ReleaseGilIfLarge(const ReleaseGilIfLarge&) = delete;
+  ReleaseGilIfLarge& operator=(const ReleaseGilIfLarge&) = delete;
+
+ private:
+  static constexpr int64_t kGilReleaseElements = 1 << 14;
+  PyThreadState* state_ = nullptr;
+};
+
 void lincomb(uintptr_t out, int64_t out_size, int64_t out_row_stride, uintptr_t base, int64_t base_size,
              const Ptrs& ks, const Sizes& k_sizes, const std::vector<double>& w, int64_t m, int64_t n, int dtype) {
   pyode::check_lincomb_sizes(out_size, out_row_stride, base, base_size, ks.size(), w.size(), m, n);
   std::vector<const void*> terms = pyode::checked_terms(ks, k_sizes, n, "lincomb");
   pyode::LincombArgs args{reinterpret_cast<void*>(out), out_row_stride, reinterpret_cast<const void*>(base),
                           terms.data(), static_cast<int64_t>(terms.size()), w.data(), m, n};
-  py::gil_scoped_release no_gil;
+  ReleaseGilIfLarge release(n * m);
   if (dtype == static_cast<int>(pyode::DType::kFloat32)) pyode::lincomb_cpu<float>(args);
   else if (dtype == static_cast<int>(pyode::DType::kFloat64)) pyode::lincomb_cpu<double>(args);
   else check(false, "lincomb: unsupported dtype code " + std::to_string(dtype));
@@ -53,7 +71,7 @@ double rk_finish(uintptr_t y1, int64_t y1_size, uintptr_t err_out, int64_t err_s
                          reinterpret_cast<const void*>(y0), terms.data(), static_cast<int64_t>(terms.size()),
                          b.empty() ? nullptr : b.data(), e.empty() ? nullptr : e.data(), n, atol, rtol, offsets, nseg,
                          reinterpret_cast<double*>(seg_norms)};
-  py::gil_scoped_release no_gil;
+  ReleaseGilIfLarge release(n);
   if (dtype == static_cast<int>(pyode::DType::kFloat32)) return pyode::rk_finish_cpu<float>(args);
   if (dtype == static_cast<int>(pyode::DType::kFloat64)) return pyode::rk_finish_cpu<double>(args);
   check(false, "rk_finish: unsupported dtype code " + std::to_string(dtype));
@@ -65,7 +83,7 @@ double scaled_norm(uintptr_t a, int64_t a_size, uintptr_t b, int64_t b_size, uin
                    double atol, double rtol, int dtype) {
   check(n >= 0 && a_size >= n && y_size >= n && (b == 0 || b_size >= n), "scaled_norm: a buffer is shorter than n");
   check(n == 0 || (a != 0 && y != 0), "scaled_norm: null pointer");
-  py::gil_scoped_release no_gil;
+  ReleaseGilIfLarge release(n);
   if (dtype == static_cast<int>(pyode::DType::kFloat32))
     return pyode::scaled_norm_cpu<float>(reinterpret_cast<const float*>(a), reinterpret_cast<const float*>(b),
                                          reinterpret_cast<const float*>(y), n, atol, rtol);
@@ -74,23 +92,6 @@ double scaled_norm(uintptr_t a, int64_t a_size, uintptr_t b, int64_t b_size, uin
                                         reinterpret_cast<const double*>(y), n, atol, rtol);
 }
 
-// Releases the GIL for the duration of a kernel on a large state only: releasing and re-taking it costs
-// about as much as the whole kernel on a small state, where other threads gain nothing from it.
-class ReleaseGilIfLarge {
- public:
-  explicit ReleaseGilIfLarge(int64_t elements) {
-    if (elements >= kGilReleaseElements) state_ = PyEval_SaveThread();
-  }
-  ~ReleaseGilIfLarge() {
-    if (state_ != nullptr) PyEval_RestoreThread(state_);
-  }
-  ReleaseGilIfLarge(const ReleaseGilIfLarge&) = delete;
-  ReleaseGilIfLarge& operator=(const ReleaseGilIfLarge&) = delete;
-
- private:
-  static constexpr int64_t kGilReleaseElements = 1 << 14;
-  PyThreadState* state_ = nullptr;
-};
 
 }  // namespace
 

@@ -299,5 +299,5 @@ def test_adjoint_reports_its_backward_steps():
                       adjoint_params=tuple(linear.parameters()))
     sol.ys.sum().backward()
     stats = sol.stats
-    assert stats.n_accepted_backward > 0 and stats.n_rejected_backward >= 0
+    assert stats.n_accepted_backward > 0
     assert stats.nfe_backward >= 6 * stats.n_accepted_backward  # dopri5: at least 6 evaluations per step

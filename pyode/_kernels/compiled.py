@@ -130,16 +130,22 @@ def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[f
     return y1, norm, seg_norms
 
 
-def make_workspace(tableau, n: int, dtype: torch.dtype, segments: Segments | None):
-    """A :class:`pyode._C.RKWorkspace` for fused steps of ``tableau`` on (n,) states of ``dtype``: each
-    stage then costs one call with an address and a step size (the no-autograd fast path)."""
+def _flat_a(tableau) -> list[float]:
+    """The stage matrix a as s * s floats, row-major, zero on and above the diagonal."""
     s = tableau.num_stages
     a = [0.0] * (s * s)
     for i, row in enumerate(tableau.a):
         for j, x in enumerate(row):
             a[i * s + j] = float(x)
+    return a
+
+
+def make_workspace(tableau, n: int, dtype: torch.dtype, segments: Segments | None):
+    """A :class:`pyode._C.RKWorkspace` for fused steps of ``tableau`` on (n,) states of ``dtype``: each
+    stage then costs one call with an address and a step size (the no-autograd fast path)."""
     e = [] if tableau.b_err is None else [float(x) for x in tableau.b_err]
-    ws = _C.RKWorkspace(s, a, [float(x) for x in tableau.b], e, int(n), _DTYPE_CODES[dtype])
+    ws = _C.RKWorkspace(tableau.num_stages, _flat_a(tableau), [float(x) for x in tableau.b], e, int(n),
+                        _DTYPE_CODES[dtype])
     if segments is not None:
         ws.set_segments(segments.offsets)
     return ws
@@ -150,13 +156,8 @@ def make_per_sample_workspace(tableau, P, t_out: Sequence[float], rows: int, wid
     """A :class:`pyode._C.PerSampleWorkspace`: fused per-row step sizes for an FSAL ``tableau`` with
     interpolant matrix ``P`` (powers, s), output times ``t_out`` (solver direction), a (rows, width)
     state, the controller settings of ``opts`` (AdaptiveOptions) and the tolerances."""
-    s = tableau.num_stages
-    a = [0.0] * (s * s)
-    for i, row in enumerate(tableau.a):
-        for j, x in enumerate(row):
-            a[i * s + j] = float(x)
     return _C.PerSampleWorkspace(
-        s, a, [float(x) for x in tableau.c], [float(x) for x in tableau.b_err], [float(x) for row in P for x in row],
+        tableau.num_stages, _flat_a(tableau), [float(x) for x in tableau.c], [float(x) for x in tableau.b_err], [float(x) for row in P for x in row],
         [float(x) for x in t_out], int(rows), int(width), _DTYPE_CODES[dtype], float(opts.safety),
         float(opts.ifactor), float(opts.dfactor), 1.0 / tableau.order, float(opts.min_step), float(opts.max_step),
         float(atol), float(rtol), int(opts.max_num_steps))

@@ -60,7 +60,7 @@ class FlatFunc:
         """The hot path for a plain-tensor state: ``y`` already has the user's shape; returns the
         derivative, checked, contiguous, in the user's shape (in solver time)."""
         self.stats.nfe += 1
-        out = self.func(torch.scalar_tensor(-s if self.reverse else s, **self._time_options), y)
+        out = self.func(self.time_tensor(s), y)
         if type(out) is not Tensor or out.shape != self.shapes[0] or out.dtype != self.dtype \
                 or out.device != self.device:
             self._check_output(0, out, self.shapes[0])

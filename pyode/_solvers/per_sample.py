@@ -42,12 +42,18 @@ class PerSampleLoop:
 
     def _call(self, t: Tensor, y: Tensor) -> Tensor:
         """func on rows (batch, m) at row times t (batch,) in solver time; returns (batch, m)."""
+        user_t = (self.sign * t).to(self.st.fn.t_dtype)
+        return self._call_user_time(user_t, y.reshape(self.shape)).reshape(y.shape)
+
+    def _call_user_time(self, t: Tensor, y: Tensor) -> Tensor:
+        """func at the rows' user times t (batch,) for y in the user's shape: its checked, contiguous output
+        in the user's shape, in solver time."""
         fn = self.st.fn
         fn.stats.nfe += 1
-        out = fn.func((self.sign * t).to(fn.t_dtype), y.reshape(self.shape))
-        if not isinstance(out, Tensor) or out.shape != self.shape or out.dtype != fn.dtype:
+        out = fn.func(t, y)
+        if not isinstance(out, Tensor) or out.shape != y.shape or out.dtype != fn.dtype:
             fn._check_output(0, out, torch.Size(self.shape))
-        out = out.reshape(y.shape)
+        out = out.contiguous()
         return -out if self.sign < 0 else out
 
     def _error_ratio(self, y0: Tensor, y1: Tensor, err: Tensor) -> Tensor:
@@ -99,50 +105,49 @@ class PerSampleLoop:
         values = y[rows] + h[rows].to(y.dtype)[:, None] * torch.einsum("pj,jpm->pm", W, stacked)
         out[ks_idx, rows] = values
 
-    def _fused_ok(self, y0: Tensor) -> bool:
+    def _fused_ok(self, y: Tensor, f0: Tensor) -> bool:
+        """A compiled backend, an FSAL tableau, float32/64 on the CPU and no autograd to record."""
         st = self.st
         return (hasattr(st.kern, "make_per_sample_workspace") and st.fsal and st.tableau.b_err is not None
-                and y0.dtype in (torch.float32, torch.float64) and y0.device.type == "cpu"
-                and not (torch.is_grad_enabled() and y0.requires_grad))
+                and y.dtype in (torch.float32, torch.float64) and y.device.type == "cpu"
+                and not (torch.is_grad_enabled() and (y.requires_grad or f0.requires_grad)))
 
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
-        if self._fused_ok(y0):
-            out = self._integrate_fused(y0, t_out)
-            if out is not None:
-                return out
-        return self._integrate_tensor_ops(y0, t_out)
-
-    def _integrate_fused(self, y0: Tensor, t_out: list[float]) -> list[Tensor] | None:
-        """The fused rounds (see the module docstring). None if func turned out to record autograd."""
-        st, tab = self.st, self.st.tableau
         batch = self.shape[0]
-        y = y0.reshape(batch, -1).clone()
-        t0 = torch.full((batch,), t_out[0], dtype=torch.float64, device=y.device)
-        f0 = self._call(t0, y)
-        if f0.requires_grad:
-            return None
-        f0 = f0.contiguous().clone()
+        y = y0.reshape(batch, -1)
+        t = torch.full((batch,), t_out[0], dtype=torch.float64, device=y.device)
+        f0 = self._call(t, y)
         h0 = self.opts.first_step or self._initial_step(t_out[0], y, f0)
         if not (math.isfinite(h0) and h0 > 0):
             raise NonFiniteStateError("non_finite", self.sign * t_out[0],
                                       "func returned NaN/inf at the initial time (no initial step size exists)")
-        out = y.new_empty((len(t_out), *y.shape))
+        out = y.new_zeros((len(t_out), *y.shape))
         out[0] = y
-        ws = st.kern.make_per_sample_workspace(tab, st.P, t_out, batch, y.shape[1], y.dtype, self.opts,
+        if self._fused_ok(y, f0) and self._integrate_fused(y, f0, float(h0), out, t_out):
+            return [out.reshape(len(t_out), -1)]
+        return self._integrate_tensor_ops(y, t, f0, float(h0), out, t_out)
+
+    def _integrate_fused(self, y: Tensor, f0: Tensor, h0: float, out: Tensor, t_out: list[float]) -> bool:
+        """The fused rounds (see the module docstring), writing ``out`` (T, batch, m). False if func turned out
+        to record autograd (the tensor-op rounds then start over)."""
+        st = self.st
+        y, f0 = y.clone(), f0.clone()  # the workspace moves rows on in place
+        ws = st.kern.make_per_sample_workspace(st.tableau, st.P, t_out, y.shape[0], y.shape[1], y.dtype, self.opts,
                                                st.atol, st.rtol)
         ws.set_state(y.data_ptr(), y.numel(), f0.data_ptr(), f0.numel(), out.data_ptr(), out.numel())
-        ws.set_first_step(float(h0))
+        ws.set_first_step(h0)
         rounds = self._fused_rounds(ws, f0)
         if rounds is None:
-            return None
+            return False
         self._record_counts(torch.tensor(ws.accepted()), torch.tensor(ws.rejected()), rounds)
-        return [out.reshape(len(t_out), -1)]
+        return True
 
     def _fused_rounds(self, ws, f0: Tensor) -> int | None:
         """Runs rounds until every row reached the end; returns their number (None: func records autograd)."""
         fn, stages = self.st.fn, range(1, self.st.tableau.num_stages)
-        t_code = 0 if fn.t_dtype == torch.float32 else 1
+        t_code = 0 if fn.t_dtype == torch.float32 else 1  # the workspace writes float32 or float64 times
         t_dtype = torch.float32 if t_code == 0 else torch.float64
+        convert = fn.t_dtype != t_dtype  # float16/bfloat16 times: one conversion per stage
         rounds = 0
         while ws.begin_round() > 0:
             rounds += 1
@@ -152,7 +157,7 @@ class PerSampleLoop:
                 ws.stage(i, y_stage.data_ptr(), y_stage.numel(), k.data_ptr(), k.numel())
                 t_stage = torch.empty(self.shape[0], dtype=t_dtype)
                 ws.stage_times(i, t_stage.data_ptr(), t_stage.numel(), t_code, self.sign)
-                k = self._call_user_time(t_stage.to(fn.t_dtype), y_stage)
+                k = self._call_user_time(t_stage.to(fn.t_dtype) if convert else t_stage, y_stage)
                 if k.requires_grad:
                     return None
                 ks.append(k)
@@ -162,18 +167,8 @@ class PerSampleLoop:
                 self._raise_row_failure(kind, row, t_row)
         return rounds
 
-    def _call_user_time(self, t: Tensor, y: Tensor) -> Tensor:
-        """func at the rows' user times t (batch,) for a stage input y in the user's shape: contiguous output in
-        the user's shape, in solver time."""
-        fn = self.st.fn
-        fn.stats.nfe += 1
-        out = fn.func(t, y)
-        if not isinstance(out, Tensor) or out.shape != y.shape or out.dtype != fn.dtype:
-            fn._check_output(0, out, torch.Size(self.shape))
-        out = out.contiguous()
-        return -out if self.sign < 0 else out
-
     def _raise_row_failure(self, kind: int, row: int, t_row: float) -> None:
+        """kind 1: max_num_steps, 2: step underflow, 3: NaN/inf (the codes of the fused workspace)."""
         if kind == 1:
             raise MaxStepsError("max_num_steps", self.sign * t_row,
                                 f"a batch row needed more than max_num_steps={self.opts.max_num_steps} steps")
@@ -188,16 +183,12 @@ class PerSampleLoop:
         stats.per_sample_accepted, stats.per_sample_rejected = accepted, rejected
         stats.n_iterations = rounds  # lock-step rounds: each evaluates func once per stage on the batch
 
-    def _integrate_tensor_ops(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
-        st, o = self.st, self.opts
+    def _integrate_tensor_ops(self, y: Tensor, t: Tensor, f0: Tensor, h0: float, out: Tensor,
+                              t_out: list[float]) -> list[Tensor]:
+        """Rounds on differentiable tensor ops, from rows y (batch, m) at times t (batch,) with f0 = f(t, y)."""
+        st = self.st
         batch = self.shape[0]
-        y = y0.reshape(batch, -1)
-        t = torch.full((batch,), t_out[0], dtype=torch.float64, device=y.device)
-        f0 = self._call(t, y)
-        h0 = o.first_step or self._initial_step(t_out[0], y, f0)
-        h = torch.full_like(t, float(h0))
-        out = y.new_zeros((len(t_out), *y.shape))
-        out[0] = y
+        h = torch.full_like(t, h0)
         times = torch.tensor(t_out, dtype=torch.float64, device=y.device)
         self.P = torch.tensor(st.P, dtype=torch.float64, device=y.device)  # interpolant, (powers, terms)
         t_end = t_out[-1]
@@ -232,17 +223,12 @@ class PerSampleLoop:
         t_min = float(t.min())
         self.stats.t_reached = self.sign * t_min
         if int(steps.max()) >= self.opts.max_num_steps:
-            raise MaxStepsError("max_num_steps", self.sign * t_min,
-                                f"a batch row needed more than max_num_steps={self.opts.max_num_steps} steps")
+            self._raise_row_failure(1, -1, t_min)
         tiny = 4.0 * torch.finfo(torch.float64).eps * t.abs().clamp_min(1.0)
         stuck = active & ~(h > tiny)  # written so that a NaN step size counts as stuck
         if bool(stuck.any()):
             row = int(stuck.nonzero()[0])
-            if not math.isfinite(float(ratio[row])):
-                raise NonFiniteStateError("non_finite", self.sign * float(t[row]),
-                                          f"batch row {row}: the state or func's output became NaN/inf")
-            raise StepSizeUnderflowError("step_underflow", self.sign * float(t[row]),
-                                         f"batch row {row}: step size underflow")
+            self._raise_row_failure(2 if math.isfinite(float(ratio[row])) else 3, row, float(t[row]))
 
 
 def _weighted_sum(ks: list[Tensor], weights) -> Tensor:

@@ -165,18 +165,11 @@ class RKStepper:
         extra = None if self.fsal else (self.end_derivative(step) if self.needs_f1 else step.ks[0])
         if step is self._ws_step:  # its stages are still registered in the workspace: one call
             out = torch.empty((len(thetas), step.y0.numel()), dtype=step.y0.dtype, device=step.y0.device)
-            self._workspace.dense(out.data_ptr(), out.numel(), thetas, step.h, _ptr(extra), _numel(extra))
+            f1_ptr, f1_numel = (0, 0) if extra is None else (extra.data_ptr(), extra.numel())
+            self._workspace.dense(out.data_ptr(), out.numel(), thetas, step.h, f1_ptr, f1_numel)
             return out
         terms = step.ks if extra is None else [*step.ks, extra]
         return self.kern.lincomb(step.y0, terms, interpolation.weights_at(self.P, thetas, step.h))
-
-
-def _ptr(t: Tensor | None) -> int:
-    return 0 if t is None else t.data_ptr()
-
-
-def _numel(t: Tensor | None) -> int:
-    return 0 if t is None else t.numel()
 
 
 def _resolve_interp(tableau: ButcherTableau, interp: str) -> str:
