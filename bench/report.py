@@ -93,6 +93,9 @@ def markdown(results: dict) -> str:
     head = ("| case | library | mode | thr | wall ms | NFE fwd/bwd | steps acc/rej fwd | steps acc/rej bwd "
             "| loop/step µs | eager-op eq. | BW frac | sol err | grad err |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    thp = results.get("meta", {}).get("thp")
+    if thp:  # the allocation mode changes every library's large-state numbers: say which one this was
+        lines.insert(0, f"Allocation: {thp}\n")
     for r in results["records"]:
         case = f"{r['problem']} {r['variant']}"
         if r["status"] != "ok":

@@ -16,6 +16,7 @@
 #include "pyode/per_sample.h"
 #include "pyode/rk_workspace.h"
 #include "pyode/scaled_norm.h"
+#include "pyode/stream_terms.h"
 
 namespace py = pybind11;
 using pyode::check;
@@ -160,6 +161,14 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("openmp") = false;
 #endif
+  m.def(
+      "set_non_temporal",
+      [](int64_t min_bytes) {
+        pyode::check(min_bytes >= 0, "set_non_temporal: min_bytes must be >= 0");
+        pyode::non_temporal_min_bytes.store(min_bytes);
+      },
+      "Stage inputs (single-row lincomb outputs) of >= min_bytes are written around the cache.");
+  m.def("non_temporal", []() { return pyode::non_temporal_min_bytes.load(); });
   m.def("max_threads", []() {
 #ifdef _OPENMP
     return omp_get_max_threads();

@@ -96,6 +96,34 @@ def test_cpp_layer_rechecks_sizes():
         _C.lincomb(x.data_ptr(), 4, 4, 0, 0, [x.data_ptr()], [4], [1.0], 1, 4, 7)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_non_temporal_stage_writes_equal_plain_ones(dtype, offset):
+    """Stage inputs above the size threshold are written around the cache (whole aligned lines, plain
+    stores at the ragged ends): bitwise the same values as plain stores, for any output alignment."""
+    from pyode import _C
+
+    n = 2 * 2049 + 5
+    base, *ks = _terms(n, 7, dtype, seed=5)
+    weights = [[0.3, -0.2, 0.0, 0.7, 0.1, -0.4]]
+    default = _C.non_temporal()
+    try:
+        results = []
+        for min_bytes in (1 << 62, 0):  # plain stores, then non-temporal for every size
+            _C.set_non_temporal(min_bytes)
+            out = torch.full((n + offset + 1,), float("nan"), dtype=dtype)  # the sentinel ends must survive
+            window = out[offset:offset + n].view(1, n)
+            compiled.lincomb_raw(base, ks, weights, like=base, out=window)
+            assert torch.isnan(out[:offset]).all() and torch.isnan(out[offset + n:]).all()
+            results.append(window.clone())
+        assert torch.equal(results[0], results[1])
+        torch.testing.assert_close(results[1], reference.lincomb(base, ks, weights), **TOL[dtype])
+    finally:
+        _C.set_non_temporal(default)
+    with pytest.raises(ValueError, match="min_bytes"):
+        _C.set_non_temporal(-1)
+
+
 def test_results_independent_of_thread_count():
     y0, k0, k1 = _terms(1_000_000, 3, torch.float32, seed=4)
     old = torch.get_num_threads()

@@ -46,14 +46,15 @@ bool try_stream_row(const LincombArgs& args) {
   const T* base = static_cast<const T*>(args.base);
   const int64_t n = args.n;
   const int64_t nblocks = (n + kStreamBlock - 1) / kStreamBlock;
+  const bool non_temporal = n * static_cast<int64_t>(sizeof(T)) >= non_temporal_min_bytes.load(std::memory_order_relaxed);
   with_term_count(terms.count, [&](auto count) {
     constexpr int S = decltype(count)::value;
     parallel_for(nblocks, n >= kParallelThreshold, [&](int64_t blk) {
       const int64_t lo = blk * kStreamBlock, hi = std::min(n, lo + kStreamBlock);
       if (base == nullptr) {
-        for (int64_t i = lo; i < hi; ++i) out[i] = add_terms<T, S>(T(0), terms, i);
+        write_row(out, lo, hi, non_temporal, [&](int64_t i) { return add_terms<T, S>(T(0), terms, i); });
       } else {
-        for (int64_t i = lo; i < hi; ++i) out[i] = add_terms<T, S>(base[i], terms, i);
+        write_row(out, lo, hi, non_temporal, [&](int64_t i) { return add_terms<T, S>(base[i], terms, i); });
       }
     });
   });

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from pyode import _C  # ImportError here means: not built; the dispatcher handles it
+from pyode._kernels.limits import NATIVE_GRAD_MAX_NUMEL
 from pyode._kernels.segments import Segments
 
 NAME = "cpu"
@@ -68,11 +69,6 @@ class LincombFunction(torch.autograd.Function):
         return (None, None, grad_base, *grad_ks)
 
 
-# Up to this many elements, a differentiable lincomb is built from torch's own ops (stack + addmm): their
-# autograd nodes are C++, while a Python autograd.Function costs ~17 us forward and ~35 us backward per
-# call, which dominates small-state backprop (measured: 13 / 18 us per stage for the native ops at n = 2
-# and n = 1024). Above it the fused kernel's single pass over memory wins.
-NATIVE_GRAD_MAX_NUMEL = 1 << 14
 
 
 def native_lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
