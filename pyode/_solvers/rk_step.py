@@ -69,7 +69,6 @@ class RKStepper:
         self._last_y1 = None
         self._stage_times = [(i, tableau.c[i]) for i in range(1, s)]
         self._new_buffer = torch.empty_like  # the fused path takes stage buffers from a scratch pool
-        self._graph_rows = None  # ((dtype, device), stage weight rows) of the recorded small-state path
 
     def _fast_path_ok(self, y0: Tensor, f0: Tensor) -> bool:
         """No autograd to record and a compiled backend with a workspace: the fused fast path applies."""
@@ -141,13 +140,13 @@ class RKStepper:
                 return step
         ks = [f0]
         y_last = None
-        graph_stage = self._graph_stages(y0)
+        small = torch.is_grad_enabled() and y0.numel() <= NATIVE_GRAD_MAX_NUMEL
         for i in range(1, tab.num_stages):
-            if graph_stage is not None and (y0.requires_grad or any(k.requires_grad for k in ks)):
-                weights = torch.tensor([h * a for a in tab.a[i]], dtype=y0.dtype, device=y0.device)
-                y_last = torch.addmv(y0, torch.stack(ks).t(), weights)
+            weights = [h * a for a in tab.a[i]]
+            if small and (y0.requires_grad or any(k.requires_grad for k in ks)):
+                y_last = _recorded_stage_input(y0, ks, weights)
             else:
-                y_last = lincomb(y0, ks, [[h * a for a in tab.a[i]]])[0]
+                y_last = lincomb(y0, ks, [weights])[0]
             ks.append(fn(t_end if tab.c[i] == 1.0 else t0 + tab.c[i] * h, y_last))
         e = None if tab.b_err is None else [h * x for x in tab.b_err]
         if self.fsal:  # the last stage's input already is y1: only the error is left to compute
@@ -158,20 +157,6 @@ class RKStepper:
         if self.norm_segments is not None and seg is not None:
             norm = float(seg[:self.norm_segments].max())
         return StepResult(t0, h, y0, y1, ks, norm, seg)
-
-    def _graph_stages(self, y0: Tensor) -> list | None:
-        """Row ``i``: the stage weights ``a[i][:i]`` as a tensor like ``y0``, when autograd records the stages
-        of this small state (else None). A stage input is then ``addmv(y0, stack(ks).t(), a_i, alpha=h)``:
-        two C++ autograd nodes, with no weight tensor made per call (recording costs ~2-4 us per op, so
-        this halves the solver's own recording cost per stage against stack + tensor + addmm + select)."""
-        if not torch.is_grad_enabled() or y0.numel() > NATIVE_GRAD_MAX_NUMEL:
-            return None
-        key = (y0.dtype, y0.device)
-        if self._graph_rows is None or self._graph_rows[0] != key:
-            rows = [None] + [torch.tensor([float(x) for x in self.tableau.a[i]], dtype=y0.dtype, device=y0.device)
-                             for i in range(1, self.tableau.num_stages)]
-            self._graph_rows = (key, rows)
-        return self._graph_rows[1]
 
     def end_derivative(self, step: StepResult) -> Tensor:
         """``f(t1, y1)``: free for FSAL tableaux, one evaluation otherwise (cached on the step)."""
@@ -191,6 +176,15 @@ class RKStepper:
             return out
         terms = step.ks if extra is None else [*step.ks, extra]
         return self.kern.lincomb(step.y0, terms, interpolation.weights_at(self.P, thetas, step.h))
+
+
+def _recorded_stage_input(y0: Tensor, ks: list, weights: list) -> Tensor:
+    """``y0 + sum_j weights[j] ks[j]`` (all (n,)) for a small state whose stages autograd records: stack,
+    a transposed view and addmv, C++ autograd nodes all (recording costs ~2-5 us per op; this saves the
+    select node of a one-row ``lincomb(...)[0]``). The weights are made as the fused kernels take them
+    (``h * a`` in double, then the state's dtype), so both paths round alike and take the same steps."""
+    w = torch.tensor(weights, dtype=y0.dtype, device=y0.device)
+    return torch.addmv(y0, torch.stack(ks).t(), w)
 
 
 def _resolve_interp(tableau: ButcherTableau, interp: str) -> str:
