@@ -198,9 +198,13 @@ def _reexec_with_thp() -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Runs the suite; returns the results dict (also written to ``<out>/results.json``)."""
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     if args.thp and os.environ.get("THP_MEM_ALLOC_ENABLE") != "1":
+        if not from_command_line:  # never replace a caller's process (a test, a notebook) behind its back
+            raise SystemExit("--thp re-executes the process, so it works only from the command line; here, set "
+                             "THP_MEM_ALLOC_ENABLE=1 in the environment before Python starts instead")
         _reexec_with_thp()
     start, started = time.perf_counter(), time.strftime("%Y-%m-%d %H:%M:%S")
     cases = make_cases(args.problems, args.quick)

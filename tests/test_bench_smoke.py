@@ -83,3 +83,22 @@ def test_quick_run_writes_the_large_problem_bandwidth_and_the_charts(quick_resul
 def test_unknown_problem_is_rejected_with_the_valid_names(tmp_path):
     with pytest.raises(ValueError, match="P1, P2, P3, P4, P5"):
         _bench_run().main(["--quick", "--problems", "P9", "--out", str(tmp_path)])
+
+
+def test_thp_flag_reruns_with_huge_page_allocations(tmp_path):
+    """``--thp`` restarts the command with torch's huge-page switch and records it; called as a function
+    (not from the command line) it refuses instead of replacing the caller's process."""
+    import os
+    import subprocess
+
+    run = _bench_run()
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--thp", "--problems", "P3",
+                    "--libraries", "pyode", "--threads", "1", "--reps", "1", "--no-progress", "--out", str(tmp_path)],
+                   check=True, env=env, capture_output=True, timeout=600)
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert meta["thp"].startswith("THP_MEM_ALLOC_ENABLE=1")
+    if os.environ.get("THP_MEM_ALLOC_ENABLE") != "1":
+        with pytest.raises(SystemExit, match="command line"):
+            run.main(["--quick", "--thp", "--out", str(tmp_path)])
+

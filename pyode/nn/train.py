@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 Tensor = torch.Tensor
 LossFn = Callable[[nn.Module, object], Tensor]
 
-__all__ = ["FitResult", "find_free_port", "fit", "launch_local_processes"]
+__all__ = ["FitResult", "fit", "launch_local_processes"]
 
 
 @dataclass
@@ -143,17 +142,9 @@ def fit(model: nn.Module, loss_fn: LossFn, dataset: Dataset | Tensor, optimizer:
     return result
 
 
-def find_free_port() -> int:
-    """A TCP port on localhost that is free right now (for ``MASTER_PORT``)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _process_entry(rank: int, fn: Callable, world_size: int, port: int, args: tuple) -> None:
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+def _process_entry(rank: int, fn: Callable, world_size: int, rendezvous: str, args: tuple) -> None:
     torch.set_num_threads(1)  # W processes share the machine's cores
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world_size)
     try:
         fn(rank, world_size, *args)
     finally:
@@ -163,8 +154,14 @@ def _process_entry(rank: int, fn: Callable, world_size: int, port: int, args: tu
 def launch_local_processes(fn: Callable, world_size: int, *args) -> None:
     """Run ``fn(rank, world_size, *args)`` in ``world_size`` CPU processes joined by a gloo group.
 
-    ``fn`` must be importable (a module-level function), as ``torch.multiprocessing.spawn`` requires.
+    ``fn`` must be importable (a module-level function), as ``torch.multiprocessing.spawn`` requires. The
+    processes meet through a file in a fresh temporary folder, not a TCP port: a port found free here could
+    be taken by another program before rank 0 binds it.
     """
+    import tempfile
+
     import torch.multiprocessing as mp
 
-    mp.spawn(_process_entry, args=(fn, world_size, find_free_port(), args), nprocs=world_size, join=True)
+    with tempfile.TemporaryDirectory(prefix="pyode-ddp-") as folder:
+        rendezvous = os.path.join(folder, "rendezvous")
+        mp.spawn(_process_entry, args=(fn, world_size, rendezvous, args), nprocs=world_size, join=True)
