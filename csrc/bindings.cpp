@@ -111,6 +111,7 @@ PYBIND11_MODULE(_C, m) {
       .def("set_term", &pyode::RKWorkspace::set_term)
       .def("set_segments", &pyode::RKWorkspace::set_segments)
       .def("set_interpolant", &pyode::RKWorkspace::set_interpolant)
+      .def("set_error_carry", &pyode::RKWorkspace::set_error_carry)
       .def("stage",
            [](pyode::RKWorkspace& ws, int64_t i, uintptr_t out, int64_t out_numel, double h, uintptr_t prev,
               int64_t prev_numel) {

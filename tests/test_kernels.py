@@ -186,6 +186,40 @@ def test_large_state_solve_with_pooled_buffers_matches_reference(monkeypatch):
     pyode.empty_cache()
 
 
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3"])
+def test_error_carried_by_the_last_stage_gives_the_same_solve(monkeypatch, method):
+    """Large FSAL solves let the last stage carry the partial error (the finish then reads 4 arrays instead of
+    s + 2): every output and every step decision is bitwise that of the plain finish."""
+    import pyode
+    from pyode._solvers import rk_step
+
+    y0 = torch.randn(100_000, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([0.0, 0.3, 1.0])
+
+    def f(t, y):
+        return 0.25 * (torch.roll(y, 1) - 2 * y + torch.roll(y, -1)) - 0.5 * y + torch.sin(t)
+
+    carried = []
+    real_make = rk_step.RKStepper._make_workspace
+
+    def spy(self, y0):
+        ws = real_make(self, y0)
+        carried.append(self._error_carry is not None)
+        return ws
+
+    monkeypatch.setattr(rk_step.RKStepper, "_make_workspace", spy)
+    solutions = {}
+    for label, threshold in (("plain", 1 << 62), ("carried", 0)):
+        monkeypatch.setattr(rk_step, "ERROR_CARRY_MIN_BYTES", threshold)
+        with torch.no_grad():
+            solutions[label] = pyode.solve(f, y0, t, method=method, rtol=1e-6, atol=1e-6)
+    assert carried == [False, True], "the carried-error path was not taken"
+    plain, with_carry = solutions["plain"], solutions["carried"]
+    assert torch.equal(plain.ys, with_carry.ys)
+    assert (plain.stats.n_accepted, plain.stats.n_rejected) == (with_carry.stats.n_accepted, with_carry.stats.n_rejected)
+    pyode.empty_cache()
+
+
 def test_pooled_solutions_never_overwrite_a_solution_still_held():
     """Large no-grad solutions come from the buffer pool; one the caller still holds (or a view of it) is never
     handed out again, and one the caller dropped is reused."""

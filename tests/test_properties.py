@@ -133,6 +133,39 @@ def test_fused_workspace_equals_reference(dtype, n, s, seed, h, data):
 
 
 @examples(150)
+@given(dtype=DTYPES, n=SIZES, s=st.integers(2, 8), seed=SEEDS, h=st.floats(1e-3, 2.0), data=st.data())
+def test_carried_error_equals_the_plain_finish_bitwise(dtype, n, s, seed, h, data):
+    """An FSAL step whose last stage carries the partial error (set_error_carry): the stage input and the error
+    norms are bitwise those of the plain stage + finish, and the carry is refused when a[s-1] and e[:s-1] have
+    different zero patterns."""
+    a = [data.draw(st.lists(COEFFS, min_size=i, max_size=i)) for i in range(s)]
+    e = data.draw(st.lists(COEFFS, min_size=s, max_size=s))
+    if data.draw(st.booleans()):  # usually give e the zero pattern of the last row, as FSAL pairs have
+        e = [0.0 if x == 0.0 else (y if y != 0.0 else 0.5) for x, y in zip(a[-1] + [1.0], e)]
+    segments = data.draw(st.one_of(st.none(), st.lists(st.integers(0, n), max_size=4).map(lambda c: _segments(n, c))))
+    tableau = SimpleNamespace(num_stages=s, a=a, b=a[-1] + [0.0], b_err=e)
+    y0, *ks = _vectors(s + 1, n, dtype, seed)
+    results = []
+    for carried in (False, True):
+        ws = compiled.make_workspace(tableau, n, dtype, segments)
+        carry = torch.full((n,), float("nan"), dtype=dtype)
+        if carried:
+            same_pattern = all((x != 0.0) == (y != 0.0) for x, y in zip(a[-1], e))
+            assert ws.set_error_carry(carry.data_ptr(), n) == same_pattern
+        ws.set_base(y0.data_ptr(), n)
+        for j, k in enumerate(ks):
+            ws.set_term(j, k.data_ptr(), n)
+        y1 = torch.empty(n, dtype=dtype)
+        ws.stage(s - 1, y1.data_ptr(), n, h)
+        norm = ws.finish(y1.data_ptr(), n, h, 1e-6, 1e-3, True)
+        results.append((y1, norm, list(ws.segment_norms())))
+    (y1_plain, norm_plain, seg_plain), (y1_carried, norm_carried, seg_carried) = results
+    assert torch.equal(y1_plain, y1_carried)
+    assert norm_plain == norm_carried or (math.isnan(norm_plain) and math.isnan(norm_carried))
+    assert seg_plain == seg_carried or np.array_equal(seg_plain, seg_carried, equal_nan=True)
+
+
+@examples(150)
 @given(dtype=DTYPES, n=SIZES, seed=SEEDS, with_b=st.booleans(), atol=st.floats(1e-8, 1.0),
        rtol=st.floats(0.0, 1.0))
 def test_scaled_norm_compiled_equals_reference(dtype, n, seed, with_b, atol, rtol):

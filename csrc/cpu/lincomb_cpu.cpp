@@ -76,4 +76,53 @@ void lincomb_cpu(const LincombArgs& args) {
 template void lincomb_cpu<float>(const LincombArgs&);
 template void lincomb_cpu<double>(const LincombArgs&);
 
+namespace {
+
+// Elements per block of the pair kernel: both rows of a block are computed while its slice of every term
+// (<= 8 x 64 KB in float32) stays in L2, so the second row's reads do not reach memory.
+constexpr int64_t kPairBlock = 1 << 14;
+
+template <typename T>
+bool same_terms(const TermSet<T>& a, const TermSet<T>& b) {
+  if (a.count != b.count) return false;
+  for (int q = 0; q < a.count; ++q)
+    if (a.k[q] != b.k[q]) return false;
+  return true;
+}
+
+}  // namespace
+
+template <typename T>
+bool lincomb_pair_cpu(void* out0, void* out1, int64_t n, const void* base, const void* const* ks,
+                      const double* w0, const double* w1, int64_t s) {
+  TermSet<T> t0, t1;
+  if (!compact_terms<T>(ks, w0, s, t0) || !compact_terms<T>(ks, w1, s, t1) || !same_terms(t0, t1)) return false;
+  const void* outputs[2] = {out0, out1};
+  for (const void* out : outputs) {
+    if (!disjoint<T>(out, base, n)) return false;
+    for (int q = 0; q < t0.count; ++q)
+      if (!disjoint<T>(out, t0.k[q], n)) return false;
+  }
+  if (!disjoint<T>(out0, out1, n)) return false;
+  T* __restrict y = static_cast<T*>(out0);
+  T* __restrict err = static_cast<T*>(out1);
+  const T* b = static_cast<const T*>(base);
+  const bool non_temporal = n * static_cast<int64_t>(sizeof(T)) >= non_temporal_min_bytes.load(std::memory_order_relaxed);
+  const int64_t nblocks = (n + kPairBlock - 1) / kPairBlock;
+  with_term_count(t0.count, [&](auto count) {
+    constexpr int S = decltype(count)::value;
+    parallel_for(nblocks, n >= kParallelThreshold, [&](int64_t blk) {
+      const int64_t lo = blk * kPairBlock, hi = std::min(n, lo + kPairBlock);
+      write_row(y, lo, hi, non_temporal, [&](int64_t i) { return add_terms<T, S>(b[i], t0, i); });
+      write_row(err, lo, hi, non_temporal, [&](int64_t i) { return add_terms<T, S>(T(0), t1, i); });
+    });
+  });
+  return true;
+}
+
+template bool lincomb_pair_cpu<float>(void*, void*, int64_t, const void*, const void* const*, const double*,
+                                      const double*, int64_t);
+template bool lincomb_pair_cpu<double>(void*, void*, int64_t, const void*, const void* const*, const double*,
+                                       const double*, int64_t);
+
 }  // namespace pyode

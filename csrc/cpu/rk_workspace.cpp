@@ -24,12 +24,14 @@ RKWorkspace::RKWorkspace(int64_t num_stages, std::vector<double> a, std::vector<
 void RKWorkspace::set_base(uintptr_t ptr, int64_t numel) {
   check(numel >= n_ && (ptr != 0 || n_ == 0), "RKWorkspace.set_base: buffer shorter than n or null");
   base_ = reinterpret_cast<const void*>(ptr);
+  carry_ready_ = false;  // a new step: its last stage carries the error again
 }
 
 void RKWorkspace::set_term(int64_t j, uintptr_t ptr, int64_t numel) {
   check(j >= 0 && j <= s_, "RKWorkspace.set_term: term index out of range");
   check(numel >= n_ && (ptr != 0 || n_ == 0), "RKWorkspace.set_term: buffer shorter than n or null");
   terms_[j] = reinterpret_cast<const void*>(ptr);
+  if (j < s_ - 1) carry_ready_ = false;  // the carried error was summed from the old k_j
 }
 
 void RKWorkspace::set_segments(std::vector<int64_t> offsets) {
@@ -53,9 +55,29 @@ void RKWorkspace::stage(int64_t i, uintptr_t out, int64_t out_numel, double h, u
   check(out_numel >= n_ && (out != 0 || n_ == 0), "RKWorkspace.stage: out shorter than n or null");
   require_terms(i, "RKWorkspace.stage");
   for (int64_t j = 0; j < i; ++j) scratch_[j] = h * a_[i * s_ + j];
+  carry_ready_ = false;
+  if (i == s_ - 1 && carry_ != nullptr) {
+    for (int64_t j = 0; j < i; ++j) he_[j] = h * e_[j];
+    const bool f32 = dtype_ == static_cast<int>(DType::kFloat32);
+    void* y = reinterpret_cast<void*>(out);
+    carry_ready_ = f32 ? lincomb_pair_cpu<float>(y, carry_, n_, base_, terms_.data(), scratch_.data(), he_.data(), i)
+                       : lincomb_pair_cpu<double>(y, carry_, n_, base_, terms_.data(), scratch_.data(), he_.data(), i);
+    carry_h_ = h;
+    if (carry_ready_) return;
+  }
   LincombArgs args{reinterpret_cast<void*>(out), n_, base_, terms_.data(), i, scratch_.data(), 1, n_};
   if (dtype_ == static_cast<int>(DType::kFloat32)) lincomb_cpu<float>(args);
   else lincomb_cpu<double>(args);
+}
+
+bool RKWorkspace::set_error_carry(uintptr_t ptr, int64_t numel) {
+  check(numel >= n_ && (ptr != 0 || n_ == 0), "RKWorkspace.set_error_carry: buffer shorter than n or null");
+  carry_ready_ = false;
+  if (e_.empty() || s_ < 2) return false;
+  for (int64_t j = 0; j < s_ - 1; ++j)
+    if ((a_[(s_ - 1) * s_ + j] != 0.0) != (e_[j] != 0.0)) return false;
+  carry_ = reinterpret_cast<void*>(ptr);
+  return true;
 }
 
 double RKWorkspace::finish(uintptr_t y1, int64_t y1_numel, double h, double atol, double rtol, bool y1_given,
@@ -69,8 +91,16 @@ double RKWorkspace::finish(uintptr_t y1, int64_t y1_numel, double h, double atol
   for (int64_t j = 0; j < s_; ++j) hb[j] = h * b_[j];
   for (size_t j = 0; j < e_.size(); ++j) he[j] = h * e_[j];
   const bool segmented = !offsets_.empty();
-  FinishArgs args{reinterpret_cast<void*>(y1), nullptr, base_, terms_.data(), s_, y1_given ? nullptr : hb.data(),
-                  e_.empty() ? nullptr : he.data(), n_, atol, rtol, segmented ? offsets_.data() : nullptr,
+  // With the error carried by the last stage of this very step: err = carry + h e_{s-1} k_{s-1}, which adds
+  // the same terms in the same order as the full sum (1 * carry is exact).
+  const bool carried = carry_ready_ && y1_given && h == carry_h_;
+  carry_ready_ = false;
+  const void* carried_terms[2] = {carry_, terms_[s_ - 1]};
+  double carried_e[2] = {1.0, carried ? h * e_[s_ - 1] : 0.0};
+  FinishArgs args{reinterpret_cast<void*>(y1), nullptr, base_, carried ? carried_terms : terms_.data(),
+                  carried ? 2 : s_, y1_given ? nullptr : hb.data(),
+                  e_.empty() ? nullptr : (carried ? carried_e : he.data()), n_, atol, rtol,
+                  segmented ? offsets_.data() : nullptr,
                   segmented ? static_cast<int64_t>(offsets_.size()) - 1 : 0,
                   segmented ? seg_norms_.data() : nullptr};
   if (dtype_ == static_cast<int>(DType::kFloat32)) return rk_finish_cpu<float>(args);

@@ -35,6 +35,12 @@ class StepResult:
     f1: Tensor | None = None
 
 
+# From this state size on, an FSAL step's last stage also writes its partial error (RKWorkspace.set_error_carry),
+# so the finishing pass reads 4 arrays instead of s + 2: 7% less memory traffic per dopri5 step. Below it the
+# step's arrays stay in the 32 MB L3 (8 arrays of 4 MB), where the extra output buys nothing.
+ERROR_CARRY_MIN_BYTES = 1 << 22
+
+
 class RKStepper:
     """Takes explicit RK steps for one tableau with one kernel backend.
 
@@ -69,6 +75,7 @@ class RKStepper:
         self._last_y1 = None
         self._stage_times = [(i, tableau.c[i]) for i in range(1, s)]
         self._new_buffer = torch.empty_like  # the fused path takes stage buffers from a scratch pool
+        self._error_carry = None  # the workspace's buffer for the error carried by the last stage
 
     def _fast_path_ok(self, y0: Tensor, f0: Tensor) -> bool:
         """No autograd to record and a compiled backend with a workspace: the fused fast path applies."""
@@ -125,6 +132,10 @@ class RKStepper:
             ws.set_interpolant([float(x) for row in self.P for x in row], self.num_terms)
         if n * y0.element_size() >= scratch.MIN_BYTES:  # small: torch.empty_like is as cheap as a pool
             self._new_buffer = scratch.POOL.take
+        if self.fsal and n * y0.element_size() >= ERROR_CARRY_MIN_BYTES:
+            carry = scratch.POOL.take(y0)
+            if ws.set_error_carry(carry.data_ptr(), carry.numel()):
+                self._error_carry = carry  # held for the solve: the pool must not hand it out meanwhile
         return ws
 
     def attempt(self, t0: float, y0: Tensor, f0: Tensor, h: float, ends_at_jump: bool = False) -> StepResult:

@@ -23,4 +23,13 @@ struct LincombArgs {
 template <typename T>
 void lincomb_cpu(const LincombArgs& args);
 
+// Two single rows over the same terms in one pass over memory: out0 = base + sum_j w0_j k_j and
+// out1 = sum_j w1_j k_j (the last stage input of an FSAL step and its partial error). Streams only when
+// w0 and w1 have the same non-zero pattern (then both sums add exactly the terms, in exactly the order, of
+// two separate lincomb calls: bitwise the same results), few enough terms, and outputs apart from the
+// inputs; returns false otherwise and writes nothing.
+template <typename T>
+bool lincomb_pair_cpu(void* out0, void* out1, int64_t n, const void* base, const void* const* ks,
+                      const double* w0, const double* w1, int64_t s);
+
 }  // namespace pyode

@@ -28,6 +28,12 @@ class RKWorkspace {
   // err = h * sum_j e_j k_j; returns the RMS error ratio and fills the per-segment norms.
   double finish(uintptr_t y1, int64_t y1_numel, double h, double atol, double rtol, bool y1_given, uintptr_t last,
                 int64_t last_numel);
+  // Registers n elements at ptr for the error carried by the last stage (FSAL tableaux, large states).
+  // Stage s-1 then also writes h * sum_{j < s-1} e_j k_j there, from the k_j it reads anyway, and the
+  // next finish() with y1_given reads only that and k_{s-1} for the error: 3 arrays fewer per step, the
+  // same values bitwise. Returns false, registering nothing, when a[s-1] and e[:s-1] have different zero
+  // patterns (the carried sum would then add other terms than the plain one).
+  bool set_error_carry(uintptr_t ptr, int64_t numel);
   // The interpolant y(t0 + theta h) = base + h * sum_j W_j(theta) k_j with W_j(theta) = sum_p theta^(p+1) P[p][j]
   // over num_terms terms (the s stages, plus f1 = f(t1, y1) as term s for non-FSAL tableaux).
   void set_interpolant(std::vector<double> p, int64_t num_terms);
@@ -51,6 +57,9 @@ class RKWorkspace {
   std::vector<double> seg_norms_;
   mutable std::vector<double> scratch_;
   std::vector<double> hb_, he_;  // h * b and h * e of the current finish
+  void* carry_ = nullptr;        // see set_error_carry
+  bool carry_ready_ = false;     // the last stage of the current step wrote it, with step size carry_h_
+  double carry_h_ = 0.0;
 };
 
 }  // namespace pyode
