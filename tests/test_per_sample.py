@@ -153,3 +153,5 @@ def test_compiled_workspaces_check_buffer_sizes():
     rk.set_interpolant([float(x) for row in stepper.P for x in row], stepper.num_terms)
     with pytest.raises(ValueError, match="out shorter"):
         rk.dense(short.data_ptr(), short.numel(), [0.5], 0.1, 0, 0)
+    with pytest.raises(ValueError, match="set_error_carry: buffer shorter"):
+        rk.set_error_carry(short.data_ptr(), short.numel())
