@@ -102,3 +102,17 @@ def test_thp_flag_reruns_with_huge_page_allocations(tmp_path):
         with pytest.raises(SystemExit, match="command line"):
             run.main(["--quick", "--thp", "--out", str(tmp_path)])
 
+
+
+def test_work_precision_sweep_runs_and_matches_accuracy(tmp_path, capsys):
+    """bench/work_precision.py: every library at each tolerance factor, a chart, and the matched-accuracy rows
+    (pyode's fastest run with no larger gradient error than the faster peer's at the suite's tolerance)."""
+    _bench_run()
+    from bench import work_precision
+
+    work_precision.main(["--quick", "--reps", "1", "--factors", "3,1", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert (tmp_path / "work_precision.png").stat().st_size > 0
+    for library in work_precision.LIBRARIES:
+        assert f"| {library} | 3 |" in printed and f"| {library} | 1 |" in printed
+    assert "| pyode / peer |" in printed
