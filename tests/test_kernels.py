@@ -98,12 +98,12 @@ def test_cpp_layer_rechecks_sizes():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("offset", [0, 1, 3])
-def test_non_temporal_stage_writes_equal_plain_ones(dtype, offset):
+@pytest.mark.parametrize("n", [2 * 2049 + 5, 70_001])  # one block; several blocks across threads
+def test_non_temporal_stage_writes_equal_plain_ones(dtype, offset, n):
     """Stage inputs above the size threshold are written around the cache (whole aligned lines, plain
     stores at the ragged ends): bitwise the same values as plain stores, for any output alignment."""
     from pyode import _C
 
-    n = 2 * 2049 + 5
     base, *ks = _terms(n, 7, dtype, seed=5)
     weights = [[0.3, -0.2, 0.0, 0.7, 0.1, -0.4]]
     default = _C.non_temporal()
@@ -208,15 +208,23 @@ def test_error_carried_by_the_last_stage_gives_the_same_solve(monkeypatch, metho
         return ws
 
     monkeypatch.setattr(rk_step.RKStepper, "_make_workspace", spy)
-    solutions = {}
-    for label, threshold in (("plain", 1 << 62), ("carried", 0)):
-        monkeypatch.setattr(rk_step, "ERROR_CARRY_MIN_BYTES", threshold)
-        with torch.no_grad():
-            solutions[label] = pyode.solve(f, y0, t, method=method, rtol=1e-6, atol=1e-6)
-    assert carried == [False, True], "the carried-error path was not taken"
-    plain, with_carry = solutions["plain"], solutions["carried"]
-    assert torch.equal(plain.ys, with_carry.ys)
-    assert (plain.stats.n_accepted, plain.stats.n_rejected) == (with_carry.stats.n_accepted, with_carry.stats.n_rejected)
+    from pyode import _C
+
+    solutions, default = {}, _C.non_temporal()
+    try:
+        for label, threshold, non_temporal in (("plain", 1 << 62, default), ("carried", 0, default),
+                                               ("carried, non-temporal", 0, 0)):
+            monkeypatch.setattr(rk_step, "ERROR_CARRY_MIN_BYTES", threshold)
+            _C.set_non_temporal(non_temporal)
+            with torch.no_grad():
+                solutions[label] = pyode.solve(f, y0, t, method=method, rtol=1e-6, atol=1e-6)
+    finally:
+        _C.set_non_temporal(default)
+    assert carried == [False, True, True], "the carried-error path was not taken"
+    plain = solutions.pop("plain")
+    for other in solutions.values():
+        assert torch.equal(plain.ys, other.ys)
+        assert (plain.stats.n_accepted, plain.stats.n_rejected) == (other.stats.n_accepted, other.stats.n_rejected)
     pyode.empty_cache()
 
 
