@@ -30,6 +30,9 @@ def test_lincomb_matches_reference(dtype, n, s):
     torch.testing.assert_close(got, want, **TOL[dtype])
     got0 = compiled.lincomb(None, ks, weights[:1])
     torch.testing.assert_close(got0, reference.lincomb(None, ks, weights[:1]), **TOL[dtype])
+    for b in (base, None):  # one row: (n,), the same values
+        torch.testing.assert_close(compiled.lincomb_row(b, ks, weights[1]), reference.lincomb_row(b, ks, weights[1]),
+                                   **TOL[dtype])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -65,6 +68,9 @@ def test_lincomb_backward_matches_reference():
     w = [[0.5, -1.0, 0.0], [2.0, 0.25, 1.5]]
     inputs = [x.clone().requires_grad_() for x in [base, *ks]]
     torch.autograd.gradcheck(lambda b, *k: compiled.lincomb(b, list(k), w), inputs)
+    # one row, recorded as stack + addmv (small state with a base) or through the kernel (no base)
+    torch.autograd.gradcheck(lambda b, *k: compiled.lincomb_row(b, list(k), w[1]), inputs)
+    torch.autograd.gradcheck(lambda *k: compiled.lincomb_row(None, list(k), w[1]), inputs[1:])
 
 
 def test_public_api_validates_inputs():

@@ -46,7 +46,7 @@ bool try_stream_row(const LincombArgs& args) {
   const T* base = static_cast<const T*>(args.base);
   const int64_t n = args.n;
   const int64_t nblocks = (n + kStreamBlock - 1) / kStreamBlock;
-  const bool non_temporal = n * static_cast<int64_t>(sizeof(T)) >= non_temporal_min_bytes.load(std::memory_order_relaxed);
+  const bool non_temporal = use_non_temporal<T>(n);
   with_term_count(terms.count, [&](auto count) {
     constexpr int S = decltype(count)::value;
     parallel_for(nblocks, n >= kParallelThreshold, [&](int64_t blk) {
@@ -107,7 +107,7 @@ bool lincomb_pair_cpu(void* out0, void* out1, int64_t n, const void* base, const
   T* __restrict y = static_cast<T*>(out0);
   T* __restrict err = static_cast<T*>(out1);
   const T* b = static_cast<const T*>(base);
-  const bool non_temporal = n * static_cast<int64_t>(sizeof(T)) >= non_temporal_min_bytes.load(std::memory_order_relaxed);
+  const bool non_temporal = use_non_temporal<T>(n);
   const int64_t nblocks = (n + kPairBlock - 1) / kPairBlock;
   with_term_count(t0.count, [&](auto count) {
     constexpr int S = decltype(count)::value;

@@ -34,19 +34,19 @@ def alf_grid(t_out: list[float], step_size: float | None) -> list[tuple[int, flo
 
 def alf_step(fn, kern, t: float, y: Tensor, v: Tensor, h: float) -> tuple[Tensor, Tensor]:
     """One ALF step from ``(t, y, v)``: (y1, v1), each (n,)."""
-    k = kern.lincomb(y, [v], [[0.5 * h]])[0]
+    k = kern.lincomb_row(y, [v], [0.5 * h])
     u = fn(t + 0.5 * h, k)
-    v1 = kern.lincomb(None, [u, v], [[2.0, -1.0]])[0]
-    y1 = kern.lincomb(k, [v1], [[0.5 * h]])[0]
+    v1 = kern.lincomb_row(None, [u, v], [2.0, -1.0])
+    y1 = kern.lincomb_row(k, [v1], [0.5 * h])
     return y1, v1
 
 
 def alf_inverse(fn, kern, t: float, y1: Tensor, v1: Tensor, h: float) -> tuple[Tensor, Tensor]:
     """The exact inverse of :func:`alf_step` from ``t``: (y, v) at ``t`` from (y1, v1) at ``t + h``."""
-    k = kern.lincomb(y1, [v1], [[-0.5 * h]])[0]
+    k = kern.lincomb_row(y1, [v1], [-0.5 * h])
     u = fn(t + 0.5 * h, k)  # the very time the forward step used
-    v = kern.lincomb(None, [u, v1], [[2.0, -1.0]])[0]
-    y = kern.lincomb(k, [v], [[-0.5 * h]])[0]
+    v = kern.lincomb_row(None, [u, v1], [2.0, -1.0])
+    y = kern.lincomb_row(k, [v], [-0.5 * h])
     return y, v
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from pyode import _C_cuda
-from pyode._kernels.compiled import differentiable_lincomb, y1_with_graph
+from pyode._kernels.compiled import differentiable_lincomb, differentiable_lincomb_row, y1_with_graph
 from pyode._kernels.segments import Segments
 
 NAME = "cuda"
@@ -63,6 +63,11 @@ def lincomb_raw(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Seq
 def lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
     """Same contract as :func:`pyode._kernels.reference.lincomb`; differentiable."""
     return differentiable_lincomb(lincomb_raw, base, ks, weights)
+
+
+def lincomb_row(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
+    """Same contract as :func:`pyode._kernels.reference.lincomb_row`; differentiable."""
+    return differentiable_lincomb_row(lincomb_raw, base, ks, weights)
 
 
 def _segment_tables(segments: Segments, device: torch.device) -> tuple[Tensor, Tensor, int]:

@@ -39,6 +39,11 @@ def lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequenc
     return torch.stack(rows)
 
 
+def lincomb_row(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
+    """One row of :func:`lincomb`: ``base + sum_j weights[j] * ks[j]``, (n,) (a stage input, one update)."""
+    return lincomb(base, ks, [weights])[0]
+
+
 def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[float] | None,
               e: Sequence[float] | None, atol: float, rtol: float,
               segments: Segments | None) -> tuple[Tensor, float, Tensor | None]:

@@ -91,5 +91,5 @@ def _euler_probe(kern, y0: Tensor, f0: Tensor, h0: float) -> Tensor:
     """``y0 + h0 f0`` (n,); a large CPU state goes into a pooled buffer (see :mod:`scratch`)."""
     raw = getattr(kern, "lincomb_raw", None)
     if raw is None or y0.device.type != "cpu" or y0.numel() * y0.element_size() < scratch.MIN_BYTES:
-        return kern.lincomb(y0, [f0], [[h0]])[0]
+        return kern.lincomb_row(y0, [f0], [h0])
     return raw(y0, [f0], [[h0]], like=y0, out=scratch.POOL.take(y0).view(1, -1))[0]

@@ -104,10 +104,10 @@ class AdamsLoop:
         self.rk = RKStepper(RK4, fn, kern, interp="linear")
 
     def _adams_step(self, y: Tensor, history: list[Tensor], t1: float, h: float) -> Tensor:
-        y1 = self.kern.lincomb(y, history, [[h * c for c in _AB4]])[0]
+        y1 = self.kern.lincomb_row(y, history, [h * c for c in _AB4])
         for _ in range(self.corrector_iters):
             f1 = self.fn(t1, y1)
-            y1 = self.kern.lincomb(y, [f1] + history[:3], [[h * c for c in _AM4]])[0]
+            y1 = self.kern.lincomb_row(y, [f1] + history[:3], [h * c for c in _AM4])
         return y1
 
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:

@@ -33,7 +33,6 @@ class FlatFunc:
         self.dtype, self.device, self.t_dtype, self.reverse, self.stats = dtype, device, t_dtype, reverse, stats
         self.sizes = [s.numel() for s in self.shapes]
         self.shape_args = tuple(self.shapes[0])  # a plain tuple: Tensor.view(tuple) beats view(torch.Size)
-        self.t_device = device
         self._time_options = {"dtype": t_dtype, "device": device}
 
     def time_tensor(self, s: float) -> Tensor:

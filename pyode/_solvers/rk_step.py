@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pyode._kernels.limits import NATIVE_GRAD_MAX_NUMEL
 from pyode._kernels.segments import Segments
 from pyode._solvers import interpolation, scratch
 from pyode._solvers.tableaux import ButcherTableau
@@ -143,7 +142,7 @@ class RKStepper:
 
         ``ends_at_jump``: ``f`` is discontinuous at ``t0 + h``; stages there are evaluated just before it
         (the next float down), so the step sees only the left piece of ``f``."""
-        tab, fn, lincomb = self.tableau, self.fn, self.kern.lincomb
+        tab, fn, lincomb_row = self.tableau, self.fn, self.kern.lincomb_row
         t_end = math.nextafter(t0 + h, -math.inf) if ends_at_jump else t0 + h
         if self._fast_path_ok(y0, f0):
             step = self._attempt_fused(t0, y0, f0, h, t_end)
@@ -151,13 +150,8 @@ class RKStepper:
                 return step
         ks = [f0]
         y_last = None
-        small = torch.is_grad_enabled() and y0.numel() <= NATIVE_GRAD_MAX_NUMEL
         for i in range(1, tab.num_stages):
-            weights = [h * a for a in tab.a[i]]
-            if small and (y0.requires_grad or any(k.requires_grad for k in ks)):
-                y_last = _recorded_stage_input(y0, ks, weights)
-            else:
-                y_last = lincomb(y0, ks, [weights])[0]
+            y_last = lincomb_row(y0, ks, [h * a for a in tab.a[i]])
             ks.append(fn(t_end if tab.c[i] == 1.0 else t0 + tab.c[i] * h, y_last))
         e = None if tab.b_err is None else [h * x for x in tab.b_err]
         if self.fsal:  # the last stage's input already is y1: only the error is left to compute
@@ -187,15 +181,6 @@ class RKStepper:
             return out
         terms = step.ks if extra is None else [*step.ks, extra]
         return self.kern.lincomb(step.y0, terms, interpolation.weights_at(self.P, thetas, step.h))
-
-
-def _recorded_stage_input(y0: Tensor, ks: list, weights: list) -> Tensor:
-    """``y0 + sum_j weights[j] ks[j]`` (all (n,)) for a small state whose stages autograd records: stack,
-    a transposed view and addmv, C++ autograd nodes all (recording costs ~2-5 us per op; this saves the
-    select node of a one-row ``lincomb(...)[0]``). The weights are made as the fused kernels take them
-    (``h * a`` in double, then the state's dtype), so both paths round alike and take the same steps."""
-    w = torch.tensor(weights, dtype=y0.dtype, device=y0.device)
-    return torch.addmv(y0, torch.stack(ks).t(), w)
 
 
 def _resolve_interp(tableau: ButcherTableau, interp: str) -> str:

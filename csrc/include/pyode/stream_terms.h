@@ -80,6 +80,12 @@ void with_term_count(int count, F&& f) {
 // bandwidth, never slower. Settable at run time (pyode._C.set_non_temporal) for that comparison.
 inline std::atomic<int64_t> non_temporal_min_bytes{int64_t(16) << 20};
 
+// Whether an output of n elements of T is written with non-temporal stores.
+template <typename T>
+inline bool use_non_temporal(int64_t n) {
+  return n * static_cast<int64_t>(sizeof(T)) >= non_temporal_min_bytes.load(std::memory_order_relaxed);
+}
+
 #if defined(__SSE2__)
 // Stores one 64-byte line (16 floats / 8 doubles) from `src` to the 64-byte aligned `dst`, bypassing the cache.
 inline void stream_line(float* dst, const float* src) {
