@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from collections.abc import Callable, Iterable, Sequence
 
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from pyode._gradients.adjoint import AdjointSolve, make_config
 from pyode._gradients.checkpoint import CheckpointSolve
-from pyode._gradients.events import EventTimeGradient
+from pyode._gradients.events import EventTimeGradient, add_event_fn_dependence
 from pyode._gradients.params import resolve_params
 from pyode._gradients.reversible import ReversibleSolve
 from pyode._gradients.times import OutputTimes, StartTime
@@ -87,12 +88,17 @@ def _integrate_with_gradient(problem: Problem, gradient: str, params, adjoint_cf
 
 
 def _event_solution(problem: Problem, event_fn, gradient, params, adjoint_cfg, build) -> Solution:
-    """Solve until the event; the event time carries gradients by the implicit function theorem."""
-    event_s, y_event = integrate_until_event(problem, event_fn)
+    """Solves until the event. The state there carries gradients to ``y0``, ``t0`` and the parameters
+    through the chosen mode; the event time carries them by the implicit function theorem."""
     t0 = problem.t[0]
+    track_t0 = torch.is_grad_enabled() and t0.requires_grad
+    start = problem
+    if gradient == "backprop" and track_t0:  # the located state then depends on t0 through y0
+        start = dataclasses.replace(problem, y0=StartTime.apply(problem.fn.user_time_call, problem.y0, t0))
+    event_s, y_event = integrate_until_event(start, event_fn)
     event_t = torch.tensor(problem.sign * event_s, dtype=problem.t.dtype, device=problem.t.device)
     if gradient != "backprop":  # re-solve over [t0, t_event] with the chosen gradient mode
-        again = build(torch.stack([t0.detach(), event_t]))
+        again = build(torch.stack([t0 if track_t0 else t0.detach(), event_t]))
         y_event = _integrate_with_gradient(again, gradient, params, adjoint_cfg)[-1]
         problem.stats.nfe_backward += again.stats.nfe_backward
         problem.stats.nfe += again.stats.nfe
@@ -100,8 +106,10 @@ def _event_solution(problem: Problem, event_fn, gradient, params, adjoint_cfg, b
     def event_flat(t, y):
         return event_fn(t, problem.fn.unflatten(y))
 
-    if torch.is_grad_enabled() and y_event.requires_grad:
-        event_t, y_event = EventTimeGradient.apply(problem.fn.user_time_call, event_flat, event_t, y_event)
+    if torch.is_grad_enabled():
+        if y_event.requires_grad:
+            event_t, y_event = EventTimeGradient.apply(problem.fn.user_time_call, event_flat, event_t, y_event)
+        event_t, y_event = add_event_fn_dependence(problem.fn.user_time_call, event_flat, event_t, y_event)
     ys = problem.fn.unflatten(torch.stack([problem.y0, y_event]))
     return Solution(ys, torch.stack([t0.detach(), event_t]), problem.stats, event_t)
 
@@ -117,6 +125,9 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
     evaluations of the backward pass once it has run (adjoint, checkpoint and reversible modes).
     """
     method = _check_gradient(gradient, method)
+    if event_fn is not None and gradient == "reversible":
+        raise ValueError("gradient='reversible' integrates on a fixed asynchronous-leapfrog grid, which does not "
+                         "locate events; use event_fn with gradient='adjoint', 'checkpoint' or 'backprop'")
     _check_adjoint_args(adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method)
     params = () if gradient == "backprop" else resolve_params(func, adjoint_params, gradient)
     adjoint_cfg = None
@@ -208,7 +219,9 @@ def odeint_event(func: Callable, y0, t0, *, event_fn: Callable, reverse_time: bo
                  odeint_interface: Callable | None = None, **kwargs):
     """Solves from ``t0`` until ``event_fn(t, y)`` changes sign (torchdiffeq's ``odeint_event``).
 
-    Gradients flow to the event time by the implicit function theorem. ``odeint_interface=odeint_adjoint``
+    The event time and the state there are differentiable with respect to ``y0``, ``t0`` (so chained
+    events, each starting at the previous event time, keep every dependence), ``func``'s parameters and
+    tensors that ``event_fn`` captures (torchdiffeq drops the last). ``odeint_interface=odeint_adjoint``
     (or ``gradient=...`` in kwargs) picks the gradient mode. Returns ``(event_t, ys)`` with ys
     (2, *state): the initial state and the state at the event.
     """
