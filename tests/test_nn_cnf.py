@@ -106,3 +106,16 @@ def test_bad_inputs_raise_clear_errors():
         FFJORD(TimeMLP(2), dim=2, noise="uniform")
     with pytest.raises(ValueError, match=r"x must have shape \(batch, 2\)"):
         CNF(TimeMLP(2), dim=2).log_prob(torch.zeros(4, 3))
+
+
+def test_sample_noise_defaults_to_rademacher():
+    like = torch.zeros(1000, 3, dtype=torch.float64)
+    eps = sample_noise(like, generator=torch.Generator().manual_seed(0))
+    same_draw = sample_noise(like, "rademacher", generator=torch.Generator().manual_seed(0))
+    assert set(eps.unique().tolist()) == {-1.0, 1.0} and eps.dtype == torch.float64
+    torch.testing.assert_close(eps, same_draw, rtol=0, atol=0)
+
+
+def test_cnf_with_a_fixed_grid_method_needs_a_step_size():
+    with pytest.raises(ValueError, match="step_size"):
+        CNF(TimeMLP(2), dim=2, method="rk4")

@@ -99,3 +99,39 @@ def test_gradient_modes_pass_through_and_agree_with_backprop(gradient):
         torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-6)
     if gradient == "adjoint":
         assert block.nfe_backward > 0  # the adjoint solves backwards, calling func again
+
+
+@pytest.mark.parametrize("activation", [nn.Tanh, nn.Tanh(), torch.tanh], ids=["class", "instance", "function"])
+def test_time_mlp_accepts_an_activation_class_instance_or_function(activation):
+    torch.manual_seed(0)
+    reference = TimeMLP(2, hidden=4, activation=nn.Tanh).double()
+    torch.manual_seed(0)
+    mlp = TimeMLP(2, hidden=4, activation=activation).double()
+    y = torch.randn(3, 2, dtype=torch.float64)
+    torch.testing.assert_close(mlp(torch.tensor(0.5), y), reference(torch.tensor(0.5), y), rtol=0, atol=0)
+
+
+def test_time_mlp_copies_an_activation_instance_per_layer():
+    mlp = TimeMLP(2, hidden=4, n_hidden=2, activation=nn.PReLU())
+    prelus = [m for m in mlp.modules() if isinstance(m, nn.PReLU)]
+    assert len(prelus) == 2 and prelus[0].weight is not prelus[1].weight  # no silently tied parameters
+    with pytest.raises(TypeError, match="activation must be"):
+        TimeMLP(2, activation=int)  # a class that is not a module fails at construction
+
+
+def test_augmented_node_returns_the_input_channels_by_default():
+    x = torch.randn(5, 2)
+    assert AugmentedNODE(TimeMLP(3, hidden=4), augment_dim=1, **RK4)(x).shape == (5, 2)
+    assert AugmentedNODE(TimeMLP(3, hidden=4), augment_dim=1, keep_augmented=True, **RK4)(x).shape == (5, 3)
+
+
+def test_fixed_grid_method_without_step_size_raises_naming_the_option():
+    with pytest.raises(ValueError, match=r"options=\{'step_size': h\}"):
+        ODEBlock(TimeMLP(2), method="rk4")
+    with pytest.raises(ValueError, match="step_size"):
+        AugmentedNODE(TimeMLP(3), augment_dim=1, method="euler", options={})
+    with pytest.warns(UserWarning, match="rtol/atol are ignored by the fixed-grid method 'rk4'"):
+        ODEBlock(TimeMLP(2), rtol=1e-6, **RK4)
+    adaptive = ODEBlock(TimeMLP(2))  # the default tolerances reach odeint for adaptive methods only
+    assert (adaptive.solver_kwargs["rtol"], adaptive.solver_kwargs["atol"]) == (1e-3, 1e-4)
+    assert "rtol" not in ODEBlock(TimeMLP(2), **RK4).solver_kwargs

@@ -88,10 +88,15 @@ def _toy_test_loss(net: ResidualNet, data: tuple[Tensor, ...]) -> float:
         return sin_toy_loss(net(sin_toy_embed(data[2])), data[3]).mean().item()
 
 
-def _run_gradient_method(name: str, lr: float, iterations: int, data: tuple[Tensor, ...],
-                         progress: bool = False) -> dict:
-    """Full-batch training with ``torch.optim.<name>``; loss and elapsed time per iteration."""
-    net = sin_toy_network()
+def toy_gradient_run(name: str, lr: float, iterations: int, data: tuple[Tensor, ...], *, net_seed: int = 1,
+                     stop_below: float | None = None, progress: bool = False) -> dict:
+    """Full-batch training of :func:`sin_toy_network` (``net_seed``) with ``torch.optim.<name>``.
+
+    Returns ``{"method", "setting", "losses", "times", "test_loss"}``: the training loss at the start of every
+    iteration and the elapsed seconds at its end. Stops after ``iterations``, at a non-finite loss, or once a
+    loss falls below ``stop_below``.
+    """
+    net = sin_toy_network(net_seed)
     optimizer = getattr(torch.optim, name)(net.parameters(), lr=lr)
     x0, y = sin_toy_embed(data[0]), data[1]
     losses, times, start = [], [], time.perf_counter()
@@ -103,15 +108,17 @@ def _run_gradient_method(name: str, lr: float, iterations: int, data: tuple[Tens
         optimizer.step()
         losses.append(loss.item())
         times.append(time.perf_counter() - start)
-        if not math.isfinite(losses[-1]):
+        if not math.isfinite(losses[-1]) or (stop_below is not None and losses[-1] < stop_below):
             break
     return {"method": name, "setting": f"lr={lr:g}", "losses": losses, "times": times,
             "test_loss": _toy_test_loss(net, data)}
 
 
-def _run_msa(rho: float, iterations: int, data: tuple[Tensor, ...], lbfgs_iters: int = 10) -> dict:
-    """(E-)MSA on the toy: loss (before each update) and elapsed time per iteration."""
-    net = sin_toy_network()
+def toy_msa_run(rho: float, iterations: int, data: tuple[Tensor, ...], *, lbfgs_iters: int = 10,
+                net_seed: int = 1, stop_below: float | None = None) -> dict:
+    """(E-)MSA on the toy (:func:`sin_toy_network` with ``net_seed``); returns what
+    :func:`toy_gradient_run` returns, the losses taken before each update."""
+    net = sin_toy_network(net_seed)
     trainer = MSATrainer(net, sin_toy_loss, rho=rho, lbfgs_iters=lbfgs_iters)
     x0, y = sin_toy_embed(data[0]), data[1]
     name = "E-MSA" if rho > 0 else "MSA"
@@ -119,8 +126,10 @@ def _run_msa(rho: float, iterations: int, data: tuple[Tensor, ...], lbfgs_iters:
     for _ in tqdm(range(iterations), desc=f"{name} rho={rho:g}", disable=None, leave=False):
         losses.append(trainer.step(x0, y))
         times.append(time.perf_counter() - start)
-    return {"method": name, "setting": f"rho={rho:g}", "losses": losses, "times": times,
-            "test_loss": _toy_test_loss(net, data)}
+        if not math.isfinite(losses[-1]) or (stop_below is not None and losses[-1] < stop_below):
+            break
+    return {"method": name, "setting": f"rho={rho:g}, lbfgs_iters={lbfgs_iters}", "losses": losses,
+            "times": times, "test_loss": _toy_test_loss(net, data)}
 
 
 TOY_LEARNING_RATES = {
@@ -133,7 +142,7 @@ TOY_LEARNING_RATES = {
 def tune_learning_rate(name: str, rates: list[float], iterations: int, data: tuple[Tensor, ...]) -> float:
     """The rate with the lowest mean training loss over the last 10% of a short run."""
     def score(lr: float) -> float:
-        losses = _run_gradient_method(name, lr, iterations, data)["losses"]
+        losses = toy_gradient_run(name, lr, iterations, data)["losses"]
         if len(losses) < iterations:  # diverged (non-finite loss)
             return math.inf
         tail = losses[-max(1, iterations // 10):]
@@ -141,7 +150,7 @@ def tune_learning_rate(name: str, rates: list[float], iterations: int, data: tup
     return min(rates, key=score)
 
 
-def _first_reach(run: dict, threshold: float) -> tuple[float, float]:
+def first_reach(run: dict, threshold: float) -> tuple[float, float]:
     """(iteration, seconds) at which the training loss first drops below ``threshold`` (nan: never)."""
     for i, loss in enumerate(run["losses"]):
         if loss < threshold:
@@ -156,7 +165,7 @@ def _loss_at(run: dict, iteration: int) -> str:
 def _msa_table(runs: list[dict], thresholds: tuple[float, ...], at_iterations: tuple[int, ...]) -> list[list[str]]:
     rows = []
     for run in runs:
-        reach = [_first_reach(run, th) for th in thresholds]
+        reach = [first_reach(run, th) for th in thresholds]
         per_iter = run["times"][-1] / len(run["times"])
         rows.append([run["method"], run["setting"], str(len(run["losses"]))]
                     + [_loss_at(run, it) for it in at_iterations]
@@ -202,8 +211,8 @@ def run_msa_demo(out_dir: str = ".", quick: bool = False, rhos: tuple[float, ...
     with single_thread():
         tuned = {name: tune_learning_rate(name, grid, tune_iterations, data)
                  for name, grid in tqdm(rates.items(), desc="tuning learning rates", disable=None)}
-        runs = [_run_msa(rho, msa_iterations, data) for rho in rhos] + [_run_msa(0.0, msa_iterations, data)]
-        runs += [_run_gradient_method(name, lr, grad_iterations, data, progress=True)
+        runs = [toy_msa_run(rho, msa_iterations, data) for rho in rhos] + [toy_msa_run(0.0, msa_iterations, data)]
+        runs += [toy_gradient_run(name, lr, grad_iterations, data, progress=True)
                  for name, lr in tuned.items()]
     thresholds, at_iterations = (1e-2, 1e-3), tuple(sorted({1, 10, msa_iterations}))
     headers = (["method", "setting", "iters"] + [f"loss@it{it}" for it in at_iterations]

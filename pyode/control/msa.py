@@ -67,7 +67,8 @@ class MSATrainer:
             :class:`~pyode.control.pmp.FixedStepODENet`; its parameters are updated in place.
         terminal_loss: ``Φ(x_T, y) -> (batch,)`` per-sample loss (include any fixed read-out here).
         rho: augmentation weight ρ >= 0; ``rho=0`` is basic MSA.
-        lbfgs_iters: L-BFGS iterations per control and MSA iteration (>= 1).
+        lbfgs_iters: L-BFGS iterations per control and MSA iteration (>= 1); the default 10 is the
+            setting of the measured results in ``docs/control_results.md``.
         lbfgs_lr: L-BFGS initial step length (> 0).
         line_search: use strong-Wolfe line search in L-BFGS (robust; ``False`` takes raw steps).
 
@@ -80,7 +81,7 @@ class MSATrainer:
     """
 
     def __init__(self, system: ControlSystem, terminal_loss: TerminalLoss, rho: float = 1.0,
-                 lbfgs_iters: int = 5, lbfgs_lr: float = 1.0, line_search: bool = True):
+                 lbfgs_iters: int = 10, lbfgs_lr: float = 1.0, line_search: bool = True):
         if not isinstance(system, ControlSystem):
             raise TypeError("system must be a pyode.control ControlSystem (ResidualNet or "
                             f"FixedStepODENet), got {type(system).__name__}")

@@ -152,7 +152,12 @@ class ResidualNet(ControlSystem):
         return self.layers[t]
 
     def hamiltonian(self, t: int) -> Hamiltonian:
-        """The continuous Hamiltonian ``p·f_t − L`` of layer ``t`` (``H_t = p·x + h·it``)."""
+        """The continuous Hamiltonian ``H = p·f_t − L`` of layer ``t``.
+
+        The discrete Hamiltonian of the step is ``H_t = p·x + h H`` (:func:`discrete_hamiltonian`), so
+        ``∇_θ H_t = h ∇_θ H``: gradients of this object lack the factor ``h`` that :func:`pmp_gradients`
+        and backprop carry (``∇_{θ_t} J = −h ∇_θ H(x_t, p_{t+1}, θ_t)``).
+        """
         return Hamiltonian(self.layers[t], self.running_cost)
 
 

@@ -99,15 +99,14 @@ class _StemBodyHead(nn.Module):
 class ODENetClassifier(_StemBodyHead):
     """ODE-Net (Chen et al. 2018): stem, one :class:`~pyode.nn.ODEBlock` on ``[0, 1]``, head.
 
-    ``solver_kwargs`` go to the ODE block (default dopri5, rtol 1e-3, atol 1e-4); ``nfe`` reports the
+    ``solver_kwargs`` go to the ODE block (default dopri5, rtol 1e-3, atol 1e-4; a fixed-grid method needs
+    ``options={'step_size': h}``); ``nfe`` reports the
     evaluations of the last forward solve.
     """
 
     def __init__(self, in_channels: int = 1, image_size: int = 8, channels: int = 32, n_classes: int = 10,
                  **solver_kwargs):
         _check_sizes(channels=channels)  # before ConvODEField(channels) builds a layer from it
-        solver_kwargs.setdefault("rtol", 1e-3)
-        solver_kwargs.setdefault("atol", 1e-4)
         block = ODEBlock(ConvODEField(channels), **solver_kwargs)
         super().__init__(block, in_channels, image_size, channels, n_classes)
 

@@ -20,7 +20,7 @@ from torch import nn
 import pyode
 
 from ._checks import check_choice, check_feature_shape, check_positive
-from .continuous import CountingField
+from .continuous import CountingField, _solver_kwargs
 
 Tensor = torch.Tensor
 
@@ -62,8 +62,9 @@ def divergence_hutchinson(dz: Tensor, z: Tensor, eps: Tensor, create_graph: bool
     return (vjp * eps).flatten(1).sum(dim=1)
 
 
-def sample_noise(like: Tensor, noise: str, generator: torch.Generator | None = None) -> Tensor:
-    """Noise shaped like ``like`` with ``E[εεᵀ] = I``: ``'rademacher'`` (±1) or ``'gaussian'``."""
+def sample_noise(like: Tensor, noise: str = "rademacher", generator: torch.Generator | None = None) -> Tensor:
+    """Noise shaped like ``like`` with ``E[εεᵀ] = I``: ``'rademacher'`` (±1, the default, as in
+    :func:`divergence_hutchinson`) or ``'gaussian'``."""
     check_choice("noise", noise, NOISE_TYPES)
     if noise == "gaussian":
         return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=generator)
@@ -109,14 +110,17 @@ class CNF(nn.Module):
         dim: data dimension.
         t1: flow time.
         trace_estimator: ``'exact'`` or ``'hutchinson'``; noise: ``'rademacher'`` or ``'gaussian'``.
-        method, rtol, atol, options, gradient: passed to :func:`pyode.odeint`.
+        method, rtol, atol, options, gradient: passed to :func:`pyode.odeint`; ``rtol``/``atol`` default to
+            1e-5 for adaptive methods; a fixed-grid method needs ``options={'step_size': h}`` (as for
+            :class:`~pyode.nn.ODEBlock`).
 
     ``forward(x)`` is :meth:`log_prob` (so training loops and DDP call it as ``model(x)``).
     ``nfe`` counts evaluations of ``field`` in the last solve.
     """
 
     def __init__(self, field: nn.Module, dim: int, *, t1: float = 1.0, trace_estimator: str = "exact",
-                 noise: str = "rademacher", method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
+                 noise: str = "rademacher", method: str = "dopri5", rtol: float | None = None,
+                 atol: float | None = None,
                  options: dict | None = None, gradient: str = "backprop"):
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
@@ -126,8 +130,8 @@ class CNF(nn.Module):
         self.trace_estimator = check_choice("trace_estimator", trace_estimator, TRACE_ESTIMATORS)
         self.noise = check_choice("noise", noise, NOISE_TYPES)
         self.dynamics = _CNFDynamics(CountingField(field), trace_estimator)
-        self.solver_kwargs = {"method": method, "rtol": rtol, "atol": atol, "options": options,
-                              "gradient": gradient}
+        self.solver_kwargs = _solver_kwargs(method, rtol, atol, options, gradient, 1e-5, 1e-5,
+                                           torch.tensor([0.0, self.t1]))
         self.nfe = 0
 
     def _solve(self, z: Tensor, t_start: float, t_end: float) -> tuple[Tensor, Tensor]:

@@ -7,13 +7,16 @@ method and gradient mode can be used.
 
 from __future__ import annotations
 
+import copy
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 import pyode
+from pyode._solvers.problem import ADAPTIVE_METHODS
 
 from ._checks import check_feature_shape, check_non_negative_int, check_positive_int, check_tensor
 
@@ -22,27 +25,52 @@ Tensor = torch.Tensor
 __all__ = ["AugmentedNODE", "CountingField", "ODEBlock", "TimeMLP"]
 
 
+class _Elementwise(nn.Module):
+    """A plain function (e.g. ``torch.tanh``) as a module."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor]):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+
+def _activation_factory(activation: object) -> Callable[[], nn.Module]:
+    """A no-argument constructor of fresh activation modules from a module class (``nn.Tanh``), a module
+    instance (``nn.Tanh()``, deep-copied per layer so layers never share parameters, e.g. of ``nn.PReLU``)
+    or a plain function (``torch.tanh``). Anything else raises ``TypeError`` at construction."""
+    if isinstance(activation, type):
+        if issubclass(activation, nn.Module):
+            return activation
+    elif isinstance(activation, nn.Module):
+        return lambda: copy.deepcopy(activation)
+    elif callable(activation):
+        return lambda: _Elementwise(activation)
+    raise TypeError("activation must be an nn.Module class (nn.Tanh), an instance (nn.Tanh()) or a function "
+                    f"(torch.tanh), got {activation!r}")
+
+
 class TimeMLP(nn.Module):
     """Time-dependent MLP vector field ``f(t, y)``: ``[y, t] -> hidden -> ... -> dim``.
 
     ``t``: 0-dim tensor; ``y: (batch, dim) -> (batch, dim)``. Smooth activations (softplus, tanh) keep
-    the field smooth, which adaptive solvers need for few steps.
+    the field smooth, which adaptive solvers need for few steps. ``activation`` may be a module class
+    (``nn.Tanh``), an instance (``nn.Tanh()``, copied per layer) or a function (``torch.tanh``).
     """
 
     def __init__(self, dim: int, hidden: int = 64, n_hidden: int = 2,
-                 activation: type[nn.Module] = nn.Softplus):
+                 activation: type[nn.Module] | nn.Module | Callable[[Tensor], Tensor] = nn.Softplus):
         super().__init__()
         check_positive_int("dim", dim)
         check_positive_int("hidden", hidden)
         check_non_negative_int("n_hidden", n_hidden)
-        if not callable(activation):
-            raise TypeError("activation must be an nn.Module class (called with no arguments), e.g. "
-                            f"nn.Softplus or nn.Tanh, got {activation!r}")
+        make_activation = _activation_factory(activation)
         self.state_shape = (dim,)
         widths = [dim + 1] + [hidden] * n_hidden
         layers: list[nn.Module] = []
         for w_in, w_out in itertools.pairwise(widths):
-            layers += [nn.Linear(w_in, w_out), activation()]
+            layers += [nn.Linear(w_in, w_out), make_activation()]
         layers.append(nn.Linear(widths[-1], dim))
         self.net = nn.Sequential(*layers)
 
@@ -87,13 +115,44 @@ def _as_time_grid(t: Sequence[float] | Tensor) -> Tensor:
     return t
 
 
+def _solver_kwargs(method: str | None, rtol: float | None, atol: float | None, options: dict | None,
+                  gradient: str, default_rtol: float, default_atol: float, t: Tensor) -> dict:
+    """Keyword arguments for :func:`pyode.odeint`, with the two silent traps of fixed-grid methods caught.
+
+    A fixed-grid method (``rk4``, ``euler``, ``alf``, the Adams methods, ...) without
+    ``options['step_size']`` (or ``grid_constructor``) steps on the output times only, e.g. one step over
+    ``[0, 1]``: that raises ``ValueError``. ``rtol``/``atol`` passed with a fixed-grid method have no effect:
+    that warns. ``None`` tolerances take the defaults for adaptive methods.
+    """
+    effective = method if method is not None else ("alf" if gradient == "reversible" else "dopri5")
+    kwargs = {"method": method, "options": options, "gradient": gradient}
+    if effective in ADAPTIVE_METHODS or effective not in pyode.METHODS:  # unknown: odeint names the choices
+        kwargs["rtol"] = default_rtol if rtol is None else rtol
+        kwargs["atol"] = default_atol if atol is None else atol
+        return kwargs
+    opts = options if isinstance(options, dict) else {}
+    if opts.get("step_size") is None and opts.get("grid_constructor") is None:
+        raise ValueError(
+            f"method={effective!r} takes fixed steps, but options has no 'step_size': it would take one step per "
+            f"interval of t ({t.numel() - 1} step(s) over [{float(t[0]):g}, {float(t[-1]):g}]). Pass "
+            f"options={{'step_size': h}}, or an adaptive method such as 'dopri5' with rtol/atol")
+    if rtol is not None or atol is not None:
+        warnings.warn(f"rtol/atol are ignored by the fixed-grid method {effective!r}; its accuracy is set by "
+                      f"options['step_size'] (use an adaptive method such as 'dopri5' for tolerances)",
+                      UserWarning, stacklevel=3)
+    return kwargs
+
+
 class ODEBlock(nn.Module):
     """Neural ODE layer: ``x -> y(t[-1])`` where ``dy/dt = func(t, y)``, ``y(t[0]) = x`` (Chen et al. 2018).
 
     Args:
         func: the vector field, an ``nn.Module`` called as ``func(t, y)``.
         t: integration times (default ``(0, 1)``); :meth:`trajectory` returns every one of them.
-        method, rtol, atol, options, gradient: passed to :func:`pyode.odeint` unchanged.
+        method, rtol, atol, options, gradient: passed to :func:`pyode.odeint`. ``rtol``/``atol`` default to
+            1e-3/1e-4 for adaptive methods. A fixed-grid method (``'rk4'``, ``'euler'``, ...) needs
+            ``options={'step_size': h}`` (``ValueError`` otherwise: it would step on ``t`` alone) and ignores
+            tolerances (``UserWarning`` if they are passed).
         state_shape: per-sample shape of ``x`` (checked on entry); defaults to ``func.state_shape`` if set.
 
     ``x: (batch, *state_shape) -> (batch, *state_shape)``. After each call ``nfe_forward`` holds the number
@@ -101,13 +160,12 @@ class ODEBlock(nn.Module):
     """
 
     def __init__(self, func: nn.Module, t: Sequence[float] | Tensor = (0.0, 1.0), *, method: str = "dopri5",
-                 rtol: float = 1e-3, atol: float = 1e-4, options: dict | None = None,
+                 rtol: float | None = None, atol: float | None = None, options: dict | None = None,
                  gradient: str = "backprop", state_shape: Sequence[int] | None = None):
         super().__init__()
         self.field = CountingField(func)
         self.register_buffer("t", _as_time_grid(t), persistent=False)
-        self.solver_kwargs = {"method": method, "rtol": rtol, "atol": atol, "options": options,
-                              "gradient": gradient}
+        self.solver_kwargs = _solver_kwargs(method, rtol, atol, options, gradient, 1e-3, 1e-4, self.t)
         shape = state_shape if state_shape is not None else getattr(func, "state_shape", None)
         self.state_shape = None if shape is None else tuple(shape)
         self.nfe_forward = 0
@@ -140,10 +198,14 @@ class AugmentedNODE(ODEBlock):
     Concatenates ``augment_dim`` zero channels to ``x`` along dim 1 before solving, so trajectories can
     move around each other instead of being forced to keep their order (a 1-D Neural ODE cannot map
     1 -> -1 and -1 -> 1). ``func`` acts on ``(batch, channels + augment_dim, ...)``.
-    Returns the full augmented state, or only the first ``channels`` entries if ``keep_augmented=False``.
+
+    Returns the original ``channels`` by default, ``(batch, channels, ...)``, so a loss against a target
+    shaped like the input lines up (a ``(batch, channels + augment_dim)`` output would broadcast silently
+    against a ``(batch, 1)`` target). ``keep_augmented=True`` returns the whole augmented state, e.g. to
+    feed a learned read-out layer.
     """
 
-    def __init__(self, func: nn.Module, augment_dim: int, *, keep_augmented: bool = True, **kwargs):
+    def __init__(self, func: nn.Module, augment_dim: int, *, keep_augmented: bool = False, **kwargs):
         self.augment_dim = check_non_negative_int("augment_dim", augment_dim)
         func_shape = kwargs.pop("state_shape", None) or getattr(func, "state_shape", None)
         super().__init__(func, **kwargs)

@@ -101,10 +101,23 @@ class RK4Block(RungeKuttaBlock):
 
 
 class PolyNetBlock(nn.Module):
-    """PolyNet block ``x + F(x) + F(F(x)) + ...`` with ``F = h f`` (Zhang et al. 2017).
+    """PolyNet block (Zhang et al. 2017) read as backward Euler solved by fixed-point iteration.
 
-    Lu et al. 2018 read it as backward Euler ``x_{n+1} = (I - hF)^{-1} x_n`` with the inverse replaced by
-    its Neumann series truncated after ``n_terms`` powers (PolyNet uses 2). ``x: (batch, *state)``.
+    PolyNet's poly-2 unit is ``x + F(x) + F(F(x))``; Lu et al. 2018 read ``I + F + F²`` (``F = h f``) as
+    backward Euler ``x_{n+1} = (I - F)^{-1} x_n`` with the inverse's Neumann series truncated after two
+    powers. Taken literally that holds for linear ``F`` only: for a field with ``f(0) != 0`` the term
+    ``F(F(x)) ≈ h f(0)`` adds a spurious ``h f(0)`` per step, so a stack of such blocks does not converge.
+
+    The nonlinear counterpart of the truncated Neumann series, used here, is ``n_terms`` fixed-point
+    (Picard) iterations of backward Euler ``x_{n+1} = x_n + h f(x_{n+1})`` started from ``x_n``::
+
+        z_0 = x,   z_{k+1} = x + F(z_k),   output z_{n_terms}
+
+    ``n_terms=2`` is ``x + F(x + F(x))``, the same composition of ``I`` and ``F``, which for linear ``F``
+    expands to exactly ``x + F x + F² x``; ``n_terms=1`` is :class:`ResNetBlock`. For every smooth ``f``
+    each iteration gains a factor ``h·Lip(f)``, so one block agrees with backward Euler to
+    ``O(h^{n_terms+1})`` and a stack of ``N`` blocks with ``h = T/N`` converges at order 1 (the order of
+    backward Euler). ``x: (batch, *state) -> (batch, *state)``.
     """
 
     def __init__(self, f: nn.Module, h: float = 1.0, n_terms: int = 2):
@@ -116,11 +129,10 @@ class PolyNetBlock(nn.Module):
         self.n_terms = n_terms
 
     def forward(self, x: Tensor) -> Tensor:
-        out, term = x, x
+        z = x
         for _ in range(self.n_terms):
-            term = self.h * eval_same_shape("f", self.f, term)
-            out = out + term
-        return out
+            z = x + self.h * eval_same_shape("f", self.f, z)
+        return z
 
 
 class LMResNetBlock(nn.Module):
@@ -128,6 +140,10 @@ class LMResNetBlock(nn.Module):
 
     ``x_{n+1} = (1 - k) x_n + k x_{n-1} + h f(x_n)``; maps ``(x_prev, x) -> (x, x_next)``,
     both ``(batch, *state)``. ``k = 0`` is a ResNet block. Lu et al. initialise ``k ~ U(-0.1, 0)``.
+
+    Taylor expansion gives ``h (1 + k) x' + O(h²) = h f``: with a fixed ``k`` the stack is an order-1
+    discretisation of ``(1 + k) dx/dt = f(x)`` (zero-stable for ``|k| < 1``: the roots of
+    ``ζ² - (1 - k) ζ - k`` are 1 and ``-k``), so a learned ``k`` also rescales time.
     """
 
     def __init__(self, f: nn.Module, h: float = 1.0, k_init: float | None = None):
@@ -196,20 +212,28 @@ class RevNetBlock(ReversibleBlock):
 
 
 class SymmetricLayer(nn.Module):
-    """``y -> Kᵀ σ(K y + b)``, the layer of Chang et al. 2018's Hamiltonian networks.
+    """``y -> sign · Kᵀ σ(K y + b)``, the layer of Chang et al. 2018's Hamiltonian networks.
 
-    ``y: (batch, dim) -> (batch, dim)``; ``K: (width, dim)``. Its Jacobian ``Kᵀ diag(σ') K`` is symmetric.
+    ``y: (batch, dim) -> (batch, dim)``; ``K: (width, dim)``. Its Jacobian ``sign · Kᵀ diag(σ') K`` is
+    symmetric. ``sign=-1`` gives the force ``f(y) = -Kᵀσ(K y + b)`` of Chang et al.'s leapfrog network
+    (see :meth:`LeapfrogBlock.symmetric`): minus the gradient of the potential ``V(y) = Σ_i S(K_i y + b_i)``
+    with ``S' = σ`` (convex for a monotone σ), so ``y'' = f(y)`` conserves the energy ``½|y'|² + V(y)``.
     """
 
-    def __init__(self, dim: int, width: int, activation: Callable[[Tensor], Tensor] = torch.tanh):
+    def __init__(self, dim: int, width: int, activation: Callable[[Tensor], Tensor] = torch.tanh,
+                 sign: float = 1.0):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
         self.linear = nn.Linear(dim, check_positive_int("width", width))
         self.activation = activation
+        if sign not in (1, -1) or isinstance(sign, bool):
+            raise ValueError(f"sign must be 1 or -1 (-1 gives Chang et al.'s force -Kᵀσ(Ky + b)), got {sign!r}")
+        self.sign = float(sign)
 
     def forward(self, y: Tensor) -> Tensor:
         check_feature_shape("y", y, (self.dim,))
-        return self.activation(self.linear(y)) @ self.linear.weight
+        out = self.activation(self.linear(y)) @ self.linear.weight
+        return out if self.sign > 0 else -out
 
 
 class _Scaled(nn.Module):
@@ -227,18 +251,25 @@ class HamiltonianBlock(RevNetBlock):
     """Hamiltonian reversible block (Chang et al. 2018, "Reversible architectures for arbitrarily deep
     residual neural networks"): symplectic Euler (Verlet) on ``dY/dt = σ-layer(Z)``, ``dZ/dt = -σ-layer(Y)``.
 
-    ``Y' = Y + h K1ᵀσ(K1 Z + b1)``, ``Z' = Z - h K2ᵀσ(K2 Y' + b2)``;
-    ``Y: (batch, dim_y)``, ``Z: (batch, dim_z)``.
+    ``Y' = Y + h K1ᵀσ(K1 Z + b1)``, ``Z' = Z - h K2ᵀσ(K2 Y' + b2)``; ``Y, Z: (batch, dim)``, ``K: (width, dim)``.
+    Order 1 in ``h`` (symplectic Euler).
+
+    ``K1ᵀσ(K1 Z)`` is ``Z``-shaped and is added to ``Y`` (Y and Z are the position and momentum of one
+    Hamiltonian system), so both halves have one size: ``HamiltonianBlock(dim, width=..., h=...)``. The older
+    two-size form ``HamiltonianBlock(dim_y, dim_z, width)`` is still accepted when the sizes are equal.
     """
 
-    def __init__(self, dim_y: int, dim_z: int, width: int, h: float = 1.0,
+    def __init__(self, dim: int, dim_z: int | None = None, width: int | None = None, h: float = 1.0,
                  activation: Callable[[Tensor], Tensor] = torch.tanh):
-        if dim_y != dim_z:
-            # K1ᵀσ(K1 Z) is Z-shaped and is added to Y, so the two halves must match.
-            raise ValueError(f"dim_y and dim_z must be equal for the Kᵀσ(K·) layers, got {dim_y}, {dim_z}")
+        if dim_z is not None and dim_z != dim:
+            raise ValueError(f"dim_y and dim_z (the sizes of Y and Z) must be equal for the Kᵀσ(K·) layers, "
+                             f"got {dim}, {dim_z}; pass one size: HamiltonianBlock(dim, width=...)")
+        if width is None:
+            raise TypeError("HamiltonianBlock needs the hidden width of its Kᵀσ(K·) layers: "
+                            "HamiltonianBlock(dim, width=...)")
         h = check_positive("h", h)
-        super().__init__(_Scaled(SymmetricLayer(dim_z, width, activation), h),
-                         _Scaled(SymmetricLayer(dim_y, width, activation), -h))
+        super().__init__(_Scaled(SymmetricLayer(dim, width, activation), h),
+                         _Scaled(SymmetricLayer(dim, width, activation), -h))
 
 
 class MidpointBlock(ReversibleBlock):
@@ -263,14 +294,22 @@ class MidpointBlock(ReversibleBlock):
 class LeapfrogBlock(ReversibleBlock):
     """Leapfrog block for the second-order ODE ``d²x/dt² = f(x)`` (Chang et al. 2018).
 
-    ``x_{n+1} = 2 x_n - x_{n-1} + h² f(x_n)``; maps ``(x_prev, x) -> (x, x_next)``. Chang et al. take
-    ``f(x) = -Kᵀσ(K x + b)``, i.e. ``f = -SymmetricLayer``.
+    ``x_{n+1} = 2 x_n - x_{n-1} + h² f(x_n)``; maps ``(x_prev, x) -> (x, x_next)``, both
+    ``(batch, *state)``; order 2 when the second starting value is accurate to ``O(h³)``. Chang et al. take
+    ``f(x) = -Kᵀσ(K x + b)``: ``SymmetricLayer(dim, width, sign=-1)``, or build the block with
+    :meth:`symmetric`.
     """
 
     def __init__(self, f: nn.Module, h: float = 1.0):
         super().__init__()
         self.f = f
         self.h = check_positive("h", h)
+
+    @classmethod
+    def symmetric(cls, dim: int, width: int, h: float = 1.0,
+                  activation: Callable[[Tensor], Tensor] = torch.tanh) -> LeapfrogBlock:
+        """Chang et al.'s leapfrog block: ``f = SymmetricLayer(dim, width, activation, sign=-1)``."""
+        return cls(SymmetricLayer(dim, width, activation, sign=-1.0), h)
 
     def forward(self, x_prev: Tensor, x: Tensor) -> Pair:
         return x, 2 * x - x_prev + self.h**2 * eval_same_shape("f", self.f, x)
