@@ -1,0 +1,36 @@
+// A Runge-Kutta method as data: tableau, embedded error weights, interpolant matrix and FSAL flag.
+// The numbers come from pyode/_solvers/tableaux.py (and rk_step's interpolant) at run time; nothing here
+// re-types a tableau.
+#pragma once
+
+#include <cstdint>
+
+namespace pyode::core {
+
+// View of a method; it does not own the arrays (the caller keeps them alive for the solve).
+struct Method {
+  int s = 0;                      // stages
+  int order = 1;                  // order of the propagated solution (the controller's exponent)
+  bool fsal = false;              // stage s-1 is f(t0 + h, y1): its input is y1 and it starts the next step
+  const double* c = nullptr;      // (s) nodes
+  const double* a = nullptr;      // (s*s) row-major, strictly lower triangular
+  const double* b = nullptr;      // (s) propagated weights
+  const double* b_err = nullptr;  // (s) error weights b - b_hat, or nullptr for a fixed-grid method
+  // Interpolant y(t0 + θh) = y0 + h Σ_j W_j(θ) K_j with W_j(θ) = Σ_p θ^(p+1) P[p][j]; the terms K_j are the
+  // s stages, plus f1 = f(t0 + h, y1) as term s when the method is not FSAL (num_terms = s + 1).
+  int interp_degree = 0;          // rows of P
+  int num_terms = 0;              // columns of P: s (FSAL) or s + 1
+  const double* P = nullptr;      // (interp_degree * num_terms)
+  bool restep = false;            // dense output by a fresh step of size θh instead (high-order methods)
+
+  bool adaptive() const { return b_err != nullptr; }
+  // True when the interpolant reads f1 (a non-FSAL method whose P has a non-zero column s).
+  bool needs_f1() const {
+    if (fsal || restep || num_terms <= s) return false;
+    for (int p = 0; p < interp_degree; ++p)
+      if (P[p * num_terms + s] != 0.0) return true;
+    return false;
+  }
+};
+
+}  // namespace pyode::core

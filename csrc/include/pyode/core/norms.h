@@ -1,0 +1,44 @@
+// Scaled RMS norms of the error and of the initial-step probes (pyode/_kernels/reference.py).
+#pragma once
+
+#include <cmath>
+
+namespace pyode::core {
+
+// RMS of (a - b) / (atol + rtol * |y|); b may be nullptr (then of a / scale). n == 0 gives 0.
+inline double scaled_norm(const double* a, const double* b, const double* y, int n, double atol, double rtol) {
+  if (n == 0) return 0.0;
+  double sum = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double d = (b == nullptr ? a[i] : a[i] - b[i]) / (atol + rtol * std::fabs(y[i]));
+    sum += d * d;
+  }
+  return std::sqrt(sum / n);
+}
+
+// RMS of err / (atol + rtol * max(|y0|, |y1|)): the error ratio of a step (accept when <= 1).
+inline double error_ratio(const double* err, const double* y0, const double* y1, int n, double atol, double rtol) {
+  if (n == 0) return 0.0;
+  double sum = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double a0 = std::fabs(y0[i]), a1 = std::fabs(y1[i]);
+    const double big = (a1 > a0 || std::isnan(a1)) ? a1 : a0;  // NaN-propagating, as torch.maximum
+    const double d = err[i] / (atol + rtol * big);
+    sum += d * d;
+  }
+  return std::sqrt(sum / n);
+}
+
+// Python's max(a, b) / min(a, b): the first argument unless the second compares greater / smaller
+// (so NaN propagates exactly as in the Python path).
+inline double py_max(double a, double b) { return b > a ? b : a; }
+inline double py_min(double a, double b) { return b < a ? b : a; }
+
+// Python's math.ulp for a finite x >= 0.
+inline double py_ulp(double x) {
+  const double up = std::nextafter(x, INFINITY);
+  if (std::isinf(up)) return x - std::nextafter(x, -INFINITY);
+  return up - x;
+}
+
+}  // namespace pyode::core

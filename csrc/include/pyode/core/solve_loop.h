@@ -1,0 +1,294 @@
+// The integration loop of one row (one trajectory): accept/reject, the PID controller, the initial step,
+// output times by dense output and terminal events, for an explicit Runge-Kutta method given as data.
+// It is the C++ twin of pyode/_solvers/adaptive.py (AdaptiveLoop) and fixed_grid.py (FixedGridLoop):
+// the same operations in the same order, so both take the same steps. A solve of R rows runs R of these
+// independently (each row its own t, h and controller state; no lockstep), on any threads.
+//
+// Templated on the right-hand side (any callable rhs(t, y, dy) in solver time) and the event (a type with
+// `static constexpr bool active` and value(t, y) -> double), so a function pointer, a Python callback or a
+// device function can plug in without another loop.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "pyode/core/controller.h"
+#include "pyode/core/dense_output.h"
+#include "pyode/core/initial_step.h"
+#include "pyode/core/method.h"
+#include "pyode/core/norms.h"
+
+namespace pyode::core {
+
+enum class Status : int32_t { kSuccess = 0, kMaxSteps = 1, kStepUnderflow = 2, kNonFinite = 3, kEvent = 4 };
+
+struct LoopOptions {
+  double rtol = 0.0, atol = 0.0;
+  ControllerParams controller;
+  double first_step = 0.0;           // > 0: the first step; otherwise Hairer's rule
+  int64_t max_num_steps = 2147483647;
+  double step_size = 0.0;            // the grid spacing of fixed-grid methods
+  double event_tol = 0.0;            // time tolerance of a located event (pyode uses atol)
+};
+
+struct RowStats {
+  Status status = Status::kSuccess;
+  double t_reached = NAN;  // solver time (the caller flips the sign back)
+  double event_t = NAN;    // solver time of the event, NaN when none
+  int64_t n_accepted = 0, n_rejected = 0, n_feval = 0;
+};
+
+// Where one row writes: output k at ys + k * stride (n values each); the state at an event at y_event.
+struct RowOutput {
+  double* ys = nullptr;
+  int64_t stride = 0;
+  double* y_event = nullptr;  // may be nullptr
+};
+
+struct NoEvent {
+  static constexpr bool active = false;
+  double value(double, const double*) const { return 1.0; }
+};
+
+// Scratch of one row; a thread reuses one for all its rows.
+struct Workspace {
+  std::vector<double> K, K2, y, y1, y1b, stage, w, probe, event_y;
+  void resize(const Method& m, int n) {
+    const size_t terms = static_cast<size_t>(m.s) + 1;  // s stages + f1
+    K.assign(terms * n, 0.0);
+    K2.assign(m.restep ? terms * n : 0, 0.0);
+    y.assign(n, 0.0); y1.assign(n, 0.0); y1b.assign(n, 0.0); stage.assign(n, 0.0); probe.assign(n, 0.0);
+    event_y.assign(n, 0.0);
+    w.assign(terms, 0.0);
+  }
+};
+
+template <class Rhs>
+class RowSolver {
+ public:
+  RowSolver(const Method& m, const LoopOptions& o, Rhs& rhs, Workspace& ws, int n)
+      : m_(m), o_(o), rhs_(rhs), ws_(ws), n_(n), ctrl_(o.controller) {}
+
+  // Integrates from y0 at t_out[0] through the increasing solver times t_out (T >= 1).
+  template <class Event>
+  RowStats run(const double* y0, const double* t_out, int64_t T, RowOutput out, Event& ev) {
+    out_ = out;
+    std::memcpy(out.ys, y0, sizeof(double) * n_);
+    written_ = 1;
+    stats_.t_reached = t_out[0];
+    if (T > 1) {
+      if (m_.adaptive()) run_adaptive(y0, t_out, T, ev);
+      else run_fixed(y0, t_out, T);
+    }
+    for (int64_t k = written_; k < T; ++k)  // outputs the row never reached
+      for (int i = 0; i < n_; ++i) out.ys[k * out.stride + i] = NAN;
+    return stats_;
+  }
+
+ private:
+  const Method& m_;
+  const LoopOptions& o_;
+  Rhs& rhs_;
+  Workspace& ws_;
+  int n_;
+  PIDController ctrl_;
+  RowStats stats_;
+  RowOutput out_;
+  int64_t written_ = 0;
+  double sign0_ = 1.0;
+
+  void eval(double t, const double* y, double* dy) {
+    ++stats_.n_feval;
+    rhs_(t, y, dy);
+  }
+  double* k(double* K, int j) const { return K + static_cast<int64_t>(j) * n_; }
+
+  // One step of size h from (t0, y0) with K[0] = f(t0, y0) already there: stages into K, y1 into `y1`.
+  // Returns the error ratio (0 for fixed-grid methods).
+  double attempt(double t0, const double* y0, double h, double* K, double* y1) {
+    const int s = m_.s;
+    const double t_end = t0 + h;
+    for (int i = 1; i < s; ++i) {
+      double* in = (m_.fsal && i == s - 1) ? y1 : ws_.stage.data();
+      for (int j = 0; j < i; ++j) ws_.w[j] = h * m_.a[i * s + j];
+      combine(y0, K, ws_.w.data(), i, n_, in);
+      eval(m_.c[i] == 1.0 ? t_end : t0 + m_.c[i] * h, in, k(K, i));
+    }
+    if (!m_.fsal) {
+      for (int j = 0; j < s; ++j) ws_.w[j] = h * m_.b[j];
+      combine(y0, K, ws_.w.data(), s, n_, y1);
+    }
+    if (!m_.adaptive()) return 0.0;
+    for (int j = 0; j < s; ++j) ws_.w[j] = h * m_.b_err[j];
+    double* err = ws_.probe.data();
+    for (int i = 0; i < n_; ++i) err[i] = 0.0;
+    for (int j = 0; j < s; ++j) {
+      const double wj = ws_.w[j];
+      const double* kj = k(K, j);
+      for (int i = 0; i < n_; ++i) err[i] += wj * kj[i];
+    }
+    return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
+  }
+
+  // The step's interpolant at θ into `dst` (the step: t0, y0, size h, stages in ws_.K, f1 in K[s]).
+  void dense(double t0, const double* y0, double h, double theta, double* dst) {
+    if (m_.restep) {  // a fresh step of size θh from the step's start (the method's own order)
+      std::memcpy(ws_.K2.data(), ws_.K.data(), sizeof(double) * n_);
+      double* y1 = m_.fsal ? dst : ws_.y1b.data();
+      attempt(t0, y0, theta * h, ws_.K2.data(), y1);
+      if (y1 != dst) std::memcpy(dst, y1, sizeof(double) * n_);
+      return;
+    }
+    dense_weights(m_, theta, h, ws_.w.data());
+    combine(y0, ws_.K.data(), ws_.w.data(), m_.num_terms, n_, dst);
+  }
+
+  // Writes every output time in (t0, t1] the step owes; an output exactly at t1 is y1 itself.
+  void write_outputs(double t0, const double* y0, double h, double t1, const double* y1, const double* t_out,
+                     int64_t T, bool inclusive) {
+    while (written_ < T && (inclusive ? t_out[written_] <= t1 : t_out[written_] < t1)) {
+      double* dst = out_.ys + written_ * out_.stride;
+      if (t_out[written_] == t1) std::memcpy(dst, y1, sizeof(double) * n_);
+      else dense(t0, y0, h, (t_out[written_] - t0) / h, dst);
+      ++written_;
+    }
+  }
+
+  bool fail(Status status, double t) {
+    stats_.status = status;
+    stats_.t_reached = t;
+    return true;
+  }
+
+  // After each attempted step: too many steps, or a step size below the resolution of t.
+  bool check_progress(double t, double h, double ratio) {
+    stats_.t_reached = t;
+    if (stats_.n_accepted + stats_.n_rejected >= o_.max_num_steps) return fail(Status::kMaxSteps, t);
+    if (!(h > 4.0 * py_ulp(py_max(std::fabs(t), 1.0))))  // written so that a NaN h stops here too
+      return fail(std::isfinite(ratio) ? Status::kStepUnderflow : Status::kNonFinite, t);
+    return false;
+  }
+
+  template <class Event>
+  bool event_value(Event& ev, double t, const double* y, double* v) {
+    *v = ev.value(t, y);
+    if (std::isnan(*v)) return !fail(Status::kNonFinite, t);  // a NaN has no sign: stop the row
+    return true;
+  }
+
+  template <class Event>
+  void run_adaptive(const double* y0_in, const double* t_out, int64_t T, Event& ev);
+  template <class Event>
+  bool locate_event(Event& ev, double t0, double h, const double* t_out, int64_t T);
+  void run_fixed(const double* y0_in, const double* t_out, int64_t T);
+};
+
+template <class Rhs>
+template <class Event>
+void RowSolver<Rhs>::run_adaptive(const double* y0_in, const double* t_out, int64_t T, Event& ev) {
+  double* K = ws_.K.data();
+  double *y = ws_.y.data(), *y1 = ws_.y1.data();
+  std::memcpy(y, y0_in, sizeof(double) * n_);
+  double t = t_out[0];
+  const double t_end = t_out[T - 1];
+  eval(t, y, K);
+  double h = o_.first_step;
+  if (!(h > 0.0)) {
+    auto f = [this](double tt, const double* yy, double* dy) { eval(tt, yy, dy); };
+    h = initial_step(f, t, y, K, n_, m_.order, o_.rtol, o_.atol, ws_.probe.data(), k(K, m_.s));
+  }
+  // min_step and max_step bound every step, the first included (a NaN h stays NaN).
+  if (!std::isnan(h)) h = py_min(py_max(h, o_.controller.min_step), o_.controller.max_step);
+  if (!(std::isfinite(h) && h > 0.0)) { fail(Status::kNonFinite, t); return; }
+  if constexpr (Event::active) {
+    double v;
+    if (!event_value(ev, t, y, &v)) return;
+    sign0_ = std::copysign(1.0, v);
+  }
+  while (t < t_end && written_ < T) {
+    const double h_step = py_min(h, t_end - t);
+    const double ratio = attempt(t, y, h_step, K, y1);
+    const bool accepted = ratio <= 1.0;
+    h = ctrl_.next_step(h_step, ratio, accepted);
+    if (!accepted) {
+      ++stats_.n_rejected;
+      if (check_progress(t, h, ratio)) return;
+      if (h >= h_step) { fail(Status::kStepUnderflow, t); return; }  // the controller cannot shrink it
+      continue;
+    }
+    ++stats_.n_accepted;
+    const double t1 = py_min(t_end, t + h_step);
+    if (!m_.fsal) eval(t + h_step, y1, k(K, m_.s));  // f1: the interpolant's term s and the next f0
+    if constexpr (Event::active) {
+      double v;
+      if (!event_value(ev, t + h_step, y1, &v)) return;  // pyode evaluates it at t0 + h
+      if (v == 0.0 || std::copysign(1.0, v) != sign0_) {
+        locate_event(ev, t, h_step, t_out, T);
+        return;
+      }
+    }
+    write_outputs(t, y, h_step, t1, y1, t_out, T, true);
+    std::memcpy(K, k(K, m_.fsal ? m_.s - 1 : m_.s), sizeof(double) * n_);
+    std::memcpy(y, y1, sizeof(double) * n_);
+    t = t1;
+    if (check_progress(t, h, ratio)) return;
+  }
+}
+
+// Bisects the step's interpolant for the sign change (pyode/_solvers/events.py), writes the outputs
+// before the event and the state at it.
+template <class Rhs>
+template <class Event>
+bool RowSolver<Rhs>::locate_event(Event& ev, double t0, double h, const double* t_out, int64_t T) {
+  const double* y = ws_.y.data();
+  double* tmp = ws_.event_y.data();
+  double lo = 0.0, hi = 1.0;
+  const double tol = o_.event_tol > 0.0 ? o_.event_tol : 0.0;
+  const int64_t iters = tol <= 0.0 ? 0 : static_cast<int64_t>(std::ceil(std::log2(py_max(h / tol, 1.0))));
+  for (int64_t it = 0; it < (iters > 1 ? iters : 1) + 1; ++it) {
+    const double mid = 0.5 * (lo + hi);
+    dense(t0, y, h, mid, tmp);
+    double v;
+    if (!event_value(ev, t0 + mid * h, tmp, &v)) return false;
+    if (v != 0.0 && std::copysign(1.0, v) == sign0_) lo = mid;
+    else hi = mid;
+    if ((hi - lo) * h <= tol) break;
+  }
+  const double t_event = t0 + hi * h;
+  write_outputs(t0, y, h, t_event, ws_.y1.data(), t_out, T, false);  // outputs strictly before the event
+  if (out_.y_event != nullptr) dense(t0, y, h, hi, out_.y_event);
+  stats_.status = Status::kEvent;
+  stats_.t_reached = stats_.event_t = t_event;
+  return true;
+}
+
+// torchdiffeq's grid (pyode/_solvers/fixed_grid.py, make_grid): t0 + k * step_size while below the end,
+// then the end; one step per interval, outputs by the method's interpolant.
+template <class Rhs>
+void RowSolver<Rhs>::run_fixed(const double* y0_in, const double* t_out, int64_t T) {
+  double* K = ws_.K.data();
+  double *y = ws_.y.data(), *y1 = ws_.y1.data();
+  std::memcpy(y, y0_in, sizeof(double) * n_);
+  const double t0 = t_out[0], t_end = t_out[T - 1];
+  const double span = std::ceil((t_end - t0) / o_.step_size - 1e-9);
+  const int64_t n_steps = span > 1.0 ? static_cast<int64_t>(span) : 1;
+  const bool needs_f1 = m_.needs_f1();
+  for (int64_t q = 0; q < n_steps; ++q) {
+    const double g0 = t0 + q * o_.step_size;
+    const double g1 = q + 1 < n_steps ? t0 + (q + 1) * o_.step_size : t_end;
+    const double h = g1 - g0;
+    eval(g0, y, K);
+    attempt(g0, y, h, K, y1);
+    ++stats_.n_accepted;
+    stats_.t_reached = g1;
+    for (int i = 0; i < n_; ++i)
+      if (!std::isfinite(y1[i])) { fail(Status::kNonFinite, g1); return; }
+    if (needs_f1 && written_ < T && t_out[written_] < g1) eval(g0 + h, y1, k(K, m_.s));
+    write_outputs(g0, y, h, g1, y1, t_out, T, true);
+    std::memcpy(y, y1, sizeof(double) * n_);
+  }
+}
+
+}  // namespace pyode::core

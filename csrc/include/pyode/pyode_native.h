@@ -1,0 +1,102 @@
+/* pyode's native solver: a plain C ABI for whole solves with a compiled right-hand side.
+ *
+ * Called from Python through cffi (pyode.native) and from numba's nopython mode (pyode.native.nopython).
+ * Every array comes with its length; the solver checks sizes and never reads or writes past them.
+ * Functions return PYODE_OK (0) or a negative code; pyode_last_error() then says why (this thread).
+ * Trajectories that fail (max steps, step underflow, NaN) do not make the call fail: see pyode_traj_stats.
+ *
+ * The text between the CDEF markers is what cffi parses: plain declarations only.
+ */
+#ifndef PYODE_NATIVE_H
+#define PYODE_NATIVE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CDEF BEGIN */
+typedef void (*pyode_rhs_fn)(double t, const double* y, double* dy, const double* p);
+typedef double (*pyode_event_fn)(double t, const double* y, const double* p);
+
+/* An explicit Runge-Kutta method as data (pyode/_solvers/tableaux.py and its interpolant). */
+typedef struct pyode_method {
+    int32_t num_stages;     /* s, 1..64 */
+    int32_t order;          /* order of the propagated solution (the controller's exponent) */
+    int32_t fsal;           /* 1: the last stage is f(t0 + h, y1) */
+    int32_t interp_degree;  /* rows of interp_P */
+    int32_t interp_terms;   /* columns of interp_P: s (FSAL) or s + 1 (term s is f(t0 + h, y1)) */
+    int32_t interp_restep;  /* 1: dense output by a fresh step of size theta * h */
+    const double* c;        /* (s) */
+    const double* a;        /* (s * s) row-major, strictly lower triangular */
+    const double* b;        /* (s) */
+    const double* b_err;    /* (s) error weights b - b_hat, or NULL for a fixed-grid method */
+    const double* interp_P; /* (interp_degree * interp_terms) */
+} pyode_method;
+
+typedef struct pyode_options {
+    int64_t struct_size;    /* sizeof(pyode_options) as the caller compiled it */
+    double rtol, atol;
+    double first_step;      /* > 0: the first step; 0: Hairer's rule */
+    double safety, ifactor, dfactor, pcoeff, icoeff, dcoeff, min_step, max_step;
+    int64_t max_num_steps;
+    double step_size;       /* grid spacing of fixed-grid methods */
+    double event_tol;       /* time tolerance of a located event */
+    int32_t num_threads;    /* threads over trajectories; 0: all cores */
+    int32_t reserved;
+} pyode_options;
+
+typedef struct pyode_problem {
+    int64_t num_traj;       /* M >= 1 trajectories */
+    int64_t n;              /* state size */
+    int64_t num_params;     /* k, parameters per trajectory */
+    int64_t params_stride;  /* 0: one parameter vector shared by all; k: one row each */
+    int64_t num_times;      /* T >= 1 output times, strictly monotonic (t[0] is the initial time) */
+    const double* y0;       int64_t y0_len;      /* (M, n) */
+    const double* params;   int64_t params_len;  /* (k) or (M, k); may be NULL when k == 0 */
+    const double* t;        int64_t t_len;       /* (T) */
+    double* ys;             int64_t ys_len;      /* (T, M, n) output; NaN where a trajectory stopped */
+    double* y_event;        int64_t y_event_len; /* (M, n) state at the event, or NULL */
+} pyode_problem;
+
+/* status of a trajectory */
+enum { PYODE_SUCCESS = 0, PYODE_MAX_STEPS = 1, PYODE_STEP_UNDERFLOW = 2, PYODE_NON_FINITE = 3, PYODE_EVENT = 4 };
+/* return codes */
+enum { PYODE_OK = 0, PYODE_EINVAL = -1, PYODE_ENOMEM = -2 };
+
+typedef struct pyode_traj_stats {
+    int32_t status;
+    int32_t reserved;
+    double t_reached;       /* caller's time */
+    double event_t;         /* caller's time of the event, NaN when none */
+    int64_t n_accepted, n_rejected, n_feval;
+} pyode_traj_stats;
+
+int32_t pyode_native_abi_version(void);
+const char* pyode_last_error(void);
+
+/* Solves every trajectory; stats: (M) entries, stats_len >= M. event may be NULL. */
+int32_t pyode_solve(const pyode_method* method, const pyode_options* options, pyode_rhs_fn rhs,
+                    pyode_event_fn event, const pyode_problem* problem, pyode_traj_stats* stats,
+                    int64_t stats_len);
+
+/* The same with only numbers and flat arrays, for callers that cannot build structs (numba's nopython
+ * mode): `packed` holds the method and options as pyode.native.nopython.pack() lays them out; rhs and
+ * event are function addresses (event 0: none); stats_out is (M, 6) doubles: status, t_reached, event_t,
+ * n_accepted, n_rejected, n_feval. */
+int32_t pyode_solve_packed(const double* packed, int64_t packed_len, uint64_t rhs, uint64_t event,
+                           int64_t num_traj, int64_t n, int64_t num_params, int64_t params_stride,
+                           const double* y0, int64_t y0_len, const double* params, int64_t params_len,
+                           const double* t, int64_t t_len, double* ys, int64_t ys_len,
+                           double* stats_out, int64_t stats_len);
+/* CDEF END */
+
+#define PYODE_NATIVE_ABI 1
+#define PYODE_PACKED_HEADER 24
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PYODE_NATIVE_H */

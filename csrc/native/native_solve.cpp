@@ -1,0 +1,253 @@
+// pyode_native.h's entry points: argument checks, the function-pointer right-hand side, and trajectories
+// spread over threads. The integration itself is pyode/core/solve_loop.h.
+#include "pyode/pyode_native.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <exception>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "native_error.h"
+#include "pyode/core/solve_loop.h"
+
+namespace pyode::native {
+
+namespace {
+thread_local std::string g_last_error;
+}  // namespace
+
+void set_last_error(const std::string& message) { g_last_error = message; }
+
+}  // namespace pyode::native
+
+namespace {
+
+using pyode::core::LoopOptions;
+using pyode::core::Method;
+using pyode::core::RowOutput;
+using pyode::core::RowSolver;
+using pyode::core::RowStats;
+using pyode::core::Workspace;
+
+using pyode::native::set_last_error;
+
+struct InvalidArgument {
+  std::string what;
+};
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw InvalidArgument{what};
+}
+
+// The user's f in solver time s = sign * t: f_solver(s, y) = sign * f(sign * s, y) (pyode's FlatFunc).
+struct FnPtrRhs {
+  pyode_rhs_fn f;
+  const double* p;
+  double sign;
+  int n;
+  void operator()(double s, const double* y, double* dy) const {
+    f(sign * s, y, dy, p);
+    if (sign < 0)
+      for (int i = 0; i < n; ++i) dy[i] = -dy[i];
+  }
+};
+
+struct FnPtrEvent {
+  static constexpr bool active = true;
+  pyode_event_fn e;
+  const double* p;
+  double sign;
+  double value(double s, const double* y) const { return e(sign * s, y, p); }
+};
+
+Method check_method(const pyode_method* pm) {
+  require(pm != nullptr, "method is NULL");
+  const int s = pm->num_stages;
+  require(s >= 1 && s <= 64, "method.num_stages must be 1..64");
+  require(pm->order >= 1, "method.order must be >= 1");
+  require(pm->c && pm->a && pm->b, "method.c, a and b must not be NULL");
+  require(pm->interp_restep || (pm->interp_degree >= 1 && pm->interp_P != nullptr),
+          "method needs an interpolant (interp_degree >= 1 and interp_P) or interp_restep = 1");
+  require(pm->interp_terms == s || pm->interp_terms == s + 1, "method.interp_terms must be s or s + 1");
+  require(!pm->fsal || s >= 2, "an FSAL method needs at least 2 stages");
+  require(pm->interp_degree >= 0 && pm->interp_degree <= 16, "method.interp_degree must be 0..16");
+  Method m;
+  m.s = s;
+  m.order = pm->order;
+  m.fsal = pm->fsal != 0;
+  m.c = pm->c;
+  m.a = pm->a;
+  m.b = pm->b;
+  m.b_err = pm->b_err;
+  m.interp_degree = pm->interp_restep ? 0 : pm->interp_degree;
+  m.num_terms = pm->interp_terms;
+  m.P = pm->interp_P;
+  m.restep = pm->interp_restep != 0;
+  return m;
+}
+
+LoopOptions check_options(const pyode_options* po, const Method& m) {
+  require(po != nullptr, "options is NULL");
+  require(po->struct_size == static_cast<int64_t>(sizeof(pyode_options)),
+          "options.struct_size does not match this library's pyode_options (rebuild the caller)");
+  auto finite_nonneg = [](double x) { return std::isfinite(x) && x >= 0.0; };
+  require(finite_nonneg(po->rtol) && finite_nonneg(po->atol), "rtol and atol must be finite and >= 0");
+  require(!m.adaptive() || po->rtol > 0.0 || po->atol > 0.0, "rtol and atol cannot both be 0");
+  require(po->safety > 0.0 && po->safety <= 1.0, "options.safety must be in (0, 1]");
+  require(po->dfactor > 0.0 && po->dfactor <= 1.0, "options.dfactor must be in (0, 1]");
+  require(po->ifactor >= 1.0 && std::isfinite(po->ifactor), "options.ifactor must be finite and >= 1");
+  require(std::isfinite(po->pcoeff) && std::isfinite(po->icoeff) && std::isfinite(po->dcoeff),
+          "options.pcoeff/icoeff/dcoeff must be finite");
+  require(finite_nonneg(po->min_step) && po->max_step > 0.0 && po->min_step <= po->max_step,
+          "need 0 <= min_step <= max_step and max_step > 0");
+  require(po->max_num_steps >= 1, "options.max_num_steps must be >= 1");
+  require(finite_nonneg(po->first_step), "options.first_step must be finite and >= 0");
+  require(m.adaptive() || (std::isfinite(po->step_size) && po->step_size > 0.0),
+          "a fixed-grid method needs options.step_size > 0");
+  require(po->num_threads >= 0, "options.num_threads must be >= 0");
+  LoopOptions o;
+  o.rtol = po->rtol;
+  o.atol = po->atol;
+  o.controller = {m.order, po->safety, po->ifactor, po->dfactor, po->pcoeff, po->icoeff, po->dcoeff,
+                  po->min_step, po->max_step};
+  o.first_step = po->first_step;
+  o.max_num_steps = po->max_num_steps;
+  o.step_size = po->step_size;
+  o.event_tol = std::isfinite(po->event_tol) && po->event_tol > 0.0 ? po->event_tol : 0.0;
+  return o;
+}
+
+void check_problem(const pyode_problem* pp, int64_t stats_len) {
+  require(pp != nullptr, "problem is NULL");
+  const int64_t M = pp->num_traj, n = pp->n, k = pp->num_params, T = pp->num_times;
+  require(M >= 1 && n >= 0 && n < (int64_t{1} << 30) && k >= 0 && T >= 1, "need num_traj >= 1, n >= 0, "
+          "num_params >= 0, num_times >= 1");
+  require(pp->params_stride == 0 || pp->params_stride == k, "params_stride must be 0 (shared) or num_params");
+  require(M <= (int64_t{1} << 40) / std::max<int64_t>(n, 1) / T, "num_traj * n * num_times is too large");
+  require(pp->y0 != nullptr && pp->y0_len >= M * n, "y0 is NULL or shorter than num_traj * n");
+  const int64_t need_p = pp->params_stride == 0 ? k : M * k;
+  require(need_p == 0 || (pp->params != nullptr && pp->params_len >= need_p), "params is NULL or too short");
+  require(pp->t != nullptr && pp->t_len >= T, "t is NULL or shorter than num_times");
+  require(pp->ys != nullptr && pp->ys_len >= T * M * n, "ys is NULL or shorter than num_times * num_traj * n");
+  require(pp->y_event == nullptr || pp->y_event_len >= M * n, "y_event is shorter than num_traj * n");
+  require(stats_len >= M, "stats is shorter than num_traj");
+  for (int64_t q = 0; q < T; ++q) require(std::isfinite(pp->t[q]), "t contains NaN or inf");
+  if (T > 1) {
+    const bool up = pp->t[1] > pp->t[0];
+    for (int64_t q = 1; q < T; ++q)
+      require(up ? pp->t[q] > pp->t[q - 1] : pp->t[q] < pp->t[q - 1],
+              "t must be strictly increasing or strictly decreasing");
+  }
+}
+
+pyode_traj_stats to_c(const RowStats& r, double sign) {
+  pyode_traj_stats out{};
+  out.status = static_cast<int32_t>(r.status);
+  out.t_reached = sign * r.t_reached;
+  out.event_t = sign * r.event_t;
+  out.n_accepted = r.n_accepted;
+  out.n_rejected = r.n_rejected;
+  out.n_feval = r.n_feval;
+  return out;
+}
+
+struct Job {
+  const Method& m;
+  const LoopOptions& o;
+  pyode_rhs_fn rhs;
+  pyode_event_fn event;
+  const pyode_problem& p;
+  const std::vector<double>& t_out;  // solver times
+  double sign;
+  pyode_traj_stats* stats;
+
+  void row(int64_t r, Workspace& ws) const {
+    const int n = static_cast<int>(p.n);
+    const double* params = p.num_params == 0 ? nullptr : p.params + r * p.params_stride;
+    FnPtrRhs f{rhs, params, sign, n};
+    RowSolver<FnPtrRhs> solver(m, o, f, ws, n);
+    RowOutput out{p.ys + r * p.n, p.num_traj * p.n, p.y_event ? p.y_event + r * p.n : nullptr};
+    RowStats rs;
+    if (event != nullptr) {
+      FnPtrEvent ev{event, params, sign};
+      rs = solver.run(p.y0 + r * p.n, t_out.data(), p.num_times, out, ev);
+    } else {
+      pyode::core::NoEvent ev;
+      rs = solver.run(p.y0 + r * p.n, t_out.data(), p.num_times, out, ev);
+    }
+    if (out.y_event != nullptr && rs.status != pyode::core::Status::kEvent)
+      for (int i = 0; i < n; ++i) out.y_event[i] = NAN;
+    stats[r] = to_c(rs, sign);
+  }
+};
+
+// Rows handed out one at a time from a shared counter: each thread takes the next unsolved trajectory,
+// so slow trajectories (many steps) do not hold up a fixed share.
+void run_rows(const Job& job, const Method& m, int64_t M, int threads) {
+  std::atomic<int64_t> next{0};
+  auto worker = [&]() {
+    Workspace ws;
+    ws.resize(m, static_cast<int>(job.p.n));
+    for (int64_t r = next++; r < M; r = next++) job.row(r, ws);
+  };
+  if (threads <= 1) {
+    worker();
+    return;
+  }
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  for (int q = 1; q < threads; ++q) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+}
+
+int32_t solve_impl(const pyode_method* pm, const pyode_options* po, pyode_rhs_fn rhs, pyode_event_fn event,
+                   const pyode_problem* pp, pyode_traj_stats* stats, int64_t stats_len) {
+  const Method m = check_method(pm);
+  const LoopOptions o = check_options(po, m);
+  require(rhs != nullptr, "rhs is NULL");
+  require(stats != nullptr, "stats is NULL");
+  require(event == nullptr || m.adaptive(), "events need an adaptive method (e.g. dopri5)");
+  check_problem(pp, stats_len);
+  const double sign = pp->num_times > 1 && pp->t[1] < pp->t[0] ? -1.0 : 1.0;
+  std::vector<double> t_out(pp->t, pp->t + pp->num_times);
+  for (double& x : t_out) x *= sign;
+  const int64_t M = pp->num_traj;
+  int threads = po->num_threads > 0 ? po->num_threads : static_cast<int>(std::thread::hardware_concurrency());
+  threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, M)));
+  Job job{m, o, rhs, event, *pp, t_out, sign, stats};
+  run_rows(job, m, M, threads);
+  return PYODE_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+int32_t pyode_native_abi_version(void) { return PYODE_NATIVE_ABI; }
+
+const char* pyode_last_error(void) { return pyode::native::g_last_error.c_str(); }
+
+int32_t pyode_solve(const pyode_method* method, const pyode_options* options, pyode_rhs_fn rhs,
+                    pyode_event_fn event, const pyode_problem* problem, pyode_traj_stats* stats,
+                    int64_t stats_len) {
+  try {
+    set_last_error("");
+    return solve_impl(method, options, rhs, event, problem, stats, stats_len);
+  } catch (const InvalidArgument& e) {
+    set_last_error("pyode_solve: " + e.what);
+    return PYODE_EINVAL;
+  } catch (const std::bad_alloc&) {
+    set_last_error("pyode_solve: out of memory");
+    return PYODE_ENOMEM;
+  } catch (const std::exception& e) {  // std::thread creation failure and the like
+    set_last_error(std::string("pyode_solve: ") + e.what());
+    return PYODE_ENOMEM;
+  }
+}
+
+}  // extern "C"

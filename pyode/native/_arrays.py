@@ -1,0 +1,140 @@
+"""Inputs of a native solve as contiguous float64 NumPy arrays (no copy where they already are), their
+shape checks, and the result in the caller's kind (NumPy or CPU torch) and dtype."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+_FLOATS = (np.float32, np.float64)
+
+
+def _as_array(x, name: str) -> tuple[np.ndarray, str, object]:
+    """``x`` as a float64 C-contiguous array; returns (array, kind "numpy"/"torch", original dtype)."""
+    kind, dtype = "numpy", None
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            if x.device.type != "cpu":
+                raise ValueError(f"{name} is on {x.device}; pyode.native.solve takes CPU tensors (use .cpu(), or "
+                                 "device='cuda' with the numba CUDA ensemble)")
+            if x.requires_grad:
+                raise ValueError(f"{name} requires grad, but a native solve has no autograd; pass {name}.detach(), or "
+                                 "use pyode.solve with a torch func for gradients (backprop, adjoint, checkpoint)")
+            kind, dtype = "torch", x.dtype
+            x = x.detach().numpy()
+    if isinstance(x, (list, tuple, float, int)):
+        x = np.asarray(x, dtype=np.float64)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array or a CPU torch tensor, got {type(x).__name__}")
+    if x.dtype.type not in _FLOATS and not np.issubdtype(x.dtype, np.integer):
+        raise TypeError(f"{name} must hold real numbers (float64, float32 or int), got dtype {x.dtype}")
+    if dtype is None:
+        dtype = x.dtype
+    return np.ascontiguousarray(x, dtype=np.float64), kind, dtype
+
+
+@dataclass
+class Problem:
+    """Checked shapes of a solve: y0 (M, n), params (M or 1, k), t (T,), and how to return results."""
+
+    y0: np.ndarray
+    params: np.ndarray
+    t: np.ndarray
+    ensemble: bool
+    params_per_traj: bool
+    kind: str
+    dtype: object
+    t_in: object
+
+    @property
+    def M(self) -> int:
+        return self.y0.shape[0]
+
+    @property
+    def n(self) -> int:
+        return self.y0.shape[1]
+
+    @property
+    def k(self) -> int:
+        return self.params.shape[-1]
+
+    @property
+    def T(self) -> int:
+        return self.t.shape[0]
+
+    @property
+    def sign(self) -> float:
+        return -1.0 if self.T > 1 and self.t[1] < self.t[0] else 1.0
+
+    @classmethod
+    def build(cls, y0, t, params) -> Problem:
+        y, kind, dtype = _as_array(y0, "y0")
+        if y.ndim not in (1, 2) or y.shape[-1] == 0:
+            raise ValueError(f"y0 must have shape (n,) for one trajectory or (M, n) for an ensemble (n >= 1), got "
+                             f"{y.shape}; reshape a structured state to one flat vector per trajectory")
+        p = np.zeros((0,)) if params is None else _as_array(params, "params")[0]
+        if p.ndim not in (1, 2):
+            raise ValueError(f"params must have shape (k,) (shared) or (M, k) (one row per trajectory), got {p.shape}")
+        ensemble = y.ndim == 2 or p.ndim == 2
+        if p.ndim == 2 and y.ndim == 1:
+            y = np.ascontiguousarray(np.broadcast_to(y, (p.shape[0], y.shape[0])))  # one y0 for every row
+        y = y.reshape(-1, y.shape[-1])
+        if p.ndim == 2 and p.shape[0] != y.shape[0]:
+            raise ValueError(f"params has {p.shape[0]} rows but y0 has {y.shape[0]} trajectories; pass params of "
+                             f"shape ({y.shape[0]}, k) or a shared (k,) vector")
+        if y.shape[0] == 0:
+            raise ValueError("y0 has no trajectories (shape (0, n)); pass at least one")
+        tt = _times(t)
+        return cls(y, p, tt, ensemble, p.ndim == 2, kind, dtype, t)
+
+    def wrap(self, ys: np.ndarray, y_event, stats: np.ndarray):
+        """The :class:`NativeSolution` in the caller's kind; (T, n) for a single trajectory."""
+        from pyode.native._solve import NativeSolution
+
+        if not self.ensemble:
+            ys = ys[:, 0]
+            y_event = None if y_event is None else y_event[0]
+        return NativeSolution(self._out(ys), self.t_in if _is_tensor(self.t_in) else self.t,
+                              stats["status"].copy(), stats["t_reached"].copy(), stats["event_t"].copy(),
+                              None if y_event is None else self._out(y_event), stats["n_accepted"].copy(),
+                              stats["n_rejected"].copy(), stats["n_feval"].copy())
+
+    def _out(self, x: np.ndarray):
+        if self.dtype == np.float32 or str(self.dtype) == "torch.float32":
+            x = x.astype(np.float32)
+        if self.kind == "torch":
+            import torch
+
+            return torch.from_numpy(x)
+        return x
+
+
+def _is_tensor(x) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _times(t) -> np.ndarray:
+    tt = _as_array(t, "t")[0]
+    if tt.ndim != 1 or tt.size == 0:
+        raise ValueError(f"t must be a 1-D array of output times with at least the initial time, got shape {tt.shape}")
+    values = tt.tolist()
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("t contains NaN or inf")
+    d = np.diff(tt)
+    if tt.size > 1 and not (np.all(d > 0) or np.all(d < 0)):
+        raise ValueError("t must be strictly increasing or strictly decreasing (no repeated times)")
+    return tt
+
+
+def pointer(ffi, arr: np.ndarray, keep: list):
+    """A ``double *`` into ``arr`` (float64, C-contiguous); ``keep`` holds the array for the call."""
+    if arr.dtype != np.float64 or not arr.flags.c_contiguous:
+        raise AssertionError("pyode.native internal: arrays must be contiguous float64")
+    if arr.size == 0:
+        arr = np.zeros(1)
+    keep.append(arr)
+    return ffi.cast("double *", ffi.from_buffer(arr))

@@ -1,0 +1,204 @@
+"""``pyode.native.solve``: whole solves in the C++ loop with a compiled right-hand side, one trajectory or
+an ensemble spread over threads, with the GIL released for the whole solve."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from pyode import _validation as check
+from pyode._solvers.adaptive import AdaptiveOptions
+from pyode._solvers.fixed_grid import FixedOptions, check_step_count
+from pyode.errors import MaxStepsError, NonFiniteStateError, StepSizeUnderflowError
+from pyode.native import _arrays
+from pyode.native._compile import native_function
+from pyode.native._lib import load
+from pyode.native._methods import ADAPTIVE, FIXED, method_data
+
+SUCCESS, MAX_STEPS, STEP_UNDERFLOW, NON_FINITE, EVENT = 0, 1, 2, 3, 4
+STATUS_NAMES = {SUCCESS: "success", MAX_STEPS: "max_num_steps", STEP_UNDERFLOW: "step_underflow",
+                NON_FINITE: "non_finite", EVENT: "event"}
+_ERRORS = {MAX_STEPS: MaxStepsError, STEP_UNDERFLOW: StepSizeUnderflowError, NON_FINITE: NonFiniteStateError}
+# Options of pyode's Python loops that the native loop does not run (yet): refused, never ignored.
+_UNSUPPORTED = ("step_t", "jump_t", "per_sample", "grid_constructor", "perturb")
+
+
+@dataclass
+class NativeSolution:
+    """Result of :func:`pyode.native.solve`; arrays of the input's kind (NumPy or torch).
+
+    Attributes:
+        ys: (T, n) for one trajectory, (T, M, n) for an ensemble; NaN after a trajectory stopped.
+        t: (T,) the output times.
+        status: (M,) int codes (see ``STATUS_NAMES``): 0 success, 1 max_num_steps, 2 step_underflow,
+            3 non_finite, 4 event.
+        t_reached: (M,) the last time each trajectory reached; event_t: (M,) event times (NaN: none).
+        y_event: (M, n) state at the event (NaN: none), or None without an event function.
+        n_accepted, n_rejected, n_feval: (M,) int64 counters.
+    """
+
+    ys: object
+    t: object
+    status: np.ndarray
+    t_reached: np.ndarray
+    event_t: np.ndarray
+    y_event: object
+    n_accepted: np.ndarray
+    n_rejected: np.ndarray
+    n_feval: np.ndarray
+
+    @property
+    def success(self) -> bool:
+        """True when every trajectory reached the last time (or its event)."""
+        return bool(np.all((self.status == SUCCESS) | (self.status == EVENT)))
+
+    def status_names(self) -> list[str]:
+        return [STATUS_NAMES[int(s)] for s in self.status]
+
+
+def _parse_options(method: str, options: dict | None, sign: float):
+    """Validated options: (the options dataclass, num_threads)."""
+    cls = AdaptiveOptions if method in ADAPTIVE else FixedOptions
+    opts, extra = check.parse_options(options, cls, method, extra=("num_threads",))
+    for name in _UNSUPPORTED:
+        default = {f.name: f for f in dataclasses.fields(cls)}.get(name)
+        if default is not None and getattr(opts, name) != _default_of(default):
+            raise ValueError(f"options[{name!r}] is not supported by pyode.native.solve; use pyode.solve with a torch "
+                             "func for it")
+    threads = extra.get("num_threads", 0)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"options['num_threads'] must be an int >= 0 (0: all cores), got {threads!r}")
+    if method in ADAPTIVE:
+        check.adaptive_options(opts, sign)
+        if opts.interp not in ("auto", "quartic", "cubic", "linear", "restep"):
+            raise ValueError(f"options['interp'] must be auto, quartic, cubic, linear or restep, got {opts.interp!r}")
+    else:
+        opts.step_size = check.positive("step_size", opts.step_size, allow_none=False)
+        opts.max_num_steps = check.positive_int("max_num_steps", opts.max_num_steps)
+        if opts.interp not in ("linear", "cubic"):
+            raise ValueError(f"options['interp'] must be 'linear' or 'cubic' for fixed-grid methods, got {opts.interp!r}")
+    return opts, threads
+
+
+def _default_of(field):
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def _method_struct(ffi, data, keep: list):
+    m = ffi.new("pyode_method *")
+    s = data.num_stages
+    m.num_stages, m.order, m.fsal = s, data.tableau.order, int(data.tableau.fsal)
+    m.interp_degree, m.interp_terms = data.P.shape
+    m.interp_restep = int(data.restep)
+    for name in ("c", "a", "b", "b_err"):
+        arr = getattr(data, name)
+        setattr(m, name, ffi.NULL if arr is None else _arrays.pointer(ffi, arr, keep))
+    m.interp_P = _arrays.pointer(ffi, data.P, keep)
+    return m
+
+
+def _options_struct(ffi, method: str, opts, rtol: float, atol: float, threads: int):
+    o = ffi.new("pyode_options *")
+    o.struct_size = ffi.sizeof("pyode_options")
+    o.rtol, o.atol, o.event_tol, o.num_threads = rtol, atol, atol, threads
+    o.safety, o.ifactor, o.dfactor, o.pcoeff, o.icoeff, o.dcoeff = 0.9, 10.0, 0.2, 0.0, 1.0, 0.0
+    o.min_step, o.max_step, o.max_num_steps = 0.0, math.inf, opts.max_num_steps
+    if method in ADAPTIVE:
+        o.first_step = opts.first_step or 0.0
+        for name in ("safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "min_step", "max_step"):
+            setattr(o, name, float(getattr(opts, name)))
+    else:
+        o.step_size = opts.step_size
+    return o
+
+
+def _raise_failures(status: np.ndarray, t_reached: np.ndarray, ensemble: bool) -> None:
+    bad = np.flatnonzero((status != SUCCESS) & (status != EVENT))
+    if bad.size == 0:
+        return
+    first = int(bad[0])
+    code = int(status[first])
+    which = f"trajectory {first} ({bad.size} of {status.size} failed)" if ensemble else "the solve"
+    hints = {MAX_STEPS: "raise options['max_num_steps'] or loosen rtol/atol (the problem may be stiff)",
+             STEP_UNDERFLOW: "the step size underflowed; the problem may be stiff or singular there",
+             NON_FINITE: "rhs produced NaN/inf and shrinking the step did not help"}
+    raise _ERRORS[code](STATUS_NAMES[code], float(t_reached[first]), f"pyode.native: {which} stopped: {hints[code]}")
+
+
+def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6, atol: float = 1e-9,
+          options: dict | None = None, event=None, raise_on_failure: bool | None = None) -> NativeSolution:
+    """Solves ``dy/dt = rhs(t, y, p)`` entirely in compiled code (the C++ loop, GIL released).
+
+    Args:
+        rhs: ``rhs(t, y, dy, p)`` in numba's nopython subset writing ``dy`` in place (compiled once with
+            ``numba.cfunc`` and cached), or a numba cfunc / cffi pointer with the C signature
+            ``void rhs(double t, const double *y, double *dy, const double *p)``.
+        y0: (n,) one trajectory or (M, n) an ensemble; NumPy array or CPU torch tensor.
+        t: (T,) output times, strictly monotonic; t[0] is the initial time.
+        params: None, (k,) shared by every trajectory, or (M, k) one row per trajectory (a (n,) ``y0`` is then
+            shared by the M trajectories).
+        method: any explicit method of pyode (adaptive: dopri5, tsit5, dopri8, bosh3, fehlberg2, adaptive_heun;
+            fixed grid with ``options['step_size']``: euler, midpoint, heun2, heun3, rk4).
+        rtol, atol: tolerances of the adaptive methods (pyode's error norm and PID controller).
+        options: pyode's solver options (first_step, safety, ifactor, dfactor, pcoeff, icoeff, dcoeff, min_step,
+            max_step, max_num_steps, interp; step_size for fixed grids) plus ``num_threads`` (0: all cores).
+        event: terminal event ``event(t, y, p) -> float`` (compiled like ``rhs``): a trajectory stops where it
+            changes sign (located to ``atol`` in time), with status "event".
+        raise_on_failure: raise pyode's exception if any trajectory failed; default True for one trajectory,
+            False for an ensemble (inspect ``status``).
+
+    Returns:
+        :class:`NativeSolution`; ``ys`` is (T, n) or (T, M, n), float64 (or y0's float32 when given float32).
+    """
+    if method not in ADAPTIVE + FIXED:
+        raise ValueError(f"unknown method {method!r} for pyode.native.solve; valid: {', '.join(ADAPTIVE + FIXED)}")
+    rtol, atol = check.check_tolerance("rtol", rtol), check.check_tolerance("atol", atol)
+    if method in ADAPTIVE and rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol cannot both be 0 for an adaptive method; set atol > 0 (e.g. 1e-9)")
+    prob = _arrays.Problem.build(y0, t, params)
+    opts, threads = _parse_options(method, options, prob.sign)
+    if method in FIXED:
+        check_step_count([prob.sign * x for x in prob.t.tolist()], opts.step_size, opts.max_num_steps, prob.sign)
+    if event is not None and method not in ADAPTIVE:
+        raise ValueError("event needs an adaptive method (e.g. method='dopri5')")
+    f = native_function(rhs, "rhs", prob.n, prob.k)
+    ev = None if event is None else native_function(event, "event", prob.n, prob.k)
+    data = method_data(method, opts.interp)
+    out = _run(data, _options_struct(load()[0], method, opts, rtol, atol, threads), f, ev, prob)
+    ensemble = prob.ensemble
+    if raise_on_failure or (raise_on_failure is None and not ensemble):
+        _raise_failures(out.status, out.t_reached, ensemble)
+    return out
+
+
+def _run(data, opts_struct, f, ev, prob) -> NativeSolution:
+    ffi, lib = load()
+    keep: list = []
+    M, n, T = prob.M, prob.n, prob.T
+    ys = np.empty((T, M, n))
+    y_event = np.empty((M, n)) if ev is not None else None
+    stats = ffi.new("pyode_traj_stats[]", M)
+    p = ffi.new("pyode_problem *")
+    p.num_traj, p.n, p.num_params, p.num_times = M, n, prob.k, T
+    p.params_stride = prob.k if prob.params_per_traj else 0
+    p.y0, p.y0_len = _arrays.pointer(ffi, prob.y0, keep), prob.y0.size
+    p.params, p.params_len = _arrays.pointer(ffi, prob.params, keep), prob.params.size
+    p.t, p.t_len = _arrays.pointer(ffi, prob.t, keep), T
+    p.ys, p.ys_len = _arrays.pointer(ffi, ys, keep), ys.size
+    if y_event is not None:
+        p.y_event, p.y_event_len = _arrays.pointer(ffi, y_event, keep), y_event.size
+    rc = lib.pyode_solve(_method_struct(ffi, data, keep), opts_struct, ffi.cast("pyode_rhs_fn", f.address),
+                         ffi.NULL if ev is None else ffi.cast("pyode_event_fn", ev.address), p, stats, M)
+    if rc != 0:
+        raise ValueError(ffi.string(lib.pyode_last_error()).decode())
+    raw = np.frombuffer(ffi.buffer(stats), dtype=_STATS_DTYPE, count=M)
+    return prob.wrap(ys, y_event, raw)
+
+
+_STATS_DTYPE = np.dtype([("status", "<i4"), ("reserved", "<i4"), ("t_reached", "<f8"), ("event_t", "<f8"),
+                         ("n_accepted", "<i8"), ("n_rejected", "<i8"), ("n_feval", "<i8")])
