@@ -27,6 +27,7 @@ from pyode._solvers.problem import (
 )
 from pyode._solvers.tableaux import TABLEAUX
 from pyode._validation import check_tolerance
+from pyode.native._torch import is_native_rhs, native_odeint, native_solve
 from pyode.solution import Solution
 
 GRADIENT_MODES = ("backprop", "adjoint", "checkpoint", "reversible")
@@ -124,6 +125,10 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
     Same arguments as :func:`odeint` and :func:`odeint_adjoint`. ``sol.stats.nfe_backward`` counts the
     evaluations of the backward pass once it has run (adjoint, checkpoint and reversible modes).
     """
+    if is_native_rhs(func):  # a compiled rhs (pyode.native.rhs, numba cfunc, cffi): the native loop, no autograd
+        return native_solve(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
+                            gradient=gradient, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
+                            adjoint_atol=adjoint_atol, adjoint_method=adjoint_method, adjoint_options=adjoint_options)
     method = _check_gradient(gradient, method)
     if event_fn is not None and gradient == "reversible":
         raise ValueError("gradient='reversible' integrates on a fixed asynchronous-leapfrog grid, which does not "
@@ -178,6 +183,9 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, met
     Under ``torch.compile`` a fixed-grid RK solve (``euler``, ``midpoint``, ``rk4``, ...) on the grid ``t``
     is traced without graph breaks (``fullgraph=True`` works): see :mod:`pyode._solvers.traced`.
     """
+    if is_native_rhs(func):  # a compiled rhs: the native loop (see solve)
+        return native_odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
+                             gradient=gradient, **adjoint_kwargs)
     if _traceable_fixed_solve(y0, t, method, options, event_fn, gradient, adjoint_kwargs):
         from pyode._solvers.traced import traced_fixed_solve  # registers torch.ops.pyode.lincomb on first use
         return traced_fixed_solve(func, y0, t, TABLEAUX[method], options)
