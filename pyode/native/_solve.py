@@ -76,6 +76,9 @@ def _parse_options(method: str, options: dict | None, sign: float):
         if opts.interp not in ("auto", "quartic", "cubic", "linear", "restep"):
             raise ValueError(f"options['interp'] must be auto, quartic, cubic, linear or restep, got {opts.interp!r}")
     else:
+        if opts.step_size is None:
+            raise ValueError(f"the fixed-grid method {method!r} needs options['step_size'] (e.g. {{'step_size': 0.01}}), "
+                             "or pick an adaptive method such as 'dopri5'")
         opts.step_size = check.positive("step_size", opts.step_size, allow_none=False)
         opts.max_num_steps = check.positive_int("max_num_steps", opts.max_num_steps)
         if opts.interp not in ("linear", "cubic"):

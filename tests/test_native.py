@@ -1,0 +1,276 @@
+"""pyode.native: the C++ loop with a compiled right-hand side against pyode's Python loop (same steps, same
+outputs), exact solutions and SciPy; ensembles, events, failures and bad input."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+numba = pytest.importorskip("numba")
+pytest.importorskip("cffi")
+
+import pyode
+import pyode.native as pn
+from pyode.errors import MaxStepsError, NonFiniteStateError
+
+try:
+    pn._lib.library_path()
+except ImportError as exc:  # pragma: no cover - the build always ships it
+    pytest.skip(f"native library not built: {exc}", allow_module_level=True)
+
+P = np.array([2.0, 0.3])
+T_OUT = [0.0, 0.3, 1.1, 2.0, 3.7, 5.0]
+
+
+def oscillator(t, y, dy, p):
+    """Forced damped oscillator: y'' = -p0 y - p1 y' + sin(t) (smooth, non-chaotic)."""
+    dy[0] = y[1]
+    dy[1] = -p[0] * y[0] - p[1] * y[1] + math.sin(t)
+
+
+def oscillator_torch(t, y):
+    return torch.stack([y[1], -P[0] * y[0] - P[1] * y[1] + torch.sin(t)])
+
+
+def decay(t, y, dy, p):
+    dy[0] = -p[0] * y[0]
+
+
+def _python_solve(method, t, rtol=1e-7, atol=1e-9, options=None, y0=(1.0, 0.0)):
+    return pyode.solve(oscillator_torch, torch.tensor(y0, dtype=torch.float64), torch.tensor(t, dtype=torch.float64),
+                       method=method, rtol=rtol, atol=atol, options=options)
+
+
+# Same steps => the two loops differ only by the summation order inside a stage/finish kernel (a few ulp per
+# step); over the ~10-300 steps here, with |y| ~ 1 and a contractive problem, that stays far below 1e-12.
+PARITY_TOL = 1e-12
+
+
+@pytest.mark.parametrize("method,rtol", [("dopri5", 1e-7), ("tsit5", 1e-7), ("dopri8", 1e-7), ("bosh3", 1e-6),
+                                         ("fehlberg2", 1e-5), ("adaptive_heun", 1e-5)])
+def test_same_steps_as_python_loop(method, rtol):
+    py = _python_solve(method, T_OUT, rtol=rtol)
+    nat = pn.solve(oscillator, np.array([1.0, 0.0]), np.array(T_OUT), P, method=method, rtol=rtol, atol=1e-9)
+    assert (nat.n_accepted[0], nat.n_rejected[0]) == (py.stats.n_accepted, py.stats.n_rejected)
+    assert nat.n_feval[0] == py.stats.nfe
+    np.testing.assert_allclose(nat.ys, py.ys.numpy(), rtol=PARITY_TOL, atol=PARITY_TOL)
+
+
+@pytest.mark.parametrize("options", [{"pcoeff": 0.4, "icoeff": 0.3, "dcoeff": 0.1},
+                                     {"first_step": 0.05, "max_step": 0.4, "safety": 0.8},
+                                     {"interp": "cubic"}])
+def test_same_steps_with_controller_options(options):
+    py = _python_solve("dopri5", T_OUT, rtol=1e-6, options=options)
+    nat = pn.solve(oscillator, np.array([1.0, 0.0]), np.array(T_OUT), P, rtol=1e-6, atol=1e-9, options=options)
+    assert (nat.n_accepted[0], nat.n_rejected[0]) == (py.stats.n_accepted, py.stats.n_rejected)
+    np.testing.assert_allclose(nat.ys, py.ys.numpy(), rtol=PARITY_TOL, atol=PARITY_TOL)
+
+
+def test_reverse_time_same_as_python():
+    t = T_OUT[::-1]
+    py = _python_solve("tsit5", t)
+    nat = pn.solve(oscillator, np.array([1.0, 0.0]), np.array(t), P, method="tsit5", rtol=1e-7, atol=1e-9)
+    assert (nat.n_accepted[0], nat.n_rejected[0]) == (py.stats.n_accepted, py.stats.n_rejected)
+    np.testing.assert_allclose(nat.ys, py.ys.numpy(), rtol=PARITY_TOL, atol=PARITY_TOL)
+    assert nat.t_reached[0] == 0.0
+
+
+@pytest.mark.parametrize("method,interp", [("euler", "linear"), ("midpoint", "linear"), ("rk4", "linear"),
+                                           ("heun3", "cubic")])
+def test_fixed_grid_same_as_python(method, interp):
+    options = {"step_size": 0.07, "interp": interp}  # does not divide the span: a short last step
+    py = _python_solve(method, T_OUT, options=options)
+    nat = pn.solve(oscillator, np.array([1.0, 0.0]), np.array(T_OUT), P, method=method, options=options)
+    assert nat.n_accepted[0] == py.stats.n_accepted and nat.n_feval[0] == py.stats.nfe
+    np.testing.assert_allclose(nat.ys, py.ys.numpy(), rtol=PARITY_TOL, atol=PARITY_TOL)
+
+
+def test_rk4_converges_at_order_four():
+    # y' = -y, exact e^-t: the error at t = 1 falls 16x per halving of the step (slope 4 +- 0.3).
+    errors = []
+    for h in (0.1, 0.05, 0.025):
+        ys = pn.solve(decay, np.array([1.0]), np.array([0.0, 1.0]), np.array([1.0]), method="rk4",
+                      options={"step_size": h}).ys
+        errors.append(abs(ys[-1, 0] - math.exp(-1.0)))
+    slopes = np.diff(np.log(errors)) / np.diff(np.log([0.1, 0.05, 0.025]))
+    assert np.all(np.abs(slopes - 4.0) < 0.3), slopes
+
+
+@pytest.mark.parametrize("method", ["dopri5", "dopri8", "tsit5"])
+def test_accuracy_exact_and_scipy(method):
+    scipy_integrate = pytest.importorskip("scipy.integrate")
+    t = np.linspace(0.0, 5.0, 11)
+    nat = pn.solve(oscillator, np.array([1.0, 0.0]), t, P, method=method, rtol=1e-10, atol=1e-12)
+    ref = scipy_integrate.solve_ivp(lambda s, y: [y[1], -P[0] * y[0] - P[1] * y[1] + math.sin(s)], (0, 5),
+                                    [1.0, 0.0], method="DOP853", t_eval=t, rtol=1e-12, atol=1e-14)
+    # rtol 1e-10 per step, ~100-1000 steps on a damped problem: the global error stays below ~1e-8.
+    np.testing.assert_allclose(nat.ys, ref.y.T, atol=1e-8)
+    exact = pn.solve(decay, np.array([1.0]), t, np.array([0.7]), method=method, rtol=1e-10, atol=1e-12).ys[:, 0]
+    np.testing.assert_allclose(exact, np.exp(-0.7 * t), rtol=1e-8)
+
+
+def test_ensemble_rows_are_independent_solves():
+    rates = np.linspace(0.1, 5.0, 40)[:, None]
+    t = np.array([0.0, 0.5, 2.0])
+    ens = pn.solve(decay, np.ones(1), t, rates, rtol=1e-8, atol=1e-10, options={"num_threads": 2})
+    assert ens.ys.shape == (3, 40, 1) and ens.success
+    np.testing.assert_allclose(ens.ys[:, :, 0], np.exp(-rates[:, 0][None] * t[:, None]), rtol=1e-6)
+    # Each row its own step size: counters differ across rows and equal a solve of that row alone, bitwise.
+    assert len(set(ens.n_accepted.tolist())) > 1
+    for r in (0, 17, 39):
+        one = pn.solve(decay, np.ones(1), t, rates[r], rtol=1e-8, atol=1e-10)
+        assert one.n_accepted[0] == ens.n_accepted[r]
+        np.testing.assert_array_equal(one.ys, ens.ys[:, r])
+    single = pn.solve(decay, np.ones(1), t, rates, rtol=1e-8, atol=1e-10, options={"num_threads": 1})
+    np.testing.assert_array_equal(single.ys, ens.ys)
+
+
+def sqrt_decay(t, y, dy, p):
+    dy[0] = -math.sqrt(p[0]) * y[0]  # NaN for p < 0
+
+
+def test_failing_trajectory_does_not_stop_others():
+    rates = np.array([[1.0], [-1.0], [2.0]])
+    ens = pn.solve(sqrt_decay, np.ones(1), np.array([0.0, 1.0]), rates)
+    assert ens.status_names() == ["success", "non_finite", "success"]
+    assert np.isnan(ens.ys[1, 1, 0]) and not ens.success
+    np.testing.assert_allclose(ens.ys[1, [0, 2], 0], np.exp(-np.sqrt([1.0, 2.0])), rtol=1e-6)
+    with pytest.raises(NonFiniteStateError, match="trajectory 1"):
+        pn.solve(sqrt_decay, np.ones(1), np.array([0.0, 1.0]), rates, raise_on_failure=True)
+    with pytest.raises(NonFiniteStateError) as info:  # one trajectory raises by default
+        pn.solve(sqrt_decay, np.ones(1), np.array([0.0, 1.0]), np.array([-1.0]))
+    assert info.value.t_reached == 0.0
+    with pytest.raises(MaxStepsError):
+        pn.solve(oscillator, np.array([1.0, 0.0]), np.array(T_OUT), P, options={"max_num_steps": 5})
+
+
+def height(t, y, p):
+    return y[0]
+
+
+def fall(t, y, dy, p):
+    dy[0] = y[1]
+    dy[1] = -p[0]
+
+
+def test_event_same_as_python_and_per_trajectory():
+    g = 9.81
+
+    def fall_torch(t, y):
+        return torch.stack([y[1], torch.full_like(y[0], -g)])
+
+    py = pyode.solve(fall_torch, torch.tensor([10.0, 0.0], dtype=torch.float64),
+                     torch.tensor([0.0, 5.0], dtype=torch.float64), event_fn=lambda t, y: y[0], atol=1e-9, rtol=1e-7)
+    nat = pyode.solve(pn.rhs(fall, params=np.array([g])), torch.tensor([10.0, 0.0], dtype=torch.float64),
+                      torch.tensor([0.0, 5.0], dtype=torch.float64), event_fn=height, atol=1e-9, rtol=1e-7)
+    assert abs(float(nat.event_t) - float(py.event_t)) < 1e-12
+    np.testing.assert_allclose(nat.ys.numpy(), py.ys.numpy(), atol=1e-10)
+    assert nat.stats.n_accepted == py.stats.n_accepted
+    # An ensemble of drop heights: each trajectory stops at its own time sqrt(2 h / g), outputs after it NaN.
+    heights = np.array([[1.0, 0.0], [5.0, 0.0], [20.0, 0.0]])
+    ens = pn.solve(fall, heights, np.array([0.0, 0.2, 1.5, 3.0]), np.array([g]), event=height, atol=1e-10)
+    np.testing.assert_allclose(ens.event_t, np.sqrt(2 * heights[:, 0] / g), atol=1e-8)
+    assert ens.status_names() == ["event"] * 3
+    assert np.isnan(ens.ys[2, 0, 0]) and not np.isnan(ens.ys[2, 2, 0])
+    np.testing.assert_allclose(ens.y_event[:, 0], 0.0, atol=1e-7)
+
+
+def test_njit_objective_calls_the_solver():
+    from pyode.native.nopython import pack, solve_into
+
+    addr = pn.compile_rhs(oscillator, 2, 2).address
+    packed = pack("dopri5", rtol=1e-8, atol=1e-10)
+    t = np.array(T_OUT)
+    y0 = np.array([1.0, 0.0])
+
+    @numba.njit
+    def objective(p):
+        ys = np.empty((t.size, 1, 2))
+        stats = np.empty((1, 6))
+        rc = solve_into(packed, addr, y0, p, t, ys, stats)
+        return (ys[:, 0, 0] ** 2).sum(), rc, stats
+
+    value, rc, stats = objective(P)
+    ref = pn.solve(oscillator, y0, t, P, rtol=1e-8, atol=1e-10)
+    assert rc == 0 and stats[0, 0] == 0 and stats[0, 3] == ref.n_accepted[0]
+    assert value == (ref.ys[:, 0] ** 2).sum()
+
+
+def test_torch_api_and_types():
+    rhs = pn.rhs(oscillator, params=torch.tensor(P))
+    y0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    t = torch.tensor(T_OUT, dtype=torch.float64)
+    ys = pyode.odeint(rhs, y0, t)
+    ref = pn.solve(oscillator, np.array([1.0, 0.0]), np.array(T_OUT), P, rtol=1e-7, atol=1e-9)
+    assert isinstance(ys, torch.Tensor)
+    np.testing.assert_array_equal(ys.numpy(), ref.ys)
+    y32 = pn.solve(oscillator, torch.tensor([1.0, 0.0]), t, torch.tensor(P)).ys
+    assert y32.dtype == torch.float32 and y32.shape == (len(T_OUT), 2)
+    with pytest.raises(ValueError, match="adjoint"):
+        pyode.odeint(rhs, y0.clone().requires_grad_(), t)
+    with pytest.raises(ValueError, match="no autograd"):
+        pyode.odeint(rhs, y0, t, gradient="adjoint")
+
+
+def test_foreign_pointers_checked_before_any_call():
+    import cffi
+
+    ffi = cffi.FFI()
+    cf = pn.compile_rhs(oscillator, 2, 2).keepalive
+    ptr = ffi.cast("void(*)(double, double *, double *, double *)", cf.address)
+    a = pn.solve(ptr, np.array([1.0, 0.0]), np.array(T_OUT), P)
+    b = pn.solve(cf, np.array([1.0, 0.0]), np.array(T_OUT), P)
+    np.testing.assert_array_equal(a.ys, b.ys)
+    wrong = ffi.cast("double(*)(double, double *, double *)", cf.address)
+    with pytest.raises(TypeError, match="function pointer of type"):
+        pn.solve(wrong, np.array([1.0, 0.0]), np.array(T_OUT), P)
+    wrong_cf = numba.cfunc("float64(float64, CPointer(float64))")(lambda t, y: t)
+    with pytest.raises(TypeError, match="signature"):
+        pn.solve(wrong_cf, np.array([1.0, 0.0]), np.array(T_OUT), P)
+
+
+def not_numba(t, y, dy, p):
+    dy[0] = {"a": y}  # a dict of arrays assigned to a float: numba cannot type it
+
+
+def test_bad_input_messages():
+    y0, t = np.array([1.0, 0.0]), np.array(T_OUT)
+    with pytest.raises(TypeError, match=r"not_numba.*numba says"):
+        pn.solve(not_numba, y0, t)
+    with pytest.raises(ValueError, match=r"y0 must have shape \(n,\)"):
+        pn.solve(oscillator, np.ones((2, 2, 2)), t, P)
+    with pytest.raises(ValueError, match="params has 3 rows but y0 has 2"):
+        pn.solve(oscillator, np.ones((2, 2)), t, np.ones((3, 2)))
+    with pytest.raises(ValueError, match="strictly increasing"):
+        pn.solve(oscillator, y0, np.array([0.0, 1.0, 1.0]), P)
+    with pytest.raises(ValueError, match="unknown option"):
+        pn.solve(oscillator, y0, t, P, options={"stepsize": 0.1})
+    with pytest.raises(ValueError, match="step_t"):
+        pn.solve(oscillator, y0, t, P, options={"step_t": [1.0]})
+    with pytest.raises(ValueError, match="step_size"):
+        pn.solve(oscillator, y0, t, P, method="rk4")
+    with pytest.raises(ValueError, match="unknown method"):
+        pn.solve(oscillator, y0, t, P, method="radau")
+
+
+def test_c_entry_checks_sizes():
+    ffi, lib = pn._lib.load()
+    from pyode.native.nopython import pack
+
+    packed = pack("dopri5")
+
+    def d(a):
+        return ffi.from_buffer("double[]", a)
+
+    ys, stats = np.zeros(3), np.zeros(6)  # too short for 2 times x 2 states
+    addr = pn.compile_rhs(oscillator, 2, 2).address
+    rc = lib.pyode_solve_packed(d(packed), packed.size, addr, 0, 1, 2, 2, 0,
+                                d(np.ones(2)), 2, d(P.copy()), 2,
+                                d(np.array([0.0, 1.0])), 2, d(ys), ys.size,
+                                d(stats), stats.size)
+    assert rc == -1 and "ys" in ffi.string(lib.pyode_last_error()).decode()
+    assert np.all(ys == 0.0)  # nothing written
+    rc = lib.pyode_solve_packed(d(packed), 10, addr, 0, 1, 2, 2, 0, ffi.NULL, 0, ffi.NULL, 0,
+                                ffi.NULL, 0, ffi.NULL, 0, d(stats), 6)
+    assert rc == -1 and "packed" in ffi.string(lib.pyode_last_error()).decode()
