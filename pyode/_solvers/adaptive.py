@@ -8,11 +8,13 @@ ops and no host synchronisation beyond the norm the kernel returns.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass, field
 
 from torch import Tensor
 
+from pyode._kernels import reference
 from pyode._solvers.controller import PIDController, initial_step
 from pyode._solvers.events import EventLocator
 from pyode._solvers.rk_step import RKStepper, StepRecord, StepResult, step_outputs
@@ -38,6 +40,23 @@ class AdaptiveOptions:
     jump_t: list = field(default_factory=list)
     interp: str = "auto"
     per_sample: bool = False     # each batch row its own step size (see pyode._solvers.per_sample)
+
+
+def segment_scaled_norm(stepper):
+    """The initial-step heuristic's scaled norm for a stepper whose error ratio is the max of per-segment RMS
+    norms over its first ``norm_segments`` segments (the mixed norm of tuple states, the adjoint's seminorm):
+    the same max, so both use one norm as in torchdiffeq. None: the kernel's RMS over everything."""
+    segments, count = getattr(stepper, "segments", None), getattr(stepper, "norm_segments", None)
+    if segments is None or count is None:
+        return None
+    base = getattr(stepper.kern, "scaled_norm", reference.scaled_norm)
+    bounds = [(i, j) for i, j in itertools.pairwise(segments.offsets[:count + 1]) if j > i]
+
+    def norm(a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float) -> float:
+        return max((base(a[i:j], None if b is None else b[i:j], y[i:j], atol, rtol) for i, j in bounds),
+                   default=0.0)
+
+    return norm
 
 
 class AdaptiveLoop:
@@ -68,7 +87,8 @@ class AdaptiveLoop:
         if self.opts.first_step is not None:
             return float(self.opts.first_step)
         st = self.stepper
-        return initial_step(st.fn, st.kern, t0, y0, f0, st.tableau.order, st.rtol, st.atol)
+        return initial_step(st.fn, st.kern, t0, y0, f0, st.tableau.order, st.rtol, st.atol,
+                            norm=segment_scaled_norm(st))
 
     def _clamp(self, t: float, h: float, t_end: float) -> float:
         """Shortens ``h`` to land on the next step_t/jump_t point or the end time."""

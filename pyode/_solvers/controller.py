@@ -59,7 +59,8 @@ class PIDController:
         return min(max(h * factor, self.min_step), self.max_step)
 
 
-def initial_step(fn, kern, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: float, atol: float) -> float:
+def initial_step(fn, kern, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: float, atol: float,
+                 norm=None) -> float:
     """Hairer, Nørsett & Wanner (1993), II.4's starting step, as torchdiffeq computes it (one extra call).
 
     ``order`` is the method's order (torchdiffeq passes ``order - 1`` to the textbook formula's ``q``, so
@@ -68,8 +69,12 @@ def initial_step(fn, kern, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: 
 
     Args:
         fn: the flat function; kern: the kernel backend; y0, f0: (n,) state and derivative at ``t0``.
+        norm: ``norm(a, b, y, atol, rtol) -> float`` as ``kern.scaled_norm``; None: the kernel's RMS. Solves
+            whose error ratio is a mixed norm or the adjoint's seminorm pass theirs (torchdiffeq uses one
+            norm for both).
     """
-    norm = getattr(kern, "scaled_norm", reference.scaled_norm)  # backends without it use the reference
+    if norm is None:
+        norm = getattr(kern, "scaled_norm", reference.scaled_norm)  # backends without it use the reference
     with torch.no_grad():
         y0, f0 = y0.reshape(-1), f0.reshape(-1)
         d0, d1 = norm(y0, None, y0, atol, rtol), norm(f0, None, y0, atol, rtol)
