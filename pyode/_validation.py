@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_COMPLEX_DTYPES = (torch.complex64, torch.complex128)  # integrated as real pairs (torch.view_as_real)
 
 
 def all_finite(y: Tensor) -> bool:
@@ -20,6 +21,8 @@ def all_finite(y: Tensor) -> bool:
     floats, which materialises a bool tensor."""
     if y.numel() == 0:
         return True
+    if y.is_complex():  # its real pairs
+        y = torch.view_as_real(y.resolve_conj())
     lo, hi = torch.aminmax(y.detach())
     return math.isfinite(lo) and math.isfinite(hi)
 
@@ -39,8 +42,9 @@ def check_state(y0) -> tuple[list[Tensor], bool]:
         name = f"y0[{i}]" if is_tuple else "y0"
         if not isinstance(y, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
-        if y.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"{name} must be floating point, got {y.dtype}; convert it with y0.double() or .float()")
+        if y.dtype not in _FLOAT_DTYPES + _COMPLEX_DTYPES:
+            raise TypeError(f"{name} must be floating point or complex, got {y.dtype}; convert it with y0.double() "
+                            "or .float()")
         if y.dtype != tensors[0].dtype or y.device != tensors[0].device:
             raise ValueError(f"all tensors of y0 must share one dtype and device; {name} is {y.dtype} on "
                              f"{y.device}, y0[0] is {tensors[0].dtype} on {tensors[0].device}")

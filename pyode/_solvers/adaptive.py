@@ -85,10 +85,13 @@ class AdaptiveLoop:
                 raise ValueError(f"options[{name!r}] = {value:g} is below the resolution of t near "
                                  f"t0 = {self.time_sign * t0:g} (the solver could not advance); use a larger value")
         if self.opts.first_step is not None:
-            return float(self.opts.first_step)
-        st = self.stepper
-        return initial_step(st.fn, st.kern, t0, y0, f0, st.tableau.order, st.rtol, st.atol,
-                            norm=segment_scaled_norm(st))
+            h = float(self.opts.first_step)
+        else:
+            st = self.stepper
+            h = initial_step(st.fn, st.kern, t0, y0, f0, st.tableau.order, st.rtol, st.atol,
+                             norm=segment_scaled_norm(st))
+        # min_step and max_step bound every step, the first included (a NaN h stays NaN for the caller).
+        return h if math.isnan(h) else min(max(h, self.opts.min_step), self.opts.max_step)
 
     def _clamp(self, t: float, h: float, t_end: float) -> float:
         """Shortens ``h`` to land on the next step_t/jump_t point or the end time."""
@@ -128,7 +131,7 @@ class AdaptiveLoop:
         """Returns the states at ``t_out`` as a list of (m, n) blocks (first block: ``y0[None]``)."""
         st, stats = self.stepper, self.stats
         t, y, t_end = t_out[0], y0, t_out[-1]
-        f0 = st.fn(t, y)
+        f0 = st.fn(st.fn.nudge(t, 1.0) if t in self.jumps else t, y)  # a jump at t0: its right piece
         h = self._first_step(t, y, f0)
         if not (math.isfinite(h) and h > 0):
             raise NonFiniteStateError("non_finite", self.time_sign * t,
@@ -147,6 +150,8 @@ class AdaptiveLoop:
                 continue
             stats.n_accepted += 1
             t1 = min(t_end, t + h_step)
+            if t1 in self.jumps and st.needs_f1:  # the interpolant's f(t1) from the left piece, not at the jump
+                step.f1 = st.fn(st.fn.nudge(t1, -1.0), step.y1)
             if events is not None and events.crossed(st, step):
                 return [events.locate(st, step)]
             blocks, j = step_outputs(st, step, t1, t_out, next_out)
@@ -156,6 +161,6 @@ class AdaptiveLoop:
             next_out = j
             t, y = t1, step.y1
             # Just after a jump_t point, f is evaluated on its right piece.
-            f0 = st.end_derivative(step) if t not in self.jumps else st.fn(math.nextafter(t, math.inf), y)
+            f0 = st.end_derivative(step) if t not in self.jumps else st.fn(st.fn.nudge(t, 1.0), y)
             self._check_progress(t, h, step)
         return outputs

@@ -5,12 +5,15 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-from pyode._solvers.rk_step import RKStepper, StepRecord, step_outputs
-from pyode._solvers.tableaux import RK4
+from pyode._solvers.callbacks import step_callbacks
+from pyode._solvers.rk_step import RKStepper, StepRecord, StepResult, step_outputs
+from pyode._solvers.tableaux import ADAMS_MAX_ORDER, RK4, adams_bashforth, adams_moulton
 from pyode._validation import all_finite
 from pyode.errors import MaxStepsError, NonFiniteStateError
 from pyode.solution import SolverStats
@@ -18,13 +21,18 @@ from pyode.solution import SolverStats
 
 @dataclass
 class FixedOptions:
-    """Options of the fixed-grid solvers (torchdiffeq's names)."""
+    """Options of the fixed-grid solvers (torchdiffeq's names and defaults).
+
+    ``step_size`` or ``grid_constructor`` (``fn(func, y0, t) -> grid``, mutually exclusive) choose the grid,
+    else it is ``t``; ``perturb``: evaluate ``func`` one ulp inside each step (see :mod:`perturb`);
+    ``max_order`` / ``max_iters``: the Adams methods' largest order and corrector iterations."""
 
     step_size: float | None = None
     grid_constructor: object = None
     interp: str = "linear"       # "linear" or "cubic" between grid points
-    perturb: bool = False        # accepted for compatibility; the grid is always exact here
-    max_iters: int = 1           # corrector iterations of implicit_adams
+    perturb: bool = False
+    max_iters: int = 4           # corrector iterations of implicit_adams (stops early once converged)
+    max_order: int = ADAMS_MAX_ORDER
     max_num_steps: int = 2**31 - 1  # checked before the grid is built: a tiny step_size fails at once
 
 
@@ -58,76 +66,183 @@ def make_grid(t_out: list[float], step_size: float | None) -> list[float]:
     return [t0 + k * step_size for k in range(n_steps)] + [t1]
 
 
+def constructed_grid(grid_constructor, func, y0, t: Tensor, sign: float) -> list[float]:
+    """``options['grid_constructor'](func, y0, t)`` (the user's func, y0 and times) checked, as floats in
+    solver time: a 1-D tensor of finite times, monotonic in the direction of ``t``, from ``t[0]`` to ``t[-1]``."""
+    if not callable(grid_constructor):
+        raise TypeError("options['grid_constructor'] must be callable as fn(func, y0, t) -> 1-D tensor of times, "
+                        f"got {type(grid_constructor).__name__}")
+    grid = grid_constructor(func, y0, t)
+    if not isinstance(grid, Tensor) or grid.dim() != 1 or grid.numel() < 1 or not grid.is_floating_point():
+        raise ValueError("options['grid_constructor'] must return a 1-D floating tensor of times, got "
+                         f"{type(grid).__name__}{tuple(grid.shape) if isinstance(grid, Tensor) else ''}")
+    values = [sign * v for v in grid.detach().double().tolist()]
+    t_ends = [sign * float(t[0]), sign * float(t[-1])]
+    if not all(math.isfinite(v) for v in values) or any(b <= a for a, b in itertools.pairwise(values)):
+        raise ValueError("options['grid_constructor'] returned times that are not finite and strictly monotonic "
+                         "in the direction of t")
+    if values[0] != t_ends[0] or values[-1] != t_ends[-1]:
+        raise ValueError(f"options['grid_constructor'] must return a grid from t[0] = {sign * t_ends[0]:g} to "
+                         f"t[-1] = {sign * t_ends[-1]:g}, got {sign * values[0]:g} .. {sign * values[-1]:g}")
+    return values
+
+
 def check_finite(y: Tensor, t: float, sign: float) -> None:
     if not all_finite(y):
         raise NonFiniteStateError("non_finite", sign * t, "the state became NaN/inf (try a smaller step_size)")
 
 
 class FixedGridLoop:
-    """Steps through a grid with an explicit RK method; outputs by linear (or cubic) interpolation."""
+    """Steps through a grid with an explicit RK method; outputs by linear (or cubic) interpolation.
 
-    def __init__(self, stepper: RKStepper, grid: list[float], stats: SolverStats, time_sign: float):
+    ``perturb``: each step evaluates ``func`` one ulp after its start and its end stages one ulp before its
+    end (torchdiffeq's ``perturb``), so a ``func`` discontinuous at grid points is never evaluated on the
+    wrong side of one."""
+
+    def __init__(self, stepper: RKStepper, grid: list[float], stats: SolverStats, time_sign: float,
+                 perturb: bool = False):
         self.stepper, self.grid, self.stats, self.time_sign = stepper, grid, stats, time_sign
+        self.perturb = perturb
         self.recorder = None  # called with a StepRecord per step (checkpointed gradients)
+        self.callbacks = step_callbacks(stepper.fn)  # func's callback_step hook, or None
+        self.step_size, self.max_num_steps = None, 2**31 - 1  # of the event search (set by the problem)
+
+    def step(self, t0: float, t1: float, y: Tensor) -> StepResult:
+        """One step from ``(t0, y)`` to ``t1``, counted and checked."""
+        st = self.stepper
+        if self.callbacks is not None:
+            self.callbacks.step(t0, y, t1 - t0)
+        step = st.attempt(t0, y, st.fn(st.fn.nudge(t0, 1.0) if self.perturb else t0, y), t1 - t0,
+                          ends_at_jump=self.perturb)
+        self.stats.n_accepted += 1
+        self.stats.t_reached = self.time_sign * t1
+        check_finite(step.y1, t1, self.time_sign)
+        return step
 
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
-        st, stats = self.stepper, self.stats
         outputs, i = [y0.unsqueeze(0)], 1
         y = y0
-        for t0, t1 in zip(self.grid[:-1], self.grid[1:]):
-            step = st.attempt(t0, y, st.fn(t0, y), t1 - t0)
-            stats.n_accepted += 1
-            stats.t_reached = self.time_sign * t1
-            check_finite(step.y1, t1, self.time_sign)
-            blocks, j = step_outputs(st, step, t1, t_out, i)
+        for t0, t1 in itertools.pairwise(self.grid):
+            step = self.step(t0, t1, y)
+            blocks, j = step_outputs(self.stepper, step, t1, t_out, i)
             outputs.extend(blocks)
             if self.recorder is not None:
-                self.recorder(StepRecord(t0, t1 - t0, y.detach(), False, False, i, j))
+                self.recorder(StepRecord(t0, t1 - t0, y.detach(), self.perturb, self.perturb, i, j))
             i, y = j, step.y1
         return outputs
 
+    def until_event(self, y0: Tensor, t0: float, events) -> Tensor:
+        """Steps ``t0 + k * step_size`` until ``events`` sees a sign change, then locates it on the step's
+        interpolant (torchdiffeq's fixed-grid event handling). Returns the state there, (1, n)."""
+        h = self.step_size
+        if h is None:
+            raise ValueError("event_fn with a fixed-grid method needs options['step_size'] (the steps are "
+                             "t0 + k * step_size until the event)")
+        y = y0
+        for k in range(self.max_num_steps):
+            step = self.step(t0 + k * h, t0 + (k + 1) * h, y)
+            if events.crossed(self.stepper, step):
+                return events.locate(self.stepper, step)
+            y = step.y1
+        raise MaxStepsError("max_num_steps", self.time_sign * (t0 + self.max_num_steps * h),
+                            f"no event within max_num_steps={self.max_num_steps} steps of size {h:g}; raise "
+                            "options['max_num_steps'] or check that event_fn changes sign")
 
-# Adams-Bashforth (explicit) and Adams-Moulton (implicit) coefficients of order 4, newest first.
-_AB4 = (55 / 24, -59 / 24, 37 / 24, -9 / 24)
-_AM4 = (9 / 24, 19 / 24, -5 / 24, 1 / 24)
+
+class _LinearSteps:
+    """Linear interpolation between a step's ends, with :class:`RKStepper`'s ``dense`` contract (the
+    Adams methods' interpolant, as torchdiffeq's ``linear``)."""
+
+    def __init__(self, kern):
+        self.kern = kern
+
+    def dense(self, step: StepResult, thetas: list[float]) -> Tensor:
+        return self.kern.lincomb(step.y0, [step.y1, step.y0], [[th, -th] for th in thetas])
 
 
 class AdamsLoop:
-    """Fourth-order Adams-Bashforth (``explicit_adams``) or Adams-Bashforth-Moulton PE(CE)^m
-    (``implicit_adams``/``fixed_adams``) on a uniform grid. The first three steps, and any step whose
-    size differs from the uniform one (the last step of a grid that does not divide the interval), are
-    taken with RK4 (3/8 rule), so the method keeps its fourth order."""
+    """Adams-Bashforth (``explicit_adams``) or Adams-Bashforth-Moulton (``implicit_adams``/``fixed_adams``)
+    of variable order on a grid, with torchdiffeq's meaning of the options:
 
-    def __init__(self, fn, kern, grid: list[float], stats: SolverStats, time_sign: float, corrector_iters: int):
+    - the order grows with the history of past derivatives, up to ``max_order - 1`` steps of it; while
+      fewer than 3 are known (the start), steps are RK4 (3/8 rule);
+    - the implicit method corrects the predictor by fixed-point iteration, at most ``max_iters`` times,
+      stopping once successive corrections agree to ``atol + rtol * |dy|`` (max norm); if they never do, it
+      warns and drops the oldest derivative (a lower order for the next steps).
+
+    Deliberate difference: a step whose size differs from the previous one restarts the history (the
+    Adams weights assume equal spacing; torchdiffeq would apply them anyway), so a non-uniform grid keeps
+    the method's accuracy. Outputs are interpolated linearly between grid points.
+    """
+
+    def __init__(self, fn, kern, grid: list[float], stats: SolverStats, time_sign: float, *, implicit: bool,
+                 max_order: int, max_iters: int, rtol: float, atol: float, perturb: bool = False):
         self.fn, self.kern, self.grid, self.stats, self.time_sign = fn, kern, grid, stats, time_sign
-        self.corrector_iters = corrector_iters
+        self.implicit, self.max_iters, self.rtol, self.atol = implicit, max_iters, rtol, atol
+        self.max_history, self.perturb = max_order - 1, perturb
         self.rk = RKStepper(RK4, fn, kern, interp="linear")
+        self.stepper = _LinearSteps(kern)  # events locate on the linear interpolant
+        self.history: list[Tensor] = []  # f at previous grid points, newest first
+        self.last_h: float | None = None
+        self.callbacks = step_callbacks(fn)  # func's callback_step hook, or None
+        self.step_size, self.max_num_steps = None, 2**31 - 1  # of the event search (set by the problem)
 
-    def _adams_step(self, y: Tensor, history: list[Tensor], t1: float, h: float) -> Tensor:
-        y1 = self.kern.lincomb_row(y, history, [h * c for c in _AB4])
-        for _ in range(self.corrector_iters):
-            f1 = self.fn(t1, y1)
-            y1 = self.kern.lincomb_row(y, [f1] + history[:3], [h * c for c in _AM4])
-        return y1
+    def _corrector(self, y: Tensor, dy: Tensor, history: list[Tensor], t1: float, h: float) -> Tensor:
+        """Adams-Moulton fixed-point iteration from the predictor ``dy``; returns the corrected increment."""
+        weights = adams_moulton(len(history) + 1)
+        delta = self.kern.lincomb_row(None, history, [h * w for w in weights[1:]])
+        t_eval = self.fn.nudge(t1, -1.0) if self.perturb else t1
+        for _ in range(self.max_iters):
+            dy_old = dy
+            dy = self.kern.lincomb_row(delta, [self.fn(t_eval, y + dy)], [h * weights[0]])
+            if _converged(dy_old, dy, self.rtol, self.atol):
+                return dy
+        warnings.warn("implicit_adams: the corrector iteration did not converge in options['max_iters'] = "
+                      f"{self.max_iters} iterations; the solution may be inaccurate", RuntimeWarning, stacklevel=6)
+        self.history.pop()
+        return dy
+
+    def step(self, t0: float, t1: float, y: Tensor) -> StepResult:
+        """One step from ``(t0, y)`` to ``t1``, counted and checked."""
+        h = t1 - t0
+        if self.callbacks is not None:
+            self.callbacks.step(t0, y, h)
+        if self.last_h is not None and not math.isclose(h, self.last_h, rel_tol=1e-9):
+            self.history.clear()  # unequal spacing: the Adams weights no longer apply
+        self.last_h = h
+        f0 = self.fn(self.fn.nudge(t0, 1.0) if self.perturb else t0, y)
+        self.history.insert(0, f0)
+        del self.history[max(self.max_history, 1):]
+        order = min(len(self.history), self.max_history)
+        if order < 3:
+            y1 = self.rk.attempt(t0, y, f0, h, ends_at_jump=self.perturb).y1
+        else:
+            used = self.history[:order]
+            dy = self.kern.lincomb_row(None, used, [h * w for w in adams_bashforth(order)])
+            if self.implicit:
+                dy = self._corrector(y, dy, used, t1, h)
+            y1 = y + dy
+        self.stats.n_accepted += 1
+        self.stats.t_reached = self.time_sign * t1
+        check_finite(y1, t1, self.time_sign)
+        return StepResult(t0, h, y, y1, [], 0.0)
 
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
-        outputs, i, y, history = [y0.unsqueeze(0)], 1, y0, []  # history: f at previous grid points, newest first
-        h_uniform = self.grid[1] - self.grid[0] if len(self.grid) > 1 else 0.0
-        for t0, t1 in zip(self.grid[:-1], self.grid[1:]):
-            h = t1 - t0
-            history.insert(0, self.fn(t0, y))
-            del history[4:]
-            if len(history) == 4 and math.isclose(h, h_uniform, rel_tol=1e-9):
-                y1 = self._adams_step(y, history, t1, h)
-            else:
-                y1 = self.rk.attempt(t0, y, history[0], h).y1
-            self.stats.n_accepted += 1
-            self.stats.t_reached = self.time_sign * t1
-            check_finite(y1, t1, self.time_sign)
+        outputs, i, y = [y0.unsqueeze(0)], 1, y0
+        for t0, t1 in itertools.pairwise(self.grid):
+            step = self.step(t0, t1, y)
             j = bisect.bisect_right(t_out, t1, lo=i)
             if j > i:  # linear interpolation between grid points
-                thetas = [(tt - t0) / h for tt in t_out[i:j]]
-                outputs.append(self.kern.lincomb(y, [y1, y], [[th, -th] for th in thetas]))
+                outputs.append(self.stepper.dense(step, [(tt - t0) / step.h for tt in t_out[i:j]]))
                 i = j
-            y = y1
+            y = step.y1
         return outputs
+
+    until_event = FixedGridLoop.until_event
+
+
+def _converged(dy_old: Tensor, dy: Tensor, rtol: float, atol: float) -> bool:
+    """torchdiffeq's corrector test: max |dy_old - dy| / (atol + rtol * max(|dy_old|, |dy|)) < 1."""
+    with torch.no_grad():
+        scale = atol + rtol * torch.maximum(dy_old.abs(), dy.abs())
+        return bool(((dy_old - dy).abs() / scale).max() < 1) if dy.numel() else True

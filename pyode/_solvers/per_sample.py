@@ -52,7 +52,7 @@ class PerSampleLoop:
         fn.stats.nfe += 1
         out = fn.func(t, y)
         if not isinstance(out, Tensor) or out.shape != y.shape or out.dtype != fn.dtype:
-            fn._check_output(0, out, torch.Size(self.shape))
+            out = fn._check_output(0, out, torch.Size(self.shape))  # checked, cast to y0's dtype
         out = out.contiguous()
         return -out if self.sign < 0 else out
 
@@ -118,6 +118,7 @@ class PerSampleLoop:
         t = torch.full((batch,), t_out[0], dtype=torch.float64, device=y.device)
         f0 = self._call(t, y)
         h0 = self.opts.first_step or self._initial_step(t_out[0], y, f0)
+        h0 = min(max(h0, self.opts.min_step), self.opts.max_step)  # the bounds hold from the first step on
         if not (math.isfinite(h0) and h0 > 0):
             raise NonFiniteStateError("non_finite", self.sign * t_out[0],
                                       "func returned NaN/inf at the initial time (no initial step size exists)")

@@ -14,17 +14,27 @@ from pyode._kernels import Segments, get_backend, reference
 from pyode._solvers import scratch
 from pyode._solvers.adaptive import AdaptiveLoop, AdaptiveOptions
 from pyode._solvers.events import EventLocator
-from pyode._solvers.fixed_grid import AdamsLoop, FixedGridLoop, FixedOptions, check_step_count, make_grid
+from pyode._solvers.fixed_grid import (
+    AdamsLoop,
+    FixedGridLoop,
+    FixedOptions,
+    check_step_count,
+    constructed_grid,
+    make_grid,
+)
 from pyode._solvers.flat_func import FlatFunc
+from pyode._solvers.norms import NormKernels, StructuredNorm, rms_norm
 from pyode._solvers.per_sample import PerSampleLoop
 from pyode._solvers.rk_step import RKStepper
-from pyode._solvers.tableaux import TABLEAUX
+from pyode._solvers.scipy_wrapper import ScipyLoop, ScipyOptions
+from pyode._solvers.scipy_wrapper import check_options as check_scipy_options
+from pyode._solvers.tableaux import ADAMS_MAX_ORDER, TABLEAUX
 from pyode.solution import SolverStats
 
-ADAMS_METHODS = {"explicit_adams": 0, "implicit_adams": None, "fixed_adams": 1}
+ADAMS_METHODS = {"explicit_adams": False, "implicit_adams": True, "fixed_adams": True}  # name: implicit
 FIXED_RK_METHODS = tuple(name for name, tab in TABLEAUX.items() if not tab.adaptive)
 ADAPTIVE_METHODS = tuple(name for name, tab in TABLEAUX.items() if tab.adaptive)
-METHODS = ADAPTIVE_METHODS + FIXED_RK_METHODS + tuple(ADAMS_METHODS) + ("alf",)
+METHODS = ADAPTIVE_METHODS + FIXED_RK_METHODS + tuple(ADAMS_METHODS) + ("alf", "scipy_solver")
 _NORMS = ("rms", "mixed")
 
 
@@ -55,44 +65,89 @@ def _kernel_backend(y: Tensor):
     return get_backend(y.device)
 
 
-def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, is_tuple, norm_segments):
-    opts, extra = check.parse_options(options, AdaptiveOptions, method, extra=("norm", "dtype"))
+def _norm_option(options, is_tuple: bool):
+    """``options['norm']``: "rms", "mixed" (the default for tuple states) or a callable ``norm(y) -> scalar``
+    on the user's state structure (torchdiffeq's)."""
+    norm = options.get("norm") if isinstance(options, dict) else None
+    if norm is None:
+        return "mixed" if is_tuple else "rms"
+    if not callable(norm) and norm not in _NORMS:
+        raise ValueError(f"options['norm'] must be one of {_NORMS} or a callable norm(y) -> scalar tensor, got {norm!r}")
+    return norm
+
+
+def _structured_norm(fn: FlatFunc, norm) -> StructuredNorm | None:
+    """The Python error norm, where the kernels' flat RMS does not apply: a callable norm, or a complex
+    state (RMS over complex magnitudes, per component for "mixed"). None: the kernels' own norms."""
+    if callable(norm):
+        return StructuredNorm(norm, fn.unflatten, fn.is_tuple)
+    if not fn.is_complex:
+        return None
+    if norm == "rms" and fn.is_tuple:
+        return StructuredNorm(lambda ys: rms_norm(torch.cat([y.reshape(-1) for y in ys])), fn.unflatten, True)
+    return StructuredNorm(None, fn.unflatten, fn.is_tuple)
+
+
+def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, norm_segments):
+    opts, _ = check.parse_options(options, AdaptiveOptions, method, extra=("norm", "dtype"))
     check.adaptive_options(opts, sign)
     if opts.interp not in ("auto", "quartic", "cubic", "linear", "restep"):
         raise ValueError(f"options['interp'] must be auto, quartic, cubic, linear or restep, got {opts.interp!r}")
-    norm = extra.get("norm", "mixed" if is_tuple else "rms")
-    if norm not in _NORMS:
-        raise ValueError(f"options['norm'] must be one of {_NORMS}, got {norm!r}")
+    norm = _norm_option(options, fn.is_tuple)
+    custom = None if norm_segments is not None else _structured_norm(fn, norm)
     segments = None
-    if norm_segments is not None or (norm == "mixed" and len(offsets) > 2):
+    if custom is not None:
+        kern = NormKernels(kern, custom, fn.is_complex)
+    elif norm_segments is not None or (norm == "mixed" and len(offsets) > 2):
         segments = Segments(offsets)
         norm_segments = segments.count if norm_segments is None else norm_segments
     stepper = RKStepper(TABLEAUX[method], fn, kern, rtol, atol, segments, norm_segments, interp=opts.interp)
     if opts.per_sample:
         if opts.step_t or opts.jump_t or opts.interp == "restep":
             raise ValueError("options['per_sample'] does not combine with step_t, jump_t or interp='restep'")
+        if custom is not None:
+            raise ValueError("options['per_sample'] does not combine with a callable options['norm'] or a complex "
+                             "y0 (each row's norm is the RMS of its real entries)")
         return PerSampleLoop(stepper, opts, stats, sign)
     return AdaptiveLoop(stepper, opts, stats, sign)
 
 
-def _fixed_loop(fn, kern, method, options, t_out, sign, stats):
+def _fixed_grid(opts, func, y0, t, t_out, sign) -> list[float]:
+    """The grid of a fixed-grid method: from ``step_size``, from ``grid_constructor``, or ``t`` itself."""
+    if opts.grid_constructor is None:
+        return make_grid(t_out, opts.step_size)
+    if opts.step_size is not None:
+        raise ValueError("options['step_size'] and options['grid_constructor'] are mutually exclusive; pass one")
+    return constructed_grid(opts.grid_constructor, func, y0, t, sign)
+
+
+def _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, user):
+    """``user``: (func, y0, t) as the caller gave them, for ``grid_constructor``."""
     opts, _ = check.parse_options(options, FixedOptions, method, extra=("dtype", "norm"))
-    step = check.positive("step_size", opts.step_size)
-    check_step_count(t_out, step, check.positive_int("max_num_steps", opts.max_num_steps), sign,
-                     per_interval=method == "alf")
+    opts.step_size = check.positive("step_size", opts.step_size)
+    opts.max_num_steps = check.positive_int("max_num_steps", opts.max_num_steps)
+    check_step_count(t_out, opts.step_size, opts.max_num_steps, sign, per_interval=method == "alf")
     if opts.interp not in ("linear", "cubic"):
         raise ValueError(f"options['interp'] must be 'linear' or 'cubic' for fixed-grid methods, got {opts.interp!r}")
+    if not isinstance(opts.perturb, bool):
+        raise TypeError(f"options['perturb'] must be True or False, got {opts.perturb!r}")
     if method == "alf":
         from pyode._gradients.reversible import AlfLoop  # the reversible scheme lives with its gradient
 
-        return AlfLoop(fn, kern, t_out, step, stats, sign)
-    grid = make_grid(t_out, step)
+        return AlfLoop(fn, kern, t_out, opts.step_size, stats, sign)
+    grid = _fixed_grid(opts, *user, t_out, sign)
     if method in ADAMS_METHODS:
-        iters = ADAMS_METHODS[method]
-        iters = check.positive_int("max_iters", opts.max_iters) if iters is None else iters
-        return AdamsLoop(fn, kern, grid, stats, sign, iters)
-    stepper = RKStepper(TABLEAUX[method], fn, kern, interp=opts.interp)
-    return FixedGridLoop(stepper, grid, stats, sign)
+        max_order = check.positive_int("max_order", opts.max_order)
+        if max_order > ADAMS_MAX_ORDER:
+            raise ValueError(f"options['max_order'] must be at most {ADAMS_MAX_ORDER}, got {max_order}")
+        loop = AdamsLoop(fn, kern, grid, stats, sign, implicit=ADAMS_METHODS[method], max_order=max_order,
+                         max_iters=check.positive_int("max_iters", opts.max_iters), rtol=rtol, atol=atol,
+                         perturb=opts.perturb)
+    else:
+        stepper = RKStepper(TABLEAUX[method], fn, kern, interp=opts.interp)
+        loop = FixedGridLoop(stepper, grid, stats, sign, perturb=opts.perturb)
+    loop.step_size, loop.max_num_steps = opts.step_size, opts.max_num_steps  # for the event search
+    return loop
 
 
 @dataclass
@@ -133,18 +188,33 @@ def build_problem(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=Non
     t_dtype = check.time_dtype(options) or t.dtype
     fn = FlatFunc(func, [s.shape for s in states], is_tuple, states[0].dtype, states[0].device, t_dtype,
                   sign < 0, stats)
-    # contiguous(): reshape(-1) of a strided or expanded y0 can be a non-contiguous view, and the kernels
-    # read n consecutive elements from its address (wrong values, or past the end of its storage).
-    y_flat = torch.cat([s.reshape(-1) for s in states]) if is_tuple else states[0].reshape(-1).contiguous()
+    y_flat = _flat_state(states, is_tuple)
     kern = _kernel_backend(y_flat)
     offsets = [0]
-    for s in states:
-        offsets.append(offsets[-1] + s.numel())
+    for size in fn.sizes:
+        offsets.append(offsets[-1] + size)
     if method in ADAPTIVE_METHODS:
-        loop = _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, is_tuple, norm_segments)
+        loop = _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, norm_segments)
+    elif method == "scipy_solver":
+        loop = _scipy_loop(fn, options, rtol, atol, stats, sign)
     else:
-        loop = _fixed_loop(fn, kern, method, options, t_out, sign, stats)
+        loop = _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, (func, y0, t))
     return Problem(fn, y_flat, t, t_out, sign, loop, stats, method, rtol, atol, offsets)
+
+
+def _flat_state(states: list[Tensor], is_tuple: bool) -> Tensor:
+    """The solver's flat real state (n,): the components concatenated, complex ones as real pairs."""
+    if states[0].is_complex():  # resolve_conj: view_as_real refuses a lazily conjugated tensor
+        states = [torch.view_as_real(s.resolve_conj()) for s in states]
+    # contiguous(): reshape(-1) of a strided or expanded y0 can be a non-contiguous view, and the kernels
+    # read n consecutive elements from its address (wrong values, or past the end of its storage).
+    return torch.cat([s.reshape(-1) for s in states]) if len(states) > 1 else states[0].reshape(-1).contiguous()
+
+
+def _scipy_loop(fn, options, rtol, atol, stats, sign) -> ScipyLoop:
+    opts, _ = check.parse_options(options, ScipyOptions, "scipy_solver", extra=("dtype",))
+    check_scipy_options(opts)
+    return ScipyLoop(fn, opts, rtol, atol, stats, sign)
 
 
 def integrate(problem: Problem, y0: Tensor | None = None) -> Tensor:
@@ -168,16 +238,20 @@ def concatenate_outputs(blocks: list[Tensor]) -> Tensor:
 
 def integrate_until_event(problem: Problem, event_fn: Callable) -> tuple[float, Tensor]:
     """Integrates until ``event_fn`` changes sign. Returns the event time (solver direction) and the
-    flat state there (n,)."""
-    if not isinstance(problem.loop, AdaptiveLoop):
-        raise ValueError("event_fn is supported with the adaptive methods; pick e.g. method='dopri5'")  # noqa: TRY004
+    flat state there (n,). Adaptive methods step as usual; fixed-grid ones (RK and Adams) step by
+    ``options['step_size']`` and locate the event on the step's interpolant (torchdiffeq's semantics)."""
+    loop = problem.loop
+    if not isinstance(loop, (AdaptiveLoop, FixedGridLoop, AdamsLoop)):
+        raise ValueError(f"event_fn is not supported with method={problem.method!r}; use an adaptive method "  # noqa: TRY004
+                         "(e.g. 'dopri5') or a fixed-grid one with options['step_size']")
     events = EventLocator(event_fn, problem.fn, problem.atol)
     events.start(problem.t_out[0], problem.y0)
     # Like torchdiffeq, only t[0] (and the direction of t) matter: integrate until the event.
-    blocks = problem.loop.integrate(problem.y0, [problem.t_out[0], problem.t_out[0] + 1e30], events)
+    if isinstance(loop, AdaptiveLoop):
+        y_event = loop.integrate(problem.y0, [problem.t_out[0], problem.t_out[0] + 1e30], events)[0]
+    else:
+        y_event = loop.until_event(problem.y0, problem.t_out[0], events)
     if events.event_t is None:
         raise ValueError("no event occurred; check that event_fn changes sign along the solution")
     problem.stats.status, problem.stats.t_reached = "event", problem.sign * events.event_t
-    return events.event_t, blocks[0][0]
-
-
+    return events.event_t, y_event[0]

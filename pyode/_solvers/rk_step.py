@@ -91,7 +91,7 @@ class RKStepper:
         # Stage inputs are made in the user's shape and func called without reshaping (the kernels see
         # only addresses); y1 is handed back flat like every other path's. Each stage call also registers
         # the previous stage's derivative.
-        call = fn.call_shaped if not fn.is_tuple else fn
+        call = fn.call_shaped if not fn.structured else fn
         like = self._shaped_view(y0)
         new_buffer, ks, k, y_last = self._new_buffer, [f0], f0, like
         for i, c in self._stage_times:
@@ -116,7 +116,7 @@ class RKStepper:
     def _shaped_view(self, y0: Tensor) -> Tensor:
         """``y0`` (n,) in the user's shape (a plain-tensor state), without a new view when ``y0`` is the
         last fused step's y1 (it was made from that very buffer)."""
-        if self.fn.is_tuple:
+        if self.fn.structured:  # tuple or complex: func gets views made by fn itself
             return y0
         last = self._last_y1
         if last is not None and last[0] is y0 and self.fsal:
@@ -143,7 +143,7 @@ class RKStepper:
         ``ends_at_jump``: ``f`` is discontinuous at ``t0 + h``; stages there are evaluated just before it
         (the next float down), so the step sees only the left piece of ``f``."""
         tab, fn, lincomb_row = self.tableau, self.fn, self.kern.lincomb_row
-        t_end = math.nextafter(t0 + h, -math.inf) if ends_at_jump else t0 + h
+        t_end = self.fn.nudge(t0 + h, -1.0) if ends_at_jump else t0 + h  # one ulp of func's time dtype
         if self._fast_path_ok(y0, f0):
             step = self._attempt_fused(t0, y0, f0, h, t_end)
             if step is not None:

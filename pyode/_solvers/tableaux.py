@@ -387,3 +387,33 @@ def get_tableau(name: str) -> ButcherTableau:
     except (KeyError, TypeError):
         raise ValueError(f"unknown Runge-Kutta method {name!r}; valid names are: "
                          f"{', '.join(sorted(TABLEAUX))}") from None
+
+
+ADAMS_MAX_ORDER = 12
+"""The largest ``max_order`` of the Adams methods (torchdiffeq's limit)."""
+
+
+def _integrate_lagrange(nodes: Sequence[int], j: int) -> Fraction:
+    """∫_0^1 ℓ_j(s) ds for the Lagrange basis polynomial ℓ_j on ``nodes`` (exact)."""
+    poly = [Fraction(1)]  # coefficients, lowest power first
+    for m, x in enumerate(nodes):
+        if m == j:
+            continue
+        denom = Fraction(nodes[j] - x)
+        poly = [(a - x * b) / denom for a, b in zip([Fraction(0)] + poly, poly + [Fraction(0)])]
+    return sum((c / (p + 1) for p, c in enumerate(poly)), Fraction(0))
+
+
+def adams_bashforth(k: int) -> tuple[float, ...]:
+    """The k-step Adams-Bashforth weights (order k), newest derivative first:
+    ``y1 = y0 + h Σ_j w_j f(t0 - j h)``. Exact rational integrals of the interpolating polynomial through
+    the k past derivatives (Hairer, Nørsett & Wanner, Solving ODEs I, III.1)."""
+    nodes = [-j for j in range(k)]
+    return tuple(float(_integrate_lagrange(nodes, j)) for j in range(k))
+
+
+def adams_moulton(k: int) -> tuple[float, ...]:
+    """The Adams-Moulton weights through ``k`` points (order k), the new point first:
+    ``y1 = y0 + h (w_0 f(t1, y1) + Σ_{j>=1} w_j f(t0 - (j-1) h))``."""
+    nodes = [1 - j for j in range(k)]
+    return tuple(float(_integrate_lagrange(nodes, j)) for j in range(k))

@@ -1,0 +1,44 @@
+"""Evaluating ``func`` just beside a time instead of at it (torchdiffeq's ``perturb``).
+
+Where ``f`` is discontinuous in time (a grid point of a piecewise forcing, a ``jump_t`` point) a step must
+see only the piece on its own side: its start is evaluated one ulp after the point (:attr:`Perturb.NEXT`),
+an end stage one ulp before it (:attr:`Perturb.PREV`), in the integration direction. The ulp is that of
+the time dtype handed to ``func``: a float64 nudge would round back onto the point in a float32 time.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Callable
+
+import torch
+
+
+class Perturb(enum.Enum):
+    """Which side of ``t`` a call of ``func`` stands for (torchdiffeq's ``Perturb``, same members).
+
+    A ``func`` that declares a ``perturb`` keyword receives it; the ``t`` it receives is already moved.
+    """
+
+    NONE = 0
+    PREV = 1
+    NEXT = 2
+
+
+def nudge(s: float, direction: float, dtype: torch.dtype) -> float:
+    """The neighbour of ``s`` in ``dtype`` towards ``direction`` (+1: next, -1: previous), as a float that
+    converts to ``dtype`` exactly (float16/32 values are float64 values)."""
+    x = torch.tensor(s, dtype=dtype)
+    return float(torch.nextafter(x, torch.tensor(direction * float("inf"), dtype=dtype)))
+
+
+def accepts_perturb(func: Callable) -> bool:
+    """Whether ``func`` can be called with a ``perturb=`` keyword (declared, or a ``**kwargs``)."""
+    target = func.forward if isinstance(func, torch.nn.Module) else func
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # builtins and C functions: no signature to read
+        return False
+    return any(p.name == "perturb" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+               or p.kind == p.VAR_KEYWORD for p in params)
