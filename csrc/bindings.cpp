@@ -138,10 +138,11 @@ PYBIND11_MODULE(_C, m) {
   py::class_<pyode::PerSampleWorkspace>(m, "PerSampleWorkspace", "Fused per-sample step sizes (see per_sample.h)")
       .def(py::init([](int64_t s, std::vector<double> a, std::vector<double> c, std::vector<double> e,
                        std::vector<double> p, std::vector<double> t_out, int64_t rows, int64_t width, int dtype,
-                       double safety, double ifactor, double dfactor, double exponent, double min_step,
-                       double max_step, double atol, double rtol, int64_t max_num_steps) {
-        const pyode::PerSampleConfig cfg{safety, ifactor, dfactor, exponent, min_step, max_step, atol, rtol,
-                                         max_num_steps};
+                       double safety, double ifactor, double dfactor, double b1, double b2, double b3,
+                       double min_step, double max_step, double atol, double rtol, int64_t max_num_steps,
+                       int64_t stall_limit) {
+        const pyode::PerSampleConfig cfg{{b1, b2, b3, safety, ifactor, dfactor}, min_step, max_step, atol, rtol,
+                                         max_num_steps, stall_limit};
         return new pyode::PerSampleWorkspace(s, std::move(a), std::move(c), std::move(e), std::move(p),
                                              std::move(t_out), rows, width, dtype, cfg);
       }))

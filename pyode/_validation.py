@@ -137,12 +137,20 @@ def positive(name: str, value, allow_none: bool = True, allow_zero: bool = False
     return value
 
 
+MAX_COUNT = 2**63 - 1  # counts are int64 in the compiled loops; no solve takes that many steps
+
+
 def positive_int(name: str, value) -> int:
-    """``options[name]`` as an int >= 1 (an integral float such as ``1e4`` is accepted)."""
+    """``options[name]`` as an int >= 1 (an integral float such as ``1e4`` is accepted), capped at
+    :data:`MAX_COUNT`: a larger limit can never be reached, and the compiled loops count in int64."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"options[{name!r}] must be an integer >= 1, got {value}")
+        return min(int(value), MAX_COUNT)  # exact: a float would round 2**63 - 1 up
     value_f = number(name, value)
     if not math.isfinite(value_f) or value_f != int(value_f) or value_f < 1:
         raise ValueError(f"options[{name!r}] must be an integer >= 1, got {value}")
-    return int(value_f)
+    return min(int(value_f), MAX_COUNT)
 
 
 def times_list(name: str, values, sign: float) -> list[float]:
@@ -165,7 +173,8 @@ def adaptive_options(opts, sign: float) -> None:
 
     Step sizes must be positive and finite (``max_step`` may be inf), ``min_step <= max_step``, and the
     controller must shrink a rejected step: ``0 < safety <= 1``, ``ifactor >= 1``, ``0 < dfactor <= 1``
-    and finite PID coefficients. Out-of-range values would otherwise loop forever or divide by zero."""
+    and PID coefficients as :func:`pid_coefficients` says. Out-of-range values would otherwise loop forever,
+    divide by zero or overflow the controller."""
     opts.first_step = positive("first_step", opts.first_step)
     opts.max_step = positive("max_step", math.inf if opts.max_step is None else opts.max_step, allow_inf=True)
     opts.min_step = positive("min_step", opts.min_step, allow_none=False, allow_zero=True)
@@ -179,11 +188,26 @@ def adaptive_options(opts, sign: float) -> None:
     opts.ifactor = positive("ifactor", opts.ifactor)
     if opts.ifactor < 1.0:
         raise ValueError(f"options['ifactor'] must be >= 1 (the largest growth of the step), got {opts.ifactor}")
+    pid_coefficients(opts)
+
+
+PID_COEFF_MAX = 10.0  # |pcoeff|, |icoeff|, |dcoeff|: a gain beyond 10/order on the error ratio is no controller
+
+
+def pid_coefficients(opts) -> None:
+    """``pcoeff``, ``icoeff``, ``dcoeff`` (in place): finite, each in [-10, 10], and ``pcoeff + icoeff + dcoeff > 0``
+    (the exponent on the current error ratio: at <= 0 a larger error would not shrink the step)."""
     for name in ("pcoeff", "icoeff", "dcoeff"):
         value = number(name, getattr(opts, name))
-        if not math.isfinite(value):
-            raise ValueError(f"options[{name!r}] must be finite, got {value}")
+        if not math.isfinite(value) or abs(value) > PID_COEFF_MAX:
+            raise ValueError(f"options[{name!r}] must be finite and in [-{PID_COEFF_MAX:g}, {PID_COEFF_MAX:g}] "
+                             f"(typical PID gains are below 1), got {value}")
         setattr(opts, name, value)
+    total = opts.pcoeff + opts.icoeff + opts.dcoeff
+    if not total > 0:
+        raise ValueError(f"options pcoeff + icoeff + dcoeff must be > 0 (the exponent on the current error ratio; "
+                         f"otherwise a larger error would not shrink the step), got {opts.pcoeff:g} + "
+                         f"{opts.icoeff:g} + {opts.dcoeff:g} = {total:g}")
 
 
 def _within(name: str, value, low: float, high: float) -> float:

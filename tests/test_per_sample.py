@@ -130,13 +130,14 @@ def test_compiled_workspaces_check_buffer_sizes():
     """The C++ layer refuses buffers shorter than it would read or write (no out-of-bounds access)."""
     from pyode._kernels import compiled
     from pyode._solvers.adaptive import AdaptiveOptions
+    from pyode._solvers.controller import pid_gains
     from pyode._solvers.rk_step import RKStepper
     from pyode._solvers.tableaux import TABLEAUX
 
     tab = TABLEAUX["dopri5"]
     stepper = RKStepper(tab, None, compiled)
     ws = compiled.make_per_sample_workspace(tab, stepper.P, [0.0, 1.0], 3, 2, torch.float64, AdaptiveOptions(),
-                                            1e-6, 1e-6)
+                                            pid_gains(tab.order, 0.0, 1.0, 0.0), 1e-6, 1e-6, 4)
     y, short = torch.zeros(3, 2, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
     out = torch.zeros(2, 3, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="too short"):

@@ -15,8 +15,9 @@ PerSampleWorkspace::PerSampleWorkspace(int64_t num_stages, std::vector<double> a
                                        int64_t rows, int64_t width, int dtype, PerSampleConfig config)
     : s_(num_stages), rows_(rows), width_(width), n_(rows * width), dtype_(dtype), a_(std::move(a)),
       c_(std::move(c)), e_(std::move(e)), p_(std::move(p)), t_out_(std::move(t_out)), powers_(0), cfg_(config),
-      terms_(num_stages, nullptr), t_(rows, 0.0), h_(rows, 0.0), h_step_(rows, 0.0), next_out_(rows, 1),
-      accepted_(rows, 0), rejected_(rows, 0), active_(rows, 0) {
+      terms_(num_stages, nullptr), t_(rows, 0.0), h_(rows, 0.0), h_step_(rows, 0.0), prev1_(rows, 1.0),
+      prev2_(rows, 1.0), next_out_(rows, 1), accepted_(rows, 0), rejected_(rows, 0), non_finite_(rows, 0),
+      stalled_(rows, 0), active_(rows, 0) {
   check(s_ >= 2 && s_ <= kMaxStages, "PerSampleWorkspace: need 2 to 64 stages");
   check(rows_ >= 1 && width_ >= 0, "PerSampleWorkspace: need rows >= 1 and width >= 0");
   check(static_cast<int64_t>(a_.size()) == s_ * s_, "PerSampleWorkspace: a must be s*s");
@@ -27,6 +28,11 @@ PerSampleWorkspace::PerSampleWorkspace(int64_t num_stages, std::vector<double> a
   for (size_t k = 1; k < t_out_.size(); ++k) check(t_out_[k] > t_out_[k - 1], "PerSampleWorkspace: t_out must increase");
   check(dtype_ == static_cast<int>(DType::kFloat32) || dtype_ == static_cast<int>(DType::kFloat64),
         "PerSampleWorkspace: unsupported dtype");
+  const ControllerGains& g = cfg_.gains;
+  check(std::isfinite(g.b1) && std::isfinite(g.b2) && std::isfinite(g.b3) && g.safety > 0.0 && g.dfactor > 0.0 &&
+            g.ifactor >= 1.0 && std::isfinite(g.ifactor),
+        "PerSampleWorkspace: controller gains must be finite, safety and dfactor > 0, ifactor >= 1");
+  check(cfg_.max_num_steps >= 1 && cfg_.stall_limit >= 1, "PerSampleWorkspace: max_num_steps and stall_limit >= 1");
   powers_ = static_cast<int64_t>(p_.size()) / s_;
   std::fill(t_.begin(), t_.end(), t_out_.front());
 }
@@ -139,6 +145,18 @@ void PerSampleWorkspace::write_outputs(int64_t r, double t_new) {
   }
 }
 
+// StallWatch (adaptive.py) for row r, accepted with y1: after a NaN/inf rejection, counts accepted steps that
+// leave the row bitwise unchanged; a step that changes it resets the count.
+template <typename T>
+void PerSampleWorkspace::watch_stall(int64_t r, const T* y1) {
+  if (non_finite_[r] == 0) return;
+  const T* y = static_cast<const T*>(y_);
+  bool changed = false;
+  for (int64_t q = r * width_; q < (r + 1) * width_; ++q) changed |= !(y[q] == y1[q]);
+  if (changed) non_finite_[r] = stalled_[r] = 0;
+  else ++stalled_[r];
+}
+
 // An accepted row moves on: y_r <- y1_r and f0_r <- f(t_new, y1)_r (FSAL).
 template <typename T>
 void PerSampleWorkspace::commit_row(int64_t r, const T* y1, const T* last) {
@@ -150,13 +168,10 @@ void PerSampleWorkspace::commit_row(int64_t r, const T* y1, const T* last) {
   }
 }
 
-// torchdiffeq's I controller: accepted steps never shrink; a NaN/inf error shrinks by dfactor.
-double PerSampleWorkspace::next_step(double h, double ratio, bool accept) const {
-  double factor = cfg_.dfactor;
-  if (std::isfinite(ratio)) {
-    factor = cfg_.safety * std::pow(std::max(ratio, 1e-300), -cfg_.exponent);
-    factor = std::min(std::max(factor, accept ? 1.0 : cfg_.dfactor), cfg_.ifactor);
-  }
+// The joint loop's PID controller on row r's own ratio history (controller.h).
+double PerSampleWorkspace::next_step(int64_t r, double h, double ratio, bool accept) {
+  const double factor = step_factor(cfg_.gains, ratio, prev1_[r], prev2_[r], accept);
+  push_history(ratio, accept, prev1_[r], prev2_[r]);
   return std::min(std::max(h * factor, cfg_.min_step), cfg_.max_step);
 }
 
@@ -171,16 +186,21 @@ RoundStatus PerSampleWorkspace::finish_rows(const T* y1, const T* last) {
       if (accept) {
         const double t_new = h_step_[r] >= t_end - t_[r] ? t_end : t_[r] + h_step_[r];
         write_outputs<T>(r, t_new);
+        watch_stall<T>(r, y1);
         commit_row<T>(r, y1, last);
         t_[r] = t_new;
         ++accepted_[r];
       } else {
         ++rejected_[r];
+        non_finite_[r] += !std::isfinite(ratio);
       }
-      h_[r] = next_step(h_step_[r], ratio, accept);
+      h_[r] = next_step(r, h_step_[r], ratio, accept);
       const double tiny = 4.0 * std::numeric_limits<double>::epsilon() * std::max(std::abs(t_[r]), 1.0);
+      // The first failing row, by precedence: PerSampleLoop._check does the same on tensors.
       if (status.kind == 0 && accepted_[r] + rejected_[r] >= cfg_.max_num_steps) status = {0, 1, r, t_[r], 0.0};
       if (status.kind == 0 && !(h_[r] > tiny)) status = {0, std::isfinite(ratio) ? 2 : 3, r, t_[r], 0.0};
+      if (status.kind == 0 && !accept && h_[r] >= h_step_[r]) status = {0, 4, r, t_[r], 0.0};
+      if (status.kind == 0 && stalled_[r] >= cfg_.stall_limit) status = {0, 5, r, t_[r], 0.0};
     }
     status.active += t_[r] < t_end;
   }

@@ -60,7 +60,7 @@ double finish_chunk(const FinishArgs& args, const Chunk& c) {
   }
   const T atol = static_cast<T>(args.atol), rtol = static_cast<T>(args.rtol);
   // within one block in T (vectorises); across blocks in double
-  const T sum = sum_of_squares<T>(0, c.len, [&](int64_t i) { return scaled_error(err[i], y0[i], y1[i], atol, rtol); });
+  const double sum = sum_of_squares<T>(0, c.len, [&](int64_t i) { return scaled_error(err[i], y0[i], y1[i], atol, rtol); });
   return static_cast<double>(sum);
 }
 
@@ -102,7 +102,7 @@ double finish_chunk_stream(const FinishArgs& args, const FinishTerms<T>& t, cons
   }
   const T* y1 = static_cast<const T*>(args.y1);
   const T atol = static_cast<T>(args.atol), rtol = static_cast<T>(args.rtol);
-  T sum = T(0);
+  double sum = 0.0;
   with_term_count(t.e.count, [&](auto count) {
     constexpr int S = decltype(count)::value;
     sum = sum_of_squares<T>(lo, hi, [&](int64_t i) {

@@ -17,7 +17,7 @@ double scaled_norm_cpu(const T* a, const T* b, const T* y, int64_t n, double ato
   double total = 0.0;
   for (int64_t start = 0; start < n; start += kBlock) {
     const int64_t len = std::min(kBlock, n - start);
-    const T sum = b ? sum_of_squares<T>(start, start + len, [&](int64_t i) {
+    const double sum = b ? sum_of_squares<T>(start, start + len, [&](int64_t i) {
       return (a[i] - b[i]) / (at + rt * abs_value(y[i]));
     }) : sum_of_squares<T>(start, start + len, [&](int64_t i) { return a[i] / (at + rt * abs_value(y[i])); });
     total += static_cast<double>(sum);

@@ -123,8 +123,11 @@ def lincomb_row(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[flo
 def y1_with_graph(lincomb_fn, y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor],
                   b: Sequence[float] | None) -> tuple[Tensor | None, Sequence[float] | None]:
     """When autograd must see through a step, builds ``y1 = y0 + sum_j b_j k_j`` with the differentiable
-    ``lincomb_fn`` and returns ``(y1, None)``: the finishing kernel then only measures the error.
-    Otherwise returns ``(y1, b)`` unchanged."""
+    ``lincomb_fn`` and returns ``(y1, None)``: the finishing kernel then only measures the error. With ``b``
+    but no terms, ``y1`` is a copy of ``y0`` (the kernels read an empty ``b`` as "y1 given" and would leave a
+    fresh buffer unwritten). Otherwise returns ``(y1, b)`` unchanged."""
+    if b is not None and not ks:
+        return y0.clone(), None
     grad = torch.is_grad_enabled() and (y0.requires_grad or any(k.requires_grad for k in ks))
     if b is not None and grad:
         return lincomb_fn(y0, ks, [b])[0], None
@@ -172,15 +175,18 @@ def make_workspace(tableau, n: int, dtype: torch.dtype, segments: Segments | Non
 
 
 def make_per_sample_workspace(tableau, P, t_out: Sequence[float], rows: int, width: int, dtype: torch.dtype,
-                              opts, atol: float, rtol: float):
+                              opts, gains, atol: float, rtol: float, stall_limit: int):
     """A :class:`pyode._C.PerSampleWorkspace`: fused per-row step sizes for an FSAL ``tableau`` with
     interpolant matrix ``P`` (powers, s), output times ``t_out`` (solver direction), a (rows, width)
-    state, the controller settings of ``opts`` (AdaptiveOptions) and the tolerances."""
+    state, the step bounds and ``max_num_steps`` of ``opts`` (AdaptiveOptions, validated), the controller's
+    ``gains`` (:func:`pyode._solvers.controller.pid_gains`), the tolerances and ``stall_limit``
+    (:class:`pyode._solvers.adaptive.StallWatch`'s ``LIMIT``)."""
     return _C.PerSampleWorkspace(
-        tableau.num_stages, _flat_a(tableau), [float(x) for x in tableau.c], [float(x) for x in tableau.b_err], [float(x) for row in P for x in row],
-        [float(x) for x in t_out], int(rows), int(width), _DTYPE_CODES[dtype], float(opts.safety),
-        float(opts.ifactor), float(opts.dfactor), 1.0 / tableau.order, float(opts.min_step), float(opts.max_step),
-        float(atol), float(rtol), int(opts.max_num_steps))
+        tableau.num_stages, _flat_a(tableau), [float(x) for x in tableau.c], [float(x) for x in tableau.b_err],
+        [float(x) for row in P for x in row], [float(x) for x in t_out], int(rows), int(width), _DTYPE_CODES[dtype],
+        float(gains.safety), float(gains.ifactor), float(gains.dfactor), float(gains.b1), float(gains.b2),
+        float(gains.b3), float(opts.min_step), float(opts.max_step), float(atol), float(rtol), int(opts.max_num_steps),
+        int(stall_limit))
 
 
 def scaled_norm(a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float) -> float:

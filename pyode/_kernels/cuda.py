@@ -115,6 +115,10 @@ def rk_finish_device(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Seq
     _check_tensors(y0, [y1, *ks])
     if y1 is None:
         y1 = torch.empty_like(y0)
+    if y0.numel() == 0:  # nothing to launch over: the norms of an empty state are 0, never unwritten memory
+        norms = None if e is None else _norms_buffer(norms_out, 1 + (0 if segments is None else segments.count),
+                                                     y0.device).zero_()
+        return y1, norms
     nseg = 0 if segments is None else segments.count
     if segments is None:
         offsets = chunk_starts = None

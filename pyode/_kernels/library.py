@@ -33,11 +33,15 @@ def _like(base: Tensor | None, ks: Sequence[Tensor]) -> Tensor:
     return base
 
 
-def _check_lincomb_args(base: Tensor | None, ks: Sequence[Tensor], weights: Tensor) -> Tensor:
-    """Shape/dtype checks that need no data (they run at trace time too); returns the ``like`` tensor.
+def _check_lincomb_args(base: Tensor | None, ks: Sequence[Tensor], weights: Tensor, real: bool) -> Tensor:
+    """Shape/dtype/device checks that need no data (they run at trace time too); returns the ``like`` tensor.
 
-    The kernels read n elements of ``like``'s dtype from every address, so a mismatch must not get through."""
+    The kernels read n elements of ``like``'s dtype from every address, so a mismatch must not get through.
+    ``real``: the check of the real kernel, which reads values (no meta tensor may reach it); the fake
+    implementation takes meta inputs for shape inference, but not meta mixed with real ones."""
     like = _like(base, ks)
+    if weights.is_complex() or not weights.is_floating_point():
+        raise TypeError(f"pyode::lincomb: weights must be a real floating-point tensor, got {weights.dtype}")
     if weights.dim() != 2 or weights.shape[1] != len(ks):
         raise ValueError(f"pyode::lincomb: weights must be (m, len(ks) = {len(ks)}), got shape "
                          f"{tuple(weights.shape)}")
@@ -47,13 +51,24 @@ def _check_lincomb_args(base: Tensor | None, ks: Sequence[Tensor], weights: Tens
             name = "base" if base is not None and j == 0 else f"ks[{j - (base is not None)}]"
             raise ValueError(f"pyode::lincomb: {name} is {t.dtype} {tuple(t.shape)} on {t.device}; base and "
                              f"every k must be 1-D {dtype} with {n} elements on {device}")
+    if real and like.is_meta:
+        name = "ks[0]" if ks else "base"
+        raise ValueError(f"pyode::lincomb: {name} is a meta tensor (a shape without values) but the weights are "
+                         f"on {weights.device}; the kernel needs values: pass real tensors, or meta ones throughout "
+                         "for shape inference")
+    if weights.is_meta and not like.is_meta:
+        raise ValueError(f"pyode::lincomb: weights is a meta tensor (a shape without values) but ks/base are on "
+                         f"{device}; the op reads the weights' values: pass them on cpu")
+    if weights.device != device and weights.device.type != "cpu":
+        raise ValueError(f"pyode::lincomb: weights is on {weights.device} but ks/base on {device}; the weights are "
+                         f"read on the host: pass them on cpu or on {device}")
     return like
 
 
 def _lincomb_impl(base: Tensor | None, ks: list[Tensor], weights: Tensor) -> Tensor:
     """Real kernel: ``out[r] = base + sum_j weights[r, j] * ks[j]``, (m, n). The host read of ``weights``
     happens here, inside the opaque op, so a compiled graph around it has no host synchronisation."""
-    like = _check_lincomb_args(base, ks, weights)
+    like = _check_lincomb_args(base, ks, weights, real=True)
     # float64: the kernels' coefficient precision (no autograd here: the op runs below the autograd key).
     rows = (weights if weights.dtype == torch.float64 else weights.double()).tolist()
     # contiguous(): the compiler may hand over strided views, and the kernels read n consecutive elements.
@@ -67,7 +82,7 @@ def _lincomb_impl(base: Tensor | None, ks: list[Tensor], weights: Tensor) -> Ten
 
 
 def _lincomb_fake(base: Tensor | None, ks: list[Tensor], weights: Tensor) -> Tensor:
-    like = _check_lincomb_args(base, ks, weights)
+    like = _check_lincomb_args(base, ks, weights, real=False)
     return like.new_empty((weights.shape[0], like.numel()))
 
 
@@ -105,6 +120,6 @@ def _lincomb_backward(ctx, grad: Tensor):
 
 lincomb = torch.library.custom_op("pyode::lincomb", _lincomb_impl, mutates_args=(), schema=_LINCOMB_SCHEMA)
 """``torch.ops.pyode.lincomb(base, ks, weights)``: base (n,) or None, ks s tensors (n,), weights (m, s)
-(any float dtype, any device) -> (m, n). Differentiable in all three; traceable by ``torch.compile``."""
+(any real float dtype, on the CPU or the device of ks) -> (m, n). Differentiable in all three; traceable by ``torch.compile``."""
 lincomb.register_fake(_lincomb_fake)
 lincomb.register_autograd(_lincomb_backward, setup_context=_setup_context)

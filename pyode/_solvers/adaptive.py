@@ -12,10 +12,11 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from pyode._kernels import reference
-from pyode._solvers.controller import PIDController, initial_step
+from pyode._solvers.controller import PIDController, initial_step, initial_step_error, zero_scale_hint
 from pyode._solvers.events import EventLocator
 from pyode._solvers.rk_step import RKStepper, StepRecord, StepResult, step_outputs
 from pyode.errors import MaxStepsError, NonFiniteStateError, StepSizeUnderflowError
@@ -40,6 +41,55 @@ class AdaptiveOptions:
     jump_t: list = field(default_factory=list)
     interp: str = "auto"
     per_sample: bool = False     # each batch row its own step size (see pyode._solvers.per_sample)
+
+
+def check_step_resolution(opts: AdaptiveOptions, t0: float, time_sign: float) -> None:
+    """``first_step`` and ``max_step`` must exceed the resolution of t at ``t0`` (solver time): the
+    step-underflow threshold of the loops' progress checks, below which the solver could not advance."""
+    resolution = 4.0 * math.ulp(max(abs(t0), 1.0))
+    for name in ("first_step", "max_step"):
+        value = getattr(opts, name)
+        if value is not None and value <= resolution:
+            raise ValueError(f"options[{name!r}] = {value:g} is below the resolution of t near "
+                             f"t0 = {time_sign * t0:g} (the solver could not advance); use a larger value")
+
+
+class StallWatch:
+    """Detects a solve that cannot make progress at the edge of its dtype's range (y' = 100 y in float32 near
+    1e36): every step large enough to change the state makes it, or func's output, overflow (a NaN/inf error
+    ratio: rejected, shrunk), and the steps that stay finite are too small to change the state in its
+    precision, so t creeps on (in float64) while y stands still, for ever. Counted per state change: after a
+    NaN/inf rejection, ``LIMIT`` accepted steps that leave the state bitwise unchanged raise
+    :class:`NonFiniteStateError`. Costs nothing until a step's error ratio is NaN/inf."""
+
+    LIMIT = 4
+
+    def __init__(self, time_sign: float):
+        self.time_sign, self.non_finite, self.stalled = time_sign, 0, 0
+
+    def rejected(self, ratio: float) -> None:
+        if not math.isfinite(ratio):
+            self.non_finite += 1
+
+    def accepted(self, t: float, y0: Tensor, y1: Tensor) -> None:
+        """After an accepted step from ``y0`` to ``y1`` ending at ``t`` (solver time)."""
+        if not self.non_finite:
+            return
+        if not torch.equal(y0, y1):
+            self.non_finite = self.stalled = 0
+            return
+        self.stalled += 1
+        if self.stalled >= self.LIMIT:
+            raise NonFiniteStateError("non_finite", self.time_sign * t, stall_message(y1))
+
+
+def stall_message(y: Tensor) -> str:
+    """The reason of a :class:`StallWatch` failure, with the state's size against its dtype's range."""
+    biggest = float(y.detach().abs().max()) if y.numel() else 0.0
+    return (f"the solve cannot make progress: every step that changes the state makes it or func's output NaN/inf "
+            f"(the solution overflows {y.dtype}: max |y| = {biggest:.3g}, largest finite "
+            f"{torch.finfo(y.dtype).max:.3g}), and smaller steps no longer change the state in its precision; "
+            "use float64 or rescale the problem")
 
 
 def segment_scaled_norm(stepper):
@@ -76,6 +126,7 @@ class AdaptiveLoop:
         self.stops = sorted(set(opts.step_t) | set(opts.jump_t))
         self.jumps = set(opts.jump_t)
         self.recorder = None  # called with a StepRecord per accepted step (checkpointed gradients)
+        self.stall = StallWatch(time_sign)
 
     def _first_step(self, t0: float, y0: Tensor, f0: Tensor) -> float:
         resolution = 4.0 * math.ulp(max(abs(t0), 1.0))  # the step-underflow threshold of _check_progress
@@ -111,9 +162,10 @@ class AdaptiveLoop:
                                 "or loosen rtol/atol (the problem may be stiff)")
         if not h > 4.0 * math.ulp(max(abs(t), 1.0)):  # written so that a NaN h stops here too
             if not math.isfinite(step.ratio):
+                hint = zero_scale_hint(self.stepper.atol, self.stepper.rtol, step.y0)
                 raise NonFiniteStateError("non_finite", self.time_sign * t,
-                                          "the state or func's output became NaN/inf and shrinking the "
-                                          "step did not help")
+                                          f"the state or func's output became NaN/inf and shrinking the "
+                                          f"step did not help{'; ' + hint if hint else ''}")
             raise StepSizeUnderflowError("step_underflow", self.time_sign * t,
                                          f"step size underflow (h = {h:.3g}); the problem may be stiff or "
                                          "singular here")
@@ -134,8 +186,7 @@ class AdaptiveLoop:
         f0 = st.fn(st.fn.nudge(t, 1.0) if t in self.jumps else t, y)  # a jump at t0: its right piece
         h = self._first_step(t, y, f0)
         if not (math.isfinite(h) and h > 0):
-            raise NonFiniteStateError("non_finite", self.time_sign * t,
-                                      "func returned NaN/inf at the initial time (no initial step size exists)")
+            raise initial_step_error(self.time_sign * t, y, f0, st.atol, st.rtol)
         outputs, next_out = [y0.unsqueeze(0)], 1
         stats.t_reached = self.time_sign * t
         while t < t_end and next_out < len(t_out):
@@ -145,11 +196,13 @@ class AdaptiveLoop:
             h = self.controller.next_step(h_step, step.ratio, accepted)
             if not accepted:
                 stats.n_rejected += 1
+                self.stall.rejected(step.ratio)
                 self._check_progress(t, h, step)
                 self._check_shrinks(t, h_step, h, step)
                 continue
             stats.n_accepted += 1
             t1 = min(t_end, t + h_step)
+            self.stall.accepted(t1, y, step.y1)
             if t1 in self.jumps and st.needs_f1:  # the interpolant's f(t1) from the left piece, not at the jump
                 step.f1 = st.fn(st.fn.nudge(t1, -1.0), step.y1)
             if events is not None and events.crossed(st, step):

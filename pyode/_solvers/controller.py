@@ -1,4 +1,10 @@
-"""Step-size control: one PID controller (I and PI are special cases) and the initial-step heuristic."""
+"""Step-size control: one PID controller (I and PI are special cases) and the initial-step heuristic.
+
+The controller's formula is written once (:func:`step_factor`) over a tiny arithmetic namespace, so the joint
+loop runs it on Python floats (no tensor op per step) and the per-sample loop on (batch,) tensors, one value
+per row. The compiled per-sample rounds apply the same formula in C++ (``csrc/include/pyode/controller.h``)
+with the gains of :func:`pid_gains`; tests check the three take the same steps.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +16,101 @@ from torch import Tensor
 
 from pyode._kernels import reference
 from pyode._solvers import scratch
+from pyode._validation import all_finite
+from pyode.errors import NonFiniteStateError
+
+RATIO_FLOOR = 1e-300    # an error ratio of 0 is read as this (log(0) = -inf; the factor is then ifactor)
+HISTORY_FLOOR = 1e-10   # past ratios are kept at least this large (a zero would weigh forever)
+_LOG_CAP = 700.0        # exp() of more overflows a double; the factor is clipped to ifactor long before
+
+
+@dataclass(frozen=True)
+class Gains:
+    """What :func:`step_factor` needs: the exponents on r_n, r_{n-1}, r_{n-2} and the clipping bounds."""
+
+    b1: float
+    b2: float
+    b3: float
+    safety: float
+    ifactor: float
+    dfactor: float
+
+    @property
+    def log_safety(self) -> float:
+        return math.log(self.safety)
+
+    @property
+    def log_cap(self) -> float:
+        return min(math.log(self.ifactor) + 1.0, _LOG_CAP)
+
+
+def pid_gains(order: int, pcoeff: float, icoeff: float, dcoeff: float, safety: float = 0.9,
+              ifactor: float = 10.0, dfactor: float = 0.2) -> Gains:
+    """Söderlind's PID gains in diffrax's convention: ``b1 = (p + i + d) / k``, ``b2 = -(p + 2d) / k``,
+    ``b3 = d / k`` with ``k = order``."""
+    k = float(order)
+    return Gains((pcoeff + icoeff + dcoeff) / k, -(pcoeff + 2.0 * dcoeff) / k, dcoeff / k, safety, ifactor, dfactor)
+
+
+class _FloatOps:
+    """Python-float arithmetic for :func:`step_factor` (the joint loop)."""
+
+    log, exp, isfinite = staticmethod(math.log), staticmethod(math.exp), staticmethod(math.isfinite)
+
+    @staticmethod
+    def where(cond, a, b):
+        return a if cond else b
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return min(max(x, lo), hi)
+
+
+class _TensorOps:
+    """The same on (batch,) float64 tensors (the per-sample loop: every row at once)."""
+
+    log, exp, isfinite, where = torch.log, torch.exp, torch.isfinite, torch.where
+
+    @staticmethod
+    def clip(x, lo, hi):
+        return torch.clamp(torch.clamp(x, min=lo), max=hi)
+
+
+FLOAT_OPS, TENSOR_OPS = _FloatOps, _TensorOps
+
+
+def step_factor(ops, g: Gains, ratio, prev1, prev2, accepted):
+    """``h_next / h`` after a step with error ratio ``ratio`` (accept when <= 1); ``prev1``, ``prev2``: the
+    ratios of the last two accepted steps (1.0 before there are any).
+
+    ``clip(safety * r^-b1 * prev1^-b2 * prev2^-b3, lower, ifactor)`` with ``lower = 1`` after an accepted step
+    (torchdiffeq's: accepted steps never shrink) and ``dfactor`` after a rejected one; a NaN/inf ratio shrinks
+    by ``dfactor`` (the callers raise once the step underflows). Evaluated in log space, so no gain and no
+    ratio can overflow (``r ** b`` of a large gain would raise OverflowError on floats).
+    ``ops``: :data:`FLOAT_OPS` (floats) or :data:`TENSOR_OPS` ((batch,) tensors, one value per row)."""
+    finite = ops.isfinite(ratio)
+    r = ops.clip(ops.where(finite, ratio, 1.0), RATIO_FLOOR, math.inf)
+    log_factor = g.log_safety - g.b1 * ops.log(r) - g.b2 * ops.log(prev1) - g.b3 * ops.log(prev2)
+    factor = ops.exp(ops.clip(log_factor, -_LOG_CAP, g.log_cap))
+    factor = ops.clip(factor, ops.where(accepted, 1.0, g.dfactor), g.ifactor)
+    return ops.where(finite, factor, g.dfactor)
+
+
+def next_history(ops, ratio, prev1, prev2, accepted):
+    """``(prev1, prev2)`` after a step: an accepted step with a finite ratio pushes ``max(ratio, 1e-10)``."""
+    push = ops.isfinite(ratio) & accepted if ops is TENSOR_OPS else (accepted and math.isfinite(ratio))
+    new1 = ops.where(push, ops.clip(ops.where(push, ratio, 1.0), HISTORY_FLOOR, math.inf), prev1)
+    return new1, ops.where(push, prev1, prev2)
 
 
 @dataclass
 class PIDController:
-    """Söderlind's PID step-size controller on the error ratio r (accept when r <= 1).
+    """Söderlind's PID step-size controller on the error ratio r (accept when r <= 1): :func:`step_factor`
+    on Python floats, with the ratio history of this solve.
 
-    ``h_next = h * clip(safety * r_n^(-b1) * r_{n-1}^(-b2) * r_{n-2}^(-b3), dfactor, ifactor)`` with
-    ``b1 = (p + i + d) / k``, ``b2 = -(p + 2d) / k``, ``b3 = d / k`` and ``k = order`` (diffrax's
-    convention). The default ``(p, i, d) = (0, 1, 0)`` is the I controller of torchdiffeq, whose
-    defaults (safety 0.9, ifactor 10, dfactor 0.2, no shrinking after an accepted step) are copied so
-    that both libraries take the same steps. Past ratios come from accepted steps only.
+    The default ``(p, i, d) = (0, 1, 0)`` is the I controller of torchdiffeq, whose defaults (safety 0.9,
+    ifactor 10, dfactor 0.2, no shrinking after an accepted step) are copied so that both libraries take the
+    same steps. Past ratios come from accepted steps only.
     """
 
     order: int
@@ -34,28 +124,14 @@ class PIDController:
     max_step: float = math.inf
 
     def __post_init__(self):
-        k = float(self.order)
-        self._b1 = (self.pcoeff + self.icoeff + self.dcoeff) / k
-        self._b2 = -(self.pcoeff + 2.0 * self.dcoeff) / k
-        self._b3 = self.dcoeff / k
-        self._prev = [1.0, 1.0]  # r_{n-1}, r_{n-2}
+        self.gains = pid_gains(self.order, self.pcoeff, self.icoeff, self.dcoeff, self.safety, self.ifactor,
+                               self.dfactor)
+        self._prev = (1.0, 1.0)  # r_{n-1}, r_{n-2}
 
     def next_step(self, h: float, ratio: float, accepted: bool) -> float:
         """The next step size after a step of size ``h`` (> 0) with error ratio ``ratio``."""
-        if not math.isfinite(ratio):
-            factor = self.dfactor  # NaN/inf error: shrink hard; the caller raises on underflow
-        elif ratio == 0.0:
-            factor = self.ifactor
-        else:
-            factor = self.safety * ratio ** (-self._b1)
-            if self._b2:
-                factor *= self._prev[0] ** (-self._b2)
-            if self._b3:
-                factor *= self._prev[1] ** (-self._b3)
-            lower = 1.0 if accepted else self.dfactor
-            factor = min(self.ifactor, max(factor, lower))
-        if accepted and math.isfinite(ratio):
-            self._prev = [max(ratio, 1e-10), self._prev[0]]
+        factor = step_factor(FLOAT_OPS, self.gains, ratio, *self._prev, accepted)
+        self._prev = next_history(FLOAT_OPS, ratio, *self._prev, accepted)
         return min(max(h * factor, self.min_step), self.max_step)
 
 
@@ -98,3 +174,29 @@ def _euler_probe(kern, y0: Tensor, f0: Tensor, h0: float) -> Tensor:
     if raw is None or y0.device.type != "cpu" or y0.numel() * y0.element_size() < scratch.MIN_BYTES:
         return kern.lincomb_row(y0, [f0], [h0])
     return raw(y0, [f0], [[h0]], like=y0, out=scratch.POOL.take(y0).view(1, -1))[0]
+
+
+def initial_step_error(t0: float, y0: Tensor, f0: Tensor, atol: float, rtol: float) -> Exception:
+    """Why :func:`initial_step` found no step (it returned NaN), as the exception to raise.
+
+    Args:
+        t0: the initial time in the caller's direction; y0, f0: the state and ``func``'s output there."""
+    if not all_finite(f0):
+        return NonFiniteStateError("non_finite", t0, "func returned NaN/inf at the initial time "
+                                   "(no initial step size exists)")
+    hint = zero_scale_hint(atol, rtol, y0)
+    if hint:
+        return ValueError(f"no initial step size exists: {hint}, or give options['first_step']")
+    biggest = float(f0.detach().abs().max()) if f0.numel() else 0.0
+    return NonFiniteStateError("non_finite", t0, f"no initial step size exists: func's output at the initial "
+                               f"time (max |f| = {biggest:.3g}) is so large against the tolerance scale "
+                               "atol + rtol*|y0| that any step underflows; check func, or give options['first_step']")
+
+
+def zero_scale_hint(atol: float, rtol: float, y: Tensor) -> str:
+    """A sentence naming atol/rtol when the error scale ``atol + rtol * |y|`` is 0 somewhere (``atol = 0`` and a
+    component of ``y`` exactly 0: the error ratio there is 0/0 = NaN); "" otherwise."""
+    if atol != 0.0 or y.numel() == 0 or not bool((y.detach() == 0).any()):
+        return ""
+    return (f"atol = 0 and y has components equal to 0, so the tolerance scale atol + rtol*|y| (rtol = {rtol:g}) "
+            "is 0 there and the error ratio is 0/0; set atol > 0 (e.g. 1e-9)")

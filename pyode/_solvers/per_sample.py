@@ -5,7 +5,9 @@
 rows advance in lock-step rounds: each round evaluates ``func`` once per stage on the whole batch, and rows
 that have finished stop moving (step size 0). The stage sums, the embedded error and the dense output use
 the same tableau and interpolant as the joint loop; step-size control is the same I controller, applied
-row-wise. With a compiled backend, an FSAL tableau and no autograd to record, a round is one fused call
+row-wise (the joint loop's PID controller, :func:`pyode._solvers.controller.step_factor`, with a ratio history
+per row), under the joint loop's rules: a rejected step that cannot shrink, a step below the resolution of t
+and a state that overflows its dtype (:class:`pyode._solvers.adaptive.StallWatch`) raise. With a compiled backend, an FSAL tableau and no autograd to record, a round is one fused call
 per stage plus one call that finishes every row (``pyode._C.PerSampleWorkspace``); otherwise it runs on
 tensor ops (differentiable).
 """
@@ -18,7 +20,16 @@ import torch
 from torch import Tensor
 
 from pyode._kernels import reference
-from pyode._solvers.controller import initial_step
+from pyode._solvers.adaptive import StallWatch, check_step_resolution, stall_message
+from pyode._solvers.controller import (
+    TENSOR_OPS,
+    initial_step,
+    initial_step_error,
+    next_history,
+    pid_gains,
+    step_factor,
+    zero_scale_hint,
+)
 from pyode._solvers.rk_step import RKStepper
 from pyode.errors import MaxStepsError, NonFiniteStateError, StepSizeUnderflowError
 
@@ -38,7 +49,8 @@ class PerSampleLoop:
             raise ValueError("options['per_sample']=True needs y0 as one tensor shaped (batch, *state)")
         self.st, self.opts, self.stats, self.sign = stepper, opts, stats, time_sign
         self.shape = tuple(stepper.fn.shapes[0])
-        self.exponent = 1.0 / stepper.tableau.order
+        self.gains = pid_gains(stepper.tableau.order, opts.pcoeff, opts.icoeff, opts.dcoeff, opts.safety,
+                               opts.ifactor, opts.dfactor)
 
     def _call(self, t: Tensor, y: Tensor) -> Tensor:
         """func on rows (batch, m) at row times t (batch,) in solver time; returns (batch, m)."""
@@ -60,13 +72,11 @@ class PerSampleLoop:
         scale = self.st.atol + self.st.rtol * torch.maximum(y0.abs(), y1.abs())
         return (err / scale).double().pow(2).mean(dim=1).sqrt()
 
-    def _next_h(self, h: Tensor, ratio: Tensor, accept: Tensor) -> Tensor:
-        o = self.opts
-        lower = torch.where(accept, torch.ones_like(ratio), torch.full_like(ratio, o.dfactor))
-        factor = o.safety * ratio.clamp_min(1e-300).pow(-self.exponent)
-        factor = torch.minimum(torch.maximum(factor, lower), torch.full_like(ratio, o.ifactor))
-        factor = torch.where(torch.isfinite(ratio), factor, torch.full_like(ratio, o.dfactor))
-        return (h * factor).clamp(min=o.min_step, max=o.max_step)
+    def _next_h(self, h: Tensor, ratio: Tensor, accept: Tensor, rows: _RowControl) -> Tensor:
+        """Every row's next step size (the joint loop's controller, row-wise); updates the rows' ratio history."""
+        factor = step_factor(TENSOR_OPS, self.gains, ratio, rows.prev1, rows.prev2, accept)
+        rows.prev1, rows.prev2 = next_history(TENSOR_OPS, ratio, rows.prev1, rows.prev2, accept)
+        return (h * factor).clamp(min=self.opts.min_step, max=self.opts.max_step)
 
     def _initial_step(self, t0: float, y: Tensor, f0: Tensor) -> float:
         """Hairer's heuristic on the whole batch, every row probed at the same time: one step for all."""
@@ -114,19 +124,32 @@ class PerSampleLoop:
 
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
         batch = self.shape[0]
+        check_step_resolution(self.opts, t_out[0], self.sign)
+        if y0.numel() == 0:
+            return self._empty_solution(y0, t_out)
         y = y0.reshape(batch, -1)
         t = torch.full((batch,), t_out[0], dtype=torch.float64, device=y.device)
         f0 = self._call(t, y)
         h0 = self.opts.first_step or self._initial_step(t_out[0], y, f0)
         h0 = min(max(h0, self.opts.min_step), self.opts.max_step)  # the bounds hold from the first step on
         if not (math.isfinite(h0) and h0 > 0):
-            raise NonFiniteStateError("non_finite", self.sign * t_out[0],
-                                      "func returned NaN/inf at the initial time (no initial step size exists)")
+            raise initial_step_error(self.sign * t_out[0], y, f0, self.st.atol, self.st.rtol)
         out = y.new_zeros((len(t_out), *y.shape))
         out[0] = y
         if self._fused_ok(y, f0) and self._integrate_fused(y, f0, float(h0), out, t_out):
             return [out.reshape(len(t_out), -1)]
         return self._integrate_tensor_ops(y, t, f0, float(h0), out, t_out)
+
+    def _empty_solution(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
+        """A state without elements ((0, *state) or (batch, 0, ...)), as the joint solve has: nothing moves; func
+        is called once at the start (its output is checked like every other call)."""
+        batch = self.shape[0]
+        self._call_user_time(torch.full((batch,), self.sign * t_out[0], dtype=self.st.fn.t_dtype, device=y0.device),
+                             y0.reshape(self.shape))
+        self.stats.t_reached = self.sign * t_out[-1]
+        none = torch.zeros(batch, dtype=torch.long, device=y0.device)
+        self._record_counts(none, none.clone(), 0)
+        return [y0.reshape(1, -1).repeat(len(t_out), 1)]
 
     def _integrate_fused(self, y: Tensor, f0: Tensor, h0: float, out: Tensor, t_out: list[float]) -> bool:
         """The fused rounds (see the module docstring), writing ``out`` (T, batch, m). False if func turned out
@@ -134,17 +157,18 @@ class PerSampleLoop:
         st = self.st
         y, f0 = y.clone(), f0.clone()  # the workspace moves rows on in place
         ws = st.kern.make_per_sample_workspace(st.tableau, st.P, t_out, y.shape[0], y.shape[1], y.dtype, self.opts,
-                                               st.atol, st.rtol)
+                                               self.gains, st.atol, st.rtol, StallWatch.LIMIT)
         ws.set_state(y.data_ptr(), y.numel(), f0.data_ptr(), f0.numel(), out.data_ptr(), out.numel())
         ws.set_first_step(h0)
-        rounds = self._fused_rounds(ws, f0)
+        rounds = self._fused_rounds(ws, y, f0)
         if rounds is None:
             return False
         self._record_counts(torch.tensor(ws.accepted()), torch.tensor(ws.rejected()), rounds)
         return True
 
-    def _fused_rounds(self, ws, f0: Tensor) -> int | None:
-        """Runs rounds until every row reached the end; returns their number (None: func records autograd)."""
+    def _fused_rounds(self, ws, y: Tensor, f0: Tensor) -> int | None:
+        """Runs rounds until every row reached the end; returns their number (None: func records autograd).
+        ``y``, ``f0``: the (batch, m) buffers the workspace moves on in place."""
         fn, stages = self.st.fn, range(1, self.st.tableau.num_stages)
         t_code = 0 if fn.t_dtype == torch.float32 else 1  # the workspace writes float32 or float64 times
         t_dtype = torch.float32 if t_code == 0 else torch.float64
@@ -165,18 +189,30 @@ class PerSampleLoop:
             _, kind, row, t_row, t_min = ws.finish(y_stage.data_ptr(), y_stage.numel(), k.data_ptr(), k.numel())
             self.stats.t_reached = self.sign * t_min
             if kind:
-                self._raise_row_failure(kind, row, t_row)
+                self._raise_row_failure(kind, row, t_row, y[row])
         return rounds
 
-    def _raise_row_failure(self, kind: int, row: int, t_row: float) -> None:
-        """kind 1: max_num_steps, 2: step underflow, 3: NaN/inf (the codes of the fused workspace)."""
+    def _raise_row_failure(self, kind: int, row: int, t_row: float, y_row: Tensor) -> None:
+        """Raises for batch row ``row`` (state ``y_row`` (m,)) at solver time ``t_row``; ``kind`` (the codes of the
+        fused workspace, per_sample.h): 1 max_num_steps, 2 step underflow, 3 NaN/inf, 4 a rejected step that
+        cannot shrink, 5 the state overflows its dtype (StallWatch)."""
+        t_user = self.sign * t_row
         if kind == 1:
-            raise MaxStepsError("max_num_steps", self.sign * t_row,
-                                f"a batch row needed more than max_num_steps={self.opts.max_num_steps} steps")
+            raise MaxStepsError("max_num_steps", t_user, f"batch row {row} needed more than max_num_steps="
+                                f"{self.opts.max_num_steps} steps; raise options['max_num_steps'] or loosen rtol/atol")
         if kind == 3:
-            raise NonFiniteStateError("non_finite", self.sign * t_row,
-                                      f"batch row {row}: the state or func's output became NaN/inf")
-        raise StepSizeUnderflowError("step_underflow", self.sign * t_row, f"batch row {row}: step size underflow")
+            hint = zero_scale_hint(self.st.atol, self.st.rtol, y_row)
+            raise NonFiniteStateError("non_finite", t_user, f"batch row {row}: the state or func's output became "
+                                      f"NaN/inf and shrinking the step did not help{'; ' + hint if hint else ''}")
+        if kind == 4:
+            raise StepSizeUnderflowError(
+                "step_underflow", t_user, f"batch row {row}: a step was rejected but the controller cannot shrink "
+                f"it (min_step = {self.opts.min_step:g}); lower options['min_step'], check the pcoeff/icoeff/dcoeff "
+                "coefficients, or loosen rtol/atol")
+        if kind == 5:
+            raise NonFiniteStateError("non_finite", t_user, f"batch row {row}: {stall_message(y_row)}")
+        raise StepSizeUnderflowError("step_underflow", t_user, f"batch row {row}: step size underflow; the problem "
+                                     "may be stiff or singular here")
 
     def _record_counts(self, accepted: Tensor, rejected: Tensor, rounds: int) -> None:
         stats = self.stats
@@ -195,6 +231,7 @@ class PerSampleLoop:
         t_end = t_out[-1]
         accepted = torch.zeros(batch, dtype=torch.long, device=y.device)
         rejected = torch.zeros_like(accepted)
+        rows = _RowControl(t)
         rounds = 0
         while True:
             active = t < t_end
@@ -210,26 +247,54 @@ class PerSampleLoop:
             t_new = torch.where(clamped, torch.full_like(t, t_end), t + h_step)
             terms = ks if st.fsal else ks + [self._call(t_new, y1)]
             self._write_outputs(out, times, y, terms, t, h_step, t_new, accept)
+            stalled = rows.watch_stalls(ratio, active, accept, y, y1)
             y = torch.where(accept[:, None], y1, y)
             f0 = torch.where(accept[:, None], terms[-1], f0)
             t = torch.where(accept, t_new, t)
-            h = torch.where(active, self._next_h(h_step, ratio, accept), h)
+            h = torch.where(active, self._next_h(h_step, ratio, accept, rows), h)
             accepted += accept
             rejected += active & ~accept
-            self._check(t, h, active, ratio, accepted + rejected)
+            self._check(t, h, h_step, active, accept, ratio, accepted + rejected, stalled, y)
         self._record_counts(accepted, rejected, rounds)
         return [out.reshape(len(t_out), -1)]
 
-    def _check(self, t: Tensor, h: Tensor, active: Tensor, ratio: Tensor, steps: Tensor) -> None:
-        t_min = float(t.min())
-        self.stats.t_reached = self.sign * t_min
-        if int(steps.max()) >= self.opts.max_num_steps:
-            self._raise_row_failure(1, -1, t_min)
+    def _check(self, t: Tensor, h: Tensor, h_step: Tensor, active: Tensor, accept: Tensor, ratio: Tensor,
+               steps: Tensor, stalled: Tensor, y: Tensor) -> None:
+        """After a round: raises for the first row (in row order) that failed, with the fused workspace's codes and
+        precedence (see :meth:`_raise_row_failure`). All arguments are per row, (batch,); y (batch, m)."""
+        self.stats.t_reached = self.sign * float(t.min())
         tiny = 4.0 * torch.finfo(torch.float64).eps * t.abs().clamp_min(1.0)
-        stuck = active & ~(h > tiny)  # written so that a NaN step size counts as stuck
-        if bool(stuck.any()):
-            row = int(stuck.nonzero()[0])
-            self._raise_row_failure(2 if math.isfinite(float(ratio[row])) else 3, row, float(t[row]))
+        kind = torch.where(stalled, 5, 0)
+        kind = torch.where(~accept & (h >= h_step), 4, kind)  # a rejected step the controller cannot shrink
+        kind = torch.where(~(h > tiny), torch.where(torch.isfinite(ratio), 2, 3), kind)  # a NaN h counts as stuck
+        kind = torch.where(steps >= self.opts.max_num_steps, 1, kind)
+        failed = (active & (kind > 0)).nonzero()
+        if failed.numel():
+            row = int(failed[0])
+            self._raise_row_failure(int(kind[row]), row, float(t[row]), y[row])
+
+
+class _RowControl:
+    """Per-row controller history and :class:`StallWatch` counters of the tensor-op rounds (the fused rounds
+    keep theirs in C++). ``like``: a (batch,) float64 tensor."""
+
+    def __init__(self, like: Tensor):
+        self.prev1, self.prev2 = torch.ones_like(like), torch.ones_like(like)
+        self.non_finite = torch.zeros(like.shape, dtype=torch.long, device=like.device)
+        self.stalled = torch.zeros_like(self.non_finite)
+
+    def watch_stalls(self, ratio: Tensor, active: Tensor, accept: Tensor, y: Tensor, y1: Tensor) -> Tensor:
+        """StallWatch for every row at once; returns the rows that stalled ``StallWatch.LIMIT`` times, (batch,)."""
+        self.non_finite += active & ~accept & ~torch.isfinite(ratio)
+        if not bool(self.non_finite.any()):
+            return torch.zeros_like(accept)
+        watched = accept & (self.non_finite > 0)
+        unchanged = (y1.detach() == y.detach()).all(dim=1)
+        self.stalled = torch.where(watched & unchanged, self.stalled + 1, self.stalled)
+        changed = watched & ~unchanged
+        self.non_finite = torch.where(changed, 0, self.non_finite)
+        self.stalled = torch.where(changed, 0, self.stalled)
+        return self.stalled >= StallWatch.LIMIT
 
 
 def _weighted_sum(ks: list[Tensor], weights) -> Tensor:

@@ -5,25 +5,31 @@
 // batch (rows that have finished take steps of size 0). Per round the Python loop makes one call per
 // stage (stage input of every row, plus the rows' stage times) and one finish call, which for every row
 // measures the error, accepts or rejects, writes the dense outputs the row passed, moves the row on, and
-// picks its next step size (torchdiffeq's I controller). FSAL tableaux only (y1 is the last stage input).
+// picks its next step size (the joint loop's PID controller, controller.h, with a ratio history per row). The
+// joint loop's rules hold per row: a rejected step that cannot shrink, a step below the resolution of t, and a
+// state stuck at the edge of its dtype's range (StallWatch in adaptive.py) end the solve. FSAL tableaux only (y1
+// is the last stage input).
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "pyode/common.h"
+#include "pyode/controller.h"
 
 namespace pyode {
 
 struct PerSampleConfig {
-  double safety, ifactor, dfactor;  // controller: h_new = h * clip(safety * ratio^-exponent, lower, ifactor)
-  double exponent;                  // 1 / order
+  ControllerGains gains;  // h_new = clip(h * step_factor(gains, ...), min_step, max_step)
   double min_step, max_step;
   double atol, rtol;
   int64_t max_num_steps;
+  int64_t stall_limit;    // accepted steps that leave a row unchanged after a NaN/inf rejection (StallWatch.LIMIT)
 };
 
 // What a round ended with. kind: 0 running or done, 1 a row exceeded max_num_steps, 2 a row's step size
-// underflowed, 3 a row's error was NaN/inf and its step could not shrink any more.
+// underflowed, 3 a row's error was NaN/inf and its step could not shrink any more, 4 a row's rejected step
+// could not shrink (min_step), 5 a row's state stands still at the edge of its dtype's range (every step that
+// would change it overflows). The codes of PerSampleLoop._raise_row_failure.
 struct RoundStatus {
   int64_t active;      // rows still short of the end time
   int kind;
@@ -64,8 +70,10 @@ class PerSampleWorkspace {
   template <typename T>
   void commit_row(int64_t r, const T* y1, const T* last);
   template <typename T>
+  void watch_stall(int64_t r, const T* y1);
+  template <typename T>
   RoundStatus finish_rows(const T* y1, const T* last);
-  double next_step(double h, double ratio, bool accept) const;
+  double next_step(int64_t r, double h, double ratio, bool accept);
   void set_term(int64_t j, uintptr_t ptr, int64_t numel);
 
   static constexpr int64_t kMaxStages = 64;
@@ -78,8 +86,8 @@ class PerSampleWorkspace {
   void* f0_ = nullptr;
   void* out_ = nullptr;
   std::vector<const void*> terms_;
-  std::vector<double> t_, h_, h_step_;
-  std::vector<int64_t> next_out_, accepted_, rejected_;
+  std::vector<double> t_, h_, h_step_, prev1_, prev2_;  // prev: each row's last two accepted error ratios
+  std::vector<int64_t> next_out_, accepted_, rejected_, non_finite_, stalled_;
   std::vector<char> active_;
 };
 

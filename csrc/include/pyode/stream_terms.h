@@ -10,7 +10,9 @@
 // summation order is the blocked path's (base, then terms in index order), so results are bitwise equal.
 #pragma once
 #include <atomic>
+#include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #if defined(__SSE2__)
@@ -123,26 +125,35 @@ inline void write_row(T* __restrict out, int64_t lo, int64_t hi, bool non_tempor
 
 // sum_{lo <= i < hi} square(value(i)), accumulated in kSumLanes interleaved partial sums so the loop
 // vectorises (a single running sum is a serial dependency GCC may not reorder), then added in lane order:
-// the result is the same whatever the thread count or instruction set.
+// the result is the same whatever the thread count or instruction set. In float32 a square overflows from
+// |value| ~ 1.8e19 on, although its double is finite: such a block (rare) is summed again in double, so the
+// norm is what the reference backend (which squares in double) gives, not a spurious inf.
 constexpr int kSumLanes = 16;
 
-template <typename T, typename F>
-T sum_of_squares(int64_t lo, int64_t hi, F&& value) {
-  T lanes[kSumLanes] = {};
+template <typename A, typename T, typename F>
+A lane_sum_of_squares(int64_t lo, int64_t hi, F&& value) {
+  A lanes[kSumLanes] = {};
   int64_t i = lo;
   for (; i + kSumLanes <= hi; i += kSumLanes) {
     for (int l = 0; l < kSumLanes; ++l) {
-      const T r = value(i + l);
+      const A r = static_cast<A>(static_cast<T>(value(i + l)));
       lanes[l] += r * r;
     }
   }
   for (int l = 0; i < hi; ++i, ++l) {
-    const T r = value(i);
+    const A r = static_cast<A>(static_cast<T>(value(i)));
     lanes[l] += r * r;
   }
-  T sum = T(0);
+  A sum = A(0);
   for (int l = 0; l < kSumLanes; ++l) sum += lanes[l];
   return sum;
+}
+
+template <typename T, typename F>
+double sum_of_squares(int64_t lo, int64_t hi, F&& value) {
+  const T sum = lane_sum_of_squares<T, T>(lo, hi, value);
+  if (std::is_same<T, double>::value || std::isfinite(sum)) return static_cast<double>(sum);
+  return lane_sum_of_squares<double, T>(lo, hi, value);
 }
 
 // True if [p, p + n) and [q, q + n) (elements of T) do not overlap: the streaming loops write through a
