@@ -134,7 +134,8 @@ def _raise_failures(status: np.ndarray, t_reached: np.ndarray, ensemble: bool) -
 
 
 def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6, atol: float = 1e-9,
-          options: dict | None = None, event=None, raise_on_failure: bool | None = None) -> NativeSolution:
+          options: dict | None = None, event=None, raise_on_failure: bool | None = None,
+          device: str = "cpu") -> NativeSolution:
     """Solves ``dy/dt = rhs(t, y, p)`` entirely in compiled code (the C++ loop, GIL released).
 
     Args:
@@ -154,6 +155,8 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
             changes sign (located to ``atol`` in time), with status "event".
         raise_on_failure: raise pyode's exception if any trajectory failed; default True for one trajectory,
             False for an ensemble (inspect ``status``).
+        device: "cpu" (the C++ loop on threads) or "cuda" (numba CUDA, one trajectory per GPU thread; ``rhs``
+            must then be a Python or njit function, compiled as a CUDA device function; no events).
 
     Returns:
         :class:`NativeSolution`; ``ys`` is (T, n) or (T, M, n), float64 (or y0's float32 when given float32).
@@ -169,10 +172,15 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
         check_step_count([prob.sign * x for x in prob.t.tolist()], opts.step_size, opts.max_num_steps, prob.sign)
     if event is not None and method not in ADAPTIVE:
         raise ValueError("event needs an adaptive method (e.g. method='dopri5')")
-    f = native_function(rhs, "rhs", prob.n, prob.k)
-    ev = None if event is None else native_function(event, "event", prob.n, prob.k)
     data = method_data(method, opts.interp)
-    out = _run(data, _options_struct(load()[0], method, opts, rtol, atol, threads), f, ev, prob)
+    if device == "cuda":
+        out = _run_cuda(rhs, data, opts, rtol, atol, prob, event)
+    elif device == "cpu":
+        f = native_function(rhs, "rhs", prob.n, prob.k)
+        ev = None if event is None else native_function(event, "event", prob.n, prob.k)
+        out = _run(data, _options_struct(load()[0], method, opts, rtol, atol, threads), f, ev, prob)
+    else:
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     ensemble = prob.ensemble
     if raise_on_failure or (raise_on_failure is None and not ensemble):
         _raise_failures(out.status, out.t_reached, ensemble)
@@ -205,3 +213,21 @@ def _run(data, opts_struct, f, ev, prob) -> NativeSolution:
 
 _STATS_DTYPE = np.dtype([("status", "<i4"), ("reserved", "<i4"), ("t_reached", "<f8"), ("event_t", "<f8"),
                          ("n_accepted", "<i8"), ("n_rejected", "<i8"), ("n_feval", "<i8")])
+
+
+def _run_cuda(rhs, data, opts, rtol, atol, prob, event) -> NativeSolution:
+    """The ensemble on the GPU (:mod:`pyode.native.cuda`)."""
+    from pyode.native.cuda import solve_cuda
+
+    if event is not None:
+        raise ValueError("event is not supported with device='cuda' yet; solve with device='cpu'")
+    py = getattr(rhs, "py_func", rhs)
+    if not callable(py) or type(py).__name__ != "function":
+        raise TypeError("device='cuda' compiles rhs as a numba CUDA device function: pass the plain Python (or njit) "
+                        f"function, not {type(rhs).__name__}")
+    params = prob.params if prob.params_per_traj else prob.params[None, :]
+    ys, raw = solve_cuda(py, data, opts, rtol, atol, prob.y0, params, prob.t, prob.sign)
+    stats = np.zeros(prob.M, dtype=_STATS_DTYPE)
+    for q, name in enumerate(("status", "t_reached", "event_t", "n_accepted", "n_rejected", "n_feval")):
+        stats[name] = raw[:, q]
+    return prob.wrap(ys, None, stats)
