@@ -20,7 +20,11 @@ from pyode._kernels import library  # registers torch.ops.pyode.lincomb
 from pyode._solvers.traced import traced_fixed_solve
 
 WATCHDOG_S = 120
-TOLERANCE = {torch.float32: 1e-6, torch.float64: 1e-12}
+# Compiled (fused, reordered) against eager: a 10-step rk4 solve of a small MLP accumulates ~10 steps x 4 stages x
+# width-32 reductions of rounding, a random walk of ~sqrt(1280) eps ~ 40 eps in relative terms (float32: 5e-6;
+# float64: 9e-15). The bounds sit 2-100x above that and hold whatever order inductor or MKL sums in.
+TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12}
+F32_TOL = TOLERANCE[torch.float32]
 OPCHECK_UTILS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
 
 
@@ -183,7 +187,7 @@ def test_odeint_under_compile_is_fullgraph():
                              backend="eager")
     with torch.no_grad():
         expected = pyode.odeint(func, y0, t, method="rk4")
-        torch.testing.assert_close(compiled(y0), expected, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(compiled(y0), expected, rtol=F32_TOL, atol=F32_TOL)
 
 
 def test_step_size_under_compile_asks_for_a_grid():
@@ -223,7 +227,7 @@ def test_inductor_fullgraph_rk4():
     with torch.no_grad():
         out = torch.compile(lambda y0: traced_fixed_solve(func, y0, t, TABLEAUX["rk4"]), fullgraph=True)(y0)
         expected = pyode.odeint(func, y0, t, method="rk4")
-    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(out, expected, rtol=F32_TOL, atol=F32_TOL)
 
 
 def test_odeint_with_step_size_under_compile_falls_back_to_eager():

@@ -116,14 +116,29 @@ def test_modes_agree_with_central_differences_on_nonlinear_problem():
     assert rel_t < 1e-6
 
 
+# Two float64 evaluations of the same discretisation in different operation orders (recorded torch ops vs the
+# fused kernels; MKL picks its own order per CPU): each gradient entry is a sum over ~n_steps * n_stages
+# rounded terms, through a Jacobian chain of norm <= e^{|W| t} ~ 3 here: ~ 3 * 10 * 13 * eps ~ 1e-13.
+SAME_STEPS_REL = 1e-12
+
+
 @pytest.mark.parametrize("method,options", [("dopri5", None), ("bosh3", None), ("rk4", {"step_size": 0.05}),
                                             ("dopri8", None)])
 def test_checkpoint_equals_backprop(method, options):
-    """ACA replays the very same steps: equal to direct backprop of the same discretisation."""
+    """ACA replays the very same steps: equal to direct backprop of the same discretisation.
+
+    ``first_step`` is set because the default initial step of dopri8 makes an error ratio of ~5e-8 at
+    rtol = 1e-6: an error estimate at rounding level (~5e-14 absolute), whose relative value then depends on
+    the operation order, and the next step size with it. Backprop's own forward pass (recorded ops) and
+    checkpoint's (fused kernels) would take steps that differ in the 4th digit on some CPUs (seen: AVX-512
+    MKL), two valid discretisations whose gradients differ by ~1e-10 -- not a replay error. With error ratios
+    well above rounding both forward passes take the same steps, and the comparison is a rounding bound.
+    """
+    options = options or {"first_step": 0.2}
     direct = _grads("backprop", method, rtol=1e-6, atol=1e-6, options=options)
     replay = _grads("checkpoint", method, rtol=1e-6, atol=1e-6, options=options)
     for d, r in zip(direct[:3], replay[:3]):
-        assert float((d - r).norm() / d.norm()) < 1e-10
+        assert float((d - r).norm() / d.norm()) < SAME_STEPS_REL
 
 
 def test_reversible_equals_backprop_of_alf():
