@@ -4,6 +4,7 @@ an ensemble spread over threads, with the GIL released for the whole solve."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -60,11 +61,28 @@ class NativeSolution:
 
 
 def _parse_options(method: str, options: dict | None, sign: float):
-    """Validated options: (the options dataclass, num_threads)."""
+    """Validated options: (the options dataclass, num_threads); cached for hashable options (a solve in a loop
+    would otherwise spend most of its ~100 us fixed cost here). The result is never modified."""
+    try:
+        key = (method, None if options is None else tuple(sorted(options.items())), sign)
+        hash(key)
+    except TypeError:  # a list-valued option: parse every time
+        return _parse_options_uncached(method, options, sign)
+    return _parse_options_cached(key)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_options_cached(key):
+    method, items, sign = key
+    return _parse_options_uncached(method, None if items is None else dict(items), sign)
+
+
+def _parse_options_uncached(method: str, options: dict | None, sign: float):
     cls = AdaptiveOptions if method in ADAPTIVE else FixedOptions
     opts, extra = check.parse_options(options, cls, method, extra=("num_threads",))
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in _UNSUPPORTED:
-        default = {f.name: f for f in dataclasses.fields(cls)}.get(name)
+        default = fields.get(name)
         if default is not None and getattr(opts, name) != _default_of(default):
             raise ValueError(f"options[{name!r}] is not supported by pyode.native.solve; use pyode.solve with a torch "
                              "func for it")
