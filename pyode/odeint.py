@@ -17,7 +17,9 @@ from pyode._gradients.events import EventTimeGradient, add_event_fn_dependence
 from pyode._gradients.params import resolve_params
 from pyode._gradients.reversible import ReversibleSolve
 from pyode._gradients.times import OutputTimes, StartTime
+from pyode._solvers.callbacks import ADJOINT_SUFFIX, CALLBACK_NAMES, defined_callbacks, warn_unsupported
 from pyode._solvers.problem import (
+    ADAPTIVE_METHODS,
     FIXED_RK_METHODS,
     METHODS,
     Problem,
@@ -88,6 +90,22 @@ def _integrate_with_gradient(problem: Problem, gradient: str, params, adjoint_cf
     return OutputTimes.apply(problem.fn.user_time_call, ys, t)
 
 
+def _callbacks_called_by(method: str) -> frozenset:
+    """The step callbacks a method's loop calls (torchdiffeq's ``valid_callbacks``)."""
+    if method in ADAPTIVE_METHODS:
+        return frozenset(CALLBACK_NAMES)
+    return frozenset() if method == "scipy_solver" else frozenset({"callback_step"})
+
+
+def _warn_unused_callbacks(func, method: str | None, adjoint_cfg) -> None:
+    """Warns, as torchdiffeq, about callbacks that the chosen methods never call (accept/reject on fixed grids,
+    any on scipy_solver), for the forward solve and, with the adjoint, the ``*_adjoint`` ones of its backward."""
+    method = method or "dopri5"
+    warn_unsupported(func, method, _callbacks_called_by(method))
+    if adjoint_cfg is not None:
+        warn_unsupported(func, adjoint_cfg.method, _callbacks_called_by(adjoint_cfg.method), ADJOINT_SUFFIX)
+
+
 def _event_solution(problem: Problem, event_fn, gradient, params, adjoint_cfg, build) -> Solution:
     """Solves until the event. The state there carries gradients to ``y0``, ``t0`` and the parameters
     through the chosen mode; the event time carries them by the implicit function theorem."""
@@ -139,6 +157,7 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
     if gradient == "adjoint":
         adjoint_cfg = make_config(rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
                                   adjoint_options)
+    _warn_unused_callbacks(func, method, adjoint_cfg)
 
     def build(times):
         return build_problem(func, y0, times, rtol=rtol, atol=atol, method=method, options=options,
@@ -186,7 +205,7 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, met
     if is_native_rhs(func):  # a compiled rhs: the native loop (see solve)
         return native_odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
                              gradient=gradient, **adjoint_kwargs)
-    if _traceable_fixed_solve(y0, t, method, options, event_fn, gradient, adjoint_kwargs):
+    if _traceable_fixed_solve(func, y0, t, method, options, event_fn, gradient, adjoint_kwargs):
         from pyode._solvers.traced import traced_fixed_solve  # registers torch.ops.pyode.lincomb on first use
         return traced_fixed_solve(func, y0, t, TABLEAUX[method], options)
     sol = solve(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
@@ -194,11 +213,13 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, met
     return sol.ys if event_fn is None else (sol.event_t, sol.ys)
 
 
-def _traceable_fixed_solve(y0, t, method, options, event_fn, gradient, adjoint_kwargs) -> bool:
+def _traceable_fixed_solve(func, y0, t, method, options, event_fn, gradient, adjoint_kwargs) -> bool:
     """While torch.compile traces: a backprop fixed-grid RK solve of a tensor state on the grid ``t``.
     Left to the eager path (graph breaks, same results): tuple states, a ``step_size`` grid (its length
-    depends on t's values), and ``t`` requiring grad (eager gives continuous-time gradients there)."""
+    depends on t's values), ``t`` requiring grad (eager gives continuous-time gradients there), and a ``func``
+    with step callbacks."""
     return (torch.compiler.is_compiling() and method in FIXED_RK_METHODS and gradient == "backprop"
+            and not defined_callbacks(func)
             and event_fn is None and not adjoint_kwargs and isinstance(y0, Tensor)
             and not (isinstance(t, Tensor) and t.requires_grad)
             and not (isinstance(options, dict) and options.get("step_size") is not None))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from pyode._solvers.callbacks import ADJOINT_SUFFIX, defined_callbacks
 from pyode.errors import ODESolverError
 from pyode.solution import SolverStats
 
@@ -51,7 +52,9 @@ def make_config(rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint
     norm, only when the method is the same)."""
     method = method or "dopri5"
     adjoint_method = adjoint_method or method
-    state_norm = options.get("norm") if isinstance(options, dict) else None
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"options must be a dict of solver options, got {type(options).__name__}")
+    state_norm = (options or {}).get("norm")
     if adjoint_options is None:
         adjoint_options = {k: v for k, v in (options or {}).items() if k != "norm"} if adjoint_method == method else {}
     if not isinstance(adjoint_options, dict):
@@ -99,12 +102,41 @@ class _Layout:
         return self.lead + 2 * len(self.sizes)
 
 
-class _AugmentedDynamics:
-    """``(t, ([g_t], y, a, *g_θ)) -> ([-aᵀf_t], f, -aᵀf_y, *(-aᵀf_θ))`` with one VJP per call."""
+def _torchdiffeq_order(layout: _Layout, unflatten: Callable, state) -> tuple:
+    """A packed backward state as torchdiffeq hands it to adjoint norms and callbacks: ``(t, y, adj_y,
+    *adj_params)`` with y and adj_y in the user's structure (``(t, *y, *adj_y, *adj_params)`` for a tuple
+    state) and t 0-dim (zero when the times do not require grad)."""
+    y, a, g, g_t = layout.unpack(state)
+    t = g_t.reshape(()) if g_t is not None else y.new_zeros(())
+    ys, adj = unflatten(y), unflatten(a)
+    parts = (*ys, *adj) if isinstance(ys, tuple) else (ys, adj)
+    return (t, *parts, *g)
 
-    def __init__(self, user_flat, params: tuple[Tensor, ...], layout: _Layout):
+
+class _AugmentedDynamics:
+    """``(t, ([g_t], y, a, *g_θ)) -> ([-aᵀf_t], f, -aᵀf_y, *(-aᵀf_θ))`` with one VJP per call.
+
+    ``callbacks``: func's ``callback_*_adjoint`` by their forward names; they are this function's
+    ``callback_step`` / ``callback_accept_step`` / ``callback_reject_step``, so the backward solve's loop
+    calls them, with the state in torchdiffeq's order (:func:`_torchdiffeq_order`)."""
+
+    def __init__(self, user_flat, params: tuple[Tensor, ...], layout: _Layout, callbacks: dict | None = None,
+                 unflatten: Callable | None = None):
         self.user_flat, self.params, self.layout = user_flat, params, layout
         self.with_time = layout.with_time
+        found = callbacks or {}
+        self.callback_step = self._adjoint_callback(found.get("callback_step"), unflatten)
+        self.callback_accept_step = self._adjoint_callback(found.get("callback_accept_step"), unflatten)
+        self.callback_reject_step = self._adjoint_callback(found.get("callback_reject_step"), unflatten)
+
+    def _adjoint_callback(self, user: Callable | None, unflatten: Callable | None) -> Callable | None:
+        if user is None:
+            return None
+
+        def callback(t0: Tensor, state, dt: Tensor):
+            return user(t0, _torchdiffeq_order(self.layout, unflatten, state), dt)
+
+        return callback
 
     def __call__(self, t: Tensor, state):
         y, a, _, _ = self.layout.unpack(state)
@@ -217,7 +249,8 @@ class AdjointSolve(torch.autograd.Function):
         problem, cfg = ctx.problem, ctx.cfg
         with_time = ctx.needs_input_grad[3]
         layout = _layout(problem, cfg, len(params), with_time)
-        aug = _AugmentedDynamics(problem.fn.user_time_call, tuple(params), layout)
+        aug = _AugmentedDynamics(problem.fn.user_time_call, tuple(params), layout,
+                                 defined_callbacks(problem.fn.func, ADJOINT_SUFFIX), problem.fn.unflatten)
         a = grad_ys[-1].clone()
         g = [torch.zeros_like(p) for p in params]
         g_t = ys.new_zeros(1) if with_time else None

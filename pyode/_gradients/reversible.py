@@ -20,6 +20,7 @@ import math
 import torch
 from torch import Tensor
 
+from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.fixed_grid import check_finite
 
 
@@ -57,12 +58,15 @@ class AlfLoop:
         self.fn, self.kern, self.stats, self.time_sign = fn, kern, stats, time_sign
         self.sizes = alf_grid(t_out, step_size)
         self.final_v: Tensor | None = None
+        self.callbacks = step_callbacks(fn)  # func's callback_step hook, or None
 
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
         y, v = y0, self.fn(t_out[0], y0)
         outputs = [y0.unsqueeze(0)]
         for t0, (n, h) in zip(t_out[:-1], self.sizes):
             for k in range(n):
+                if self.callbacks is not None:
+                    self.callbacks.step(t0 + k * h, y, h)
                 y, v = alf_step(self.fn, self.kern, t0 + k * h, y, v, h)
                 self.stats.n_accepted += 1
             self.stats.t_reached = self.time_sign * (t0 + n * h)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from pyode._kernels import reference
+from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.controller import PIDController, initial_step, initial_step_error, zero_scale_hint
 from pyode._solvers.events import EventLocator
 from pyode._solvers.rk_step import RKStepper, StepRecord, StepResult, step_outputs
@@ -127,6 +128,7 @@ class AdaptiveLoop:
         self.jumps = set(opts.jump_t)
         self.recorder = None  # called with a StepRecord per accepted step (checkpointed gradients)
         self.stall = StallWatch(time_sign)
+        self.callbacks = step_callbacks(stepper.fn)  # func's callback_step/accept/reject hooks, or None
 
     def _first_step(self, t0: float, y0: Tensor, f0: Tensor) -> float:
         resolution = 4.0 * math.ulp(max(abs(t0), 1.0))  # the step-underflow threshold of _check_progress
@@ -181,7 +183,7 @@ class AdaptiveLoop:
 
     def integrate(self, y0: Tensor, t_out: list[float], events: EventLocator | None = None) -> list[Tensor]:
         """Returns the states at ``t_out`` as a list of (m, n) blocks (first block: ``y0[None]``)."""
-        st, stats = self.stepper, self.stats
+        st, stats, callbacks = self.stepper, self.stats, self.callbacks
         t, y, t_end = t_out[0], y0, t_out[-1]
         f0 = st.fn(st.fn.nudge(t, 1.0) if t in self.jumps else t, y)  # a jump at t0: its right piece
         h = self._first_step(t, y, f0)
@@ -191,8 +193,12 @@ class AdaptiveLoop:
         stats.t_reached = self.time_sign * t
         while t < t_end and next_out < len(t_out):
             h_step = self._clamp(t, h, t_end)
+            if callbacks is not None:
+                callbacks.step(t, y, h_step)
             step = st.attempt(t, y, f0, h_step, ends_at_jump=(t + h_step) in self.jumps)
             accepted = step.ratio <= 1.0
+            if callbacks is not None:
+                (callbacks.accept if accepted else callbacks.reject)(t, y, h_step)
             h = self.controller.next_step(h_step, step.ratio, accepted)
             if not accepted:
                 stats.n_rejected += 1

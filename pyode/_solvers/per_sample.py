@@ -21,6 +21,7 @@ from torch import Tensor
 
 from pyode._kernels import reference
 from pyode._solvers.adaptive import StallWatch, check_step_resolution, stall_message
+from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.controller import (
     TENSOR_OPS,
     initial_step,
@@ -51,6 +52,7 @@ class PerSampleLoop:
         self.shape = tuple(stepper.fn.shapes[0])
         self.gains = pid_gains(stepper.tableau.order, opts.pcoeff, opts.icoeff, opts.dcoeff, opts.safety,
                                opts.ifactor, opts.dfactor)
+        self.callbacks = step_callbacks(stepper.fn)  # func's callbacks (row times and steps), or None
 
     def _call(self, t: Tensor, y: Tensor) -> Tensor:
         """func on rows (batch, m) at row times t (batch,) in solver time; returns (batch, m)."""
@@ -120,7 +122,8 @@ class PerSampleLoop:
         st = self.st
         return (hasattr(st.kern, "make_per_sample_workspace") and st.fsal and st.tableau.b_err is not None
                 and y.dtype in (torch.float32, torch.float64) and y.device.type == "cpu"
-                and not (torch.is_grad_enabled() and (y.requires_grad or f0.requires_grad)))
+                and not (torch.is_grad_enabled() and (y.requires_grad or f0.requires_grad))
+                and self.callbacks is None)  # the hooks run between the tensor-op rounds
 
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
         batch = self.shape[0]
@@ -239,10 +242,14 @@ class PerSampleLoop:
                 break
             rounds += 1
             h_step = torch.where(active, torch.minimum(h, t_end - t), torch.zeros_like(h))
+            if self.callbacks is not None:
+                self.callbacks.step(t, y, h_step)
             ks, y1, err = self._stages(t, y, f0, h_step)
             # step-size control is not differentiated (as in torchdiffeq): a where() over a detached ratio
             ratio = torch.where(active, self._error_ratio(y.detach(), y1.detach(), err.detach()), torch.zeros_like(h))
             accept = active & (ratio <= 1.0)
+            if self.callbacks is not None and self.callbacks.wants_decisions:
+                _decision_hooks(self.callbacks, t, y, h_step, accept, active & ~accept)
             clamped = h_step >= t_end - t
             t_new = torch.where(clamped, torch.full_like(t, t_end), t + h_step)
             terms = ks if st.fsal else ks + [self._call(t_new, y1)]
@@ -272,6 +279,15 @@ class PerSampleLoop:
         if failed.numel():
             row = int(failed[0])
             self._raise_row_failure(int(kind[row]), row, float(t[row]), y[row])
+
+
+def _decision_hooks(callbacks, t: Tensor, y: Tensor, h_step: Tensor, accept: Tensor, reject: Tensor) -> None:
+    """callback_accept_step / callback_reject_step of one round, each called when some row took that decision,
+    with every row's time and state and ``dt`` the row's step where it decided so, 0 elsewhere."""
+    zero = torch.zeros_like(h_step)
+    for rows, hook in ((accept, callbacks.accept), (reject, callbacks.reject)):
+        if bool(rows.any()):
+            hook(t, y, torch.where(rows, h_step, zero))
 
 
 class _RowControl:
