@@ -24,7 +24,7 @@ from pyode._solvers.rk_step import StepResult
 
 # Recompute the Jacobian at the next step when Newton contracted slower than this (Hairer & Wanner IV.8
 # keep it while convergence is fast; a stale Jacobian shows up as a slow rate first).
-REFRESH_THETA = 0.2
+REFRESH_THETA = 0.05
 # Newton stops when the predicted remaining error is below KAPPA in the step's scaled error norm (adaptive
 # methods: diffrax's and Hairer's choice, 1e-2 of the allowed local error).
 KAPPA = 1e-2

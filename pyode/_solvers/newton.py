@@ -23,28 +23,43 @@ class ImplicitSolveError(ODESolverError):
 
 
 class Jacobian:
-    """``J = ∂fn/∂y`` at ``(t, y)``: (n, n), by ``torch.func.jacrev`` (one reverse pass per row, vectorised by
-    vmap). Where ``func`` cannot be traced by torch.func (in-place ops, ``.item()``, autograd calls inside,
-    e.g. the adjoint's augmented dynamics) it falls back, for the rest of the solve, to forward differences
-    (n evaluations; a simplified Newton iteration needs only an approximate Jacobian).
+    """``J = ∂fn/∂y`` at ``(t, y)``: (n, n), exact, from ``torch.func``: ``jacrev`` (vmapped reverse passes) for
+    states of more than ``VJP_ROWS_MAX`` elements, else one recorded call and ``torch.autograd.grad`` per row (below that
+    size vmap's per-call overhead and torch.func's one-off import of torch._dynamo, ~2 s, are not worth it). Where
+    ``func`` cannot be traced by torch.func (in-place ops, ``.item()``, autograd calls inside, e.g. the adjoint's
+    augmented dynamics) it falls back, for the rest of the solve, to forward differences (n evaluations; a
+    simplified Newton iteration needs only an approximate Jacobian).
 
     Args:
         fn: the flat function ``fn(t: float, y: (n,)) -> (n,)``.
     """
 
+    VJP_ROWS_MAX = 64
+
     def __init__(self, fn):
-        self.fn, self.mode, self.evaluations = fn, "jacrev", 0
+        self.fn, self.mode, self.evaluations = fn, "torch.func", 0
 
     def __call__(self, t: float, y: Tensor, f: Tensor | None = None) -> Tensor:
         """(n, n) Jacobian at ``(t, y)``; ``f = fn(t, y)`` if known (saves an evaluation of the fallback)."""
         self.evaluations += 1
         y = y.detach()
-        if self.mode == "jacrev":
+        if self.mode == "torch.func":
             try:
-                return torch.func.jacrev(lambda x: self.fn(t, x))(y).detach()
+                return self._exact(t, y)
             except (RuntimeError, NotImplementedError, TypeError):
                 self.mode = "differences"  # torch.func could not trace func: remember, do not retry
         return self._differences(t, y, f)
+
+    def _exact(self, t: float, y: Tensor) -> Tensor:
+        n = y.numel()
+        if n > self.VJP_ROWS_MAX:
+            return torch.func.jacrev(lambda x: self.fn(t, x))(y).detach()
+        with torch.enable_grad():
+            x = y.requires_grad_(True)
+            out = self.fn(t, x)
+            eye = torch.eye(n, dtype=y.dtype, device=y.device)
+            rows = [torch.autograd.grad(out, x, eye[i], retain_graph=i < n - 1)[0] for i in range(n)]
+        return torch.stack(rows)
 
     def _differences(self, t: float, y: Tensor, f: Tensor | None) -> Tensor:
         # Step sqrt(eps) * max(|y_j|, 1): balances truncation (~δ|f''|) and rounding (~eps|f|/δ) errors.

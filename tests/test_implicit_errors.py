@@ -1,0 +1,77 @@
+"""Clear failures of implicit methods: a singular or non-finite Jacobian, Newton failing at the minimum step,
+and max_iters exhausted raise pyode's errors naming the time reached and what to try."""
+
+import pytest
+import torch
+
+import pyode
+from pyode._solvers.newton import ImplicitSolveError, Jacobian
+
+
+def test_singular_newton_matrix():
+    """implicit_euler on y' = 2y with h = 0.5: I - h J = 1 - 0.5 * 2 = 0 exactly."""
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with pytest.raises(ImplicitSolveError, match="singular.*smaller step") as info:
+        pyode.odeint(lambda t, y: 2.0 * y, torch.ones(2, dtype=torch.float64), t, method="implicit_euler",
+                     options={"step_size": 0.5})
+    assert info.value.reason == "singular_jacobian"
+    assert info.value.t_reached == 0.0
+    assert isinstance(info.value, pyode.ODESolverError)
+
+
+def test_non_finite_jacobian():
+    """d sqrt(y)/dy is infinite at y = 0."""
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with pytest.raises(ImplicitSolveError, match="Jacobian of func is NaN/inf.*float64") as info:
+        pyode.odeint(lambda t, y: torch.sqrt(y), torch.zeros(1, dtype=torch.float64), t, method="kvaerno5")
+    assert info.value.reason == "non_finite_jacobian"
+
+
+def test_max_iters_exhausted_on_a_fixed_grid():
+    """One Newton iteration cannot solve a nonlinear stage to a few ulps: the step fails, naming max_iters."""
+    def rhs(t, y):
+        return -y**3
+
+    t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    with pytest.raises(ImplicitSolveError, match=r"max_iters=1 .*step_size=0\.25.*smaller step_size") as info:
+        pyode.odeint(rhs, torch.ones(1, dtype=torch.float64), t, method="trbdf2",
+                     options={"step_size": 0.25, "max_iters": 1})
+    assert info.value.reason == "newton" and info.value.t_reached == 0.0
+    # The default (100, torchdiffeq's) converges.
+    pyode.odeint(rhs, torch.ones(1, dtype=torch.float64), t, method="trbdf2", options={"step_size": 0.25})
+
+
+def _nan_after_one(t, y):
+    """-y until t = 1, then NaN: no step past t = 1 can succeed, however small."""
+    return -y if float(t) < 1.0 else torch.full_like(y, float("nan"))
+
+
+def test_newton_failure_at_the_minimum_step():
+    """Every step past t = 1 fails in Newton; the step shrinks to the resolution of t and the solve raises the
+    Newton failure (not a generic NaN message) at t = 1."""
+    t = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    with pytest.raises(ImplicitSolveError, match="Newton.*minimum step size.*float64") as info:
+        pyode.odeint(_nan_after_one, torch.ones(1, dtype=torch.float64), t, method="kvaerno3")
+    assert info.value.t_reached == pytest.approx(1.0, abs=1e-6)
+
+
+def test_newton_failure_at_min_step_option():
+    """With options['min_step'] the controller cannot shrink below it: the Newton failure is raised there."""
+    t = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    with pytest.raises(ImplicitSolveError, match="Newton") as info:
+        pyode.odeint(_nan_after_one, torch.ones(1, dtype=torch.float64), t, method="kvaerno5",
+                     options={"min_step": 1e-3})
+    assert 0.99 <= info.value.t_reached <= 1.0
+
+
+def test_jacobian_falls_back_to_differences():
+    """A func torch autograd cannot differentiate (it leaves the graph through numpy) gets a forward-difference
+    Jacobian: within sqrt(eps) relative of the exact one."""
+    def rhs(t, y):
+        return torch.from_numpy(-3.0 * y.detach().numpy() ** 2)
+
+    jac = Jacobian(rhs)
+    y = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    J = jac(0.0, y)
+    assert jac.mode == "differences"
+    assert torch.allclose(J, torch.diag(-6.0 * y), rtol=1e-6, atol=0)
