@@ -274,3 +274,44 @@ def test_c_entry_checks_sizes():
     rc = lib.pyode_solve_packed(d(packed), 10, addr, 0, 1, 2, 2, 0, ffi.NULL, 0, ffi.NULL, 0,
                                 ffi.NULL, 0, ffi.NULL, 0, d(stats), 6)
     assert rc == -1 and "packed" in ffi.string(lib.pyode_last_error()).decode()
+
+
+def test_cancel_flag_stops_every_trajectory():
+    from pyode.native import _solve
+
+    ffi, _ = pn._lib.load()
+    prob = pn._arrays.Problem.build(np.array([1.0, 0.0]), np.array(T_OUT), P)
+    opts, _threads = _solve._parse_options("dopri5", None, 1.0)
+    o = _solve._options_struct(ffi, "dopri5", opts, 1e-7, 1e-9, 1)
+    flag = ffi.new("int32_t *", 1)  # already set: the solve stops before its first step
+    o.cancel = flag
+    out = _solve._run(pn._methods.method_data("dopri5", "auto"), o, pn.compile_rhs(oscillator, 2, 2), None, prob)
+    assert out.status_names() == ["cancelled"] and out.n_accepted[0] == 0
+    np.testing.assert_array_equal(out.ys[0], [1.0, 0.0])
+    assert np.isnan(out.ys[1:]).all()
+
+
+def test_ctrl_c_interrupts_a_long_ensemble():
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import sys, numpy as np, pyode.native as pn
+        def f(t, y, dy, p):
+            dy[0] = y[1]
+            dy[1] = -p[0] * y[0]
+        pn.solve(f, np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.ones(1))  # compile first
+        print("started", flush=True)
+        try:
+            pn.solve(f, np.array([1.0, 0.0]), np.array([0.0, 1e5]), np.ones((200, 1)), rtol=1e-12, atol=1e-14)
+            print("finished")
+        except KeyboardInterrupt:
+            print("interrupted")
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "started"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert out.strip() == "interrupted"

@@ -118,6 +118,7 @@ LoopOptions check_options(const pyode_options* po, const Method& m) {
   o.max_num_steps = po->max_num_steps;
   o.step_size = po->step_size;
   o.event_tol = std::isfinite(po->event_tol) && po->event_tol > 0.0 ? po->event_tol : 0.0;
+  o.cancel = po->cancel;
   return o;
 }
 
@@ -172,7 +173,12 @@ struct Job {
     RowSolver<FnPtrRhs> solver(m, o, f, ws, n);
     RowOutput out{p.ys + r * p.n, p.num_traj * p.n, p.y_event ? p.y_event + r * p.n : nullptr};
     RowStats rs;
-    if (event != nullptr) {
+    if (pyode::core::cancelled(o)) {  // never started: nothing written but y0
+      for (int64_t k = 0; k < p.num_times; ++k)
+        for (int i = 0; i < n; ++i) out.ys[k * out.stride + i] = k == 0 ? p.y0[r * p.n + i] : NAN;
+      rs.status = pyode::core::Status::kCancelled;
+      rs.t_reached = t_out[0];
+    } else if (event != nullptr) {
       FnPtrEvent ev{event, params, sign};
       rs = solver.run(p.y0 + r * p.n, t_out.data(), p.num_times, out, ev);
     } else {

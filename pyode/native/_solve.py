@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,15 +14,15 @@ import numpy as np
 from pyode import _validation as check
 from pyode._solvers.adaptive import AdaptiveOptions
 from pyode._solvers.fixed_grid import FixedOptions, check_step_count
-from pyode.errors import MaxStepsError, NonFiniteStateError, StepSizeUnderflowError
+from pyode.errors import MaxStepsError, NonFiniteStateError, ODESolverError, StepSizeUnderflowError
 from pyode.native import _arrays
 from pyode.native._compile import native_function
 from pyode.native._lib import load
 from pyode.native._methods import ADAPTIVE, FIXED, method_data
 
-SUCCESS, MAX_STEPS, STEP_UNDERFLOW, NON_FINITE, EVENT = 0, 1, 2, 3, 4
+SUCCESS, MAX_STEPS, STEP_UNDERFLOW, NON_FINITE, EVENT, CANCELLED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {SUCCESS: "success", MAX_STEPS: "max_num_steps", STEP_UNDERFLOW: "step_underflow",
-                NON_FINITE: "non_finite", EVENT: "event"}
+                NON_FINITE: "non_finite", EVENT: "event", CANCELLED: "cancelled"}
 _ERRORS = {MAX_STEPS: MaxStepsError, STEP_UNDERFLOW: StepSizeUnderflowError, NON_FINITE: NonFiniteStateError}
 # Options of pyode's Python loops that the native loop does not run (yet): refused, never ignored.
 _UNSUPPORTED = ("step_t", "jump_t", "per_sample", "grid_constructor", "perturb")
@@ -148,7 +149,9 @@ def _raise_failures(status: np.ndarray, t_reached: np.ndarray, ensemble: bool) -
     hints = {MAX_STEPS: "raise options['max_num_steps'] or loosen rtol/atol (the problem may be stiff)",
              STEP_UNDERFLOW: "the step size underflowed; the problem may be stiff or singular there",
              NON_FINITE: "rhs produced NaN/inf and shrinking the step did not help"}
-    raise _ERRORS[code](STATUS_NAMES[code], float(t_reached[first]), f"pyode.native: {which} stopped: {hints[code]}")
+    hint = hints.get(code, "the solve was cancelled")
+    raise _ERRORS.get(code, ODESolverError)(STATUS_NAMES[code], float(t_reached[first]),
+                                            f"pyode.native: {which} stopped: {hint}")
 
 
 def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6, atol: float = 1e-9,
@@ -221,12 +224,36 @@ def _run(data, opts_struct, f, ev, prob) -> NativeSolution:
     p.ys, p.ys_len = _arrays.pointer(ffi, ys, keep), ys.size
     if y_event is not None:
         p.y_event, p.y_event_len = _arrays.pointer(ffi, y_event, keep), y_event.size
-    rc = lib.pyode_solve(_method_struct(ffi, data, keep), opts_struct, ffi.cast("pyode_rhs_fn", f.address),
-                         ffi.NULL if ev is None else ffi.cast("pyode_event_fn", ev.address), p, stats, M)
+    args = (_method_struct(ffi, data, keep), opts_struct, ffi.cast("pyode_rhs_fn", f.address),
+            ffi.NULL if ev is None else ffi.cast("pyode_event_fn", ev.address), p, stats, M)
+    rc = _call_interruptible(ffi, lib, opts_struct, args) if M > 1 else lib.pyode_solve(*args)
     if rc != 0:
         raise ValueError(ffi.string(lib.pyode_last_error()).decode())
     raw = np.frombuffer(ffi.buffer(stats), dtype=_STATS_DTYPE, count=M)
     return prob.wrap(ys, y_event, raw)
+
+
+def _call_interruptible(ffi, lib, opts_struct, args) -> int:
+    """``pyode_solve(*args)`` in a worker thread, so that Ctrl-C in the main thread (where Python delivers
+    signals, which it cannot while the main thread is inside a C call) sets the solve's cancel flag: every
+    trajectory stops at its next step and KeyboardInterrupt is raised. Elsewhere, a plain call."""
+    if threading.current_thread() is not threading.main_thread():
+        return lib.pyode_solve(*args)
+    flag = ffi.new("int32_t *", 0)
+    opts_struct.cancel = flag
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(lib.pyode_solve(*args)), daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.05)
+    except KeyboardInterrupt:
+        flag[0] = 1
+        worker.join()
+        raise
+    finally:
+        opts_struct.cancel = ffi.NULL
+    return result[0]
 
 
 _STATS_DTYPE = np.dtype([("status", "<i4"), ("reserved", "<i4"), ("t_reached", "<f8"), ("event_t", "<f8"),

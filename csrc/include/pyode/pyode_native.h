@@ -45,6 +45,8 @@ typedef struct pyode_options {
     double event_tol;       /* time tolerance of a located event */
     int32_t num_threads;    /* threads over trajectories; 0: all cores */
     int32_t reserved;
+    const int32_t* cancel;  /* NULL, or a flag another thread sets non-zero to stop the solve (Ctrl-C):
+                               unfinished trajectories get status PYODE_CANCELLED */
 } pyode_options;
 
 typedef struct pyode_problem {
@@ -61,7 +63,8 @@ typedef struct pyode_problem {
 } pyode_problem;
 
 /* status of a trajectory */
-enum { PYODE_SUCCESS = 0, PYODE_MAX_STEPS = 1, PYODE_STEP_UNDERFLOW = 2, PYODE_NON_FINITE = 3, PYODE_EVENT = 4 };
+enum { PYODE_SUCCESS = 0, PYODE_MAX_STEPS = 1, PYODE_STEP_UNDERFLOW = 2, PYODE_NON_FINITE = 3, PYODE_EVENT = 4,
+       PYODE_CANCELLED = 5 };
 /* return codes */
 enum { PYODE_OK = 0, PYODE_EINVAL = -1, PYODE_ENOMEM = -2 };
 

@@ -22,7 +22,9 @@
 
 namespace pyode::core {
 
-enum class Status : int32_t { kSuccess = 0, kMaxSteps = 1, kStepUnderflow = 2, kNonFinite = 3, kEvent = 4 };
+enum class Status : int32_t {
+  kSuccess = 0, kMaxSteps = 1, kStepUnderflow = 2, kNonFinite = 3, kEvent = 4, kCancelled = 5
+};
 
 struct LoopOptions {
   double rtol = 0.0, atol = 0.0;
@@ -31,7 +33,12 @@ struct LoopOptions {
   int64_t max_num_steps = 2147483647;
   double step_size = 0.0;            // the grid spacing of fixed-grid methods
   double event_tol = 0.0;            // time tolerance of a located event (pyode uses atol)
+  const int32_t* cancel = nullptr;   // non-zero stops every row at its next step (Ctrl-C); may be nullptr
 };
+
+inline bool cancelled(const LoopOptions& o) {
+  return o.cancel != nullptr && __atomic_load_n(o.cancel, __ATOMIC_RELAXED) != 0;
+}
 
 struct RowStats {
   Status status = Status::kSuccess;
@@ -165,6 +172,7 @@ class RowSolver {
   // After each attempted step: too many steps, or a step size below the resolution of t.
   bool check_progress(double t, double h, double ratio) {
     stats_.t_reached = t;
+    if (cancelled(o_)) return fail(Status::kCancelled, t);
     if (stats_.n_accepted + stats_.n_rejected >= o_.max_num_steps) return fail(Status::kMaxSteps, t);
     if (!(h > 4.0 * py_ulp(py_max(std::fabs(t), 1.0))))  // written so that a NaN h stops here too
       return fail(std::isfinite(ratio) ? Status::kStepUnderflow : Status::kNonFinite, t);
@@ -279,6 +287,7 @@ void RowSolver<Rhs>::run_fixed(const double* y0_in, const double* t_out, int64_t
     const double g0 = t0 + q * o_.step_size;
     const double g1 = q + 1 < n_steps ? t0 + (q + 1) * o_.step_size : t_end;
     const double h = g1 - g0;
+    if (cancelled(o_)) { fail(Status::kCancelled, g0); return; }
     eval(g0, y, K);
     attempt(g0, y, h, K, y1);
     ++stats_.n_accepted;
