@@ -315,3 +315,18 @@ def test_ctrl_c_interrupts_a_long_ensemble():
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert out.strip() == "interrupted"
+
+
+def test_no_params_njit_rhs_and_torch_ensembles():
+    @numba.njit
+    def rotate(t, y, dy, p):
+        dy[0] = -y[1]
+        dy[1] = y[0]
+
+    t = np.linspace(0.0, 2.0, 5)
+    y0 = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=torch.float64)
+    sol = pn.solve(rotate, y0, torch.tensor(t), rtol=1e-10, atol=1e-12)
+    assert isinstance(sol.ys, torch.Tensor) and sol.ys.shape == (5, 2, 2)
+    exact = np.stack([np.cos(t), np.sin(t)], axis=1)  # the first row: (cos t, sin t)
+    np.testing.assert_allclose(sol.ys[:, 0].numpy(), exact, atol=1e-8)
+    np.testing.assert_allclose(sol.ys[:, 1].numpy(), 2 * np.stack([-np.sin(t), np.cos(t)], axis=1), atol=1e-8)
