@@ -8,6 +8,7 @@
 #include <exception>
 #include <new>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -192,22 +193,23 @@ struct Job {
 };
 
 // Rows handed out one at a time from a shared counter: each thread takes the next unsolved trajectory,
-// so slow trajectories (many steps) do not hold up a fixed share.
+// so slow trajectories (many steps) do not hold up a fixed share. Workspaces are allocated here, in the
+// calling thread, so an allocation failure reaches the caller instead of terminating a worker; if the
+// system refuses a thread, the ones that started (and this one) do all the rows.
 void run_rows(const Job& job, const Method& m, int64_t M, int threads) {
+  std::vector<Workspace> workspaces(threads);
+  for (auto& ws : workspaces) ws.resize(m, static_cast<int>(job.p.n));
   std::atomic<int64_t> next{0};
-  auto worker = [&]() {
-    Workspace ws;
-    ws.resize(m, static_cast<int>(job.p.n));
-    for (int64_t r = next++; r < M; r = next++) job.row(r, ws);
+  auto worker = [&](int q) {
+    for (int64_t r = next++; r < M; r = next++) job.row(r, workspaces[q]);
   };
-  if (threads <= 1) {
-    worker();
-    return;
-  }
   std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  for (int q = 1; q < threads; ++q) pool.emplace_back(worker);
-  worker();
+  pool.reserve(threads > 1 ? threads - 1 : 0);
+  try {
+    for (int q = 1; q < threads; ++q) pool.emplace_back(worker, q);
+  } catch (const std::system_error&) {
+  }
+  worker(0);
   for (auto& th : pool) th.join();
 }
 
