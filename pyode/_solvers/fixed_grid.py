@@ -106,6 +106,7 @@ class FixedGridLoop:
         self.recorder = None  # called with a StepRecord per step (checkpointed gradients)
         self.callbacks = step_callbacks(stepper.fn)  # func's callback_step hook, or None
         self.step_size, self.max_num_steps = None, 2**31 - 1  # of the event search (set by the problem)
+        self.step_log = None  # called as step_log(t0, t1, step, stepper) per step (pyode._solvers.dense)
 
     def step(self, t0: float, t1: float, y: Tensor) -> StepResult:
         """One step from ``(t0, y)`` to ``t1``, counted and checked."""
@@ -128,6 +129,8 @@ class FixedGridLoop:
             outputs.extend(blocks)
             if self.recorder is not None:
                 self.recorder(StepRecord(t0, t1 - t0, y.detach(), self.perturb, self.perturb, i, j))
+            if self.step_log is not None:
+                self.step_log(t0, t1, step, self.stepper)
             i, y = j, step.y1
         return outputs
 
@@ -186,6 +189,7 @@ class AdamsLoop:
         self.last_h: float | None = None
         self.callbacks = step_callbacks(fn)  # func's callback_step hook, or None
         self.step_size, self.max_num_steps = None, 2**31 - 1  # of the event search (set by the problem)
+        self.step_log = None  # called as step_log(t0, t1, step, stepper) per step (pyode._solvers.dense)
 
     def _corrector(self, y: Tensor, dy: Tensor, history: list[Tensor], t1: float, h: float) -> Tensor:
         """Adams-Moulton fixed-point iteration from the predictor ``dy``; returns the corrected increment."""
@@ -235,6 +239,8 @@ class AdamsLoop:
             if j > i:  # linear interpolation between grid points
                 outputs.append(self.stepper.dense(step, [(tt - t0) / step.h for tt in t_out[i:j]]))
                 i = j
+            if self.step_log is not None:
+                self.step_log(t0, t1, step, self.stepper)
             y = step.y1
         return outputs
 

@@ -123,7 +123,8 @@ class PerSampleLoop:
         return (hasattr(st.kern, "make_per_sample_workspace") and st.fsal and st.tableau.b_err is not None
                 and y.dtype in (torch.float32, torch.float64) and y.device.type == "cpu"
                 and not (torch.is_grad_enabled() and (y.requires_grad or f0.requires_grad))
-                and self.callbacks is None)  # the hooks run between the tensor-op rounds
+                and self.callbacks is None  # the hooks run between the tensor-op rounds
+                and self.opts.on_failure == "raise")  # "mark" keeps failed rows out of the tensor-op rounds
 
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
         batch = self.shape[0]
@@ -236,8 +237,9 @@ class PerSampleLoop:
         rejected = torch.zeros_like(accepted)
         rows = _RowControl(t)
         rounds = 0
+        status = torch.zeros(batch, dtype=torch.long, device=y.device)  # failure codes (on_failure="mark")
         while True:
-            active = t < t_end
+            active = (t < t_end) & (status == 0)
             if not bool(active.any()):
                 break
             rounds += 1
@@ -261,24 +263,48 @@ class PerSampleLoop:
             h = torch.where(active, self._next_h(h_step, ratio, accept, rows), h)
             accepted += accept
             rejected += active & ~accept
-            self._check(t, h, h_step, active, accept, ratio, accepted + rejected, stalled, y)
+            self._check(t, h, h_step, active, accept, ratio, accepted + rejected, stalled, y, status)
         self._record_counts(accepted, rejected, rounds)
+        if self.opts.on_failure == "mark":
+            self._mark_failures(out, times, t, status)
         return [out.reshape(len(t_out), -1)]
 
+    def _mark_failures(self, out: Tensor, times: Tensor, t: Tensor, status: Tensor) -> None:
+        """on_failure="mark": each row's status and time reached into the stats; the outputs a failed row never
+        reached become NaN. out (T, batch, m), times (T,) and t (batch,) in solver time, status (batch,) codes."""
+        failed = status > 0
+        unreached = (times[:, None] > t[None, :]) & failed[None, :]
+        if bool(unreached.any()):
+            out[unreached] = math.nan
+        self.stats.per_sample_status = [ROW_STATUS[int(code)] for code in status.tolist()]
+        self.stats.per_sample_t_reached = self.sign * t
+        self.stats.t_reached = self.sign * float(t.min())
+        if bool(failed.any()):
+            self.stats.status = "partial"
+
     def _check(self, t: Tensor, h: Tensor, h_step: Tensor, active: Tensor, accept: Tensor, ratio: Tensor,
-               steps: Tensor, stalled: Tensor, y: Tensor) -> None:
+               steps: Tensor, stalled: Tensor, y: Tensor, status: Tensor) -> None:
         """After a round: raises for the first row (in row order) that failed, with the fused workspace's codes and
-        precedence (see :meth:`_raise_row_failure`). All arguments are per row, (batch,); y (batch, m)."""
+        precedence (see :meth:`_raise_row_failure`); with on_failure="mark", writes the codes into ``status``
+        instead (in place: those rows stop). All arguments are per row, (batch,); y (batch, m)."""
         self.stats.t_reached = self.sign * float(t.min())
         tiny = 4.0 * torch.finfo(torch.float64).eps * t.abs().clamp_min(1.0)
         kind = torch.where(stalled, 5, 0)
         kind = torch.where(~accept & (h >= h_step), 4, kind)  # a rejected step the controller cannot shrink
         kind = torch.where(~(h > tiny), torch.where(torch.isfinite(ratio), 2, 3), kind)  # a NaN h counts as stuck
         kind = torch.where(steps >= self.opts.max_num_steps, 1, kind)
+        if self.opts.on_failure == "mark":
+            status.copy_(torch.where(active & (kind > 0), kind, status))
+            return
         failed = (active & (kind > 0)).nonzero()
         if failed.numel():
             row = int(failed[0])
             self._raise_row_failure(int(kind[row]), row, float(t[row]), y[row])
+
+
+# Row status names of on_failure="mark", by failure code (see PerSampleLoop._raise_row_failure).
+ROW_STATUS = {0: "success", 1: "max_num_steps", 2: "step_underflow", 3: "non_finite", 4: "step_underflow",
+              5: "non_finite"}
 
 
 def _decision_hooks(callbacks, t: Tensor, y: Tensor, h_step: Tensor, accept: Tensor, reject: Tensor) -> None:

@@ -93,6 +93,9 @@ def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, 
     check.adaptive_options(opts, sign)
     if opts.interp not in ("auto", "quartic", "cubic", "linear", "restep"):
         raise ValueError(f"options['interp'] must be auto, quartic, cubic, linear or restep, got {opts.interp!r}")
+    if opts.on_failure not in ("raise", "mark") or (opts.on_failure == "mark" and not opts.per_sample):
+        raise ValueError("options['on_failure'] must be 'raise' or, with options['per_sample']=True, 'mark' (finish "
+                         f"the other rows, report each row's status in sol.stats), got {opts.on_failure!r}")
     norm = _norm_option(options, fn.is_tuple)
     custom = None if norm_segments is not None else _structured_norm(fn, norm)
     segments = None
