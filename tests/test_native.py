@@ -67,6 +67,37 @@ def test_same_steps_with_controller_options(options):
     np.testing.assert_allclose(nat.ys, py.ys.numpy(), rtol=PARITY_TOL, atol=PARITY_TOL)
 
 
+def kicked(t, y, dy, p):
+    """The oscillator with a forcing that switches on at t = 1.5 (a jump in f)."""
+    dy[0] = y[1]
+    dy[1] = -p[0] * y[0] - p[1] * y[1] + (1.0 if t > 1.5 else 0.0)
+
+
+def kicked_torch(t, y):
+    return torch.stack([y[1], -P[0] * y[0] - P[1] * y[1] + (t > 1.5).to(y.dtype)])
+
+
+@pytest.mark.parametrize("method", ["dopri5", "fehlberg2", "dopri8"])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_step_t_and_jump_t_same_as_python(method, sign):
+    t = [sign * x for x in T_OUT]
+    options = {"step_t": [sign * 0.7, sign * 3.1], "jump_t": [sign * 1.5]}
+    py = pyode.solve(kicked_torch if sign > 0 else lambda s, y: kicked_torch(-s, y), torch.tensor([1.0, 0.0],
+                     dtype=torch.float64), torch.tensor(t, dtype=torch.float64), method=method, rtol=1e-6, atol=1e-9,
+                     options=options)
+    rhs = kicked if sign > 0 else kicked_reversed
+    nat = pn.solve(rhs, np.array([1.0, 0.0]), np.array(t), P, method=method, rtol=1e-6, atol=1e-9, options=options)
+    assert (nat.n_accepted[0], nat.n_rejected[0], nat.n_feval[0]) == (py.stats.n_accepted, py.stats.n_rejected,
+                                                                      py.stats.nfe)
+    np.testing.assert_allclose(nat.ys, py.ys.numpy(), rtol=PARITY_TOL, atol=PARITY_TOL)
+
+
+def kicked_reversed(t, y, dy, p):
+    """``kicked`` at -t (its switch at t = -1.5), for solves over negative, decreasing times."""
+    dy[0] = y[1]
+    dy[1] = -p[0] * y[0] - p[1] * y[1] + (1.0 if -t > 1.5 else 0.0)
+
+
 def test_reverse_time_same_as_python():
     t = T_OUT[::-1]
     py = _python_solve("tsit5", t)
@@ -246,8 +277,8 @@ def test_bad_input_messages():
         pn.solve(oscillator, y0, np.array([0.0, 1.0, 1.0]), P)
     with pytest.raises(ValueError, match="unknown option"):
         pn.solve(oscillator, y0, t, P, options={"stepsize": 0.1})
-    with pytest.raises(ValueError, match="step_t"):
-        pn.solve(oscillator, y0, t, P, options={"step_t": [1.0]})
+    with pytest.raises(ValueError, match="per_sample"):
+        pn.solve(oscillator, y0, t, P, options={"per_sample": True})
     with pytest.raises(ValueError, match="step_size"):
         pn.solve(oscillator, y0, t, P, method="rk4")
     with pytest.raises(ValueError, match="unknown method"):
@@ -282,7 +313,7 @@ def test_cancel_flag_stops_every_trajectory():
     ffi, _ = pn._lib.load()
     prob = pn._arrays.Problem.build(np.array([1.0, 0.0]), np.array(T_OUT), P)
     opts, _threads = _solve._parse_options("dopri5", None, 1.0)
-    o = _solve._options_struct(ffi, "dopri5", opts, 1e-7, 1e-9, 1)
+    o = _solve._options_struct(ffi, "dopri5", opts, 1e-7, 1e-9, 1, 1.0, [])
     flag = ffi.new("int32_t *", 1)  # already set: the solve stops before its first step
     o.cancel = flag
     out = _solve._run(pn._methods.method_data("dopri5", "auto"), o, pn.compile_rhs(oscillator, 2, 2), None, prob)

@@ -146,6 +146,19 @@ void check_problem(const pyode_problem* pp, int64_t stats_len) {
   }
 }
 
+// step_t / jump_t in solver time (sign * t), finite, sorted, without repeats.
+std::vector<double> solver_times(const double* values, int64_t count, double sign, const char* name) {
+  require(count >= 0 && (count == 0 || values != nullptr), std::string(name) + " is NULL or has a negative length");
+  std::vector<double> out(values, values + count);
+  for (double& x : out) {
+    require(std::isfinite(x), std::string(name) + " contains NaN or inf");
+    x *= sign;
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 pyode_traj_stats to_c(const RowStats& r, double sign) {
   pyode_traj_stats out{};
   out.status = static_cast<int32_t>(r.status);
@@ -216,7 +229,7 @@ void run_rows(const Job& job, const Method& m, int64_t M, int threads) {
 int32_t solve_impl(const pyode_method* pm, const pyode_options* po, pyode_rhs_fn rhs, pyode_event_fn event,
                    const pyode_problem* pp, pyode_traj_stats* stats, int64_t stats_len) {
   const Method m = check_method(pm);
-  const LoopOptions o = check_options(po, m);
+  LoopOptions o = check_options(po, m);
   require(rhs != nullptr, "rhs is NULL");
   require(stats != nullptr, "stats is NULL");
   require(event == nullptr || m.adaptive(), "events need an adaptive method (e.g. dopri5)");
@@ -224,6 +237,16 @@ int32_t solve_impl(const pyode_method* pm, const pyode_options* po, pyode_rhs_fn
   const double sign = pp->num_times > 1 && pp->t[1] < pp->t[0] ? -1.0 : 1.0;
   std::vector<double> t_out(pp->t, pp->t + pp->num_times);
   for (double& x : t_out) x *= sign;
+  const std::vector<double> jumps = solver_times(po->jump_t, po->num_jump_t, sign, "jump_t");
+  std::vector<double> stops = solver_times(po->step_t, po->num_step_t, sign, "step_t");
+  stops.insert(stops.end(), jumps.begin(), jumps.end());
+  std::sort(stops.begin(), stops.end());
+  stops.erase(std::unique(stops.begin(), stops.end()), stops.end());
+  require(stops.empty() || m.adaptive(), "step_t/jump_t need an adaptive method");
+  o.stops = stops.data();
+  o.num_stops = static_cast<int64_t>(stops.size());
+  o.jumps = jumps.data();
+  o.num_jumps = static_cast<int64_t>(jumps.size());
   const int64_t M = pp->num_traj;
   int threads = po->num_threads > 0 ? po->num_threads : static_cast<int>(std::thread::hardware_concurrency());
   threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, M)));

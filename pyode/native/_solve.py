@@ -25,7 +25,7 @@ STATUS_NAMES = {SUCCESS: "success", MAX_STEPS: "max_num_steps", STEP_UNDERFLOW: 
                 NON_FINITE: "non_finite", EVENT: "event", CANCELLED: "cancelled"}
 _ERRORS = {MAX_STEPS: MaxStepsError, STEP_UNDERFLOW: StepSizeUnderflowError, NON_FINITE: NonFiniteStateError}
 # Options of pyode's Python loops that the native loop does not run (yet): refused, never ignored.
-_UNSUPPORTED = ("step_t", "jump_t", "per_sample", "grid_constructor", "perturb")
+_UNSUPPORTED = ("per_sample", "grid_constructor", "perturb")
 
 
 @dataclass
@@ -124,13 +124,18 @@ def _method_struct(ffi, data, keep: list):
     return m
 
 
-def _options_struct(ffi, method: str, opts, rtol: float, atol: float, threads: int):
+def _options_struct(ffi, method: str, opts, rtol: float, atol: float, threads: int, sign: float, keep: list):
+    """The C options; ``keep`` holds the arrays it points to for the call."""
     o = ffi.new("pyode_options *")
     o.struct_size = ffi.sizeof("pyode_options")
     o.rtol, o.atol, o.event_tol, o.num_threads = rtol, atol, atol, threads
     o.safety, o.ifactor, o.dfactor, o.pcoeff, o.icoeff, o.dcoeff = 0.9, 10.0, 0.2, 0.0, 1.0, 0.0
     o.min_step, o.max_step, o.max_num_steps = 0.0, math.inf, opts.max_num_steps
     if method in ADAPTIVE:
+        for name in ("step_t", "jump_t"):  # validated and sorted into solver time: back to the caller's
+            times = np.asarray([sign * x for x in getattr(opts, name)], dtype=np.float64)
+            setattr(o, name, _arrays.pointer(ffi, times, keep))
+            setattr(o, f"num_{name}", times.size)
         o.first_step = opts.first_step or 0.0
         for name in ("safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "min_step", "max_step"):
             setattr(o, name, float(getattr(opts, name)))
@@ -199,7 +204,9 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
     elif device == "cpu":
         f = native_function(rhs, "rhs", prob.n, prob.k)
         ev = None if event is None else native_function(event, "event", prob.n, prob.k)
-        out = _run(data, _options_struct(load()[0], method, opts, rtol, atol, threads), f, ev, prob)
+        keep: list = []
+        o = _options_struct(load()[0], method, opts, rtol, atol, threads, prob.sign, keep)
+        out = _run(data, o, f, ev, prob)
     else:
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     ensemble = prob.ensemble
@@ -264,8 +271,8 @@ def _run_cuda(rhs, data, opts, rtol, atol, prob, event) -> NativeSolution:
     """The ensemble on the GPU (:mod:`pyode.native.cuda`)."""
     from pyode.native.cuda import solve_cuda
 
-    if event is not None:
-        raise ValueError("event is not supported with device='cuda' yet; solve with device='cpu'")
+    if event is not None or getattr(opts, "step_t", None) or getattr(opts, "jump_t", None):
+        raise ValueError("event, step_t and jump_t are not supported with device='cuda' yet; solve with device='cpu'")
     py = getattr(rhs, "py_func", rhs)
     if not callable(py) or type(py).__name__ != "function":
         raise TypeError("device='cuda' compiles rhs as a numba CUDA device function: pass the plain Python (or njit) "

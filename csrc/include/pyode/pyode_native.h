@@ -47,6 +47,8 @@ typedef struct pyode_options {
     int32_t reserved;
     const int32_t* cancel;  /* NULL, or a flag another thread sets non-zero to stop the solve (Ctrl-C):
                                unfinished trajectories get status PYODE_CANCELLED */
+    const double* step_t;   int64_t num_step_t;  /* times every step lands on (adaptive methods), any order */
+    const double* jump_t;   int64_t num_jump_t;  /* the same where f is discontinuous */
 } pyode_options;
 
 typedef struct pyode_problem {

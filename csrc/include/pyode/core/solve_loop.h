@@ -9,6 +9,7 @@
 // device function can plug in without another loop.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -34,6 +35,13 @@ struct LoopOptions {
   double step_size = 0.0;            // the grid spacing of fixed-grid methods
   double event_tol = 0.0;            // time tolerance of a located event (pyode uses atol)
   const int32_t* cancel = nullptr;   // non-zero stops every row at its next step (Ctrl-C); may be nullptr
+  // step_t / jump_t of pyode's adaptive loop, in solver time, sorted ascending: steps land on every stop
+  // (stops = step_t ∪ jump_t); f is discontinuous at a jump, so stages there see only its left piece and
+  // the next step starts from its right piece (evaluated one ulp after it).
+  const double* stops = nullptr;
+  int64_t num_stops = 0;
+  const double* jumps = nullptr;
+  int64_t num_jumps = 0;
 };
 
 inline bool cancelled(const LoopOptions& o) {
@@ -114,9 +122,9 @@ class RowSolver {
 
   // One step of size h from (t0, y0) with K[0] = f(t0, y0) already there: stages into K, y1 into `y1`.
   // Returns the error ratio (0 for fixed-grid methods).
-  double attempt(double t0, const double* y0, double h, double* K, double* y1) {
+  double attempt(double t0, const double* y0, double h, double* K, double* y1, bool ends_at_jump = false) {
     const int s = m_.s;
-    const double t_end = t0 + h;
+    const double t_end = ends_at_jump ? std::nextafter(t0 + h, -INFINITY) : t0 + h;
     for (int i = 1; i < s; ++i) {
       double* in = (m_.fsal && i == s - 1) ? y1 : ws_.stage.data();
       for (int j = 0; j < i; ++j) ws_.w[j] = h * m_.a[i * s + j];
@@ -163,6 +171,16 @@ class RowSolver {
     }
   }
 
+  bool is_jump(double t) const { return std::binary_search(o_.jumps, o_.jumps + o_.num_jumps, t); }
+
+  // h shortened to land on the next stop (step_t/jump_t) or the end time (adaptive.py, _clamp).
+  double clamp(double t, double h, double t_end) const {
+    double target = t_end;
+    const double* next = std::upper_bound(o_.stops, o_.stops + o_.num_stops, t);
+    if (next != o_.stops + o_.num_stops && *next < target) target = *next;
+    return py_min(h, target - t);
+  }
+
   bool fail(Status status, double t) {
     stats_.status = status;
     stats_.t_reached = t;
@@ -201,7 +219,7 @@ void RowSolver<Rhs>::run_adaptive(const double* y0_in, const double* t_out, int6
   std::memcpy(y, y0_in, sizeof(double) * n_);
   double t = t_out[0];
   const double t_end = t_out[T - 1];
-  eval(t, y, K);
+  eval(is_jump(t) ? std::nextafter(t, INFINITY) : t, y, K);  // a jump at t0: its right piece
   double h = o_.first_step;
   if (!(h > 0.0)) {
     auto f = [this](double tt, const double* yy, double* dy) { eval(tt, yy, dy); };
@@ -216,8 +234,8 @@ void RowSolver<Rhs>::run_adaptive(const double* y0_in, const double* t_out, int6
     sign0_ = std::copysign(1.0, v);
   }
   while (t < t_end && written_ < T) {
-    const double h_step = py_min(h, t_end - t);
-    const double ratio = attempt(t, y, h_step, K, y1);
+    const double h_step = clamp(t, h, t_end);
+    const double ratio = attempt(t, y, h_step, K, y1, is_jump(t + h_step));
     const bool accepted = ratio <= 1.0;
     h = ctrl_.next_step(h_step, ratio, accepted);
     if (!accepted) {
@@ -228,7 +246,9 @@ void RowSolver<Rhs>::run_adaptive(const double* y0_in, const double* t_out, int6
     }
     ++stats_.n_accepted;
     const double t1 = py_min(t_end, t + h_step);
-    if (!m_.fsal) eval(t + h_step, y1, k(K, m_.s));  // f1: the interpolant's term s and the next f0
+    const bool at_jump = is_jump(t1);
+    if (!m_.fsal && !at_jump) eval(t + h_step, y1, k(K, m_.s));  // f1: the interpolant's term s, the next f0
+    if (!m_.fsal && at_jump && m_.needs_f1()) eval(std::nextafter(t1, -INFINITY), y1, k(K, m_.s));  // left piece
     if constexpr (Event::active) {
       double v;
       if (!event_value(ev, t + h_step, y1, &v)) return;  // pyode evaluates it at t0 + h
@@ -238,7 +258,8 @@ void RowSolver<Rhs>::run_adaptive(const double* y0_in, const double* t_out, int6
       }
     }
     write_outputs(t, y, h_step, t1, y1, t_out, T, true);
-    std::memcpy(K, k(K, m_.fsal ? m_.s - 1 : m_.s), sizeof(double) * n_);
+    if (at_jump) eval(std::nextafter(t1, INFINITY), y1, K);  // the next step starts on the right piece
+    else std::memcpy(K, k(K, m_.fsal ? m_.s - 1 : m_.s), sizeof(double) * n_);
     std::memcpy(y, y1, sizeof(double) * n_);
     t = t1;
     if (check_progress(t, h, ratio)) return;
