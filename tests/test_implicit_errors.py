@@ -7,6 +7,10 @@ import torch
 import pyode
 from pyode._solvers.newton import ImplicitSolveError, Jacobian
 
+# Tiny tensors: torch's intra-op threads only add contention on a shared machine (tril on a 2x2 matrix, in
+# the LU backward, takes ~10 ms with 2 busy threads instead of 1 us).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_singular_newton_matrix():
     """implicit_euler on y' = 2y with h = 0.5: I - h J = 1 - 0.5 * 2 = 0 exactly."""

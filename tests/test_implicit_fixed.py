@@ -10,6 +10,10 @@ import torch
 import pyode
 from pyode._solvers.implicit_tableaux import IMPLICIT_TABLEAUX
 
+# Tiny tensors: torch's intra-op threads only add contention on a shared machine (tril on a 2x2 matrix, in
+# the LU backward, takes ~10 ms with 2 busy threads instead of 1 us).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FIXED = {"implicit_euler": 1, "implicit_midpoint": 2, "trapezoid": 2, "radauIIA3": 3, "gl4": 4, "radauIIA5": 5,
          "gl6": 6, "sdirk2": 2, "trbdf2": 2}
 

@@ -7,6 +7,10 @@ import torch
 import pyode
 from pyode._gradients.implicit_step import _stage_matrix
 
+# Tiny tensors: torch's intra-op threads only add contention on a shared machine (tril on a 2x2 matrix, in
+# the LU backward, takes ~10 ms with 2 busy threads instead of 1 us).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # A small stiff, nonlinear, non-autonomous problem: eigenvalues of A near -50 and -1 (stiffness ratio 50 on
 # an interval of 0.4, with h*|λ| up to 2.5 at h = 0.05: explicit Euler at this step would be unstable).
 A0 = [[-50.0, 1.0], [0.5, -1.0]]
@@ -51,15 +55,17 @@ def test_gradcheck_adjoint():
     assert torch.autograd.gradcheck(solve, _inputs(), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["kvaerno5", "rodas5"])
 @pytest.mark.parametrize("gradient", ["backprop", "checkpoint", "adjoint"])
-def test_adaptive_modes_agree_with_exact_gradient(gradient):
-    """kvaerno5 on a linear stiff problem y' = A y: dL/dy0 for L = sum(y(T)) is exp(A T)ᵀ 1 exactly. Every
-    mode lands within the solve's tolerance (rtol 1e-9 on O(1) values, the global error a few times that)."""
+def test_adaptive_modes_agree_with_exact_gradient(gradient, method):
+    """A linear stiff problem y' = A y: dL/dy0 for L = sum(y(T)) is exp(A T)ᵀ 1 exactly. Every mode lands
+    within the solve's tolerance (rtol 1e-9 on O(1) values, the global error a few times that). (rodas5 has no
+    Newton iteration: autograd differentiates its linear solves directly.)"""
     a = torch.tensor(A0, dtype=torch.float64)
     t = torch.tensor([0.0, 0.5], dtype=torch.float64)
     y0 = torch.tensor([1.0, -0.5], dtype=torch.float64, requires_grad=True)
     params = {} if gradient == "backprop" else {"adjoint_params": ()}
-    ys = pyode.odeint(lambda t, y: y @ a.T, y0, t, method="kvaerno5", rtol=1e-9, atol=1e-11, gradient=gradient,
+    ys = pyode.odeint(lambda t, y: y @ a.T, y0, t, method=method, rtol=1e-9, atol=1e-11, gradient=gradient,
                       **params)
     (grad,) = torch.autograd.grad(ys[-1].sum(), y0)
     exact = torch.linalg.matrix_exp(a * 0.5).T @ torch.ones(2, dtype=torch.float64)
@@ -91,3 +97,21 @@ def test_stage_matrix_blocks():
     m = _stage_matrix(RADAU_IIA3, [jac, jac], 0.1, torch.zeros(2, dtype=torch.float64))
     expected = torch.eye(4, dtype=torch.float64) - 0.1 * torch.kron(torch.tensor(RADAU_IIA3.a, dtype=torch.float64), jac)
     assert torch.allclose(m, expected, rtol=0, atol=1e-15)
+
+
+def test_gradcheck_rodas5_steps():
+    """rodas5 backprop differentiates its steps exactly, the Jacobian's own derivative (second derivatives of
+    func, through a Jacobian built with create_graph) included: gradcheck on a fixed step sequence."""
+    from pyode._solvers.fixed_grid import FixedGridLoop
+    from pyode._solvers.implicit_rosenbrock import RosenbrockStepper
+    from pyode._solvers.implicit_tableaux import RODAS5
+    from pyode._solvers.problem import build_problem, integrate
+
+    def solve(y0, a):
+        problem = build_problem(make_rhs(a), y0, T, method="implicit_euler")
+        stepper = RosenbrockStepper(RODAS5, problem.fn, problem.loop.stepper.kern, 1.0, rtol=1e-6, atol=1e-9)
+        grid = [0.05 * k for k in range(9)]
+        problem.loop = FixedGridLoop(stepper, grid, problem.stats, 1.0)
+        return integrate(problem, y0)
+
+    assert torch.autograd.gradcheck(solve, _inputs())

@@ -191,8 +191,11 @@ class RosenbrockTableau:
     adaptive = True
 
 
-# RODAS5 (Di Marzo 1993) as in diffrax's rodas5.py / Hairer's RODAS coefficients. Rows 5-7 of a are the same
-# (a stiffly accurate method: the last two stages are at y1 itself); m_err = m - m_hat picks the last stage.
+# RODAS5 (Di Marzo 1993): the coefficients of diffrax's rodas5.py and OrdinaryDiffEq's Rodas5 tableau. Stiffly
+# accurate in the transformed form: rows 5-7 of a extend one another, the stage inputs of stages 6-8 are the
+# embedded solution's partial sums, and y1 = y0 + Σ a_8j u_j + u_8 (OrdinaryDiffEq's b = [a_8., 1]); the embedded
+# 4th-order solution omits u_8, so the error estimate is u_8. (diffrax's m_sol ends in 0 — that is the embedded
+# solution, of order 4, as the convergence test shows.)
 _RA = [-14.09640773051259, 6.925207756232704, -41.47510893210728, 2.343771018586405, 24.13215229196062]
 RODAS5 = RosenbrockTableau(
     name="rodas5", gamma=0.19,
@@ -211,8 +214,8 @@ RODAS5 = RosenbrockTableau(
         -6.551835421242162),
        (42.57076742291101, -13.80770672017997, 93.98938432427124, 18.77919633714503, -31.58359187223370,
         -6.685968952921985, -5.810979938412932)),
-    m=(*_RA, 1.0, 1.0, 0.0),
-    m_err=(0.0,) * 7 + (-1.0,),
+    m=(*_RA, 1.0, 1.0, 1.0),
+    m_err=(0.0,) * 7 + (1.0,),
     order=5,
 )
 

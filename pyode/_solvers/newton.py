@@ -61,17 +61,34 @@ class Jacobian:
             rows = [torch.autograd.grad(out, x, eye[i], retain_graph=i < n - 1)[0] for i in range(n)]
         return torch.stack(rows)
 
-    def _differences(self, t: float, y: Tensor, f: Tensor | None) -> Tensor:
+    def with_graph(self, t: float, y: Tensor) -> Tensor:
+        """(n, n) Jacobian at ``(t, y)`` that autograd can differentiate further (to ``y`` and ``func``'s
+        parameters: second derivatives of ``func``); the forward-difference fallback is differentiable too, but
+        only approximately."""
+        self.evaluations += 1
+        if self.mode == "torch.func":
+            try:
+                with torch.enable_grad():
+                    out = self.fn(t, y)
+                    eye = torch.eye(y.numel(), dtype=y.dtype, device=y.device)
+                    return torch.stack([torch.autograd.grad(out, y, eye[i], create_graph=True)[0]
+                                        for i in range(y.numel())])
+            except (RuntimeError, NotImplementedError, TypeError):
+                self.mode = "differences"
+        return self._differences(t, y, None, keep_graph=True)
+
+    def _differences(self, t: float, y: Tensor, f: Tensor | None, keep_graph: bool = False) -> Tensor:
         # Step sqrt(eps) * max(|y_j|, 1): balances truncation (~δ|f''|) and rounding (~eps|f|/δ) errors.
-        with torch.no_grad():
-            f = self.fn(t, y).detach() if f is None else f.detach()
+        with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
+            f = self.fn(t, y) if f is None else f
             eps = torch.finfo(y.dtype).eps
-            deltas = math.sqrt(eps) * torch.clamp(y.abs(), min=1.0)
+            deltas = math.sqrt(eps) * torch.clamp(y.detach().abs(), min=1.0)
             cols = []
             for j in range(y.numel()):
-                yj = y.clone()
-                yj[j] += deltas[j]
-                cols.append((self.fn(t, yj) - f) / (yj[j] - y[j]))
+                step = torch.zeros_like(y.detach())
+                step[j] = deltas[j]
+                yj = y + step
+                cols.append((self.fn(t, yj) - f) / float(yj[j].detach() - y[j].detach()))
             return torch.stack(cols, dim=1)
 
 
