@@ -165,6 +165,7 @@ class AdaptiveLoop:
                                 f"max_num_steps={self.opts.max_num_steps} exceeded; raise options['max_num_steps'] "
                                 "or loosen rtol/atol (the problem may be stiff)")
         if not h > 4.0 * math.ulp(max(abs(t), 1.0)):  # written so that a NaN h stops here too
+            self._raise_stepper_failure(t)
             if not math.isfinite(step.ratio):
                 hint = zero_scale_hint(self.stepper.atol, self.stepper.rtol, step.y0)
                 raise NonFiniteStateError("non_finite", self.time_sign * t,
@@ -174,9 +175,18 @@ class AdaptiveLoop:
                                          f"step size underflow (h = {h:.3g}); the problem may be stiff or "
                                          "singular here")
 
+    def _raise_stepper_failure(self, t: float) -> None:
+        """A stepper that failed for its own reason (an implicit method's Newton solve) says so at the
+        minimum step, rather than the generic NaN/underflow message."""
+        describe = getattr(self.stepper, "failure_error", None)
+        failure = describe(self.time_sign * t) if describe is not None else None
+        if failure is not None:
+            raise failure
+
     def _check_shrinks(self, t: float, h_step: float, h_next: float, step: StepResult) -> None:
         """A rejected step must be retried smaller; otherwise the same step would be retried forever."""
         if h_next >= h_step:
+            self._raise_stepper_failure(t)
             raise StepSizeUnderflowError(
                 "step_underflow", self.time_sign * t,
                 f"a step of size {h_step:.3g} was rejected (error ratio {step.ratio:.3g}) but the controller "

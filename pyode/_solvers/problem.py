@@ -23,6 +23,9 @@ from pyode._solvers.fixed_grid import (
     make_grid,
 )
 from pyode._solvers.flat_func import FlatFunc
+from pyode._solvers.implicit_step import ImplicitStepper
+from pyode._solvers.implicit_rosenbrock import RosenbrockStepper
+from pyode._solvers.implicit_tableaux import IMPLICIT_TABLEAUX, ROSENBROCK_TABLEAUX
 from pyode._solvers.norms import NormKernels, StructuredNorm, rms_norm
 from pyode._solvers.per_sample import PerSampleLoop
 from pyode._solvers.rk_step import RKStepper
@@ -33,8 +36,14 @@ from pyode.solution import SolverStats
 
 ADAMS_METHODS = {"explicit_adams": False, "implicit_adams": True, "fixed_adams": True}  # name: implicit
 FIXED_RK_METHODS = tuple(name for name, tab in TABLEAUX.items() if not tab.adaptive)
-ADAPTIVE_METHODS = tuple(name for name, tab in TABLEAUX.items() if tab.adaptive)
-METHODS = ADAPTIVE_METHODS + FIXED_RK_METHODS + tuple(ADAMS_METHODS) + ("alf", "scipy_solver")
+# Implicit (stiff) methods: torchdiffeq's fixed-grid set and the adaptive ESDIRK pairs (a stepper kind of the
+# same loops, see pyode._solvers.implicit_step).
+IMPLICIT_FIXED_METHODS = tuple(name for name, tab in IMPLICIT_TABLEAUX.items() if not tab.adaptive)
+IMPLICIT_ADAPTIVE_METHODS = (tuple(name for name, tab in IMPLICIT_TABLEAUX.items() if tab.adaptive)
+                             + tuple(ROSENBROCK_TABLEAUX))
+ADAPTIVE_METHODS = tuple(name for name, tab in TABLEAUX.items() if tab.adaptive) + IMPLICIT_ADAPTIVE_METHODS
+METHODS = (ADAPTIVE_METHODS + FIXED_RK_METHODS + tuple(ADAMS_METHODS) + ("alf", "scipy_solver")
+           + IMPLICIT_FIXED_METHODS)
 _NORMS = ("rms", "mixed")
 
 
@@ -89,7 +98,9 @@ def _structured_norm(fn: FlatFunc, norm) -> StructuredNorm | None:
 
 
 def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, norm_segments):
-    opts, _ = check.parse_options(options, AdaptiveOptions, method, extra=("norm", "dtype"))
+    implicit = method in IMPLICIT_ADAPTIVE_METHODS
+    opts, extra = check.parse_options(options, AdaptiveOptions, method,
+                                      extra=("norm", "dtype", "max_iters") if implicit else ("norm", "dtype"))
     check.adaptive_options(opts, sign)
     if opts.interp not in ("auto", "quartic", "cubic", "linear", "restep"):
         raise ValueError(f"options['interp'] must be auto, quartic, cubic, linear or restep, got {opts.interp!r}")
@@ -104,7 +115,10 @@ def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, 
     elif norm_segments is not None or (norm == "mixed" and len(offsets) > 2):
         segments = Segments(offsets)
         norm_segments = segments.count if norm_segments is None else norm_segments
-    stepper = RKStepper(TABLEAUX[method], fn, kern, rtol, atol, segments, norm_segments, interp=opts.interp)
+    if implicit:
+        stepper = _implicit_stepper(method, fn, kern, sign, rtol, atol, segments, norm_segments, opts, extra)
+    else:
+        stepper = RKStepper(TABLEAUX[method], fn, kern, rtol, atol, segments, norm_segments, interp=opts.interp)
     if opts.per_sample:
         if opts.step_t or opts.jump_t or opts.interp == "restep":
             raise ValueError("options['per_sample'] does not combine with step_t, jump_t or interp='restep'")
@@ -113,6 +127,27 @@ def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, 
                              "y0 (each row's norm is the RMS of its real entries)")
         return PerSampleLoop(stepper, opts, stats, sign)
     return AdaptiveLoop(stepper, opts, stats, sign)
+
+
+def _implicit_stepper(method, fn, kern, sign, rtol, atol, segments, norm_segments, opts, extra):
+    """The stepper of an adaptive implicit method: ESDIRK (Newton) or Rosenbrock (linearly implicit)."""
+    if opts.per_sample:
+        raise ValueError(f"options['per_sample'] is not supported by the implicit method {method!r}; "
+                         "leave it unset (one step size for the whole batch)")
+    if method in ROSENBROCK_TABLEAUX:
+        if extra.get("max_iters") is not None:
+            raise ValueError(f"{method} solves no nonlinear equations: options['max_iters'] does not apply; remove it")
+        if opts.interp not in ("auto", "cubic"):
+            raise ValueError(f"options['interp'] must be 'auto' or 'cubic' for {method}, got {opts.interp!r}")
+        return RosenbrockStepper(ROSENBROCK_TABLEAUX[method], fn, kern, sign, rtol, atol, segments, norm_segments)
+    return ImplicitStepper(IMPLICIT_TABLEAUX[method], fn, kern, sign, rtol, atol, segments, norm_segments,
+                           interp=opts.interp, max_iters=_max_iters(extra.get("max_iters")))
+
+
+def _max_iters(value) -> int | None:
+    """``options['max_iters']`` of an implicit method: Newton iterations per stage solve (None: the default,
+    100 on a fixed grid as torchdiffeq, 10 for adaptive methods, which shrink the step instead)."""
+    return None if value is None else check.positive_int("max_iters", value)
 
 
 def _fixed_grid(opts, func, y0, t, t_out, sign) -> list[float]:
@@ -147,7 +182,11 @@ def _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, user)
                          max_iters=check.positive_int("max_iters", opts.max_iters), rtol=rtol, atol=atol,
                          perturb=opts.perturb)
     else:
-        stepper = RKStepper(TABLEAUX[method], fn, kern, interp=opts.interp)
+        if method in IMPLICIT_TABLEAUX:
+            stepper = ImplicitStepper(IMPLICIT_TABLEAUX[method], fn, kern, sign, interp=opts.interp,
+                                      max_iters=_max_iters((options or {}).get("max_iters")))
+        else:
+            stepper = RKStepper(TABLEAUX[method], fn, kern, interp=opts.interp)
         loop = FixedGridLoop(stepper, grid, stats, sign, perturb=opts.perturb)
     loop.step_size, loop.max_num_steps = opts.step_size, opts.max_num_steps  # for the event search
     return loop
