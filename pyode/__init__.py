@@ -2,6 +2,7 @@
 
 from pyode._kernels import backend_info
 from pyode._kernels import library as _library  # noqa: F401  (registers torch.ops.pyode.lincomb, ~2 ms)
+from pyode._solvers.perturb import Perturb
 from pyode._solvers.scratch import empty_cache
 from pyode.errors import (
                           BackendUnavailableError,
@@ -21,6 +22,7 @@ __all__ = [
                           "MaxStepsError",
                           "NonFiniteStateError",
                           "ODESolverError",
+                          "Perturb",
                           "PyodeError",
                           "Solution",
                           "SolverStats",
