@@ -227,6 +227,20 @@ def test_njit_objective_calls_the_solver():
     assert rc == 0 and stats[0, 0] == 0 and stats[0, 3] == ref.n_accepted[0]
     assert value == (ref.ys[:, 0] ** 2).sum()
 
+    fall_addr, height_addr = pn.compile_rhs(fall, 2, 1).address, pn.compile_event(height, 2, 1).address
+    packed_ev = pack("dopri5", rtol=1e-7, atol=1e-9)
+    drops = np.array([[1.0, 0.0], [5.0, 0.0]])
+
+    @numba.njit
+    def landing_times(g):
+        ys = np.empty((2, 2, 2))
+        stats = np.empty((2, 6))
+        solve_into(packed_ev, fall_addr, drops, g, np.array([0.0, 10.0]), ys, stats, height_addr)
+        return stats[:, 2]
+
+    ref_ev = pn.solve(fall, drops, np.array([0.0, 10.0]), np.array([9.81]), event=height, rtol=1e-7, atol=1e-9)
+    np.testing.assert_array_equal(landing_times(np.array([9.81])), ref_ev.event_t)
+
 
 def test_torch_api_and_types():
     rhs = pn.rhs(oscillator, params=torch.tensor(P))

@@ -56,17 +56,18 @@ def _make_solve_into():
     import numba
 
     @numba.njit(nogil=True)
-    def solve_into(packed, rhs, y0, params, t, ys, stats):
+    def solve_into(packed, rhs, y0, params, t, ys, stats, event=0):
         """Solves into ``ys`` (T, M, n) and ``stats`` (M, 6): status, t_reached, event_t, n_accepted,
-        n_rejected, n_feval. y0: (M, n) or (n,); params: (M, k), (k,) or empty. Returns the C return code
-        (0: ok; negative: invalid arguments)."""
+        n_rejected, n_feval. y0: (M, n); params: (M, k), (k,) or empty; rhs, event: addresses of compiled
+        functions (``compile_rhs(...).address``, ``compile_event(...).address``; event 0: none). Returns the C
+        return code (0: ok; negative: invalid arguments)."""
         M = ys.shape[1]
         n = ys.shape[2]
         k = params.shape[params.ndim - 1] if params.size > 0 else 0
         stride = k if params.ndim == 2 else 0
         y0c = np.ascontiguousarray(y0)
         pc = np.ascontiguousarray(params) if params.size > 0 else np.zeros(1)
-        return solve_packed(ffi.from_buffer(packed), packed.size, rhs, 0, M, n, k, stride,
+        return solve_packed(ffi.from_buffer(packed), packed.size, rhs, event, M, n, k, stride,
                             ffi.from_buffer(y0c), y0c.size, ffi.from_buffer(pc), pc.size,
                             ffi.from_buffer(t), t.size, ffi.from_buffer(ys), ys.size,
                             ffi.from_buffer(stats), stats.size)
