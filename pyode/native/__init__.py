@@ -1,9 +1,16 @@
-"""Native whole solves: a compiled right-hand side (numba ``cfunc`` or a cffi pointer) runs through pyode's
-C++ integration loop (``csrc/include/pyode/core``), one trajectory or an ensemble on threads.
+"""Native whole solves: a compiled right-hand side runs through pyode's C++ integration loop
+(``csrc/include/pyode/core``, a header-only loop over R independent rows), one trajectory or an ensemble on
+threads, with the GIL released and without calling Python.
 
-- :func:`solve`: from Python (NumPy or CPU torch in, the same out).
-- :mod:`pyode.native.nopython`: the C entry point for numba's ``@njit`` code (via cffi).
-- :func:`rhs`: marks a numba-compilable function so :func:`pyode.odeint` / :func:`pyode.solve` run it natively.
+- :func:`solve`: ``rhs(t, y, dy, p)`` in numba's nopython subset (compiled once with ``numba.cfunc``), a
+  numba cfunc or a cffi function pointer; NumPy or CPU torch in, the same kind out. Every explicit method
+  of pyode, its PID controller, initial step and dense output (the same steps as ``pyode.solve``), terminal
+  events, step_t/jump_t, per-trajectory status; ``device="cuda"`` runs a numba CUDA ensemble.
+- :mod:`pyode.native.nopython`: the C entry point for ``@numba.njit`` code (through cffi).
+- :mod:`pyode.native.distributed`: ensembles in chunks over a Dask cluster.
+- :func:`rhs`: marks a function so that :func:`pyode.odeint` / :func:`pyode.solve` run it natively (no autograd).
+
+The C ABI is ``csrc/include/pyode/pyode_native.h`` (library ``libpyode_native.so``, next to the package).
 """
 
 from pyode.native._compile import NativeFunction, compile_event, compile_rhs
