@@ -375,3 +375,15 @@ def test_no_params_njit_rhs_and_torch_ensembles():
     exact = np.stack([np.cos(t), np.sin(t)], axis=1)  # the first row: (cos t, sin t)
     np.testing.assert_allclose(sol.ys[:, 0].numpy(), exact, atol=1e-8)
     np.testing.assert_allclose(sol.ys[:, 1].numpy(), 2 * np.stack([-np.sin(t), np.cos(t)], axis=1), atol=1e-8)
+
+
+def test_typed_entry_refuses_a_foreign_options_struct():
+    from pyode.native import _solve
+
+    ffi, _ = pn._lib.load()
+    prob = pn._arrays.Problem.build(np.array([1.0, 0.0]), np.array(T_OUT), P)
+    opts, _threads = _solve._parse_options("dopri5", None, 1.0)
+    o = _solve._options_struct(ffi, "dopri5", opts, 1e-7, 1e-9, 1, 1.0, [])
+    o.struct_size = 8  # a caller compiled against another layout
+    with pytest.raises(ValueError, match="struct_size"):
+        _solve._run(pn._methods.method_data("dopri5", "auto"), o, pn.compile_rhs(oscillator, 2, 2), None, prob)
