@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -107,6 +108,14 @@ def _warn_unused_callbacks(func, method: str | None, adjoint_cfg) -> None:
         warn_unsupported(func, adjoint_cfg.method, _callbacks_called_by(adjoint_cfg.method), ADJOINT_SUFFIX)
 
 
+def _warn_params_left_out(func, given, params, adjoint_cfg) -> None:
+    """As torchdiffeq: a callable adjoint norm receives only the parameters that require grad; say so when
+    some were left out."""
+    if callable(adjoint_cfg.norm) and len(params) < len(tuple(func.parameters()) if given is None else given):
+        warnings.warn("an adjoint parameter does not require grad: it is left out of the adjoint pass, and of the "
+                      "tuple adjoint_options['norm'] receives", UserWarning, stacklevel=4)
+
+
 def _event_solution(problem: Problem, event_fn, gradient, params, adjoint_cfg, build) -> Solution:
     """Solves until the event. The state there carries gradients to ``y0``, ``t0`` and the parameters
     through the chosen mode; the event time carries them by the implicit function theorem."""
@@ -161,11 +170,13 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
         raise ValueError("gradient='reversible' integrates on a fixed asynchronous-leapfrog grid, which does not "
                          "locate events; use event_fn with gradient='adjoint', 'checkpoint' or 'backprop'")
     _check_adjoint_args(adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method)
+    adjoint_params = None if adjoint_params is None else tuple(adjoint_params)  # a generator is read once
     params = () if gradient == "backprop" else resolve_params(func, adjoint_params, gradient)
     adjoint_cfg = None
     if gradient == "adjoint":
         adjoint_cfg = make_config(rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
                                   adjoint_options)
+        _warn_params_left_out(func, adjoint_params, params, adjoint_cfg)
     _warn_unused_callbacks(func, method, adjoint_cfg)
 
     def build(times):

@@ -184,3 +184,20 @@ def test_adjoint_norm_must_be_known_or_callable():
     with pytest.raises(ValueError, match=r"adjoint_options\['norm'\] must be one of .* or a callable"):
         pyode.odeint_adjoint(Counted(0), torch.ones(1, 4, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64),
                              adjoint_options={"norm": "max"})
+
+
+def test_callable_adjoint_norm_warns_when_a_parameter_is_left_out():
+    """As torchdiffeq: a frozen parameter is not integrated, so the callable norm does not receive it."""
+    func = Counted(0)
+    func.net[0].bias.requires_grad_(False)
+    seen = []
+
+    def norm(args):
+        seen.append(len(args))
+        return max(a.abs().max() for a in args)
+
+    with pytest.warns(UserWarning, match="adjoint parameter does not require grad"):
+        ys = pyode.odeint_adjoint(func, torch.ones(2, 4, dtype=F64, requires_grad=True),
+                                  torch.tensor([0.0, 1.0], dtype=F64), adjoint_options={"norm": norm})
+    ys.sum().backward()
+    assert set(seen) == {3 + 3}  # t, y, adj_y and the three parameters that require grad

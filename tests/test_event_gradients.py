@@ -156,7 +156,7 @@ def test_chained_events_match_the_closed_form(mode):
             torch.testing.assert_close(g, w, rtol=1e-7, atol=1e-8, msg=lambda m, name=name: f"{mode} d/d{name}: {m}")
 
 
-@pytest.mark.parametrize("mode", ["backprop", "adjoint", "checkpoint"])
+@pytest.mark.parametrize("mode", ["backprop", "adjoint"])  # checkpoint: the closed-form chain test
 def test_chained_events_gradcheck_with_drag(mode):
     """A nonlinear force (quadratic drag, a parameter): two bounces against finite differences."""
     t0, pos, vel, gravity, absorption, radius = _ball_inputs()
