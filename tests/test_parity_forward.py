@@ -351,6 +351,20 @@ def test_perturb_never_evaluates_func_at_a_grid_point(method, t_dtype):
         assert float(plain[-1]) == pytest.approx(h * sum(range(n)), abs=1e-12)
 
 
+def test_perturb_with_cubic_interpolation_takes_f1_from_the_left():
+    """interp='cubic' needs f(t1) of each step (non-FSAL rk4): with perturb it comes from the step's own
+    piece too, so no call lands on a grid point; f is constant on each step, so the outputs between grid
+    points are exact: y(t) = y(t_k) + (k + 1)(t - t_k)."""
+    h = 0.125
+    f = Staircase(h)
+    t = torch.tensor([0.0, 0.0625, 0.3125, 1.0], dtype=F64)
+    ys = pyode.odeint(f, torch.zeros(1, dtype=F64), t, method="rk4",
+                      options={"step_size": h, "perturb": True, "interp": "cubic"})
+    assert not {k * h for k in range(9)} & set(f.times)
+    torch.testing.assert_close(ys[:, 0], torch.tensor([0.0, 0.0625, 0.125 + 2 * 0.125 + 3 * 0.0625, 4.5],
+                                                      dtype=F64), rtol=0, atol=1e-12)
+
+
 def test_func_with_a_perturb_keyword_is_told_the_side():
     calls = []
 

@@ -120,11 +120,19 @@ class FixedGridLoop:
         check_finite(step.y1, t1, self.time_sign)
         return step
 
+    def _end_derivative_from_left(self, step: StepResult, t1: float) -> None:
+        """With perturb, an interpolant that needs ``f(t1)`` (cubic, non-FSAL) takes it one ulp before ``t1``,
+        from the step's own piece (torchdiffeq evaluates it at ``t1`` itself)."""
+        if self.perturb and step.f1 is None and getattr(self.stepper, "needs_f1", False):
+            step.f1 = self.stepper.fn(self.stepper.fn.nudge(t1, -1.0), step.y1)
+
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
         outputs, i = [y0.unsqueeze(0)], 1
         y = y0
         for t0, t1 in itertools.pairwise(self.grid):
             step = self.step(t0, t1, y)
+            if (i < len(t_out) and t_out[i] < t1) or self.step_log is not None:  # the interpolant will be used
+                self._end_derivative_from_left(step, t1)
             blocks, j = step_outputs(self.stepper, step, t1, t_out, i)
             outputs.extend(blocks)
             if self.recorder is not None:
@@ -145,6 +153,7 @@ class FixedGridLoop:
         for k in range(self.max_num_steps):
             step = self.step(t0 + k * h, t0 + (k + 1) * h, y)
             if events.crossed(self.stepper, step):
+                self._end_derivative_from_left(step, step.t0 + h)
                 return events.locate(self.stepper, step)
             y = step.y1
         raise MaxStepsError("max_num_steps", self.time_sign * (t0 + self.max_num_steps * h),
@@ -245,6 +254,7 @@ class AdamsLoop:
         return outputs
 
     until_event = FixedGridLoop.until_event
+    _end_derivative_from_left = FixedGridLoop._end_derivative_from_left  # linear: needs no f(t1)
 
 
 def _converged(dy_old: Tensor, dy: Tensor, rtol: float, atol: float) -> bool:
