@@ -63,6 +63,9 @@ class ImplicitStepper:
         self.matrix = NewtonMatrix(time_sign)
         self._J, self._jac_id, self._jac_at, self._stale = None, 0, None, True
         self.failure: ImplicitSolveError | None = None
+        # Filter the error estimate of a singly diagonally implicit pair (one γ: its LU is at hand).
+        self.filter_error = (self.adaptive and tableau.diagonal
+                             and len({row[i] for i, row in enumerate(tableau.a) if row[i] != 0.0}) == 1)
         self._a_inv = None if tableau.diagonal else torch.linalg.inv(torch.tensor(tableau.a, dtype=torch.float64))
         self._norm = getattr(kern, "scaled_norm", reference.scaled_norm)
         # The step's terms are its stages, led by f0 where the first stage is not f0 itself (all but ESDIRKs),
@@ -116,7 +119,13 @@ class ImplicitStepper:
                 residual = base + hg * fn(t_i, y) - y
                 return torch.linalg.lu_solve(lu, pivots, residual.unsqueeze(-1)).squeeze(-1)
 
-            y_stage = self.newton.iterate(update, base + hg * (ks[-1] if ks else f0), norm)
+            # Newton's starting point: the stage derivative predicted from the previous ones (the tableau's
+            # extrapolation weights, else the last one), so the first iterate is already O(h) close.
+            if tab.predictor is not None:
+                k_guess = self.kern.lincomb_row(None, ks, list(tab.predictor[i]))
+            else:
+                k_guess = ks[-1] if ks else f0
+            y_stage = self.newton.iterate(update, base + hg * k_guess, norm)
             if y_stage is None:
                 return None
             ks.append((y_stage - base) / hg)  # = f(t_i, Y_i) at convergence, without amplifying Newton's error by J
@@ -184,12 +193,32 @@ class ImplicitStepper:
                                                                for i in range(tab.num_stages)], ks)
         if self._lead_f0:
             ks = [f0, *ks]
-        e = None if self._b_err is None else [h * x for x in self._b_err]
-        y1, norm, seg = self.kern.rk_finish(y0, None, ks, [h * x for x in self._b], e, self.atol, self.rtol,
-                                            self.segments if e is not None else None)
+        b = [h * x for x in self._b]
+        if self._b_err is None:
+            y1, norm, seg = self.kern.rk_finish(y0, None, ks, b, None, self.atol, self.rtol, None)
+        elif self.filter_error:
+            y1, norm, seg = self._finish_filtered(t0, y0, ks, b, h)
+        else:
+            y1, norm, seg = self.kern.rk_finish(y0, None, ks, b, [h * x for x in self._b_err], self.atol, self.rtol,
+                                                self.segments)
         if self.norm_segments is not None and seg is not None:
             norm = float(seg[:self.norm_segments].max())
         return StepResult(t0, h, y0, y1, ks, norm, seg)
+
+    def _finish_filtered(self, t0: float, y0: Tensor, ks: list, b: list, h: float):
+        """y1 and the error ratio of ``(I - hγJ)⁻¹ err`` (Hairer & Wanner IV.8, eq. 8.20; Shampine's filter):
+        the raw embedded difference overestimates the error of stiff components, whose exact local error the
+        L-stable stages damp, and would reject good steps; the filtered one tends to 0 for them and to ``err``
+        for non-stiff components. Reuses the stages' LU (the same hγ)."""
+        gamma = self.tableau.a[-1][-1]
+        y1, _, _ = self.kern.rk_finish(y0, None, ks, b, None, self.atol, self.rtol, None)
+        with torch.no_grad():
+            err = self.kern.lincomb_row(None, [k.detach() for k in ks], [h * x for x in self._b_err])
+            lu, pivots = self.matrix.get(self._J, self._jac_id, h, gamma, t0)
+            err = torch.linalg.lu_solve(lu, pivots, err.unsqueeze(-1)).squeeze(-1)
+            _, norm, seg = self.kern.rk_finish(y0.detach(), y1.detach(), [err], None, [1.0], self.atol, self.rtol,
+                                               self.segments)
+        return y1, norm, seg
 
     def _failed(self, t0: float, y0: Tensor, f0: Tensor, h: float) -> StepResult:
         where = "at the minimum step size" if self.adaptive else f"with step_size={h:.3g}"

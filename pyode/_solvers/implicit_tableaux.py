@@ -36,6 +36,8 @@ class ImplicitTableau:
     Attributes:
         name: registry key; c: (s,) nodes; a: (s, s) full matrix; b: (s,) weights; order: of ``b``.
         b_err: (s,) ``b - b_hat`` of an embedded pair (sums to 0), or None for fixed-grid methods.
+        predictor: for DIRKs, optional rows ``α_i`` (row i has i entries): ``Σ_j α_ij k_j`` predicts ``k_i``
+            from the earlier stages (extrapolation), the starting point of stage i's Newton iteration.
         adaptive: derived: ``b_err is not None``.
         diagonal: derived: ``a`` is lower triangular (DIRK: the stages are solved one at a time).
         stiffly_accurate: derived: ``b`` equals the last row of ``a`` and ``c_s = 1``, so ``y1`` is the last stage
@@ -48,6 +50,7 @@ class ImplicitTableau:
     b: tuple
     order: int
     b_err: tuple | None = None
+    predictor: tuple | None = None
 
     def __post_init__(self) -> None:
         s = len(self.c)
@@ -65,6 +68,11 @@ class ImplicitTableau:
             raise ValueError(f"implicit tableau {self.name!r}: b sums to {sum(self.b)!r}, not 1")
         if self.b_err is not None and (len(self.b_err) != s or abs(sum(self.b_err)) > _TOL):
             raise ValueError(f"implicit tableau {self.name!r}: b_err must have {s} entries summing to 0")
+        if self.predictor is not None:
+            object.__setattr__(self, "predictor", tuple(_floats(row, f"predictor[{i}]", self.name)
+                                                        for i, row in enumerate(self.predictor)))
+            if len(self.predictor) != s or any(len(row) != i for i, row in enumerate(self.predictor)):
+                raise ValueError(f"implicit tableau {self.name!r}: predictor row i must have i entries")
 
     @property
     def num_stages(self) -> int:
@@ -133,8 +141,10 @@ def _kvaerno3() -> ImplicitTableau:
     a41, a42, a43 = (6 * g - 1) / (12 * g), -1 / ((24 * g - 12) * g), (-6 * g * g + 6 * g - 1) / (6 * g - 3)
     a = [[0, 0, 0, 0], [g, g, 0, 0], [a31, a32, g, 0], [a41, a42, a43, g]]
     b = a[3]
+    theta = 1 / (2 * g)  # diffrax's predictors: constant, then linear extrapolation, then the embedded row
+    predictor = [[], [1.0], [1.0 - theta, theta], [a31, a32, g]]
     return ImplicitTableau("kvaerno3", [0.0, 2 * g, 1.0, 1.0], a, b, order=3,
-                           b_err=[x - y for x, y in zip(b, a[2])])
+                           b_err=[x - y for x, y in zip(b, a[2])], predictor=predictor)
 
 
 def _kvaerno5() -> ImplicitTableau:
@@ -152,7 +162,14 @@ def _kvaerno5() -> ImplicitTableau:
     a = [row + ([g] if i else [0.0]) + [0.0] * (6 - i) for i, row in enumerate(rows)]
     c = [sum(row) for row in a]  # diffrax lists c to 16 digits; the row sums are those same values
     b = a[6]
-    return ImplicitTableau("kvaerno5", c, a, b, order=5, b_err=[x - y for x, y in zip(b, a[5])])
+    # diffrax's predictors (from OrdinaryDiffEq's Kvaerno5 tableau, with α21 = 1 instead of its 0).
+    predictor = [[], [1.0], [-1.366025403784441, 2.3660254037844357],
+                 [-0.19650552613122207, 0.8113579546496623, 0.38514757148155954],
+                 [0.10375304369958693, 0.937994698066431, -0.04174774176601781, 0.0],
+                 [-0.17281112873898072, 0.6235784481025847, 0.5492326806363959, 0.0, 0.0],
+                 a[5][:6]]
+    return ImplicitTableau("kvaerno5", c, a, b, order=5, b_err=[x - y for x, y in zip(b, a[5])],
+                           predictor=predictor)
 
 
 KVAERNO3 = _kvaerno3()
