@@ -341,6 +341,7 @@ def test_ctrl_c_interrupts_a_long_ensemble():
     import subprocess
     import sys
     import textwrap
+    import time
 
     script = textwrap.dedent("""
         import sys, numpy as np, pyode.native as pn
@@ -348,8 +349,8 @@ def test_ctrl_c_interrupts_a_long_ensemble():
             dy[0] = y[1]
             dy[1] = -p[0] * y[0]
         pn.solve(f, np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.ones(1))  # compile first
-        print("started", flush=True)
         try:
+            print("started", flush=True)
             pn.solve(f, np.array([1.0, 0.0]), np.array([0.0, 1e5]), np.ones((200, 1)), rtol=1e-12, atol=1e-14)
             print("finished")
         except KeyboardInterrupt:
@@ -357,6 +358,7 @@ def test_ctrl_c_interrupts_a_long_ensemble():
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "started"
+    time.sleep(0.5)  # let it enter the C call (the solve would run for hours)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert out.strip() == "interrupted"

@@ -68,7 +68,7 @@ struct FnPtrEvent {
 Method check_method(const pyode_method* pm) {
   require(pm != nullptr, "method is NULL");
   const int s = pm->num_stages;
-  require(s >= 1 && s <= 64, "method.num_stages must be 1..64");
+  require(s >= 1 && s <= pyode::core::kMaxStages, "method.num_stages must be 1..64");
   require(pm->order >= 1, "method.order must be >= 1");
   require(pm->c && pm->a && pm->b, "method.c, a and b must not be NULL");
   require(pm->interp_restep || (pm->interp_degree >= 1 && pm->interp_P != nullptr),

@@ -16,14 +16,23 @@ inline void dense_weights(const Method& m, double theta, double h, double* w) {
   }
 }
 
-// out = y0 + Σ_j w_j K_j over the terms K (num_terms arrays of n, contiguous with stride n).
+// out = y0 + Σ_j w_j K_j over the terms K (num_terms arrays of n, contiguous with stride n), summed per
+// element in increasing j from y0, as pyode's lincomb kernels. Zero weights are skipped (exact: adding
+// 0 * finite changes nothing, and unused f1 terms may be unset); per element, so a small state keeps its
+// running sum in a register.
 inline void combine(const double* y0, const double* K, const double* w, int terms, int n, double* out) {
-  for (int i = 0; i < n; ++i) out[i] = y0[i];
-  for (int j = 0; j < terms; ++j) {
-    const double wj = w[j];
-    if (wj == 0.0) continue;  // exact: adding 0 * finite changes nothing (and skips unused f1 terms)
-    const double* k = K + static_cast<long>(j) * n;
-    for (int i = 0; i < n; ++i) out[i] += wj * k[i];
+  int idx[kMaxTerms];
+  double wt[kMaxTerms];
+  int nz = 0;
+  for (int j = 0; j < terms && j < kMaxTerms; ++j)  // terms <= kMaxTerms: checked at the entry points
+    if (w[j] != 0.0) {
+      idx[nz] = j;
+      wt[nz++] = w[j];
+    }
+  for (int i = 0; i < n; ++i) {
+    double acc = y0[i];
+    for (int q = 0; q < nz; ++q) acc += wt[q] * K[static_cast<long>(idx[q]) * n + i];
+    out[i] = acc;
   }
 }
 

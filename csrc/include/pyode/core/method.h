@@ -7,6 +7,9 @@
 
 namespace pyode::core {
 
+constexpr int kMaxStages = 64;
+constexpr int kMaxTerms = kMaxStages + 1;  // the stages and f1
+
 // View of a method; it does not own the arrays (the caller keeps them alive for the solve).
 struct Method {
   int s = 0;                      // stages

@@ -136,14 +136,12 @@ class RowSolver {
       combine(y0, K, ws_.w.data(), s, n_, y1);
     }
     if (!m_.adaptive()) return 0.0;
-    for (int j = 0; j < s; ++j) ws_.w[j] = h * m_.b_err[j];
+    // err = Σ_j (h b_err_j) K_j per element (from 0, increasing j, zero weights skipped as in combine).
+    const double zero = 0.0;
     double* err = ws_.probe.data();
-    for (int i = 0; i < n_; ++i) err[i] = 0.0;
-    for (int j = 0; j < s; ++j) {
-      const double wj = ws_.w[j];
-      const double* kj = k(K, j);
-      for (int i = 0; i < n_; ++i) err[i] += wj * kj[i];
-    }
+    for (int j = 0; j < s; ++j) ws_.w[j] = h * m_.b_err[j];
+    for (int i = 0; i < n_; ++i) err[i] = zero;
+    combine(err, K, ws_.w.data(), s, n_, err);
     return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
   }
 
