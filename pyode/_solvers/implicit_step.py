@@ -10,8 +10,6 @@ when autograd records, the converged stages get their gradient from the implicit
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -33,6 +31,11 @@ KAPPA = 1e-2
 # stall at rounding level (up to FIXED_STALL of those units) counts as converged.
 FIXED_ULPS = 4.0
 FIXED_STALL = 64.0
+# A failed Newton solve rejects the step with this error ratio per order: the default I controller (safety
+# 0.9) then halves the step, as Hairer & Wanner's codes do, instead of cutting it to dfactor = 0.2 (an infinite
+# ratio), which costs many steps to grow back (measured: 5.1k instead of 9.1k evaluations on Van der Pol
+# mu = 1000 at rtol 1e-4).
+NEWTON_FAILURE_BASE = 0.9 / 0.5
 DEFAULT_MAX_ITERS = {"fixed": 100, "adaptive": 10}  # torchdiffeq's default; diffrax's root_find_max_steps
 
 
@@ -177,8 +180,8 @@ class ImplicitStepper:
 
     # -- the step ------------------------------------------------------------------------------------------
     def attempt(self, t0: float, y0: Tensor, f0: Tensor, h: float, ends_at_jump: bool = False) -> StepResult:
-        """One step of size ``h`` from ``(t0, y0)`` with ``f0 = f(t0, y0)``. A failed Newton solve gives an
-        infinite error ratio (the adaptive loop rejects and shrinks the step; a fixed grid raises)."""
+        """One step of size ``h`` from ``(t0, y0)`` with ``f0 = f(t0, y0)``. A failed Newton solve rejects the
+        step (the adaptive loop halves it, see NEWTON_FAILURE_BASE; a fixed grid raises)."""
         from pyode._gradients.implicit_step import stages_with_gradient
 
         tab = self.tableau
@@ -223,14 +226,14 @@ class ImplicitStepper:
     def _failed(self, t0: float, y0: Tensor, f0: Tensor, h: float) -> StepResult:
         where = "at the minimum step size" if self.adaptive else f"with step_size={h:.3g}"
         hint = ("try float64, a smaller rtol/atol or first_step, options['max_iters'], or another method "
-                "(e.g. radauIIA5 or kvaerno5)" if self.adaptive else
+                "(rodas5 solves no nonlinear equations)" if self.adaptive else
                 "use a smaller step_size, float64, a larger options['max_iters'], or an adaptive stiff method "
                 "(kvaerno5)")
         self.failure = ImplicitSolveError("newton", self.time_sign * t0,
                                           f"{self.tableau.name}: {self.newton.failure} {where}; {hint}")
         if not self.adaptive:
             raise self.failure
-        return StepResult(t0, h, y0, y0, [f0], math.inf)
+        return StepResult(t0, h, y0, y0, [f0], NEWTON_FAILURE_BASE ** self.tableau.order)
 
     def failure_error(self, t_reached: float) -> ImplicitSolveError | None:
         """The error to raise when the loop gives up on a step that failed here (None: it was not Newton)."""

@@ -160,6 +160,13 @@ class NewtonState:
                     self.failure = f"the Newton iteration diverged (contraction rate {theta:.3g} at iteration {k + 1})"
                     return None
                 eta = theta / (1.0 - theta)
+                left = self.max_iters - 1 - k
+                if left > 0 and theta ** left * eta * size > self.kappa and size > self.stall:
+                    # Hairer & Wanner IV.8: at this rate the error left after the remaining iterations still
+                    # exceeds the tolerance; stop now rather than spend them.
+                    self.failure = (f"the Newton iteration would not converge within max_iters={self.max_iters} "
+                                    f"iterations (contraction rate {theta:.3g})")
+                    return None
             if eta * size <= self.kappa or size == 0.0:
                 self.eta_old = eta
                 return z
