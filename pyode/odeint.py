@@ -30,6 +30,7 @@ from pyode._solvers.problem import (
     integrate_until_event,
 )
 from pyode._solvers.tableaux import TABLEAUX
+from pyode._solvers.tolerances import is_per_element
 from pyode._validation import check_tolerance
 from pyode.native._torch import is_native_rhs, native_odeint, native_solve
 from pyode.solution import Solution
@@ -170,6 +171,10 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
         raise ValueError("gradient='reversible' integrates on a fixed asynchronous-leapfrog grid, which does not "
                          "locate events; use event_fn with gradient='adjoint', 'checkpoint' or 'backprop'")
     _check_adjoint_args(adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method)
+    if gradient == "adjoint" and ((adjoint_rtol is None and is_per_element(rtol))
+                                  or (adjoint_atol is None and is_per_element(atol))):
+        raise ValueError("per-component or per-element rtol/atol: the adjoint's backward solve needs float "
+                         "tolerances; pass adjoint_rtol and adjoint_atol")
     adjoint_params = None if adjoint_params is None else tuple(adjoint_params)  # a generator is read once
     params = () if gradient == "backprop" else resolve_params(func, adjoint_params, gradient)
     adjoint_cfg = None

@@ -314,6 +314,63 @@ def test_bad_norms_raise_naming_the_option():
         pyode.odeint(lambda t, y: -y, y0, t, options={"norm": "max"})
 
 
+# ------------------------------------------------------------------------ per-component tolerances
+
+
+def test_per_component_and_per_element_tolerances_match_torchdiffeq():
+    """rtol/atol as a tuple (one per tuple component) or a tensor broadcast over y0: torchdiffeq's error
+    ratio elementwise, so the same steps and (away from t[-1]) the same outputs."""
+    y0 = (torch.tensor([1.0, 0.5], dtype=F64), torch.tensor([2.0], dtype=F64))
+    f = lambda t, y: (torch.stack([y[0][1], -y[0][0]]), -0.5 * y[1] * t)
+    t = torch.linspace(0, 3, 4, dtype=F64)
+    kwargs = {"rtol": (1e-7, 1e-3), "atol": (1e-9, 1e-5)}
+    sol = pyode.solve(f, y0, t, **kwargs)
+    counter = StepCounter(f)
+    ref = torchdiffeq.odeint(counter, y0, t, **kwargs)
+    assert sol.stats.n_steps == counter.steps
+    for a, b in zip(sol.ys, ref):
+        torch.testing.assert_close(a[:-1], b[:-1], rtol=0, atol=1e-12)
+    rates = torch.tensor([1.0, 30.0], dtype=F64)
+    rtol = torch.tensor([1e-8, 1e-3], dtype=F64)
+    sol = pyode.solve(lambda t, y: -rates * y, y0[0], t, rtol=rtol, atol=1e-9)
+    counter = StepCounter(lambda t, y: -rates * y)
+    ref = torchdiffeq.odeint(counter, y0[0], t, rtol=rtol, atol=1e-9)
+    assert sol.stats.n_steps == counter.steps
+    torch.testing.assert_close(sol.ys[:-1], ref[:-1], rtol=0, atol=1e-12)
+
+
+def test_per_component_tolerances_on_fixed_grids_and_scipy():
+    y0 = (torch.tensor([1.0], dtype=F64), torch.tensor([0.0], dtype=F64))
+    f = lambda t, y: (y[1], -y[0])
+    t = torch.linspace(0, 1, 3, dtype=F64)
+    opts = {"step_size": 0.05}
+    ys = pyode.odeint(f, y0, t, method="implicit_adams", rtol=(1e-9, 1e-6), atol=(1e-10, 1e-8), options=opts)
+    ref = torchdiffeq.odeint(f, y0, t, method="implicit_adams", rtol=(1e-9, 1e-6), atol=(1e-10, 1e-8), options=opts)
+    for a, b in zip(ys, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    ys = pyode.odeint(lambda t, y: torch.stack([y[1], -y[0]]), torch.tensor([1.0, 0.0], dtype=F64), t,
+                      method="scipy_solver", rtol=torch.tensor([1e-10, 1e-10], dtype=F64), atol=1e-12,
+                      options={"solver": "DOP853"})
+    torch.testing.assert_close(ys[:, 0], torch.cos(t), rtol=0, atol=1e-8)
+
+
+def test_bad_per_component_tolerances_raise():
+    y0 = (torch.tensor([1.0], dtype=F64), torch.tensor([0.0], dtype=F64))
+    f = lambda t, y: (y[1], -y[0])
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(ValueError, match="rtol has 3 entries but y0 has 2 tuple components"):
+        pyode.odeint(f, y0, t, rtol=(1e-6, 1e-6, 1e-6))
+    with pytest.raises(ValueError, match=r"atol\[1\] must be finite and >= 0"):
+        pyode.odeint(f, y0, t, atol=(1e-6, -1.0))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        pyode.odeint(lambda t, y: -y, torch.ones(3, dtype=F64), t, rtol=torch.tensor([1e-6, 1e-7]))
+    with pytest.raises(ValueError, match="pass adjoint_rtol and adjoint_atol"):
+        pyode.odeint_adjoint(f, y0, t, rtol=(1e-6, 1e-7), adjoint_params=())
+    with pytest.raises(ValueError, match="per_sample"):
+        pyode.odeint(lambda t, y: -y, torch.ones(3, 2, dtype=F64), t, rtol=torch.full((3, 2), 1e-6),
+                     options={"per_sample": True})
+
+
 # ---------------------------------------------------------------------------------------------- perturb
 
 

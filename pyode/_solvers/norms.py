@@ -70,12 +70,20 @@ def pair_magnitude(y: Tensor) -> Tensor:
 class NormKernels:
     """A kernel backend whose error norms come from ``norm`` (a :class:`StructuredNorm`) instead of the
     kernels' flat RMS. ``complex_pairs``: the flat state holds complex numbers as real pairs, so the
-    tolerance scales by complex magnitudes. Has no compiled workspace: steps take the per-call path."""
+    tolerance scales by complex magnitudes. ``tolerances``: per-element rtol/atol (:mod:`tolerances`) that
+    replace the scalar ones. Has no compiled workspace: steps take the per-call path."""
 
-    def __init__(self, base, norm: StructuredNorm, complex_pairs: bool):
+    def __init__(self, base, norm: StructuredNorm, complex_pairs: bool, tolerances=None):
         self.base, self.norm, self.complex_pairs = base, norm, complex_pairs
+        self.tolerances = tolerances
         self.NAME = f"{base.NAME}+norm"
         self.lincomb, self.lincomb_row = base.lincomb, base.lincomb_row
+
+    def _tolerances(self, atol: float, rtol: float):
+        """The per-element tolerances where given, else the scalar ones."""
+        if self.tolerances is None:
+            return atol, rtol
+        return self.tolerances.atol, self.tolerances.rtol
 
     def _magnitude(self, y: Tensor) -> Tensor:
         y = y.detach()
@@ -90,6 +98,7 @@ class NormKernels:
             return y1, 0.0, None
         with torch.no_grad():
             err = self.base.lincomb_row(None, [k.detach() for k in ks], e)
+            atol, rtol = self._tolerances(atol, rtol)
             scale = atol + rtol * torch.maximum(self._magnitude(y0), self._magnitude(y1))
             return y1, self.norm(err.to(scale.dtype) / scale), None
 
@@ -97,5 +106,6 @@ class NormKernels:
         """``norm((a - b) / (atol + rtol * |y|))``, the initial-step heuristic's norm (torchdiffeq's)."""
         with torch.no_grad():
             diff = a.detach() if b is None else a.detach() - b.detach()
+            atol, rtol = self._tolerances(atol, rtol)
             scale = atol + rtol * self._magnitude(y)
             return self.norm(diff.to(scale.dtype) / scale)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from pyode import _validation as check
 from pyode._kernels import Segments, get_backend, reference
-from pyode._solvers import scratch
+from pyode._solvers import scratch, tolerances
 from pyode._solvers.adaptive import AdaptiveLoop, AdaptiveOptions
 from pyode._solvers.events import EventLocator
 from pyode._solvers.fixed_grid import (
@@ -23,8 +23,8 @@ from pyode._solvers.fixed_grid import (
     make_grid,
 )
 from pyode._solvers.flat_func import FlatFunc
-from pyode._solvers.implicit_step import ImplicitStepper
 from pyode._solvers.implicit_rosenbrock import RosenbrockStepper
+from pyode._solvers.implicit_step import ImplicitStepper
 from pyode._solvers.implicit_tableaux import IMPLICIT_TABLEAUX, ROSENBROCK_TABLEAUX
 from pyode._solvers.norms import NormKernels, StructuredNorm, rms_norm
 from pyode._solvers.per_sample import PerSampleLoop
@@ -55,17 +55,18 @@ def _check_method(method: str | None) -> str:
 
 
 def _prepare(func, y0, t, rtol, atol, method, event_fn):
-    """Validates the inputs; returns (states, is_tuple, t, rtol, atol, method)."""
+    """Validates the inputs; returns (states, is_tuple, t, rtol, atol, method, tol_vectors): scalar tolerances
+    (the smallest, for per-element ones) and the per-element vectors or None (:mod:`tolerances`)."""
     check.check_func(func)
     states, is_tuple = check.check_state(y0)
     t = check.check_times(t, states[0].device)
-    rtol, atol = check.check_tolerance("rtol", rtol), check.check_tolerance("atol", atol)
+    rtol, atol, tol_vectors = tolerances.split(rtol, atol, states, is_tuple)
     method = _check_method(method)
-    if method in ADAPTIVE_METHODS and rtol == 0 and atol == 0:
+    if method in ADAPTIVE_METHODS and (tol_vectors.both_zero() if tol_vectors else rtol == 0 and atol == 0):
         raise ValueError("rtol and atol cannot both be 0 for an adaptive method; set atol > 0 (e.g. 1e-9)")
     if event_fn is not None and not callable(event_fn):
         raise TypeError("event_fn must be callable as event_fn(t, y) -> scalar tensor")
-    return states, is_tuple, t, rtol, atol, method
+    return states, is_tuple, t, rtol, atol, method, tol_vectors
 
 
 def _kernel_backend(y: Tensor):
@@ -85,19 +86,20 @@ def _norm_option(options, is_tuple: bool):
     return norm
 
 
-def _structured_norm(fn: FlatFunc, norm) -> StructuredNorm | None:
-    """The Python error norm, where the kernels' flat RMS does not apply: a callable norm, or a complex
-    state (RMS over complex magnitudes, per component for "mixed"). None: the kernels' own norms."""
+def _structured_norm(fn: FlatFunc, norm, tol_vectors=None) -> StructuredNorm | None:
+    """The Python error norm, where the kernels' flat RMS does not apply: a callable norm, a complex state
+    (RMS over complex magnitudes, per component for "mixed"), or per-element tolerances. None: the
+    kernels' own norms."""
     if callable(norm):
         return StructuredNorm(norm, fn.unflatten, fn.is_tuple)
-    if not fn.is_complex:
+    if not (fn.is_complex or tol_vectors is not None):
         return None
     if norm == "rms" and fn.is_tuple:
         return StructuredNorm(lambda ys: rms_norm(torch.cat([y.reshape(-1) for y in ys])), fn.unflatten, True)
     return StructuredNorm(None, fn.unflatten, fn.is_tuple)
 
 
-def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, norm_segments):
+def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, norm_segments, tol_vectors=None):
     implicit = method in IMPLICIT_ADAPTIVE_METHODS
     opts, extra = check.parse_options(options, AdaptiveOptions, method,
                                       extra=("norm", "dtype", "max_iters") if implicit else ("norm", "dtype"))
@@ -108,10 +110,13 @@ def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, 
         raise ValueError("options['on_failure'] must be 'raise' or, with options['per_sample']=True, 'mark' (finish "
                          f"the other rows, report each row's status in sol.stats), got {opts.on_failure!r}")
     norm = _norm_option(options, fn.is_tuple)
-    custom = None if norm_segments is not None else _structured_norm(fn, norm)
+    if tol_vectors is not None and (norm_segments is not None or method in IMPLICIT_ADAPTIVE_METHODS):
+        raise ValueError(f"per-component or per-element rtol/atol are not supported by method {method!r} (nor by "
+                         "the adjoint's backward solve); pass float tolerances")
+    custom = None if norm_segments is not None else _structured_norm(fn, norm, tol_vectors)
     segments = None
     if custom is not None:
-        kern = NormKernels(kern, custom, fn.is_complex)
+        kern = NormKernels(kern, custom, fn.is_complex, tol_vectors)
     elif norm_segments is not None or (norm == "mixed" and len(offsets) > 2):
         segments = Segments(offsets)
         norm_segments = segments.count if norm_segments is None else norm_segments
@@ -123,8 +128,8 @@ def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, 
         if opts.step_t or opts.jump_t or opts.interp == "restep":
             raise ValueError("options['per_sample'] does not combine with step_t, jump_t or interp='restep'")
         if custom is not None:
-            raise ValueError("options['per_sample'] does not combine with a callable options['norm'] or a complex "
-                             "y0 (each row's norm is the RMS of its real entries)")
+            raise ValueError("options['per_sample'] does not combine with a callable options['norm'], a complex y0 "
+                             "or per-element rtol/atol (each row's norm is the RMS of its real entries)")
         return PerSampleLoop(stepper, opts, stats, sign)
     return AdaptiveLoop(stepper, opts, stats, sign)
 
@@ -220,7 +225,7 @@ def build_problem(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=Non
                   norm_segments: int | None = None, stats: SolverStats | None = None) -> Problem:
     """Validates everything and builds the loop. ``norm_segments``: error norm over only the first
     ``norm_segments`` tuple components (the adjoint's seminorm). ``stats``: counters to add to."""
-    states, is_tuple, t, rtol, atol, method = _prepare(func, y0, t, rtol, atol, method, event_fn)
+    states, is_tuple, t, rtol, atol, method, tol_vectors = _prepare(func, y0, t, rtol, atol, method, event_fn)
     t_list = t.detach().double().tolist()
     check.check_time_values(t_list)
     sign = -1.0 if len(t_list) > 1 and t_list[1] < t_list[0] else 1.0
@@ -236,11 +241,13 @@ def build_problem(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=Non
     for size in fn.sizes:
         offsets.append(offsets[-1] + size)
     if method in ADAPTIVE_METHODS:
-        loop = _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, norm_segments)
+        loop = _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, norm_segments, tol_vectors)
     elif method == "scipy_solver":
-        loop = _scipy_loop(fn, options, rtol, atol, stats, sign)
+        tols = (tol_vectors.rtol.cpu().numpy(), tol_vectors.atol.cpu().numpy()) if tol_vectors else (rtol, atol)
+        loop = _scipy_loop(fn, options, *tols, stats, sign)
     else:
-        loop = _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, (func, y0, t))
+        tols = (tol_vectors.rtol, tol_vectors.atol) if tol_vectors else (rtol, atol)  # the Adams corrector's test
+        loop = _fixed_loop(fn, kern, method, options, t_out, sign, stats, *tols, (func, y0, t))
     return Problem(fn, y_flat, t, t_out, sign, loop, stats, method, rtol, atol, offsets)
 
 
