@@ -434,6 +434,13 @@ def test_func_with_a_perturb_keyword_is_told_the_side():
     # rk4 (3/8 rule): 4 stages per step, the first one after t0, the last one before t1.
     assert calls == [Perturb.NEXT, Perturb.NONE, Perturb.NONE, Perturb.PREV] * 2
 
+    def g(t, y, **kwargs):  # a **kwargs is not a perturb keyword (torchdiffeq never passes one)
+        assert not kwargs
+        return -y
+
+    pyode.odeint(g, torch.ones(1, dtype=F64), torch.tensor([0.0, 0.5], dtype=F64), method="rk4",
+                 options={"step_size": 0.25, "perturb": True})
+
 
 @pytest.mark.parametrize("method", ["dopri5", "adaptive_heun", "bosh3"])
 @pytest.mark.parametrize("t_dtype", [F64, torch.float32])

@@ -34,11 +34,11 @@ def nudge(s: float, direction: float, dtype: torch.dtype) -> float:
 
 
 def accepts_perturb(func: Callable) -> bool:
-    """Whether ``func`` can be called with a ``perturb=`` keyword (declared, or a ``**kwargs``)."""
+    """Whether ``func`` declares a ``perturb`` parameter. A ``**kwargs`` does not count: torchdiffeq never
+    passes the keyword, so a func written for it may forward its keywords elsewhere."""
     target = func.forward if isinstance(func, torch.nn.Module) else func
     try:
         params = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):  # builtins and C functions: no signature to read
         return False
-    return any(p.name == "perturb" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-               or p.kind == p.VAR_KEYWORD for p in params)
+    return any(p.name == "perturb" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
