@@ -1,6 +1,7 @@
 // pyode_solve_packed: the method and options unpacked from a flat array of doubles (the layout of
 // pyode/native/nopython.py, pack()), for callers that cannot build C structs (numba's nopython mode).
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -35,7 +36,7 @@ extern "C" int32_t pyode_solve_packed(const double* packed, int64_t packed_len, 
   if (packed == nullptr || packed_len < PYODE_PACKED_HEADER) return fail("packed header too short");
   const double* h = packed;
   if (h[kVersion] != PYODE_NATIVE_ABI || !is_count(h[kStages], 1, 64) || !is_count(h[kDegree], 0, 16) ||
-      !is_count(h[kTerms], 1, 65) || !is_count(h[kMaxNumSteps], 1, 9.0e18) || !is_count(h[kNumThreads], 0, 65536))
+      !is_count(h[kTerms], 1, 65) || !is_count(h[kMaxNumSteps], 1, 1.0e300) || !is_count(h[kNumThreads], 0, 65536))
     return fail("packed header is invalid");
   const int64_t s = static_cast<int64_t>(h[kStages]);
   const int64_t degree = static_cast<int64_t>(h[kDegree]), terms = static_cast<int64_t>(h[kTerms]);
@@ -67,7 +68,8 @@ extern "C" int32_t pyode_solve_packed(const double* packed, int64_t packed_len, 
   o.dcoeff = h[kDcoeff];
   o.min_step = h[kMinStep];
   o.max_step = h[kMaxStep];
-  o.max_num_steps = static_cast<int64_t>(h[kMaxNumSteps]);
+  // 2**63 - 1 rounds up to 2**63 as a double, which int64_t cannot hold: clamp (any such count is "no limit").
+  o.max_num_steps = h[kMaxNumSteps] >= 9.2e18 ? INT64_MAX : static_cast<int64_t>(h[kMaxNumSteps]);
   o.step_size = h[kStepSize];
   o.event_tol = h[kEventTol];
   o.num_threads = static_cast<int32_t>(h[kNumThreads]);
