@@ -26,6 +26,7 @@ from pyode._solvers.problem import (
     METHODS,
     Problem,
     build_problem,
+    combined_event_fn,
     integrate,
     integrate_until_event,
 )
@@ -192,7 +193,7 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
     if event_fn is not None:
         if dense or save_steps or progress:
             raise ValueError("dense, save_steps and progress do not combine with event_fn")
-        return _event_solution(problem, event_fn, gradient, params, adjoint_cfg, build)
+        return _event_solution(problem, combined_event_fn(event_fn, problem), gradient, params, adjoint_cfg, build)
     log = attach_step_log(problem, dense, save_steps, progress)
     try:
         ys = _integrate_with_gradient(problem, gradient, params, adjoint_cfg)

@@ -239,6 +239,20 @@ def test_fixed_grid_event_gradient_and_reverse_time():
     assert abs(float(back_t) + math.sqrt(2.0)) < 2e-5
 
 
+def test_multi_valued_event_fn_stops_at_the_first_sign_change():
+    """torchdiffeq's combine_event_functions: several event values, the first to change sign ends the solve
+    (here the height reaching 0.3 at t = 0.5 + sqrt(1.65)); the gradient flows through the active one."""
+    f = lambda t, y: torch.stack([y[1], -torch.ones_like(y[0])])
+    ev = lambda t, y: torch.stack([y[0] - 0.3, 2.0 - t, y[0] + 5])
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    t0 = torch.tensor(0.0, dtype=F64)
+    event_t, _ = pyode.odeint_event(f, y0, t0, event_fn=ev, atol=1e-10)
+    ref_t, _ = torchdiffeq.odeint_event(f, y0, t0, event_fn=ev, atol=1e-10)
+    assert float(event_t) == pytest.approx(0.5 + math.sqrt(1.65), abs=1e-9)
+    torch.testing.assert_close(torch.autograd.grad(event_t, y0)[0], torch.autograd.grad(ref_t, y0)[0],
+                               rtol=1e-7, atol=1e-9)
+
+
 # ------------------------------------------------------------------------------------------ callable norm
 
 

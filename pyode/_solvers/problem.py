@@ -304,3 +304,18 @@ def integrate_until_event(problem: Problem, event_fn: Callable) -> tuple[float, 
         raise ValueError("no event occurred; check that event_fn changes sign along the solution")
     problem.stats.status, problem.stats.t_reached = "event", problem.sign * events.event_t
     return events.event_t, y_event[0]
+
+def combined_event_fn(event_fn: Callable, problem: Problem) -> Callable:
+    """torchdiffeq's multi-valued events: an ``event_fn`` returning several values stops the solve where the
+    first of them changes sign. Each is multiplied by its sign at ``t0`` (so all start positive) and their
+    minimum is the event function. A one-element ``event_fn`` is returned unchanged."""
+    with torch.no_grad():
+        first = event_fn(problem.t[0].detach(), problem.fn.unflatten(problem.y0.detach()))
+    if not isinstance(first, Tensor) or first.numel() <= 1:
+        return event_fn
+    signs = torch.sign(first.detach())
+
+    def combined(t, y):
+        return torch.min(event_fn(t, y) * signs)
+
+    return combined
