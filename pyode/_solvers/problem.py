@@ -305,6 +305,7 @@ def integrate_until_event(problem: Problem, event_fn: Callable) -> tuple[float, 
     problem.stats.status, problem.stats.t_reached = "event", problem.sign * events.event_t
     return events.event_t, y_event[0]
 
+
 def combined_event_fn(event_fn: Callable, problem: Problem) -> Callable:
     """torchdiffeq's multi-valued events: an ``event_fn`` returning several values stops the solve where the
     first of them changes sign. Each is multiplied by its sign at ``t0`` (so all start positive) and their
