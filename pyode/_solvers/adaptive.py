@@ -88,10 +88,10 @@ class StallWatch:
 def stall_message(y: Tensor) -> str:
     """The reason of a :class:`StallWatch` failure, with the state's size against its dtype's range."""
     biggest = float(y.detach().abs().max()) if y.numel() else 0.0
-    return (f"the solve cannot make progress: every step that changes the state makes it or func's output NaN/inf "
-            f"(the solution overflows {y.dtype}: max |y| = {biggest:.3g}, largest finite "
-            f"{torch.finfo(y.dtype).max:.3g}), and smaller steps no longer change the state in its precision; "
-            "use float64 or rescale the problem")
+    return (f"the solve cannot make progress: every step that changes the state makes it or func's output NaN/inf, "
+            f"and smaller steps no longer change the state in {y.dtype} (max |y| = {biggest:.3g}; {y.dtype} ends at "
+            f"{torch.finfo(y.dtype).max:.3g}): the solution overflows {y.dtype} here, or func is singular; use "
+            "float64 or rescale the problem")
 
 
 def segment_scaled_norm(stepper):

@@ -69,7 +69,13 @@ class _FloatOps:
 class _TensorOps:
     """The same on (batch,) float64 tensors (the per-sample loop: every row at once)."""
 
-    log, exp, isfinite, where = torch.log, torch.exp, torch.isfinite, torch.where
+    log, exp, isfinite = torch.log, torch.exp, torch.isfinite
+
+    @staticmethod
+    def where(cond, a, b):
+        if not isinstance(a, Tensor) and not isinstance(b, Tensor):  # two numbers: float64, not the default dtype
+            a = torch.tensor(a, dtype=torch.float64, device=cond.device)
+        return torch.where(cond, a, b)
 
     @staticmethod
     def clip(x, lo, hi):
