@@ -1,6 +1,9 @@
 """pyode.control: PMP identities, (E-)MSA descent, YOPO's PMP identity, PGD, bad input, quick demos."""
 
+import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -26,7 +29,7 @@ from pyode.control import (
     terminal_costate,
     yopo_step,
 )
-from pyode.control.demos import sin_toy_data, sin_toy_embed, sin_toy_loss, sin_toy_network
+from pyode.control.demos import sin_toy_data, sin_toy_embed, sin_toy_loss, sin_toy_network, toy_gradient_run
 
 ROUNDING = {"rtol": 1e-10, "atol": 1e-12}  # float64 rounding, with room for summation order
 
@@ -266,3 +269,50 @@ def test_quick_demos_write_pngs_and_report(tmp_path):
     for key in ("figure",):
         assert (tmp_path / msa[key].split("/")[-1]).stat().st_size > 1000
         assert (tmp_path / yopo[key].split("/")[-1]).stat().st_size > 1000
+
+
+def _emsa_bench():
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "emsa_seeds.py").is_file():
+        pytest.skip("bench/ is not part of this checkout")
+    if str(root) not in sys.path:
+        sys.path.append(str(root))  # appended: an installed pyode still wins over the source folder
+    from bench import emsa_seeds
+
+    return emsa_seeds
+
+
+@pytest.mark.parametrize("name, lr", [("SGD", 1.0), ("Adagrad", 0.3), ("Adam", 0.1)])
+def test_emsa_bench_batched_rate_search_matches_torch_optim(name, lr):
+    """The bench searches learning rates on stacked copies of the toy; each copy must train exactly like
+    torch.optim on its own. float64: the two differ only in summation order (~1e-16 per step), which 10 steps
+    of a Lipschitz map cannot lift anywhere near 1e-11."""
+    bench = _emsa_bench()
+    pairs = [(0, 1), (123, 4)]
+    batched = bench.batched_trajectories(name, pairs, lr, 10)
+    for (data_seed, net_seed), losses in zip(pairs, batched):
+        reference = toy_gradient_run(name, lr, 10, sin_toy_data(data_seed), net_seed=net_seed)["losses"]
+        assert reference[-1] < 0.5 * reference[0]  # it trains, so the comparison is not of constants
+        torch.testing.assert_close(torch.tensor(losses), torch.tensor(reference), rtol=1e-11, atol=0)
+
+
+def test_emsa_bench_quick_run_is_consistent(tmp_path):
+    bench = _emsa_bench()
+    bench.main(["--quick", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "emsa_seeds.json").read_text())  # strict JSON: "never" is null
+    assert (tmp_path / "emsa_seeds.png").stat().st_size > 1000
+    assert "| method | never reach" in (tmp_path / "emsa_seeds.md").read_text()
+    cfg, methods = bench.QUICK, results["methods"]
+    assert sum(label.startswith("E-MSA") for label in methods) >= 1
+    for name in bench.OPTIMISERS:
+        tuning = results["baseline_tuning"][name]
+        rates = tuning["rates"]
+        nan = [[math.nan if v is None else v for v in tuning["grid"][f"{d},{n}"]] for d, n in cfg.tuning_pairs]
+        chosen_key = bench.selection_key([row[rates.index(tuning["chosen"])] for row in nan])
+        assert all(chosen_key <= bench.selection_key([row[i] for row in nan]) for i in range(len(rates)))
+        for label in (f"{name} (tuned lr={tuning['chosen']:g})", f"{name} (per-pair oracle lr)"):
+            assert len(methods[label]) == len(cfg.pairs)
+            for record in methods[label]:
+                # the single torch.optim run reaches the threshold at the iteration the batched search found
+                grid_iterations = tuning["grid"][f"{record['pair'][0]},{record['pair'][1]}"]
+                assert record["iterations"] == grid_iterations[rates.index(record["lr"])]
