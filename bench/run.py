@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", default="1,2", help="torch.set_num_threads values, e.g. 1,2")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per case (default: per case)")
     parser.add_argument("--out", default="bench/results", help="folder for results.json and the charts")
-    parser.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
+    parser.add_argument("--quiet", "--no-progress", dest="no_progress", action="store_true",
+                        help="no progress bar (it shows only on a terminal anyway)")
     parser.add_argument("--thp", action="store_true", help="run with THP_MEM_ALLOC_ENABLE=1 (torch's huge-page "
                         "allocations, for every library; re-executes the process)")
     args = parser.parse_args(argv)

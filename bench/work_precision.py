@@ -35,11 +35,11 @@ MODE = "backprop"
 LIBRARIES = ("pyode", "torchdiffeq", "torchode")
 
 
-def sweep(cases, peers, factors: list[float], reps: int) -> list[dict]:
+def sweep(cases, peers, factors: list[float], reps: int, quiet: bool = False) -> list[dict]:
     """One record per (case, library, factor): medians over ``reps`` interleaved repetitions."""
     records, samples = [], {}
     total = len(cases) * len(factors) * len(peers) * (reps + 1)
-    with tqdm(total=total, desc="work-precision", unit="run") as bar:
+    with tqdm(total=total, desc="work-precision", unit="run", disable=True if quiet else None) as bar:
         for case in cases:
             for factor in factors:
                 rtol, atol = case.rtol * factor, case.atol * factor
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     factors = [float(f) for f in args.factors.split(",")]
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         factors.append(1.0)  # the peers' reference point is the suite's own tolerance
     cases = [c for c in make_cases(["P1", "P2"], args.quick) if MODE in c.modes]
     measure.reference_solutions(cases, args.quick)
-    records = sweep(cases, make_peers(list(LIBRARIES)), factors, args.reps)
+    records = sweep(cases, make_peers(list(LIBRARIES)), factors, args.reps, quiet=args.quiet)
     rows = matched_accuracy(records)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

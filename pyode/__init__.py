@@ -4,34 +4,34 @@ from pyode._kernels import backend_info
 from pyode._kernels import library as _library  # noqa: F401  (registers torch.ops.pyode.lincomb, ~2 ms)
 from pyode._solvers.perturb import Perturb
 from pyode._solvers.scratch import empty_cache
+from pyode._version import __version__ as __version__
 from pyode.errors import (
-                          BackendUnavailableError,
-                          MaxStepsError,
-                          NonFiniteStateError,
-                          ODESolverError,
-                          PyodeError,
-                          StepSizeUnderflowError,
+    BackendUnavailableError,
+    MaxStepsError,
+    NonFiniteStateError,
+    ODESolverError,
+    PyodeError,
+    StepSizeUnderflowError,
 )
 from pyode.odeint import GRADIENT_MODES, METHODS, odeint, odeint_adjoint, odeint_event, solve
 from pyode.solution import Solution, SolverStats
 
 __all__ = [
-                          "GRADIENT_MODES",
-                          "METHODS",
-                          "BackendUnavailableError",
-                          "MaxStepsError",
-                          "NonFiniteStateError",
-                          "ODESolverError",
-                          "Perturb",
-                          "PyodeError",
-                          "Solution",
-                          "SolverStats",
-                          "StepSizeUnderflowError",
-                          "backend_info",
-                          "empty_cache",
-                          "odeint",
-                          "odeint_adjoint",
-                          "odeint_event",
-                          "solve",
+    "GRADIENT_MODES",
+    "METHODS",
+    "BackendUnavailableError",
+    "MaxStepsError",
+    "NonFiniteStateError",
+    "ODESolverError",
+    "Perturb",
+    "PyodeError",
+    "Solution",
+    "SolverStats",
+    "StepSizeUnderflowError",
+    "backend_info",
+    "empty_cache",
+    "odeint",
+    "odeint_adjoint",
+    "odeint_event",
+    "solve",
 ]
-__version__ = "0.1.0"

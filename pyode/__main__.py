@@ -1,8 +1,10 @@
 """Command line of pyode.
 
-    python -m pyode demo [NAME] [--quick] [--out DIR]   run an example (default: cnf), PNGs go to DIR
-    python -m pyode info                                 which kernel backends are loaded
-    python -m pyode bench [ARGS]                         the benchmark suite (see bench/run.py --help)
+    python -m pyode demo [NAME] [--quick] [--quiet] [--out DIR]   run an example (default: cnf), PNGs go to DIR
+    python -m pyode info [--quiet]                                 version, kernel backends, optional packages
+
+Progress bars are drawn only when stderr is a terminal; ``--quiet`` turns them off there too. The benchmark
+suite compares pyode with its peers and lives in the source checkout: ``python bench/run.py --help``.
 
 Demos: ``cnf`` (a continuous normalising flow on two circles, the README's demo), ``spiral`` (a neural ODE
 fitted to a spiral), ``latent`` (latent ODE vs RNN on irregular spirals), ``digits`` (ODE-Net vs ResNet on
@@ -15,41 +17,44 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 import pyode
 
 
 def _demos() -> dict:
-    """name -> callable(out_dir, quick) -> dict of figures; imported lazily (they pull in sklearn etc.)."""
+    """name -> callable(out_dir, quick, progress) -> dict of figures; imported lazily (they pull in sklearn etc.).
+    ``progress`` True: bars on a terminal only; False: none."""
 
-    def cnf(out, quick):
+    def cnf(out, quick, progress):
         from pyode.nn.demos import run_cnf_demo
 
-        return run_cnf_demo(out, quick)
+        return run_cnf_demo(out, quick, progress=progress)
 
-    def spiral(out, quick):
+    def spiral(out, quick, progress):
         from pyode.examples import spiral as example
 
-        return example.run(out, iterations=10 if quick else 300)
+        return example.run(out, iterations=10 if quick else 300, quiet=not progress)
 
-    def latent(out, quick):
+    def latent(out, quick, progress):
         from pyode.nn.demos import run_spiral_comparison
 
-        return run_spiral_comparison(out, quick)
+        return run_spiral_comparison(out, quick, progress=progress)
 
-    def digits(out, quick):
+    def digits(out, quick, progress):
         from pyode.nn.demos import run_digits_comparison
 
-        return run_digits_comparison(quick)
+        return run_digits_comparison(out, quick, progress=progress)
 
-    def msa(out, quick):
+    def msa(out, quick, progress):
         from pyode.control import run_msa_demo
 
-        return run_msa_demo(out, quick)
+        return run_msa_demo(out, quick, progress=progress)
 
-    def yopo(out, quick):
+    def yopo(out, quick, progress):
         from pyode.control import run_yopo_demo
 
-        return run_yopo_demo(out, quick)
+        return run_yopo_demo(out, quick, progress=progress)
 
     return {"cnf": cnf, "spiral": spiral, "latent": latent, "digits": digits, "msa": msa, "yopo": yopo}
 
@@ -62,25 +67,43 @@ def _print_figures(name: str, figures: dict) -> None:
     print(json.dumps(shown, indent=2))
 
 
+def info() -> dict:
+    """The version, the kernel backends and which optional packages are importable (with versions)."""
+    from importlib import metadata
+
+    optional = {}
+    for dist in ("numba", "cffi", "scipy", "scikit-learn", "dask", "distributed", "torchdiffeq", "torchode",
+                 "matplotlib", "tqdm", "mkdocs"):
+        try:
+            optional[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            optional[dist] = None
+    try:
+        from pyode.native import _lib
+
+        native = {"library": str(_lib.library_path())}
+    except ImportError as exc:
+        native = {"library": None, "error": str(exc)}
+    return {"version": pyode.__version__, "torch": torch.__version__, "backends": pyode.backend_info(),
+            "native": native, "optional": optional}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pyode", description="pyode command line")
+    parser = argparse.ArgumentParser(prog="python -m pyode", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run an example")
     demo.add_argument("name", nargs="?", default="cnf", choices=sorted(_demos()))
     demo.add_argument("--out", default="outputs", help="folder for the PNGs (default: outputs)")
     demo.add_argument("--quick", action="store_true", help="a seconds-long smoke version")
-    sub.add_parser("info", help="print which kernel backends are loaded")
-    bench = sub.add_parser("bench", help="run the benchmark suite (bench/run.py)", add_help=False)
-    bench.add_argument("args", nargs=argparse.REMAINDER)
+    demo.add_argument("--quiet", action="store_true", help="no progress bars, even on a terminal")
+    info_parser = sub.add_parser("info", help="print the version, kernel backends and optional packages")
+    info_parser.add_argument("--quiet", action="store_true", help="print only the version")
     args = parser.parse_args(argv)
     if args.command == "info":
-        print(json.dumps(pyode.backend_info(), indent=2))
+        print(pyode.__version__ if args.quiet else json.dumps(info(), indent=2))
         return 0
-    if args.command == "bench":
-        from pyode.bench import main as bench_main
-
-        return bench_main(args.args)
-    _print_figures(args.name, _demos()[args.name](args.out, args.quick))
+    _print_figures(args.name, _demos()[args.name](args.out, args.quick, not args.quiet))
     return 0
 
 

@@ -42,6 +42,9 @@ try:
 except ImportError as exc:  # extension not built, or failed to load
     _compiled = None
     _COMPILED_ERROR = str(exc)
+    if importlib.util.find_spec("pyode._C") is None:  # not a load failure: nothing was built
+        _COMPILED_ERROR = ("pyode._C is not installed (a pure-Python install, e.g. PYODE_BUILD_EXTENSION=OFF): the "
+                           "pure-torch reference backend runs; reinstall with a C++ compiler for the fused kernels")
 
 _CUDA_BUILD_HINT = ("build it on a machine with the CUDA toolkit (nvcc on PATH) with "
                     "`PYODE_CUDA=ON pip install --no-build-isolation -e .`")

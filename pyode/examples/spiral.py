@@ -52,7 +52,7 @@ def run(out_dir: str | Path = ".", iterations: int = 300, seed: int = 0, quiet: 
     model = SpiralDynamics()
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     start, nfe = time.perf_counter(), 0
-    bar = tqdm(range(iterations), desc="spiral neural ODE", disable=quiet)
+    bar = tqdm(range(iterations), desc="spiral neural ODE", disable=True if quiet else None)  # None: a tty only
     for _ in bar:
         y0, t_win, target = sample_windows(t, y_true, batch=16, length=20, gen=gen)
         sol = pyode.solve(model, y0, t_win, rtol=1e-4, atol=1e-5, method="dopri5")

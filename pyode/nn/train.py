@@ -113,7 +113,8 @@ def fit(model: nn.Module, loss_fn: LossFn, dataset: Dataset | Tensor, optimizer:
         optimizer: built on ``model.parameters()``.
         steps: number of optimiser steps (epochs are re-shuffled with ``seed + epoch``).
         batch_size: the global batch size, divisible by the world size.
-        progress: tqdm bar on rank 0 (``None``: only on a terminal, as tqdm's ``disable=None``).
+        progress: tqdm bar on rank 0, drawn only when stderr is a terminal (``None`` or ``True``: tqdm's
+            ``disable=None``), so logs and pipes get no carriage-return updates; ``False``: never.
         time_limit_s: stop early once this many seconds have passed (rank 0's clock decides for all
             ranks); ``FitResult.steps`` tells how many steps ran.
     """
@@ -123,7 +124,7 @@ def fit(model: nn.Module, loss_fn: LossFn, dataset: Dataset | Tensor, optimizer:
     loader = _make_loader(dataset, batch_size, rank, world_size, shuffle, seed)
     wrapped = _wrap_for_ddp(model, world_size)
     result = FitResult()
-    bar = tqdm(total=steps, desc=desc, disable=(rank != 0) or (None if progress is None else not progress))
+    bar = tqdm(total=steps, desc=desc, disable=True if rank != 0 or progress is False else None)
     start = time.perf_counter()
     for batch in itertools.islice(_endless_batches(loader), steps):
         optimizer.zero_grad(set_to_none=True)
