@@ -23,6 +23,7 @@ from pyode._solvers.fixed_grid import (
     make_grid,
 )
 from pyode._solvers.flat_func import FlatFunc
+from pyode._solvers.implicit_auto import AutoSwitchStepper
 from pyode._solvers.implicit_rosenbrock import RosenbrockStepper
 from pyode._solvers.implicit_step import ImplicitStepper
 from pyode._solvers.implicit_tableaux import IMPLICIT_TABLEAUX, ROSENBROCK_TABLEAUX
@@ -40,7 +41,7 @@ FIXED_RK_METHODS = tuple(name for name, tab in TABLEAUX.items() if not tab.adapt
 # same loops, see pyode._solvers.implicit_step).
 IMPLICIT_FIXED_METHODS = tuple(name for name, tab in IMPLICIT_TABLEAUX.items() if not tab.adaptive)
 IMPLICIT_ADAPTIVE_METHODS = (tuple(name for name, tab in IMPLICIT_TABLEAUX.items() if tab.adaptive)
-                             + tuple(ROSENBROCK_TABLEAUX))
+                             + tuple(ROSENBROCK_TABLEAUX) + ("auto",))  # auto: tsit5 <-> kvaerno5
 ADAPTIVE_METHODS = tuple(name for name, tab in TABLEAUX.items() if tab.adaptive) + IMPLICIT_ADAPTIVE_METHODS
 METHODS = (ADAPTIVE_METHODS + FIXED_RK_METHODS + tuple(ADAMS_METHODS) + ("alf", "scipy_solver")
            + IMPLICIT_FIXED_METHODS)
@@ -139,6 +140,12 @@ def _implicit_stepper(method, fn, kern, sign, rtol, atol, segments, norm_segment
     if opts.per_sample:
         raise ValueError(f"options['per_sample'] is not supported by the implicit method {method!r}; "
                          "leave it unset (one step size for the whole batch)")
+    if method == "auto":
+        explicit = RKStepper(TABLEAUX["tsit5"], fn, kern, rtol, atol, segments, norm_segments, interp=opts.interp)
+        stiff_interp = opts.interp if opts.interp in ("linear", "cubic") else "auto"
+        stiff = ImplicitStepper(IMPLICIT_TABLEAUX["kvaerno5"], fn, kern, sign, rtol, atol, segments, norm_segments,
+                                interp=stiff_interp, max_iters=_max_iters(extra.get("max_iters")))
+        return AutoSwitchStepper(explicit, stiff, sign)
     if method in ROSENBROCK_TABLEAUX:
         if extra.get("max_iters") is not None:
             raise ValueError(f"{method} solves no nonlinear equations: options['max_iters'] does not apply; remove it")
