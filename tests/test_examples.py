@@ -18,6 +18,7 @@ CASES = {
     "latent_ode.py": ("latent_ode.png", ("matplotlib", "tqdm")),
     "stiff_neural_ode.py": ("stiff_neural_ode.png", ("matplotlib", "tqdm")),
     "native_bifurcation.py": ("native_bifurcation.png", ("matplotlib", "numba", "cffi")),
+    "per_sample_steps.py": ("per_sample_steps.png", ("matplotlib",)),
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
