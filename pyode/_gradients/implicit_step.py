@@ -16,11 +16,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pyode._solvers.newton import solve_stages, stage_matrix
+
 
 class StageAdjoint(torch.autograd.Function):
     """``K = k_values`` in the forward pass; backward maps ``g`` to ``λ = M⁻ᵀ g`` on ``k_graph``.
 
-    Inputs: k_values (s, n) Newton's stages (no graph); lu, pivots: LU factors of M (s*n, s*n);
+    Inputs: k_values (s, n) Newton's stages (no graph); lu, pivots: LU factors of M per Jacobian block
+    (:func:`~pyode._solvers.newton.stage_matrix`);
     k_graph (s, n): ``F(y0 + h A K)`` re-evaluated with the graph to ``y0`` and the parameters.
     """
 
@@ -33,21 +36,13 @@ class StageAdjoint(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         lu, pivots = ctx.saved_tensors
-        lam = torch.linalg.lu_solve(lu, pivots, grad.reshape(-1, 1), adjoint=True)
+        lam = solve_stages(lu, pivots, grad.reshape(-1), grad.shape[0], adjoint=True)
         return None, None, None, lam.view_as(grad)
 
 
-def _stage_matrix(tableau, jacobians: list, h: float, like: Tensor) -> Tensor:
-    """``M = I - h [a_ij J_i]`` as an (s*n, s*n) matrix (row block i uses stage i's Jacobian)."""
-    s, n = tableau.num_stages, like.numel()
-    m = torch.eye(s * n, dtype=like.dtype, device=like.device)
-    for i, jac in enumerate(jacobians):
-        if jac is None:
-            continue
-        for j, a in enumerate(tableau.a[i]):
-            if a != 0.0:
-                m[i * n:(i + 1) * n, j * n:(j + 1) * n] -= (h * a) * jac
-    return m
+def _stage_matrix(tableau, jacobians: list, h: float) -> Tensor:
+    """``M = I - h [a_ij J_i]`` per Jacobian block (row block i uses stage i's Jacobian; None: explicit stage)."""
+    return stage_matrix(jacobians, h, tableau.a)
 
 
 def stages_with_gradient(stepper, t0: float, y0: Tensor, f0: Tensor, h: float, times: list[float],
@@ -66,6 +61,6 @@ def stages_with_gradient(stepper, t0: float, y0: Tensor, f0: Tensor, h: float, t
         graph.append(fn(times[i], y_stage))
         jacobians.append(stepper.jac(times[i], y_stage.detach()))  # exact J at the converged stage
     with torch.no_grad():
-        lu, pivots = torch.linalg.lu_factor(_stage_matrix(tab, jacobians, h, y0))
+        lu, pivots = torch.linalg.lu_factor(_stage_matrix(tab, jacobians, h))
     out = StageAdjoint.apply(torch.stack(k_values), lu, pivots, torch.stack(graph))
     return list(out.unbind(0))

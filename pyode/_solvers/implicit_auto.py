@@ -69,20 +69,20 @@ class AutoSwitchStepper:
         return step.h * float(dk) / dy if dy > 0.0 else 0.0
 
     def _implicit_stiffness(self, step: StepResult) -> float:
-        """``h ρ(J)``, the spectral radius of the stiff method's Jacobian by power iteration."""
+        """``h ρ(J)``, the largest spectral radius of the stiff method's Jacobian blocks (B, m, m) by power
+        iteration (an estimate: enough to tell ``h ρ`` of order 1 from one of order 100)."""
         J = self.stiff._J
         if J is None:
             return float("inf")
         with torch.no_grad():
-            v = torch.ones(J.shape[0], dtype=J.dtype, device=J.device)
-            rho = 0.0
+            v = torch.ones(J.shape[:2], dtype=J.dtype, device=J.device)
+            rho = torch.zeros(J.shape[0], dtype=J.dtype, device=J.device)
             for _ in range(POWER_ITERATIONS):
-                w = J @ v
-                rho = float(torch.linalg.vector_norm(w))
-                if rho == 0.0 or not math.isfinite(rho):
-                    break
-                v = w / rho
-        return step.h * rho
+                w = (J @ v.unsqueeze(-1)).squeeze(-1)
+                rho = torch.linalg.vector_norm(w, dim=-1)  # |J v| for unit v, per block
+                v = w / rho.clamp_min(torch.finfo(J.dtype).tiny).unsqueeze(-1)
+            rho = float(rho.max())
+        return step.h * rho if math.isfinite(rho) else float("inf")
 
     def _after_accepted(self, step: StepResult) -> None:
         """Updates the detection with an accepted step; switches the active method when it says so."""

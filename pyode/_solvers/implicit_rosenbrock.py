@@ -17,7 +17,7 @@ from torch import Tensor
 
 from pyode._kernels.segments import Segments
 from pyode._solvers.implicit_tableaux import RosenbrockTableau
-from pyode._solvers.newton import ImplicitSolveError, Jacobian, factor
+from pyode._solvers.newton import ImplicitSolveError, Jacobian, factor, solve_stages
 from pyode._solvers.rk_step import StepResult
 
 
@@ -26,16 +26,16 @@ class RosenbrockStepper:
 
     Args:
         tableau: the method; fn: the flat function; kern: kernel backend; time_sign: -1 for reversed time.
-        rtol, atol, segments, norm_segments: as for :class:`RKStepper`.
+        rtol, atol, segments, norm_segments: as for :class:`RKStepper`; jacobian_rows: as for ImplicitStepper.
     """
 
     needs_f1 = True  # the cubic Hermite dense output uses f(t1, y1)
 
     def __init__(self, tableau: RosenbrockTableau, fn, kern, time_sign: float, rtol: float, atol: float,
-                 segments: Segments | None = None, norm_segments: int | None = None):
+                 segments: Segments | None = None, norm_segments: int | None = None, jacobian_rows: int | None = None):
         self.tableau, self.fn, self.kern, self.time_sign = tableau, fn, kern, time_sign
         self.rtol, self.atol, self.segments, self.norm_segments = rtol, atol, segments, norm_segments
-        self.jac = Jacobian(fn)
+        self.jac = Jacobian(fn, jacobian_rows)
         self.failure: ImplicitSolveError | None = None
         self._at, self._jac_ft, self._lu_key, self._lu = None, None, None, None
 
@@ -54,8 +54,8 @@ class RosenbrockStepper:
     def _factor(self, J: Tensor, h: float, t0: float, record: bool):
         """LU of ``I/(hγ) - J`` (cached for the last h while the Jacobian is kept)."""
         if record or self._lu_key != h:
-            n = J.shape[0]
-            w = torch.eye(n, dtype=J.dtype, device=J.device) / (h * self.tableau.gamma) - J
+            m = J.shape[-1]
+            w = torch.eye(m, dtype=J.dtype, device=J.device) / (h * self.tableau.gamma) - J  # per block
             if record:  # differentiable factorisation; the checks of factor() on its value
                 factor(w.detach(), t0, self.time_sign)
                 return torch.linalg.lu_factor(w)
@@ -83,7 +83,7 @@ class RosenbrockStepper:
                 y_i = lincomb_row(y0, us, list(tab.a[i]))
                 f_i = fn(t_end if tab.alpha[i] == 1.0 else t0 + tab.alpha[i] * h, y_i)
             rhs = lincomb_row(f_i, [*us, f_t], [c / h for c in tab.c[i]] + [h * tab.d[i]])
-            us.append(torch.linalg.lu_solve(lu, pivots, rhs.unsqueeze(-1)).squeeze(-1))
+            us.append(solve_stages(lu, pivots, rhs))
         terms = [*us, f0]  # f0 rides along (weight 0) for the dense output
         y1, norm, seg = self.kern.rk_finish(y0, None, terms, [*tab.m, 0.0], [*tab.m_err, 0.0], self.atol, self.rtol,
                                             self.segments)

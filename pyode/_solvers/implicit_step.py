@@ -17,7 +17,7 @@ from pyode._kernels import reference
 from pyode._kernels.segments import Segments
 from pyode._solvers import interpolation
 from pyode._solvers.implicit_tableaux import ImplicitTableau
-from pyode._solvers.newton import ImplicitSolveError, Jacobian, NewtonMatrix, NewtonState
+from pyode._solvers.newton import ImplicitSolveError, Jacobian, NewtonMatrix, NewtonState, solve_stages
 from pyode._solvers.rk_step import StepResult
 
 # Recompute the Jacobian at the next step when Newton contracted slower than this (Hairer & Wanner IV.8
@@ -49,11 +49,13 @@ class ImplicitStepper:
         segments, norm_segments: as for :class:`RKStepper` (tuple states' mixed norm, the adjoint seminorm).
         interp: "linear" or "cubic" (Hermite through f0, f1); "auto" is cubic for adaptive methods.
         max_iters: Newton iterations per solve before the step fails.
+        jacobian_rows: B when the rows of a (B, *state) state are independent: the Jacobian is B diagonal
+            blocks, factored as a batch (see :class:`Jacobian`); None: one dense block.
     """
 
     def __init__(self, tableau: ImplicitTableau, fn, kern, time_sign: float, rtol: float = 0.0, atol: float = 0.0,
                  segments: Segments | None = None, norm_segments: int | None = None, interp: str = "auto",
-                 max_iters: int | None = None):
+                 max_iters: int | None = None, jacobian_rows: int | None = None):
         self.tableau, self.fn, self.kern, self.time_sign = tableau, fn, kern, time_sign
         self.rtol, self.atol, self.segments, self.norm_segments = rtol, atol, segments, norm_segments
         self.adaptive = tableau.adaptive
@@ -62,7 +64,7 @@ class ImplicitStepper:
             raise ValueError(f"options['interp'] must be 'linear' or 'cubic' for {tableau.name}, got {interp!r}")
         iters = DEFAULT_MAX_ITERS["adaptive" if self.adaptive else "fixed"] if max_iters is None else max_iters
         self.newton = NewtonState(KAPPA if self.adaptive else 1.0, iters)
-        self.jac = Jacobian(fn)
+        self.jac = Jacobian(fn, jacobian_rows)
         self.matrix = NewtonMatrix(time_sign)
         self._J, self._jac_id, self._jac_at, self._stale = None, 0, None, True
         self.failure: ImplicitSolveError | None = None
@@ -120,7 +122,7 @@ class ImplicitStepper:
 
             def update(y, base=base, hg=hg, t_i=t_i, lu=lu, pivots=pivots):
                 residual = base + hg * fn(t_i, y) - y
-                return torch.linalg.lu_solve(lu, pivots, residual.unsqueeze(-1)).squeeze(-1)
+                return solve_stages(lu, pivots, residual)
 
             # Newton's starting point: the stage derivative predicted from the previous ones (the tableau's
             # extrapolation weights, else the last one), so the first iterate is already O(h) close.
@@ -144,8 +146,7 @@ class ImplicitStepper:
         def update(z):
             zs = z.view(s, n)
             F = torch.stack([fn(times[i], y0 + zs[i]) for i in range(s)])
-            residual = (h * (A @ F) - zs).reshape(-1, 1)
-            return torch.linalg.lu_solve(lu, pivots, residual).view(-1)
+            return solve_stages(lu, pivots, (h * (A @ F) - zs).reshape(-1), s)
 
         guess = (torch.tensor(tab.c, dtype=y0.dtype, device=y0.device)[:, None] * (h * f0)).reshape(-1)
         z = self.newton.iterate(update, guess, norm)
@@ -218,7 +219,7 @@ class ImplicitStepper:
         with torch.no_grad():
             err = self.kern.lincomb_row(None, [k.detach() for k in ks], [h * x for x in self._b_err])
             lu, pivots = self.matrix.get(self._J, self._jac_id, h, gamma, t0)
-            err = torch.linalg.lu_solve(lu, pivots, err.unsqueeze(-1)).squeeze(-1)
+            err = solve_stages(lu, pivots, err)
             _, norm, seg = self.kern.rk_finish(y0.detach(), y1.detach(), [err], None, [1.0], self.atol, self.rtol,
                                                self.segments)
         return y1, norm, seg

@@ -23,109 +23,146 @@ class ImplicitSolveError(ODESolverError):
 
 
 class Jacobian:
-    """``J = ∂fn/∂y`` at ``(t, y)``: (n, n), exact, from ``torch.func``: ``jacrev`` (vmapped reverse passes) for
-    states of more than ``VJP_ROWS_MAX`` elements, else one recorded call and ``torch.autograd.grad`` per row (below that
-    size vmap's per-call overhead and torch.func's one-off import of torch._dynamo, ~2 s, are not worth it). Where
-    ``func`` cannot be traced by torch.func (in-place ops, ``.item()``, autograd calls inside, e.g. the adjoint's
-    augmented dynamics) it falls back, for the rest of the solve, to forward differences (n evaluations; a
+    """``J = ∂fn/∂y`` at ``(t, y)`` as diagonal blocks (B, m, m): one block (1, n, n) for the whole state, or
+    with ``rows = B`` one block per batch row of a (B, *state) state whose rows are independent (then
+    ``∂f_b/∂y_c = 0`` for b != c; e.g. a batch of trajectories of the same ODE).
+
+    Exact, by reverse mode: one recorded call of ``func`` and one vector-Jacobian product per component of a
+    block (m of them; with independent rows one product gives the same row of every block at once), or, for a
+    single block of more than ``VJP_ROWS_MAX`` elements, ``torch.func.jacrev`` (vmapped; below that size vmap's
+    per-call overhead and torch.func's one-off import of torch._dynamo, ~2 s, are not worth it). Where ``func``
+    cannot be differentiated (it leaves autograd, e.g. through NumPy, or calls autograd itself, like the adjoint's
+    augmented dynamics) it falls back, for the rest of the solve, to forward differences (m evaluations; a
     simplified Newton iteration needs only an approximate Jacobian).
 
     Args:
-        fn: the flat function ``fn(t: float, y: (n,)) -> (n,)``.
+        fn: the flat function ``fn(t: float, y: (n,)) -> (n,)``; rows: B for a block per batch row, or None.
     """
 
     VJP_ROWS_MAX = 64
 
-    def __init__(self, fn):
-        self.fn, self.mode, self.evaluations = fn, "torch.func", 0
+    def __init__(self, fn, rows: int | None = None):
+        self.fn, self.rows, self.mode, self.evaluations = fn, rows or 1, "autograd", 0
 
     def __call__(self, t: float, y: Tensor, f: Tensor | None = None) -> Tensor:
-        """(n, n) Jacobian at ``(t, y)``; ``f = fn(t, y)`` if known (saves an evaluation of the fallback)."""
+        """(B, m, m) at ``(t, y)``; ``f = fn(t, y)`` if known (saves an evaluation of the fallback)."""
         self.evaluations += 1
         y = y.detach()
-        if self.mode == "torch.func":
+        if self.mode == "autograd":
             try:
-                return self._exact(t, y)
+                return self._exact(t, y, create_graph=False)
             except (RuntimeError, NotImplementedError, TypeError):
-                self.mode = "differences"  # torch.func could not trace func: remember, do not retry
+                self.mode = "differences"  # func cannot be differentiated: remember, do not retry
         return self._differences(t, y, f)
 
-    def _exact(self, t: float, y: Tensor) -> Tensor:
-        n = y.numel()
-        if n > self.VJP_ROWS_MAX:
-            return torch.func.jacrev(lambda x: self.fn(t, x))(y).detach()
-        with torch.enable_grad():
-            x = y.requires_grad_(True)
-            out = self.fn(t, x)
-            eye = torch.eye(n, dtype=y.dtype, device=y.device)
-            rows = [torch.autograd.grad(out, x, eye[i], retain_graph=i < n - 1)[0] for i in range(n)]
-        return torch.stack(rows)
-
     def with_graph(self, t: float, y: Tensor) -> Tensor:
-        """(n, n) Jacobian at ``(t, y)`` that autograd can differentiate further (to ``y`` and ``func``'s
-        parameters: second derivatives of ``func``); the forward-difference fallback is differentiable too, but
-        only approximately."""
+        """(B, m, m) at ``(t, y)`` that autograd can differentiate further (to ``y`` and ``func``'s parameters:
+        second derivatives of ``func``); the forward-difference fallback is differentiable too, approximately."""
         self.evaluations += 1
-        if self.mode == "torch.func":
+        if self.mode == "autograd":
             try:
-                with torch.enable_grad():
-                    out = self.fn(t, y)
-                    eye = torch.eye(y.numel(), dtype=y.dtype, device=y.device)
-                    return torch.stack([torch.autograd.grad(out, y, eye[i], create_graph=True)[0]
-                                        for i in range(y.numel())])
+                return self._exact(t, y, create_graph=True)
             except (RuntimeError, NotImplementedError, TypeError):
                 self.mode = "differences"
         return self._differences(t, y, None, keep_graph=True)
 
+    def _exact(self, t: float, y: Tensor, create_graph: bool) -> Tensor:
+        rows, n = self.rows, y.numel()
+        m = n // rows
+        if rows == 1 and n > self.VJP_ROWS_MAX and not create_graph:
+            return torch.func.jacrev(lambda x: self.fn(t, x))(y).detach().unsqueeze(0)
+        with torch.enable_grad():
+            x = y if create_graph else y.requires_grad_(True)
+            out = self.fn(t, x)
+            eye = torch.eye(m, dtype=y.dtype, device=y.device)
+            blocks = []
+            for i in range(m):  # row i of every block: the VJP with e_i in every batch row
+                pattern = eye[i].expand(rows, m)
+                g = torch.autograd.grad(out, x, pattern.reshape(-1), retain_graph=create_graph or i < m - 1,
+                                        create_graph=create_graph)[0]
+                blocks.append(g.reshape(rows, m))
+        return torch.stack(blocks, dim=1)
+
     def _differences(self, t: float, y: Tensor, f: Tensor | None, keep_graph: bool = False) -> Tensor:
-        # Step sqrt(eps) * max(|y_j|, 1): balances truncation (~δ|f''|) and rounding (~eps|f|/δ) errors.
+        # Step sqrt(eps) * max(|y_j|, 1): balances truncation (~δ|f''|) and rounding (~eps|f|/δ) errors. With
+        # independent rows, column j of every block comes from one evaluation (all rows perturbed at once).
+        rows, m = self.rows, y.numel() // self.rows
         with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
-            f = self.fn(t, y) if f is None else f
+            f = (self.fn(t, y) if f is None else f).reshape(rows, m)
             eps = torch.finfo(y.dtype).eps
-            deltas = math.sqrt(eps) * torch.clamp(y.detach().abs(), min=1.0)
+            base = y.detach().reshape(rows, m)
             cols = []
-            for j in range(y.numel()):
-                step = torch.zeros_like(y.detach())
-                step[j] = deltas[j]
-                yj = y + step
-                cols.append((self.fn(t, yj) - f) / float(yj[j].detach() - y[j].detach()))
-            return torch.stack(cols, dim=1)
+            for j in range(m):
+                step = torch.zeros_like(base)
+                step[:, j] = math.sqrt(eps) * torch.clamp(base[:, j].abs(), min=1.0)
+                step = (base + step)[:, j] - base[:, j]  # the step as represented (exact divisor)
+                bump = torch.zeros_like(base)
+                bump[:, j] = step
+                yj = y + bump.reshape(-1)
+                cols.append((self.fn(t, yj).reshape(rows, m) - f) / step[:, None])
+            return torch.stack(cols, dim=2)
 
 
 def factor(matrix: Tensor, t: float, time_sign: float) -> tuple[Tensor, Tensor]:
-    """LU factors of a Newton matrix; a non-finite or singular one raises :class:`ImplicitSolveError`."""
+    """LU factors of (a batch of) Newton matrices; a non-finite or singular one raises
+    :class:`ImplicitSolveError`."""
     if not bool(torch.isfinite(matrix).all()):
         raise ImplicitSolveError("non_finite_jacobian", time_sign * t,
                                  "the Jacobian of func is NaN/inf here; check func for overflow or a singularity, "
                                  "or try float64 or a smaller step")
     lu, pivots, info = torch.linalg.lu_factor_ex(matrix)
     diag = lu.diagonal(dim1=-2, dim2=-1).abs()
-    if int(info) != 0 or float(diag.min()) <= float(diag.max()) * torch.finfo(matrix.dtype).eps:
+    tiny = diag.amin(-1) <= diag.amax(-1) * torch.finfo(matrix.dtype).eps
+    if bool((info != 0).any()) or bool(tiny.any()):
         raise ImplicitSolveError("singular_jacobian", time_sign * t,
                                  "the Newton matrix I - h*gamma*J is singular; try a smaller step (step_size, or "
                                  "rtol/first_step), float64, or another method")
     return lu, pivots
 
 
+def stage_matrix(jacobians, h: float, a) -> Tensor:
+    """``M = I - h [a_ij J_i]``, per block: (B, s*m, s*m) ordered (stage, component) within a block.
+
+    Args:
+        jacobians: (B, m, m) shared by every stage, or a list of s such (None: an explicit stage, J = 0);
+        a: a float (one stage, e.g. a DIRK's diagonal) or the (s, s) matrix as nested sequences.
+    """
+    A = [[a]] if isinstance(a, float) else a
+    s = len(A)
+    if isinstance(jacobians, Tensor):
+        jacobians = [jacobians] * s
+    like = next(j for j in jacobians if j is not None)
+    B, m, _ = like.shape
+    Js = torch.stack([torch.zeros_like(like) if j is None else j for j in jacobians], dim=1)  # (B, s, m, m)
+    At = torch.tensor(A, dtype=like.dtype, device=like.device)
+    blocks = -h * At[None, :, None, :, None] * Js[:, :, :, None, :]  # (B, s, m, s, m): row (i, p), column (j, q)
+    return blocks.reshape(B, s * m, s * m) + torch.eye(s * m, dtype=like.dtype, device=like.device)
+
+
+def solve_stages(lu: Tensor, pivots: Tensor, r: Tensor, stages: int = 1, adjoint: bool = False) -> Tensor:
+    """Solves ``M x = r`` (``Mᵀ x = r`` with ``adjoint``) with the factors of a :func:`stage_matrix` of
+    ``stages`` stages; ``r`` and ``x`` are flat and ordered (stage, batch row, component), like stacked states."""
+    B, size = lu.shape[0], lu.shape[-1]
+    m = size // stages
+    rb = r.reshape(stages, B, m).transpose(0, 1).reshape(B, size, 1)
+    x = torch.linalg.lu_solve(lu, pivots, rb, adjoint=adjoint)
+    return x.reshape(B, stages, m).transpose(0, 1).reshape(-1)
+
+
 class NewtonMatrix:
-    """LU factors of ``I - h·(A ⊗ J)`` (``A`` a scalar γ for one DIRK stage, or the (s, s) matrix of a fully
-    implicit method), cached for the last ``(h, J)``: an SDIRK step factors once for all its stages, and a
-    fixed-grid solve once for all its steps while the Jacobian is kept."""
+    """LU factors of ``I - h·(A ⊗ J)`` per Jacobian block (``A`` a scalar γ for one DIRK stage, or the (s, s)
+    matrix of a fully implicit method), cached for the last ``(h, A, J)``: an SDIRK step factors once for all its
+    stages, and a fixed-grid solve once for all its steps while the Jacobian is kept."""
 
     def __init__(self, time_sign: float):
         self.time_sign = time_sign
         self._key, self._lu = None, None
 
     def get(self, J: Tensor, jac_id: int, h: float, a, t: float) -> tuple[Tensor, Tensor]:
+        """``J``: (B, m, m) blocks; ``jac_id`` changes whenever ``J`` does; ``t``: for error messages."""
         key = (jac_id, h, a)
         if key != self._key:
-            n = J.shape[0]
-            if isinstance(a, float):
-                m = torch.eye(n, dtype=J.dtype, device=J.device) - (h * a) * J
-            else:
-                A = torch.tensor(a, dtype=J.dtype, device=J.device)
-                m = torch.eye(n * A.shape[0], dtype=J.dtype, device=J.device) - h * torch.kron(A, J)
-            self._lu, self._key = factor(m, t, self.time_sign), key
+            self._lu, self._key = factor(stage_matrix(J, h, a), t, self.time_sign), key
         return self._lu
 
 

@@ -103,7 +103,7 @@ def _structured_norm(fn: FlatFunc, norm, tol_vectors=None) -> StructuredNorm | N
 def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, norm_segments, tol_vectors=None):
     implicit = method in IMPLICIT_ADAPTIVE_METHODS
     opts, extra = check.parse_options(options, AdaptiveOptions, method,
-                                      extra=("norm", "dtype", "max_iters") if implicit else ("norm", "dtype"))
+                                      extra=("norm", "dtype", "max_iters", "jacobian") if implicit else ("norm", "dtype"))
     check.adaptive_options(opts, sign)
     if opts.interp not in ("auto", "quartic", "cubic", "linear", "restep"):
         raise ValueError(f"options['interp'] must be auto, quartic, cubic, linear or restep, got {opts.interp!r}")
@@ -144,16 +144,33 @@ def _implicit_stepper(method, fn, kern, sign, rtol, atol, segments, norm_segment
         explicit = RKStepper(TABLEAUX["tsit5"], fn, kern, rtol, atol, segments, norm_segments, interp=opts.interp)
         stiff_interp = opts.interp if opts.interp in ("linear", "cubic") else "auto"
         stiff = ImplicitStepper(IMPLICIT_TABLEAUX["kvaerno5"], fn, kern, sign, rtol, atol, segments, norm_segments,
-                                interp=stiff_interp, max_iters=_max_iters(extra.get("max_iters")))
+                                interp=stiff_interp, max_iters=_max_iters(extra.get("max_iters")),
+                                jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
         return AutoSwitchStepper(explicit, stiff, sign)
     if method in ROSENBROCK_TABLEAUX:
         if extra.get("max_iters") is not None:
             raise ValueError(f"{method} solves no nonlinear equations: options['max_iters'] does not apply; remove it")
         if opts.interp not in ("auto", "cubic"):
             raise ValueError(f"options['interp'] must be 'auto' or 'cubic' for {method}, got {opts.interp!r}")
-        return RosenbrockStepper(ROSENBROCK_TABLEAUX[method], fn, kern, sign, rtol, atol, segments, norm_segments)
+        return RosenbrockStepper(ROSENBROCK_TABLEAUX[method], fn, kern, sign, rtol, atol, segments, norm_segments,
+                                 jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
     return ImplicitStepper(IMPLICIT_TABLEAUX[method], fn, kern, sign, rtol, atol, segments, norm_segments,
-                           interp=opts.interp, max_iters=_max_iters(extra.get("max_iters")))
+                           interp=opts.interp, max_iters=_max_iters(extra.get("max_iters")),
+                           jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
+
+
+def _jacobian_rows(value, fn: FlatFunc) -> int | None:
+    """``options['jacobian']`` of an implicit method: "dense" (default), or "rows" for a (batch, *state) y0 whose
+    rows evolve independently (a batch of trajectories): the Jacobian is then block-diagonal, one (m, m) block per
+    row from m products instead of n, and factored as a batch of small LUs. Returns the batch size or None."""
+    if value is None or value == "dense":
+        return None
+    if value != "rows":
+        raise ValueError(f"options['jacobian'] must be 'dense' or 'rows', got {value!r}")
+    if fn.is_tuple or len(fn.shapes[0]) < 2:
+        raise ValueError("options['jacobian']='rows' needs a tensor y0 of shape (batch, *state) whose rows evolve "
+                         "independently; use 'dense' for other states")
+    return fn.shapes[0][0]
 
 
 def _max_iters(value) -> int | None:
@@ -173,7 +190,8 @@ def _fixed_grid(opts, func, y0, t, t_out, sign) -> list[float]:
 
 def _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, user):
     """``user``: (func, y0, t) as the caller gave them, for ``grid_constructor``."""
-    opts, _ = check.parse_options(options, FixedOptions, method, extra=("dtype", "norm"))
+    opts, extra = check.parse_options(options, FixedOptions, method, extra=(
+        ("dtype", "norm", "jacobian") if method in IMPLICIT_TABLEAUX else ("dtype", "norm")))
     opts.step_size = check.positive("step_size", opts.step_size)
     opts.max_num_steps = check.positive_int("max_num_steps", opts.max_num_steps)
     check_step_count(t_out, opts.step_size, opts.max_num_steps, sign, per_interval=method == "alf")
@@ -196,7 +214,8 @@ def _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, user)
     else:
         if method in IMPLICIT_TABLEAUX:
             stepper = ImplicitStepper(IMPLICIT_TABLEAUX[method], fn, kern, sign, interp=opts.interp,
-                                      max_iters=_max_iters((options or {}).get("max_iters")))
+                                      max_iters=_max_iters((options or {}).get("max_iters")),
+                                      jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
         else:
             stepper = RKStepper(TABLEAUX[method], fn, kern, interp=opts.interp)
         loop = FixedGridLoop(stepper, grid, stats, sign, perturb=opts.perturb)
