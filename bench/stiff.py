@@ -10,7 +10,7 @@ der Pol as ``max|y - ref| / max|ref|``. Wall times are medians over ``--reps`` r
 pays one-off costs such as imports). A sweep over ``--rtols`` (atol scaled alike) gives the work-precision chart
 ``<out>/stiff_work_precision.png``; ``<out>/stiff.json`` holds every record.
 
-Usage: ``python bench/stiff.py [--reps 3] [--rtols 1e-4,1e-6,1e-8] [--methods kvaerno5,rodas5] [--quick]
+Usage: ``python bench/stiff.py [--reps 3] [--rtols 1e-4,1e-6,1e-8] [--methods kvaerno5,rodas5,auto] [--quick]
 [--out bench/results]``
 """
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rtols", default="1e-4,1e-6,1e-8", help="sweep; atol is scaled by the same factor")
-    parser.add_argument("--methods", default="kvaerno5,rodas5", help="pyode methods")
+    parser.add_argument("--methods", default="kvaerno5,rodas5,auto", help="pyode methods")
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="one tolerance, one repetition (smoke test)")

@@ -143,6 +143,8 @@ def solve_stages(lu: Tensor, pivots: Tensor, r: Tensor, stages: int = 1, adjoint
     """Solves ``M x = r`` (``Mᵀ x = r`` with ``adjoint``) with the factors of a :func:`stage_matrix` of
     ``stages`` stages; ``r`` and ``x`` are flat and ordered (stage, batch row, component), like stacked states."""
     B, size = lu.shape[0], lu.shape[-1]
+    if stages == 1:  # a DIRK stage: the state's own layout, no reordering
+        return torch.linalg.lu_solve(lu, pivots, r.view(B, size, 1), adjoint=adjoint).view(-1)
     m = size // stages
     rb = r.reshape(stages, B, m).transpose(0, 1).reshape(B, size, 1)
     x = torch.linalg.lu_solve(lu, pivots, rb, adjoint=adjoint)
