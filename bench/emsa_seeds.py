@@ -21,7 +21,8 @@ its own slice of stacked tensors, updated with the optimiser's own formulas, so 
 
 Writes ``<out>/emsa_seeds.json`` (every run), ``<out>/emsa_seeds.md`` (tables) and ``<out>/emsa_seeds.png``.
 
-Usage: ``python bench/emsa_seeds.py [--quick] [--out bench/results/emsa_seeds]``
+Usage: ``python bench/emsa_seeds.py [--quick] [--out bench/results/emsa_seeds] [--from-json PATH]``
+(``--from-json`` redraws the table and chart of an earlier run without running anything).
 """
 
 from __future__ import annotations
@@ -394,7 +395,7 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = list(results["methods"])
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
     for ax, key, unit in ((axes[0], "iterations", "iterations"), (axes[1], "seconds", "CPU seconds")):
         finite = [r[key] for runs in results["methods"].values() for r in runs if not math.isnan(r[key])]
         never_at = 2 * max(finite) if finite else 1.0
@@ -409,11 +410,12 @@ def plot(results: dict, path: Path) -> None:
                 ax.hlines(median, i - 0.35, i + 0.35, colors="k")
         ax.axhline(never_at, color="tab:red", lw=0.5, ls="--")
         ax.set_yscale("log")
-        ax.set_xticks(range(len(labels)), [label.replace(" (", "\n(") for label in labels], rotation=60, fontsize=7)
-        ax.set_ylabel(f"{unit} to loss < {results['config']['threshold']:g} (red: never, drawn at the dashed line)")
+        ticks = [label.replace(" (", "\n(").replace(": ", ":\n") for label in labels]
+        ax.set_xticks(range(len(labels)), ticks, fontsize=7, rotation=30, ha="right")
+        ax.set_ylabel(f"{unit} to loss < {results['config']['threshold']:g}")
         ax.grid(True, axis="y", which="both", alpha=0.3)
-    fig.suptitle(f"sin(x) toy over {len(results['config']['pairs'])} (data, network) seed pairs: "
-                 "E-MSA vs tuned SGD / Adagrad / Adam (black: median)")
+    fig.suptitle(f"sin(x) toy over {len(results['config']['pairs'])} (data, network) seed pairs: E-MSA vs tuned "
+                 "SGD / Adagrad / Adam\nblack: median; red: never reached (drawn at the dashed line)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -430,12 +432,25 @@ def _json_safe(value):
     return value
 
 
+def _from_json(value):
+    """Inverse of :func:`_json_safe` for the values the tables use: ``null`` back to ``nan``."""
+    if isinstance(value, dict):
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return math.nan if value is None else value
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke configuration (seconds)")
     parser.add_argument("--out", default="bench/results/emsa_seeds", help="output folder")
+    parser.add_argument("--from-json", help="redraw the table and chart of an earlier run's emsa_seeds.json")
     args = parser.parse_args(argv)
-    results = run_experiment(QUICK if args.quick else Config())
+    if args.from_json:
+        results = _from_json(json.loads(Path(args.from_json).read_text()))
+    else:
+        results = run_experiment(QUICK if args.quick else Config())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "emsa_seeds.json").write_text(json.dumps(_json_safe(results), indent=1))
