@@ -308,7 +308,21 @@ def _warm_up() -> None:
     toy_msa_run(1.0, 1, data, lbfgs_iters=1)
 
 
+def _emsa_methods(cfg: Config, sweep: dict, best: tuple[float, int]) -> dict[str, list[dict]]:
+    """The chosen E-MSA setting and the documented one (once if equal) on all pairs, from scratch: the sweep's
+    runs stopped at the smaller cap."""
+    methods = {}
+    for setting in dict.fromkeys([best, DOCUMENTED_EMSA]):
+        if setting in sweep:
+            label = {(True, True): "tuned = documented", (True, False): "tuned", (False, True): "documented"}[
+                setting == best, setting == DOCUMENTED_EMSA]
+            methods[f"E-MSA ({label}: rho={setting[0]:g}, lbfgs_iters={setting[1]})"] = emsa_runs(
+                setting, cfg.pairs, cfg, cfg.emsa_cap)
+    return methods
+
+
 def run_experiment(cfg: Config) -> dict:
+    """Tune on the tuning pairs, run every method on every pair; every run's record and the summaries."""
     start, cpu_start = time.perf_counter(), time.process_time()
     with single_thread():
         _warm_up()
@@ -323,13 +337,7 @@ def run_experiment(cfg: Config) -> dict:
         sweep = {setting: emsa_runs(setting, cfg.tuning_pairs, cfg, cfg.emsa_sweep_cap) for setting in cfg.emsa_settings}
         best = min(cfg.emsa_settings, key=lambda s: selection_key([r["iterations"] for r in sweep[s]],
                                                                   [r["seconds"] for r in sweep[s]]))
-        for setting in dict.fromkeys([best, DOCUMENTED_EMSA]):
-            if setting in sweep:  # all pairs afresh: the sweep's runs stopped at the smaller cap
-                runs = {tuple(r["pair"]): r for r in emsa_runs(setting, cfg.pairs, cfg, cfg.emsa_cap)}
-                label = "tuned" if setting == best else "documented"
-                if setting == best and setting == DOCUMENTED_EMSA:
-                    label = "tuned = documented"
-                methods[f"E-MSA ({label}: rho={setting[0]:g}, lbfgs_iters={setting[1]})"] = [runs[p] for p in cfg.pairs]
+        methods |= _emsa_methods(cfg, sweep, best)
     return {"config": asdict(cfg) | {"pairs": cfg.pairs, "tuning_pairs": cfg.tuning_pairs},
             "baseline_tuning": tuned, "emsa_sweep": {f"rho={s[0]:g}, lbfgs_iters={s[1]}": sweep[s] for s in sweep},
             "emsa_best": list(best), "methods": methods,
