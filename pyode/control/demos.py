@@ -115,7 +115,7 @@ def toy_gradient_run(name: str, lr: float, iterations: int, data: tuple[Tensor, 
 
 
 def toy_msa_run(rho: float, iterations: int, data: tuple[Tensor, ...], *, lbfgs_iters: int = 10,
-                net_seed: int = 1, stop_below: float | None = None) -> dict:
+                net_seed: int = 1, stop_below: float | None = None, progress: bool = True) -> dict:
     """(E-)MSA on the toy (:func:`sin_toy_network` with ``net_seed``); returns what
     :func:`toy_gradient_run` returns, the losses taken before each update."""
     net = sin_toy_network(net_seed)
@@ -123,7 +123,7 @@ def toy_msa_run(rho: float, iterations: int, data: tuple[Tensor, ...], *, lbfgs_
     x0, y = sin_toy_embed(data[0]), data[1]
     name = "E-MSA" if rho > 0 else "MSA"
     losses, times, start = [], [], time.perf_counter()
-    for _ in tqdm(range(iterations), desc=f"{name} rho={rho:g}", disable=None, leave=False):
+    for _ in tqdm(range(iterations), desc=f"{name} rho={rho:g}", disable=None if progress else True, leave=False):
         losses.append(trainer.step(x0, y))
         times.append(time.perf_counter() - start)
         if not math.isfinite(losses[-1]) or (stop_below is not None and losses[-1] < stop_below):
@@ -197,11 +197,13 @@ def _plot_msa(runs: list[dict], out_dir: str) -> str:
     return path
 
 
-def run_msa_demo(out_dir: str = ".", quick: bool = False, rhos: tuple[float, ...] = (1.0,)) -> dict:
+def run_msa_demo(out_dir: str = ".", quick: bool = False, rhos: tuple[float, ...] = (1.0,), *,
+                 progress: bool = True) -> dict:
     """E-MSA (one run per ρ in ``rhos``) vs basic MSA vs SGD / Adagrad / Adam (tuned rates) on the sin(x) toy.
 
     Returns ``{"runs": [...], "table": rows, "headers": [...], "figure": png path, "tuned_rates": {...}}``;
-    every run holds ``losses`` and ``times`` per iteration and the final ``test_loss``.
+    every run holds ``losses`` and ``times`` per iteration and the final ``test_loss``. Progress bars show on a
+    terminal only, and not at all with ``progress=False``.
     """
     if not rhos or any(rho <= 0 for rho in rhos):
         raise ValueError(f"rhos are the E-MSA penalties and must be > 0 (basic MSA always runs), got {rhos}")
@@ -210,9 +212,10 @@ def run_msa_demo(out_dir: str = ".", quick: bool = False, rhos: tuple[float, ...
     data = sin_toy_data()
     with single_thread():
         tuned = {name: tune_learning_rate(name, grid, tune_iterations, data)
-                 for name, grid in tqdm(rates.items(), desc="tuning learning rates", disable=None)}
-        runs = [toy_msa_run(rho, msa_iterations, data) for rho in rhos] + [toy_msa_run(0.0, msa_iterations, data)]
-        runs += [toy_gradient_run(name, lr, grad_iterations, data, progress=True)
+                 for name, grid in tqdm(rates.items(), desc="tuning learning rates",
+                                        disable=None if progress else True)}
+        runs = [toy_msa_run(rho, msa_iterations, data, progress=progress) for rho in (*rhos, 0.0)]
+        runs += [toy_gradient_run(name, lr, grad_iterations, data, progress=progress)
                  for name, lr in tuned.items()]
     thresholds, at_iterations = (1e-2, 1e-3), tuple(sorted({1, 10, msa_iterations}))
     headers = (["method", "setting", "iters"] + [f"loss@it{it}" for it in at_iterations]
@@ -264,13 +267,13 @@ YOPO_DEMO_METHODS: dict[str, TrainerFactory] = {
 
 
 def train_adversarially(method: str, seed: int, eps: float, epochs: int, data: tuple[Tensor, ...],
-                        batch_size: int = 64, lr: float = 1e-3) -> dict:
+                        batch_size: int = 64, lr: float = 1e-3, progress: bool = True) -> dict:
     """Train a fresh :func:`digits_model` with one of :data:`YOPO_DEMO_METHODS`; evaluate clean/PGD-20."""
     model = digits_model(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     trainer = YOPO_DEMO_METHODS[method](model, optimizer, eps, torch.Generator().manual_seed(seed))
     start = time.perf_counter()
-    for epoch in tqdm(range(epochs), desc=f"{method} seed={seed}", disable=None, leave=False):
+    for epoch in tqdm(range(epochs), desc=f"{method} seed={seed}", disable=None if progress else True, leave=False):
         trainer.train_epoch(_epoch_batches(data[0], data[1], epoch, batch_size))
     wall = time.perf_counter() - start
     clean, robust = robust_accuracy(model, data[2], data[3], eps, steps=20,
@@ -327,7 +330,7 @@ def _plot_yopo(summary: list[dict], eps: float, out_dir: str) -> str:
     return path
 
 
-def run_yopo_demo(out_dir: str = ".", quick: bool = False, eps: float = 0.1) -> dict:
+def run_yopo_demo(out_dir: str = ".", quick: bool = False, eps: float = 0.1, *, progress: bool = True) -> dict:
     """YOPO-3-5 / YOPO-5-3 vs PGD-10 (and the equal-cost PGD-2) on digits; clean and PGD-20 accuracy.
 
     Returns ``{"runs", "summary", "target", "table", "headers", "figure"}``; ``target`` says per YOPO
@@ -339,8 +342,8 @@ def run_yopo_demo(out_dir: str = ".", quick: bool = False, eps: float = 0.1) -> 
         data = (data[0][:256], data[1][:256], data[2][:128], data[3][:128])
     methods = list(YOPO_DEMO_METHODS)
     with single_thread():
-        runs = [train_adversarially(method, seed, eps, epochs, data)
-                for method in tqdm(methods, desc="methods", disable=None) for seed in seeds]
+        runs = [train_adversarially(method, seed, eps, epochs, data, progress=progress)
+                for method in tqdm(methods, desc="methods", disable=None if progress else True) for seed in seeds]
     summary = _summarise(runs, methods)
     headers = ["method", "clean acc %", "PGD-20 acc %", "full passes", "first-layer passes", "wall s"]
     table = [[s["method"], f"{100 * s['clean'][0]:.1f} ± {100 * s['clean'][1]:.1f}",
