@@ -21,14 +21,31 @@ from torch import Tensor
 from pyode._solvers.rk_step import StepResult
 
 # tsit5 is unstable on the negative real axis beyond h|λ| = 3.51 (|R(z)| = 1 there; dopri5: 3.31, for which
-# Hairer's code tests 3.25). The step-size controller keeps h ρ hovering near the boundary on a stiff problem,
-# so the test is a little inside it.
-STABILITY_BOUNDARY = 3.0
+# Hairer's code tests 3.25). On a stiff problem the controller cycles h around that boundary and the two-stage
+# estimate of h ρ cycles with it, between ~2 and ~3.2 (Robertson at rtol 1e-8); an accuracy-limited step of a
+# 5th-order pair has h|λ| ~ (720 rtol)^(1/6) <= 1.5 even at rtol 1e-2. So the test is at 2.5.
+STABILITY_BOUNDARY = 2.5
 STIFF_STEPS = 15            # stability-limited explicit steps before switching (DOPRI5's count) ...
 NONSTIFF_RESET = 6          # ... reset only after this many consecutive steps that were not (DOPRI5's rule)
 NONSTIFF_LIMIT = 1.5        # h ρ(J) well inside the explicit stability region ...
 NONSTIFF_STEPS = 15         # ... on this many consecutive stiff steps before switching back
 POWER_ITERATIONS = 8
+CHECK_WINDOW = 25           # explicit steps per window of the rejection check ...
+CHECK_RETRIES = 5           # ... which computes the Jacobian when the window saw this many rejected attempts
+
+
+def spectral_radius(J: Tensor) -> float:
+    """The largest spectral radius of the blocks (B, m, m), by power iteration (an estimate: enough to tell
+    ``h ρ`` of order 1 from one of order 100)."""
+    with torch.no_grad():
+        v = torch.ones(J.shape[:2], dtype=J.dtype, device=J.device)
+        rho = torch.zeros(J.shape[0], dtype=J.dtype, device=J.device)
+        for _ in range(POWER_ITERATIONS):
+            w = (J @ v.unsqueeze(-1)).squeeze(-1)
+            rho = torch.linalg.vector_norm(w, dim=-1)  # |J v| for unit v, per block
+            v = w / rho.clamp_min(torch.finfo(J.dtype).tiny).unsqueeze(-1)
+        rho = float(rho.max())
+    return rho if math.isfinite(rho) else float("inf")
 
 
 class AutoSwitchStepper:
@@ -50,6 +67,7 @@ class AutoSwitchStepper:
         last, before = list(tab.a[-1]), list(tab.a[-2]) + [0.0] * (len(tab.a[-1]) - len(tab.a[-2]))
         self._stage_diff = [x - y for x, y in zip(last, before)]  # Y_s - Y_{s-1} = h Σ_j (a_sj - a_{s-1,j}) k_j
         self.active, self.count, self.calm, self.switches = explicit, 0, 0, []
+        self.window = self.retries = 0  # explicit steps and rejected attempts in the current check window
         self._mode_at: dict[float, object] = {}  # the method of the step started at t (checkpoint replays)
         self._owner: dict[int, object] = {}      # id(step) -> the stepper that made it (its dense output)
         self._last: StepResult | None = None
@@ -69,38 +87,38 @@ class AutoSwitchStepper:
         return step.h * float(dk) / dy if dy > 0.0 else 0.0
 
     def _implicit_stiffness(self, step: StepResult) -> float:
-        """``h ρ(J)``, the largest spectral radius of the stiff method's Jacobian blocks (B, m, m) by power
-        iteration (an estimate: enough to tell ``h ρ`` of order 1 from one of order 100)."""
+        """``h ρ(J)`` with the stiff method's held Jacobian."""
         J = self.stiff._J
-        if J is None:
-            return float("inf")
-        with torch.no_grad():
-            v = torch.ones(J.shape[:2], dtype=J.dtype, device=J.device)
-            rho = torch.zeros(J.shape[0], dtype=J.dtype, device=J.device)
-            for _ in range(POWER_ITERATIONS):
-                w = (J @ v.unsqueeze(-1)).squeeze(-1)
-                rho = torch.linalg.vector_norm(w, dim=-1)  # |J v| for unit v, per block
-                v = w / rho.clamp_min(torch.finfo(J.dtype).tiny).unsqueeze(-1)
-            rho = float(rho.max())
-        return step.h * rho if math.isfinite(rho) else float("inf")
+        return float("inf") if J is None else step.h * spectral_radius(J)
+
+    def _jacobian_stiffness(self, step: StepResult) -> float:
+        """``h ρ(J)`` with a Jacobian computed at the step's end (m products: used sparingly)."""
+        J = self.stiff.jac(step.t0 + step.h, step.y1.detach())
+        return step.h * spectral_radius(J)
 
     def _after_accepted(self, step: StepResult) -> None:
         """Updates the detection with an accepted step; switches the active method when it says so."""
-        stiff_now = self.active is self.stiff
-        if stiff_now:
+        if self.active is self.stiff:
             quiet = self._implicit_stiffness(step) < NONSTIFF_LIMIT
             self.count = self.count + 1 if quiet else 0
             if self.count >= NONSTIFF_STEPS:
                 self._switch(step, self.explicit, "nonstiff")
+            return
+        if self._explicit_stiffness(step) > STABILITY_BOUNDARY:
+            self.count, self.calm = self.count + 1, 0
         else:
-            if self._explicit_stiffness(step) > STABILITY_BOUNDARY:
-                self.count, self.calm = self.count + 1, 0
-            else:
-                self.calm += 1
-                if self.calm >= NONSTIFF_RESET:
-                    self.count = 0
-            if self.count >= STIFF_STEPS:
-                self._switch(step, self.stiff, "stiff")
+            self.calm += 1
+            if self.calm >= NONSTIFF_RESET:
+                self.count = 0
+        self.window += 1
+        if self.window >= CHECK_WINDOW:
+            # Many rejections in a window: the two-stage estimate can miss a stiff mode its stages hardly excite
+            # (Robertson at rtol 1e-8: estimates ~0.9 while h|λ| ~ 3.3); ask the Jacobian itself.
+            if self.retries >= CHECK_RETRIES and self._jacobian_stiffness(step) > STABILITY_BOUNDARY:
+                self.count = STIFF_STEPS
+            self.window = self.retries = 0
+        if self.count >= STIFF_STEPS:
+            self._switch(step, self.stiff, "stiff")
 
     def _switch(self, step: StepResult, to, label: str) -> None:
         self.active, self.count, self.calm = to, 0, 0
@@ -120,6 +138,8 @@ class AutoSwitchStepper:
         if stepper is None:  # a new step of the solve (not a retry after a rejection, nor a checkpoint replay)
             self._accepted_previous(t0, y0)
             stepper = self._mode_at[t0] = self.active
+        elif self._last is not None and self._last.t0 == t0:
+            self.retries += 1
         step = stepper.attempt(t0, y0, f0, h, ends_at_jump)
         self._last = step
         if len(self._owner) > 8:  # only the latest steps are interpolated
