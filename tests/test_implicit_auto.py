@@ -8,6 +8,7 @@ import torch
 from scipy.integrate import solve_ivp
 
 import pyode
+from pyode._solvers.implicit_auto import CHECK_WINDOW
 from pyode._solvers.problem import build_problem, integrate
 
 # Tiny tensors: torch's intra-op threads only add contention on a shared machine.
@@ -56,7 +57,8 @@ def test_switches_back_when_stiffness_fades():
 
 
 def test_non_stiff_problem_stays_explicit():
-    """A non-stiff problem never switches: the solve is tsit5's, bit for bit, with the same evaluations."""
+    """A non-stiff problem never switches: the solve is tsit5's, bit for bit; the only extra evaluations are the
+    occasional Jacobian checks (one recorded call each, at most one per CHECK_WINDOW steps)."""
     def rhs(t, y):
         return torch.stack([y[1], -y[0]])
 
@@ -65,7 +67,7 @@ def test_non_stiff_problem_stays_explicit():
     auto = pyode.solve(rhs, y0, t, method="auto", rtol=1e-8, atol=1e-10)
     tsit5 = pyode.solve(rhs, y0, t, method="tsit5", rtol=1e-8, atol=1e-10)
     assert torch.equal(auto.ys, tsit5.ys)
-    assert auto.stats.nfe == tsit5.stats.nfe
+    assert 0 <= auto.stats.nfe - tsit5.stats.nfe <= tsit5.stats.n_accepted // CHECK_WINDOW
     assert float((auto.ys[-1, 0] - math.cos(10.0)).abs()) < 1e-6
 
 
