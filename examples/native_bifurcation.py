@@ -32,7 +32,8 @@ def local_maxima(x: np.ndarray) -> list[np.ndarray]:
 
 
 def sweep(c: np.ndarray, transient: float, window: float, dt: float):
-    """Integrate one trajectory per c; returns the x-maxima on [transient, transient + window] per c."""
+    """Integrate one trajectory per c (c: (M,)); returns the x-maxima on [transient, transient + window] of each
+    trajectory and the accepted steps of all of them."""
     y0 = np.array([1.0, 1.0, 0.0])
     params = c[:, None]
     settle = pn.solve(rossler, y0, np.array([0.0, transient]), params, rtol=1e-8, atol=1e-8)
