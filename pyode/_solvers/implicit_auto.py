@@ -6,8 +6,10 @@ one stepper), delegating each step to the active method.
 Detection (Hairer & Wanner, *Solving ODEs I*, II.10 / the DOPRI5 code): after an accepted explicit step,
 ``ρ = |k_s - k_{s-1}| / |Y_s - Y_{s-1}|`` from the last two stages (both at ``c = 1``) estimates the dominant
 eigenvalue's modulus along the solution; ``h ρ`` beyond the explicit method's stability boundary on
-``STIFF_STEPS`` steps (without ``NONSTIFF_RESET`` calm ones in a row in between) means the step size is limited by stability, not accuracy: switch to the stiff
-method. Back: once ``h ρ(J)`` (the spectral radius of the held Jacobian, by power iteration) stays below
+``STIFF_STEPS`` steps (without ``NONSTIFF_RESET`` calm ones in a row in between) means the step size is limited
+by stability, not accuracy: switch to the stiff method. Since that estimate can miss a stiff mode the stages
+hardly excite, a window of explicit steps with many rejections also computes the Jacobian and tests
+``h ρ(J)``. Back: once ``h ρ(J)`` (the spectral radius of the held Jacobian, by power iteration) stays below
 ``NONSTIFF_LIMIT`` for ``NONSTIFF_STEPS`` consecutive steps, the explicit method would be stable at that step.
 """
 
