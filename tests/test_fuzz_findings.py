@@ -161,6 +161,30 @@ def test_controller_formula_on_floats_and_tensors_agrees():
                 assert all(gains.dfactor <= f <= gains.ifactor for f in want)
 
 
+def test_rejected_step_shrinks_at_least_ten_percent_even_with_safety_one():
+    """safety = 1 gave factor 1 - 4e-13 after a rejection whose ratio sat a hair above 1 (float32 noise): the
+    reference backend retried the same step for ever while the compiled one escaped by luck. Rejected steps
+    now shrink by at least min(safety, 0.9), as diffrax's controller does, unless dfactor says otherwise."""
+    from pyode._solvers.controller import FLOAT_OPS, pid_gains, step_factor
+
+    assert step_factor(FLOAT_OPS, pid_gains(5, 0.0, 1.0, 0.0, safety=1.0), 1.0 + 7e-13, 1.0, 1.0, False) == 0.9
+    assert step_factor(FLOAT_OPS, pid_gains(5, 0.0, 1.0, 0.0, dfactor=0.95), 1.5, 1.0, 1.0, False) == 0.95
+    assert step_factor(FLOAT_OPS, pid_gains(5, 0.0, 1.0, 0.0, safety=1.0), 0.5, 1.0, 1.0, True) > 1.0
+
+
+def test_float32_stiff_solve_with_safety_one_finishes(backend, rounds):
+    def stiff(t, y):
+        t = t.reshape(-1, 1) if t.dim() else t  # per sample: one time per row
+        return -1e3 * (y - torch.cos(t))
+
+    y0 = torch.full((2, 3), 1e30)
+    t = torch.tensor([0.0, 0.2], dtype=F64)
+    for options in ({"safety": 1.0}, per_sample(safety=1.0)):
+        ys = pyode.odeint(stiff, y0, t, method="adaptive_heun", rtol=1e-3, atol=1e-5, options=options)
+        # y -> cos(t) + O(1e-3): 1e30 decays by e^-200 on the way; float32 and rtol 1e-3 bound the error
+        torch.testing.assert_close(ys[-1], torch.full((2, 3), math.cos(0.2)), rtol=0, atol=2e-2)
+
+
 # ---- uninitialised memory -----------------------------------------------------------------------------------
 
 def test_lincomb_op_refuses_meta_and_complex_weights_naming_them():

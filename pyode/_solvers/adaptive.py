@@ -187,11 +187,13 @@ class AdaptiveLoop:
         """A rejected step must be retried smaller; otherwise the same step would be retried forever."""
         if h_next >= h_step:
             self._raise_stepper_failure(t)
+            why = (f"error ratio {step.ratio:.3g}" if math.isfinite(step.ratio) else
+                   "the state or func's output became NaN/inf")
             raise StepSizeUnderflowError(
                 "step_underflow", self.time_sign * t,
-                f"a step of size {h_step:.3g} was rejected (error ratio {step.ratio:.3g}) but the controller "
-                f"cannot shrink it (min_step = {self.opts.min_step:g}); lower options['min_step'], check the "
-                "pcoeff/icoeff/dcoeff coefficients, or loosen rtol/atol")
+                f"a step of size {h_step:.3g} was rejected ({why}) but the controller cannot shrink it "
+                f"(min_step = {self.opts.min_step:g}); lower options['min_step'], check the pcoeff/icoeff/dcoeff "
+                "coefficients, or loosen rtol/atol")
 
     def integrate(self, y0: Tensor, t_out: list[float], events: EventLocator | None = None) -> list[Tensor]:
         """Returns the states at ``t_out`` as a list of (m, n) blocks (first block: ``y0[None]``)."""

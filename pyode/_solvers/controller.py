@@ -22,6 +22,7 @@ from pyode.errors import NonFiniteStateError
 RATIO_FLOOR = 1e-300    # an error ratio of 0 is read as this (log(0) = -inf; the factor is then ifactor)
 HISTORY_FLOOR = 1e-10   # past ratios are kept at least this large (a zero would weigh forever)
 _LOG_CAP = 700.0        # exp() of more overflows a double; the factor is clipped to ifactor long before
+REJECT_FACTOR_MAX = 0.9  # a rejected step shrinks at least this much (unless dfactor forbids it)
 
 
 @dataclass(frozen=True)
@@ -89,16 +90,19 @@ def step_factor(ops, g: Gains, ratio, prev1, prev2, accepted):
     """``h_next / h`` after a step with error ratio ``ratio`` (accept when <= 1); ``prev1``, ``prev2``: the
     ratios of the last two accepted steps (1.0 before there are any).
 
-    ``clip(safety * r^-b1 * prev1^-b2 * prev2^-b3, lower, ifactor)`` with ``lower = 1`` after an accepted step
-    (torchdiffeq's: accepted steps never shrink) and ``dfactor`` after a rejected one; a NaN/inf ratio shrinks
-    by ``dfactor`` (the callers raise once the step underflows). Evaluated in log space, so no gain and no
-    ratio can overflow (``r ** b`` of a large gain would raise OverflowError on floats).
+    ``safety * r^-b1 * prev1^-b2 * prev2^-b3`` clipped to ``[1, ifactor]`` after an accepted step (torchdiffeq's:
+    accepted steps never shrink) and to ``[dfactor, min(safety, 0.9)]`` after a rejected one (diffrax's cap: with
+    safety = 1, or a PID history term above 1, a rejected step would shrink by a hair, 1 - 4e-13 was seen, and
+    be retried for ever; dfactor wins where the two cross); a NaN/inf ratio shrinks by ``dfactor`` (the callers
+    raise once the step underflows). Evaluated in log space, so no gain and no ratio can overflow (``r ** b`` of
+    a large gain would raise OverflowError on floats).
     ``ops``: :data:`FLOAT_OPS` (floats) or :data:`TENSOR_OPS` ((batch,) tensors, one value per row)."""
     finite = ops.isfinite(ratio)
     r = ops.clip(ops.where(finite, ratio, 1.0), RATIO_FLOOR, math.inf)
     log_factor = g.log_safety - g.b1 * ops.log(r) - g.b2 * ops.log(prev1) - g.b3 * ops.log(prev2)
     factor = ops.exp(ops.clip(log_factor, -_LOG_CAP, g.log_cap))
-    factor = ops.clip(factor, ops.where(accepted, 1.0, g.dfactor), g.ifactor)
+    upper = ops.where(accepted, g.ifactor, min(g.safety, REJECT_FACTOR_MAX))
+    factor = ops.clip(ops.clip(factor, 0.0, upper), ops.where(accepted, 1.0, g.dfactor), math.inf)
     return ops.where(finite, factor, g.dfactor)
 
 
