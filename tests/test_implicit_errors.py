@@ -79,3 +79,12 @@ def test_jacobian_falls_back_to_differences():
     J = jac(0.0, y)
     assert jac.mode == "differences"
     assert torch.allclose(J, torch.diag(-6.0 * y), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("method", ["kvaerno5", "rodas5", "auto", "gl4"])
+def test_half_precision_refused(method):
+    """torch has no LU in float16/bfloat16: a clear TypeError instead of a NotImplementedError from inside."""
+    options = {"step_size": 0.1} if method == "gl4" else None
+    with pytest.raises(TypeError, match="float32 or float64"):
+        pyode.odeint(lambda t, y: -y, torch.ones(2, dtype=torch.float16), torch.tensor([0.0, 1.0]), method=method,
+                     options=options)

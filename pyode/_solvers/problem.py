@@ -137,6 +137,7 @@ def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, 
 
 def _implicit_stepper(method, fn, kern, sign, rtol, atol, segments, norm_segments, opts, extra):
     """The stepper of an adaptive implicit method: ESDIRK (Newton) or Rosenbrock (linearly implicit)."""
+    _check_implicit_dtype(fn, method)
     if opts.per_sample:
         raise ValueError(f"options['per_sample'] is not supported by the implicit method {method!r}; "
                          "leave it unset (one step size for the whole batch)")
@@ -157,6 +158,12 @@ def _implicit_stepper(method, fn, kern, sign, rtol, atol, segments, norm_segment
     return ImplicitStepper(IMPLICIT_TABLEAUX[method], fn, kern, sign, rtol, atol, segments, norm_segments,
                            interp=opts.interp, max_iters=_max_iters(extra.get("max_iters")),
                            jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
+
+
+def _check_implicit_dtype(fn: FlatFunc, method: str) -> None:
+    if fn.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(f"method {method!r} factors Newton matrices (LU), which torch supports in float32 and float64 "
+                        f"only, not {fn.dtype}; pass y0 as float32 or float64, or use an explicit method")
 
 
 def _jacobian_rows(value, fn: FlatFunc) -> int | None:
@@ -213,6 +220,7 @@ def _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, user)
                          perturb=opts.perturb)
     else:
         if method in IMPLICIT_TABLEAUX:
+            _check_implicit_dtype(fn, method)
             stepper = ImplicitStepper(IMPLICIT_TABLEAUX[method], fn, kern, sign, interp=opts.interp,
                                       max_iters=_max_iters((options or {}).get("max_iters")),
                                       jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
