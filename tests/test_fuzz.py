@@ -447,7 +447,10 @@ def _tolerance(case: dict) -> float:
     :func:`compare`): the same operations in another summation order, amplified over up to ~1e3 steps."""
     if case["kind"] == "kernel":
         return 1e-5 if case["dtype"] == "float32" else 1e-12
-    return {"float64": 1e-9, "float32": 1e-3, "float16": 5e-2}[case["dtype"]]
+    tol = {"float64": 1e-9, "float32": 1e-3, "float16": 5e-2}[case["dtype"]]
+    # float32 times: a last-bit difference in a step size (the backends' error norms round differently) moves a
+    # stage time by one float32 ulp (1.2e-7 relative) that func sees
+    return max(tol, 1e-6) if case["times"]["dtype"] == "float32" else tol
 
 
 def compare(case: dict, a: dict, b: dict) -> str | None:
