@@ -172,24 +172,23 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
         raise ValueError("gradient='reversible' integrates on a fixed asynchronous-leapfrog grid, which does not "
                          "locate events; use event_fn with gradient='adjoint', 'checkpoint' or 'backprop'")
     _check_adjoint_args(adjoint_params, adjoint_rtol, adjoint_atol, adjoint_method)
-    if gradient == "adjoint" and ((adjoint_rtol is None and is_per_element(rtol))
-                                  or (adjoint_atol is None and is_per_element(atol))):
-        raise ValueError("per-component or per-element rtol/atol: the adjoint's backward solve needs float "
-                         "tolerances; pass adjoint_rtol and adjoint_atol")
     adjoint_params = None if adjoint_params is None else tuple(adjoint_params)  # a generator is read once
     params = () if gradient == "backprop" else resolve_params(func, adjoint_params, gradient)
-    adjoint_cfg = None
-    if gradient == "adjoint":
-        adjoint_cfg = make_config(rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
-                                  adjoint_options)
-        _warn_params_left_out(func, adjoint_params, params, adjoint_cfg)
-    _warn_unused_callbacks(func, method, adjoint_cfg)
 
     def build(times):
         return build_problem(func, y0, times, rtol=rtol, atol=atol, method=method, options=options,
                              event_fn=event_fn)
 
-    problem = build(t)
+    problem = build(t)  # validates y0, t, the tolerances and the options first: their errors name the argument
+    adjoint_cfg = None
+    if gradient == "adjoint":
+        if (adjoint_rtol is None and is_per_element(rtol)) or (adjoint_atol is None and is_per_element(atol)):
+            raise ValueError("per-component or per-element rtol/atol: the adjoint's backward solve needs float "
+                             "tolerances; pass adjoint_rtol and adjoint_atol")
+        adjoint_cfg = make_config(rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method,
+                                  adjoint_options)
+        _warn_params_left_out(func, adjoint_params, params, adjoint_cfg)
+    _warn_unused_callbacks(func, method, adjoint_cfg)
     if event_fn is not None:
         if dense or save_steps or progress:
             raise ValueError("dense, save_steps and progress do not combine with event_fn")
