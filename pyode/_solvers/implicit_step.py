@@ -67,6 +67,7 @@ class ImplicitStepper:
         self.jac = Jacobian(fn, jacobian_rows)
         self.matrix = NewtonMatrix(time_sign)
         self._J, self._jac_id, self._jac_at, self._stale = None, 0, None, True
+        self._matrix_failure: ImplicitSolveError | None = None
         self.failure: ImplicitSolveError | None = None
         # Filter the error estimate of a singly diagonally implicit pair (one γ: its LU is at hand).
         self.filter_error = (self.adaptive and tableau.diagonal
@@ -167,11 +168,16 @@ class ImplicitStepper:
             return self._norm(dz, None, scale_y, atol, rtol)
 
         solve = self._solve_dirk if self.tableau.diagonal else self._solve_firk
-        force = False
+        force, self._matrix_failure = False, None
         while True:
             fresh = self.jacobian(t0, y0, f0, force)
             self.newton.theta_max = 0.0
-            ks = solve(t0, y0, f0, h, t_end, norm)
+            try:
+                ks = solve(t0, y0, f0, h, t_end, norm)
+            except ImplicitSolveError as exc:  # I - h*gamma*J singular at this h, or J not finite
+                if not self.adaptive:
+                    raise
+                ks, self._matrix_failure = None, exc  # adaptive: reject, and try a smaller step
             if ks is not None:
                 self._stale = self.newton.theta_max > REFRESH_THETA
                 return ks
@@ -225,6 +231,11 @@ class ImplicitStepper:
         return y1, norm, seg
 
     def _failed(self, t0: float, y0: Tensor, f0: Tensor, h: float) -> StepResult:
+        if self._matrix_failure is not None:  # adaptive only: a singular or non-finite Newton matrix
+            cause = self._matrix_failure
+            self.failure = ImplicitSolveError(cause.reason, self.time_sign * t0,
+                                              f"{self.tableau.name} at the minimum step size: {cause.message}")
+            return StepResult(t0, h, y0, y0, [f0], NEWTON_FAILURE_BASE ** self.tableau.order)
         where = "at the minimum step size" if self.adaptive else f"with step_size={h:.3g}"
         hint = ("try float64, a smaller rtol/atol or first_step, options['max_iters'], or another method "
                 "(rodas5 solves no nonlinear equations)" if self.adaptive else
