@@ -104,12 +104,12 @@ def _shape(rng: random.Random) -> list[int]:
 
 def _times(rng: random.Random) -> dict:
     n = rng.choice([1, 2, 2, 3, 5])
-    t0 = rng.choice([0.0, 0.0, 1.0, -2.0, 1e6])
+    t0 = rng.choice([0.0, 0.0, 1.0, -2.0, 1e6])  # 1e6: the resolution of t (4 ulps = 4.7e-10) in play
     span = rng.choice([1.0, 0.5, 2.0, 1e-6])
     direction = rng.choice([1.0, 1.0, -1.0])
     dtype = rng.choice(["float64", "float64", "float32"])
     if dtype == "float32" and t0 == 1e6:  # func would see times in steps of 0.0625: any two solves differ
-        t0 = 1e3
+        t0 = 1.0
     return {"t0": t0, "span": span * direction, "n": n, "dtype": dtype}
 
 

@@ -185,6 +185,16 @@ def test_float32_stiff_solve_with_safety_one_finishes(backend, rounds):
         torch.testing.assert_close(ys[-1], torch.full((2, 3), math.cos(0.2)), rtol=0, atol=2e-2)
 
 
+def test_a_step_shortened_to_a_step_t_point_lands_on_it_exactly(backend):
+    """From t = 0.0100935912..., t + (0.15 - t) is 0.15 - 2.8e-17: the solver landed one ulp short of the
+    step_t point, then took a 2.8e-17 step and restarted from there (8 extra steps; with a small ifactor the next
+    step fell below the resolution of t and raised StepSizeUnderflowError: fuzz case 2026/4819)."""
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    options = {"first_step": 0.01009359120320126, "ifactor": 100.0, "step_t": [0.15]}
+    sol = pyode.solve(lambda t, y: torch.zeros_like(y), torch.ones(2, dtype=F64), t, options=options)
+    assert sol.stats.n_accepted == 3  # 0 -> 0.0101 -> 0.15 -> 1 (f = 0: every step is accepted, grows 100x)
+
+
 # ---- uninitialised memory -----------------------------------------------------------------------------------
 
 def test_lincomb_op_refuses_meta_and_complex_weights_naming_them():

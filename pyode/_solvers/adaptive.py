@@ -149,14 +149,20 @@ class AdaptiveLoop:
         return h if math.isnan(h) else min(max(h, self.opts.min_step), self.opts.max_step)
 
     def _clamp(self, t: float, h: float, t_end: float) -> float:
-        """Shortens ``h`` to land on the next step_t/jump_t point or the end time."""
-        if not self.stops:
-            return min(h, t_end - t)
+        """Shortens ``h`` to land on the next step_t/jump_t point or the end time, exactly: ``t + (target - t)``
+        can round one ulp short of it (for t < target / 2), and the step after it would be one ulp long, its
+        successor below the resolution of t (a StepSizeUnderflowError, or a dozen needless steps)."""
         target = t_end
-        i = bisect.bisect_right(self.stops, t)
-        if i < len(self.stops) and self.stops[i] < target:
-            target = self.stops[i]
-        return min(h, target - t)
+        if self.stops:
+            i = bisect.bisect_right(self.stops, t)
+            if i < len(self.stops) and self.stops[i] < target:
+                target = self.stops[i]
+        if h < target - t:
+            return h
+        h = target - t
+        while t + h < target:  # at most a couple of ulps
+            h = math.nextafter(h, math.inf)
+        return h
 
     def _check_progress(self, t: float, h: float, step: StepResult) -> None:
         self.stats.t_reached = self.time_sign * t
