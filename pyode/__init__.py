@@ -7,6 +7,7 @@ from pyode._solvers.scratch import empty_cache
 from pyode._version import __version__ as __version__
 from pyode.errors import (
     BackendUnavailableError,
+    ImplicitSolveError,
     MaxStepsError,
     NonFiniteStateError,
     ODESolverError,
@@ -20,6 +21,7 @@ __all__ = [
     "GRADIENT_MODES",
     "METHODS",
     "BackendUnavailableError",
+    "ImplicitSolveError",
     "MaxStepsError",
     "NonFiniteStateError",
     "ODESolverError",

@@ -224,7 +224,7 @@ def _solve_backward(problem, aug: _AugmentedDynamics, state: tuple, t_from: Tens
     try:
         out = integrate(back)
     except ODESolverError as exc:
-        raise type(exc)(exc.reason, exc.t_reached, f"adjoint backward pass: {exc.args[0]}") from exc
+        raise type(exc)(exc.reason, exc.t_reached, f"adjoint backward pass: {exc.message}") from exc
     return back.fn.unflatten(out[-1])
 
 

@@ -14,16 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from pyode.errors import ODESolverError
-
-
-class ImplicitSolveError(ODESolverError):
-    """The stage equations of an implicit method could not be solved (``reason``: ``"newton"``,
-    ``"singular_jacobian"`` or ``"non_finite_jacobian"``); ``message``: the reason in words, without the time."""
-
-    def __init__(self, reason: str, t_reached: float, message: str):
-        self.message = message
-        super().__init__(reason, t_reached, message)
+from pyode.errors import ImplicitSolveError
 
 
 class Jacobian:
