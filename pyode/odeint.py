@@ -156,10 +156,58 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
     Same arguments as :func:`odeint` and :func:`odeint_adjoint`. ``sol.stats.nfe_backward`` counts the
     evaluations of the backward pass once it has run (adjoint, checkpoint and reversible modes).
 
-    ``dense=True``: ``sol.evaluate(t)`` gives the state at any time of the solved interval from the method's
-    continuous extension (memory: every step's stages), and ``sol.ts`` the accepted steps' end times;
-    ``save_steps=True``: only ``sol.ts``. ``progress``: a tqdm bar over the interval (True), or a meter with
-    ``update(dt)``/``close()``. Not with ``event_fn``, ``per_sample``, ``alf`` or ``scipy_solver``.
+    Args:
+        func (Callable): ``func(t, y) -> dy/dt``, as for :func:`odeint`; or a native rhs
+            (:mod:`pyode.native`), solved by the compiled loop.
+        y0 (Tensor | tuple[Tensor, ...]): (*state) initial state, or a tuple of tensors.
+        t (Tensor | Sequence[float]): (T,) strictly monotonic output times; ``t[0]`` is the initial time.
+        rtol (float | Tensor): relative tolerance (default ``1e-7``); a tensor broadcastable to ``y0``
+            gives per-component tolerances.
+        atol (float | Tensor): absolute tolerance (default ``1e-9``), as ``rtol``.
+        method (str | None): one of :data:`pyode.METHODS` (default None: ``'dopri5'``).
+        options (dict | None): solver options, as for :func:`odeint` (default None).
+        event_fn (Callable | None): terminal event ``event_fn(t, y) -> scalar`` (default None).
+        gradient (str): ``"backprop"`` (default), ``"checkpoint"``, ``"adjoint"`` or ``"reversible"``;
+            see :func:`odeint`.
+        adjoint_params (Sequence[Tensor] | None): tensors the non-backprop modes differentiate (default
+            None: ``func.parameters()`` of an ``nn.Module`` func).
+        adjoint_rtol (float | None): the adjoint backward solve's rtol (default None: ``rtol``).
+        adjoint_atol (float | None): its atol (default None: ``atol``).
+        adjoint_method (str | None): its method (default None: ``method``).
+        adjoint_options (dict | None): its options (default None: ``options``); ``{"norm": "seminorm"}``
+            leaves the parameter channels out of its error norm.
+        dense (bool): keep the continuous extension: ``sol.evaluate(t)`` gives the state at any time of
+            the solved interval (memory: every step's stages), and ``sol.ts`` the accepted steps' end
+            times (default False).
+        save_steps (bool): only ``sol.ts`` (default False).
+        progress (bool | object): a tqdm bar over the interval (True), or a meter with ``update(dt)`` and
+            ``close()`` (default False).
+
+    ``dense``, ``save_steps`` and ``progress`` do not combine with ``event_fn``, ``per_sample``, ``alf``,
+    ``scipy_solver`` or a native rhs.
+
+    Returns:
+        Solution: ``sol.ys`` (T, *state) (a tuple for a tuple ``y0``; with ``event_fn`` (2, *state), the
+        initial state and the state at the event), ``sol.t`` (T,), ``sol.stats`` (:class:`SolverStats`),
+        ``sol.event_t`` (0-dim, with ``event_fn``), ``sol.ts`` (n_steps + 1,) with ``dense`` or
+        ``save_steps``.
+
+    Raises:
+        ValueError: a bad argument (the message names it), e.g. an unknown ``gradient`` or ``method``.
+        TypeError: an argument of the wrong type.
+        ODESolverError: the solve failed (:class:`MaxStepsError`, :class:`StepSizeUnderflowError`,
+            :class:`NonFiniteStateError`, :class:`ImplicitSolveError`), with the time reached.
+
+    Examples:
+        >>> import torch, pyode
+        >>> t = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+        >>> sol = pyode.solve(lambda t, y: -y, torch.ones(2, dtype=torch.float64), t, dense=True)
+        >>> sol.ys.shape, sol.stats.status
+        (torch.Size([3, 2]), 'success')
+        >>> round(float(sol.evaluate(0.25)[0]), 4)  # exp(-0.25)
+        0.7788
+        >>> sol.stats.n_steps == sol.ts.numel() - 1  # no step rejected here
+        True
     """
     if is_native_rhs(func) and (dense or save_steps or progress):
         raise ValueError("dense, save_steps and progress need a Python func (not a native rhs)")
@@ -210,31 +258,69 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, met
     A drop-in replacement for ``torchdiffeq.odeint``.
 
     Args:
-        func: ``func(t, y) -> dy/dt``; ``t`` a 0-dim tensor, ``y`` shaped like ``y0``.
-        y0: (*state) tensor, or a tuple of tensors.
-        t: (T,) strictly increasing or decreasing times; ``t[0]`` is the initial time.
-        rtol, atol: relative and absolute tolerances of the adaptive methods.
-        method: one of :data:`METHODS` (default ``'dopri5'``; ``'alf'`` for ``gradient='reversible'``).
-        options: solver options (e.g. ``step_size``, ``first_step``, ``max_num_steps``, ``step_t``,
+        func (Callable): ``func(t, y) -> dy/dt``; ``t`` a 0-dim tensor, ``y`` shaped like ``y0`` (an
+            ``nn.Module`` or any callable; a native rhs runs the compiled loop, see :mod:`pyode.native`).
+        y0 (Tensor | tuple[Tensor, ...]): (*state) initial state, or a tuple of tensors.
+        t (Tensor | Sequence[float]): (T,) strictly increasing or decreasing times; ``t[0]`` is the
+            initial time.
+        rtol (float | Tensor): relative tolerance of the adaptive methods (default ``1e-7``); a tensor
+            broadcastable to ``y0`` gives per-component tolerances.
+        atol (float | Tensor): absolute tolerance (default ``1e-9``), as ``rtol``.
+        method (str | None): one of :data:`METHODS` (default None: ``'dopri5'``; ``'alf'`` for
+            ``gradient='reversible'``).
+        options (dict | None): solver options (e.g. ``step_size``, ``first_step``, ``max_num_steps``, ``step_t``,
             ``jump_t``, ``min_step``, ``max_step``, ``safety``, ``ifactor``, ``dfactor``, ``pcoeff``,
             ``icoeff``, ``dcoeff``, ``norm``, ``dtype``, ``interp``); unknown names raise.
-        event_fn: terminal event ``event_fn(t, y) -> scalar``: the solve stops where it changes sign.
-        gradient: how gradients flow:
+        event_fn (Callable | None): terminal event ``event_fn(t, y) -> scalar``: the solve stops where it
+            changes sign (default None).
+        gradient (str): how gradients flow (default ``"backprop"``):
             ``"backprop"`` through the solver's operations (exact for the discretisation; memory grows
             with steps x stages); ``"checkpoint"`` the same gradient from replayed steps (memory: one
             state per step); ``"adjoint"`` the continuous adjoint (memory flat in the number of steps;
             gradient accurate to the tolerances; see :func:`odeint_adjoint`); ``"reversible"`` the
             asynchronous leapfrog method reconstructed backwards (flat memory, exact for its solve).
-        progress: True shows a tqdm bar over the integration interval (silent when stderr is not a
-            terminal); or a progress meter with ``update(dt)`` and ``close()``.
+        progress (bool | object): True shows a tqdm bar over the integration interval (silent when stderr
+            is not a terminal); or a progress meter with ``update(dt)`` and ``close()`` (default False).
         **adjoint_kwargs: ``adjoint_params``, ``adjoint_rtol``, ``adjoint_atol``, ``adjoint_method``,
-            ``adjoint_options`` for the non-backprop modes (parameters: those of an ``nn.Module`` func).
+            ``adjoint_options`` for the non-backprop modes (parameters: those of an ``nn.Module`` func);
+            see :func:`solve`.
+
     Returns:
-        (T, *state) tensor (a tuple for tuple ``y0``); with ``event_fn``: ``(event_t, ys)`` where ys is
-        (2, *state): the initial state and the state at the event.
+        Tensor | tuple: (T, *state) tensor (a tuple of such for a tuple ``y0``); with ``event_fn``:
+        ``(event_t, ys)``, ``event_t`` 0-dim and ``ys`` (2, *state): the initial state and the state at
+        the event.
+
+    Raises:
+        ValueError: a bad argument (the message names it and the fix): unknown method, gradient mode or
+            option, non-monotonic ``t``, negative tolerances, ...
+        TypeError: an argument of the wrong type.
+        ODESolverError: the solve could not reach ``t[-1]`` (:class:`MaxStepsError`,
+            :class:`StepSizeUnderflowError`, :class:`NonFiniteStateError`, :class:`ImplicitSolveError`);
+            the exception carries the time reached.
 
     Under ``torch.compile`` a fixed-grid RK solve (``euler``, ``midpoint``, ``rk4``, ...) on the grid ``t``
     is traced without graph breaks (``fullgraph=True`` works): see :mod:`pyode._solvers.traced`.
+
+    Examples:
+        The harmonic oscillator ``y'' = -y`` as a first-order system, from ``(1, 0)``: ``y(t) = cos t``.
+
+        >>> import torch, pyode
+        >>> t = torch.linspace(0.0, 1.0, 3, dtype=torch.float64)
+        >>> y0 = torch.tensor([1.0, 0.0], dtype=torch.float64)
+        >>> ys = pyode.odeint(lambda t, y: torch.stack([y[1], -y[0]]), y0, t)
+        >>> ys.shape
+        torch.Size([3, 2])
+        >>> round(float(ys[-1, 0]), 6), round(float(torch.cos(t[-1])), 6)
+        (0.540302, 0.540302)
+
+        A fixed-step method and a gradient by checkpointing:
+
+        >>> y0 = torch.tensor([1.0], dtype=torch.float64, requires_grad=True)
+        >>> ys = pyode.odeint(lambda t, y: -y, y0, t, method="rk4", options={"step_size": 0.1},
+        ...                   gradient="checkpoint", adjoint_params=())  # a lambda has no parameters
+        >>> ys[-1].sum().backward()
+        >>> round(float(y0.grad), 5)  # d exp(-1) y0 / d y0
+        0.36788
     """
     if is_native_rhs(func):  # a compiled rhs: the native loop (see solve)
         return native_odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
@@ -272,6 +358,44 @@ def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1
     solve defaults to the forward's tolerances, method and options; ``adjoint_options={"norm":
     "seminorm"}`` (Kidger et al. 2021) leaves the parameter-gradient channels out of its error norm,
     which usually takes fewer steps.
+
+    Args:
+        func (Callable): ``func(t, y) -> dy/dt``, usually an ``nn.Module``.
+        y0 (Tensor | tuple[Tensor, ...]): (*state) initial state, or a tuple of tensors.
+        t (Tensor | Sequence[float]): (T,) strictly monotonic output times.
+        rtol (float | Tensor): forward relative tolerance (default ``1e-7``).
+        atol (float | Tensor): forward absolute tolerance (default ``1e-9``).
+        method (str | None): forward method (default None: ``'dopri5'``).
+        options (dict | None): forward options (default None).
+        event_fn (Callable | None): terminal event, as for :func:`odeint` (default None).
+        adjoint_rtol (float | None): backward rtol (default None: ``rtol``; needed with per-component
+            ``rtol``).
+        adjoint_atol (float | None): backward atol (default None: ``atol``).
+        adjoint_method (str | None): backward method (default None: ``method``).
+        adjoint_options (dict | None): backward options (default None: ``options``).
+        adjoint_params (Sequence[Tensor] | None): the tensors to differentiate (default None:
+            ``func.parameters()``).
+
+    Returns:
+        Tensor | tuple: as :func:`odeint`: (T, *state), or ``(event_t, ys)`` with ``event_fn``.
+
+    Raises:
+        ValueError, TypeError, ODESolverError: as :func:`odeint`.
+
+    Examples:
+        >>> import torch, pyode
+        >>> class Decay(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.k = torch.nn.Parameter(torch.tensor(1.0, dtype=torch.float64))
+        ...     def forward(self, t, y):
+        ...         return -self.k * y
+        >>> f = Decay()
+        >>> t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        >>> ys = pyode.odeint_adjoint(f, torch.ones(1, dtype=torch.float64), t)
+        >>> ys[-1].sum().backward()
+        >>> round(float(f.k.grad), 5)  # d/dk exp(-k) at k = 1
+        -0.36788
     """
     return odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options, event_fn=event_fn,
                   gradient="adjoint", adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
@@ -285,8 +409,39 @@ def odeint_event(func: Callable, y0, t0, *, event_fn: Callable, reverse_time: bo
     The event time and the state there are differentiable with respect to ``y0``, ``t0`` (so chained
     events, each starting at the previous event time, keep every dependence), ``func``'s parameters and
     tensors that ``event_fn`` captures (torchdiffeq drops the last). ``odeint_interface=odeint_adjoint``
-    (or ``gradient=...`` in kwargs) picks the gradient mode. Returns ``(event_t, ys)`` with ys
-    (2, *state): the initial state and the state at the event.
+    (or ``gradient=...`` in kwargs) picks the gradient mode.
+
+    Args:
+        func (Callable): ``func(t, y) -> dy/dt``.
+        y0 (Tensor | tuple[Tensor, ...]): (*state) initial state.
+        t0 (float | Tensor): the initial time, a float or a 0-dim (one-element) tensor.
+        event_fn (Callable): ``event_fn(t, y) -> scalar tensor``; the solve stops where it changes sign.
+        reverse_time (bool): integrate towards decreasing times (default False).
+        odeint_interface (Callable | None): :func:`odeint_adjoint` for adjoint gradients (default None:
+            ``gradient`` from kwargs, else backprop).
+        **kwargs: ``rtol``, ``atol``, ``method``, ``options``, ``gradient`` and the adjoint arguments of
+            :func:`solve`.
+
+    Returns:
+        tuple[Tensor, Tensor | tuple]: ``(event_t, ys)``: ``event_t`` 0-dim, ``ys`` (2, *state): the
+        initial state and the state at the event.
+
+    Raises:
+        TypeError: ``event_fn`` not callable, or ``t0`` not a float or tensor.
+        ValueError: ``t0`` with more than one element, or a bad solver argument.
+        ODESolverError: the solve failed before the event (e.g. :class:`MaxStepsError` when the event
+            never happens).
+
+    Examples:
+        ``y' = -1`` from ``y = 1`` reaches ``y = 0.25`` at ``t = 0.75``:
+
+        >>> import torch, pyode
+        >>> event_t, ys = pyode.odeint_event(lambda t, y: -torch.ones_like(y), torch.ones(1, dtype=torch.float64),
+        ...                                  0.0, event_fn=lambda t, y: y.sum() - 0.25)
+        >>> round(float(event_t), 6), ys.shape
+        (0.75, torch.Size([2, 1]))
+        >>> round(float(ys[-1, 0]), 6)
+        0.25
     """
     if not callable(event_fn):
         raise TypeError(f"event_fn must be callable as event_fn(t, y) -> scalar tensor, got {type(event_fn).__name__}")

@@ -22,6 +22,16 @@ class SolverStats:
         per_sample_status: per-sample with ``on_failure="mark"``: each row's ``"success"``,
             ``"max_num_steps"``, ``"step_underflow"`` or ``"non_finite"``; else None.
         per_sample_t_reached: with ``on_failure="mark"``: the time each row reached, (batch,); else None.
+
+    Examples:
+        >>> import torch, pyode
+        >>> sol = pyode.solve(lambda t, y: -y, torch.ones(2, dtype=torch.float64),
+        ...                   torch.tensor([0.0, 1.0], dtype=torch.float64))
+        >>> stats = sol.stats
+        >>> stats.status, stats.t_reached, stats.nfe > 0
+        ('success', 1.0, True)
+        >>> stats.n_steps == stats.n_accepted + stats.n_rejected
+        True
     """
 
     nfe: int = 0
@@ -54,6 +64,15 @@ class Solution:
         ts: with ``solve(..., dense=True)`` or ``save_steps=True``: t0 and the end time of every accepted
             step, (n_steps + 1,); else None.
         dense: the continuous extension behind :meth:`evaluate` (``dense=True``), else None.
+
+    Examples:
+        >>> import torch, pyode
+        >>> t = torch.linspace(0.0, 1.0, 5, dtype=torch.float64)
+        >>> sol = pyode.solve(lambda t, y: -y, torch.ones(3, dtype=torch.float64), t)
+        >>> sol.ys.shape, sol.t.shape, sol.event_t is None, sol.ts is None
+        (torch.Size([5, 3]), torch.Size([5]), True, True)
+        >>> round(float(sol.ys[-1, 0]), 5)  # exp(-1)
+        0.36788
     """
 
     ys: Tensor | tuple[Tensor, ...]
@@ -66,7 +85,26 @@ class Solution:
     def evaluate(self, t) -> Tensor | tuple[Tensor, ...]:
         """The state at times ``t`` (float or tensor of any shape, within the solved interval) from the
         method's continuous extension: shaped ``(*t.shape, *y0.shape)`` (a tuple for a tuple ``y0``).
-        Differentiable with respect to ``y0`` and the parameters after a ``gradient="backprop"`` solve."""
+        Differentiable with respect to ``y0`` and the parameters after a ``gradient="backprop"`` solve.
+
+        Args:
+            t (float | Tensor): times of any shape inside the solved interval.
+
+        Returns:
+            Tensor | tuple[Tensor, ...]: (*t.shape, *y0.shape) states.
+
+        Raises:
+            ValueError: the solve was not made with ``dense=True``.
+
+        Examples:
+            >>> import torch, pyode
+            >>> sol = pyode.solve(lambda t, y: -y, torch.ones(2, dtype=torch.float64),
+            ...                   torch.tensor([0.0, 1.0], dtype=torch.float64), dense=True)
+            >>> sol.evaluate(torch.tensor([0.25, 0.5], dtype=torch.float64)).shape
+            torch.Size([2, 2])
+            >>> round(float(sol.evaluate(0.5)[0]), 5)  # exp(-0.5)
+            0.60653
+        """
         if self.dense is None:
             raise ValueError("evaluate() needs the solve's dense output: call pyode.solve(..., dense=True)")
         return self.dense.evaluate(t)

@@ -114,7 +114,21 @@ def _backend_name(device: torch.device) -> str:
 def backend_info() -> dict:
     """What is loaded: the requested backend, whether ``pyode._C`` loaded (and why not), OpenMP threads,
     and whether the CUDA module ``pyode._C_cuda`` was built and loads (it links the CUDA runtime statically,
-    so it loads without a driver and then reports 0 devices)."""
+    so it loads without a driver and then reports 0 devices).
+
+    Returns:
+        dict: ``requested`` (``PYODE_BACKEND``, default ``"auto"``), ``compiled_cpu`` (bool),
+        ``compiled_cpu_error`` (str or None), ``openmp`` and ``max_threads`` (when ``pyode._C`` loaded),
+        ``cpu_backend`` (the name of the backend CPU solves use, or ``"unavailable: ..."``),
+        ``cuda_built``, ``cuda`` (bool), ``cuda_error``, and with CUDA ``cuda_devices``, ``cuda_runtime``,
+        ``cuda_driver``, ``cuda_backend``.
+
+    Examples:
+        >>> import pyode
+        >>> info = pyode.backend_info()
+        >>> {"requested", "compiled_cpu", "cpu_backend", "cuda"} <= set(info)
+        True
+    """
     info = {"requested": os.environ.get("PYODE_BACKEND", "auto"), "compiled_cpu": _compiled is not None,
             "compiled_cpu_error": _COMPILED_ERROR}
     if _compiled is not None:

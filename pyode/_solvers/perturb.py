@@ -19,6 +19,20 @@ class Perturb(enum.Enum):
     """Which side of ``t`` a call of ``func`` stands for (torchdiffeq's ``Perturb``, same members).
 
     A ``func`` that declares a ``perturb`` keyword receives it; the ``t`` it receives is already moved.
+    Members: ``NONE`` (at ``t``), ``PREV`` (just before, in the integration direction), ``NEXT`` (just after).
+
+    Examples:
+        A forcing that switches off at ``t = 0.5``, a ``jump_t`` point: each step sees one piece.
+
+        >>> import torch, pyode
+        >>> seen = set()
+        >>> def f(t, y, perturb=pyode.Perturb.NONE):
+        ...     seen.add(perturb.name)
+        ...     return (t < 0.5).to(y.dtype) * torch.ones_like(y)
+        >>> ys = pyode.odeint(f, torch.zeros(1, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64),
+        ...                   options={"jump_t": torch.tensor([0.5], dtype=torch.float64)})
+        >>> round(float(ys[-1, 0]), 6), sorted(seen)
+        (0.5, ['NEXT', 'NONE', 'PREV'])
     """
 
     NONE = 0

@@ -83,5 +83,13 @@ POOL = ScratchPool()  # large buffers, shared by all solves
 
 
 def empty_cache() -> None:
-    """Releases the large stage buffers pyode keeps between solves (see :mod:`pyode._solvers.scratch`)."""
+    """Releases the large stage buffers pyode keeps between solves (see :mod:`pyode._solvers.scratch`).
+
+    Solves of large states (>= 256 KB) keep up to 1 GiB of stage buffers for reuse, as torch's CUDA
+    caching allocator keeps device memory; buffers still in use live on as ordinary tensors.
+
+    Examples:
+        >>> import pyode
+        >>> pyode.empty_cache()
+    """
     POOL.clear()
