@@ -57,6 +57,25 @@ class TimeMLP(nn.Module):
     ``t``: 0-dim tensor; ``y: (batch, dim) -> (batch, dim)``. Smooth activations (softplus, tanh) keep
     the field smooth, which adaptive solvers need for few steps. ``activation`` may be a module class
     (``nn.Tanh``), an instance (``nn.Tanh()``, copied per layer) or a function (``torch.tanh``).
+
+    Args:
+        dim (int): state dimension (input ``dim + 1`` with the time, output ``dim``).
+        hidden (int): width of the hidden layers (default 64).
+        n_hidden (int): number of hidden layers (default 2; 0 gives one linear map of ``[y, t]``).
+        activation (type[nn.Module] | nn.Module | Callable): the hidden layers' activation (default
+            ``nn.Softplus``).
+
+    Raises:
+        ValueError: a non-positive ``dim``/``hidden`` or a negative ``n_hidden``; ``y`` not ``(batch, dim)``
+            in ``forward``.
+        TypeError: an ``activation`` that is none of the three forms.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import TimeMLP
+        >>> f = TimeMLP(2, hidden=8)
+        >>> f(torch.tensor(0.5), torch.zeros(5, 2)).shape
+        torch.Size([5, 2])
     """
 
     def __init__(self, dim: int, hidden: int = 64, n_hidden: int = 2,
@@ -81,7 +100,26 @@ class TimeMLP(nn.Module):
 
 
 class CountingField(nn.Module):
-    """Wraps ``func(t, y)`` to count evaluations (NFE) and check it returns a state-shaped tensor."""
+    """Wraps ``func(t, y)`` to count evaluations (NFE) and check it returns a state-shaped tensor.
+
+    Args:
+        func (Callable[[Tensor, Tensor], Tensor]): the vector field ``func(t, y) -> dy/dt``, any shape.
+
+    Attributes:
+        nfe (int): evaluations so far (reset it by assigning 0).
+
+    Raises:
+        TypeError: ``func`` is not callable.
+        ValueError: in ``forward``, ``func`` returned something not shaped like ``y``.
+
+    Examples:
+        >>> import torch, pyode
+        >>> from pyode.nn import CountingField
+        >>> f = CountingField(lambda t, y: -y)
+        >>> ys = pyode.odeint(f, torch.ones(2), torch.tensor([0.0, 1.0]), method="rk4", options={"step_size": 0.25})
+        >>> f.nfe  # 4 steps x 4 stages
+        16
+    """
 
     def __init__(self, func: Callable[[Tensor, Tensor], Tensor]):
         super().__init__()
@@ -147,16 +185,39 @@ class ODEBlock(nn.Module):
     """Neural ODE layer: ``x -> y(t[-1])`` where ``dy/dt = func(t, y)``, ``y(t[0]) = x`` (Chen et al. 2018).
 
     Args:
-        func: the vector field, an ``nn.Module`` called as ``func(t, y)``.
-        t: integration times (default ``(0, 1)``); :meth:`trajectory` returns every one of them.
-        method, rtol, atol, options, gradient: passed to :func:`pyode.odeint`. ``rtol``/``atol`` default to
-            1e-3/1e-4 for adaptive methods. A fixed-grid method (``'rk4'``, ``'euler'``, ...) needs
-            ``options={'step_size': h}`` (``ValueError`` otherwise: it would step on ``t`` alone) and ignores
-            tolerances (``UserWarning`` if they are passed).
-        state_shape: per-sample shape of ``x`` (checked on entry); defaults to ``func.state_shape`` if set.
+        func (nn.Module): the vector field, called as ``func(t, y)`` with ``y: (batch, *state_shape)``.
+        t (Sequence[float] | Tensor): (T,) integration times, T >= 2 (default ``(0.0, 1.0)``);
+            :meth:`trajectory` returns every one of them, ``forward`` the state at ``t[-1]``.
+        method (str): a :data:`pyode.METHODS` name (default ``'dopri5'``).
+        rtol (float | None): default None: 1e-3 for adaptive methods.
+        atol (float | None): default None: 1e-4 for adaptive methods.
+        options (dict | None): solver options for :func:`pyode.odeint` (default None). A fixed-grid method
+            (``'rk4'``, ``'euler'``, ...) needs ``options={'step_size': h}`` (``ValueError`` otherwise: it
+            would step on ``t`` alone) and ignores tolerances (``UserWarning`` if they are passed).
+        gradient (str): ``'backprop'`` (default), ``'checkpoint'``, ``'adjoint'`` or ``'reversible'``.
+        state_shape (Sequence[int] | None): per-sample shape of ``x`` (checked on entry); default None:
+            ``func.state_shape`` if set, else unchecked.
 
     ``x: (batch, *state_shape) -> (batch, *state_shape)``. After each call ``nfe_forward`` holds the number
     of function evaluations of the solve; ``nfe_backward`` those spent by the following backward pass.
+
+    Raises:
+        ValueError: a fixed-grid method without ``step_size``, a bad ``t``, or ``x`` of the wrong shape.
+        TypeError: ``func`` not callable, or ``t`` not a sequence of times.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import ODEBlock, TimeMLP
+        >>> block = ODEBlock(TimeMLP(2, hidden=8))
+        >>> x = torch.randn(4, 2)
+        >>> block(x).shape, block.nfe_forward > 0
+        (torch.Size([4, 2]), True)
+        >>> block.trajectory(x, torch.linspace(0.0, 1.0, 5)).shape
+        torch.Size([5, 4, 2])
+        >>> rk4 = ODEBlock(TimeMLP(2, hidden=8), method="rk4", options={"step_size": 0.25}, gradient="adjoint")
+        >>> rk4(x).sum().backward()
+        >>> rk4.nfe_forward, rk4.nfe_backward > 0
+        (16, True)
     """
 
     def __init__(self, func: nn.Module, t: Sequence[float] | Tensor = (0.0, 1.0), *, method: str = "dopri5",
@@ -177,7 +238,15 @@ class ODEBlock(nn.Module):
         return self.field.nfe - self._nfe_at_forward_end
 
     def trajectory(self, x: Tensor, t: Tensor | None = None) -> Tensor:
-        """Solution at every time of ``t`` (default ``self.t``): ``(len(t), batch, *state)``."""
+        """Solution at every time of ``t`` (default ``self.t``): ``(len(t), batch, *state)``.
+
+        Args:
+            x (Tensor): (batch, *state_shape) initial states.
+            t (Tensor | None): (T,) times (default None: ``self.t``); ``t[0]`` is the initial time.
+
+        Returns:
+            Tensor: (T, batch, *state_shape).
+        """
         check_tensor("x", x)
         if self.state_shape is not None:
             check_feature_shape("x", x, self.state_shape)
@@ -203,6 +272,26 @@ class AugmentedNODE(ODEBlock):
     shaped like the input lines up (a ``(batch, channels + augment_dim)`` output would broadcast silently
     against a ``(batch, 1)`` target). ``keep_augmented=True`` returns the whole augmented state, e.g. to
     feed a learned read-out layer.
+
+    Args:
+        func (nn.Module): the vector field on ``(batch, channels + augment_dim, ...)``.
+        augment_dim (int): number of zero channels appended (>= 0).
+        keep_augmented (bool): return all ``channels + augment_dim`` channels (default False).
+        **kwargs: ``t``, ``method``, ``rtol``, ``atol``, ``options``, ``gradient``, ``state_shape`` (of
+            ``func``'s augmented state) as for :class:`ODEBlock`.
+
+    Raises:
+        ValueError: ``func``'s state has no more channels than ``augment_dim``; ``x`` of the wrong shape.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import AugmentedNODE, TimeMLP
+        >>> model = AugmentedNODE(TimeMLP(3, hidden=8), augment_dim=2)
+        >>> x = torch.randn(4, 1)
+        >>> model(x).shape, model.augment(x).shape
+        (torch.Size([4, 1]), torch.Size([4, 3]))
+        >>> AugmentedNODE(TimeMLP(3, hidden=8), augment_dim=2, keep_augmented=True)(x).shape
+        torch.Size([4, 3])
     """
 
     def __init__(self, func: nn.Module, augment_dim: int, *, keep_augmented: bool = False, **kwargs):

@@ -52,6 +52,26 @@ class RungeKuttaBlock(nn.Module):
 
     ``x: (batch, *state) -> (batch, *state)``. The Butcher tableau is given by ``a`` (strictly lower
     triangular rows, ``a[i]`` has ``i`` entries) and weights ``b``. Subclasses fix the tableau.
+
+    Args:
+        f (nn.Module): the vector field, ``f(x)`` shaped like ``x``.
+        h (float): step size (> 0).
+        a (Sequence[Sequence[float]]): the tableau's rows, ``a[i]`` of length ``i``.
+        b (Sequence[float]): the weights, ``len(b) == len(a)``.
+
+    Raises:
+        TypeError: ``f`` not callable.
+        ValueError: a tableau of the wrong shape, non-finite coefficients, ``h <= 0``; in ``forward``, ``f``
+            returning a tensor not shaped like its input.
+
+    Examples:
+        The explicit midpoint rule on ``dx/dt = x``, one step of 0.1 from 1: ``1 + h + h²/2``.
+
+        >>> import torch
+        >>> from pyode.nn import RungeKuttaBlock
+        >>> block = RungeKuttaBlock(torch.nn.Identity(), 0.1, a=[[], [0.5]], b=[0.0, 1.0])
+        >>> block(torch.ones(2, 3, dtype=torch.float64))[0, 0].item()
+        1.105
     """
 
     def __init__(self, f: nn.Module, h: float, a: Sequence[Sequence[float]], b: Sequence[float]):
@@ -77,7 +97,18 @@ class RungeKuttaBlock(nn.Module):
 
 
 class ResNetBlock(RungeKuttaBlock):
-    """ResNet block ``x + h f(x)`` = forward Euler, order 1 (He et al. 2016; E 2017)."""
+    """ResNet block ``x + h f(x)`` = forward Euler, order 1 (He et al. 2016; E 2017).
+
+    Args:
+        f (nn.Module): the residual branch / vector field, ``(batch, *state) -> (batch, *state)``.
+        h (float): step size (default 1.0, the plain ResNet block).
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import ResNetBlock
+        >>> ResNetBlock(torch.nn.Identity(), h=0.1)(torch.ones(2, 3, dtype=torch.float64))[0, 0].item()
+        1.1
+    """
 
     def __init__(self, f: nn.Module, h: float = 1.0):
         super().__init__(f, h, a=[[]], b=[1.0])
@@ -87,6 +118,16 @@ class RK2Block(RungeKuttaBlock):
     """Heun's second-order step ``x + h/2 (f(x) + f(x + h f(x)))``.
 
     Two parallel paths averaged, the reading of FractalNet (Larsson et al. 2017) as RK2 in Lu et al. 2018.
+
+    Args:
+        f (nn.Module): the vector field, ``(batch, *state) -> (batch, *state)``.
+        h (float): step size (default 1.0).
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import RK2Block
+        >>> RK2Block(torch.nn.Identity(), h=0.1)(torch.ones(2, 3, dtype=torch.float64))[0, 0].item()
+        1.105
     """
 
     def __init__(self, f: nn.Module, h: float = 1.0):
@@ -94,7 +135,20 @@ class RK2Block(RungeKuttaBlock):
 
 
 class RK4Block(RungeKuttaBlock):
-    """Classical fourth-order Runge-Kutta step as a layer (order 4)."""
+    """Classical fourth-order Runge-Kutta step as a layer (order 4).
+
+    Args:
+        f (nn.Module): the vector field, ``(batch, *state) -> (batch, *state)``.
+        h (float): step size (default 1.0).
+
+    Examples:
+        One step of ``dx/dt = x`` agrees with ``exp(0.1) = 1.1051709...`` to ``O(h⁵)``:
+
+        >>> import torch
+        >>> from pyode.nn import RK4Block
+        >>> round(RK4Block(torch.nn.Identity(), h=0.1)(torch.ones(2, 3, dtype=torch.float64))[0, 0].item(), 7)
+        1.1051708
+    """
 
     def __init__(self, f: nn.Module, h: float = 1.0):
         super().__init__(f, h, a=[[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], b=[1 / 6, 1 / 3, 1 / 3, 1 / 6])
@@ -118,6 +172,22 @@ class PolyNetBlock(nn.Module):
     each iteration gains a factor ``h·Lip(f)``, so one block agrees with backward Euler to
     ``O(h^{n_terms+1})`` and a stack of ``N`` blocks with ``h = T/N`` converges at order 1 (the order of
     backward Euler). ``x: (batch, *state) -> (batch, *state)``.
+
+    Args:
+        f (nn.Module): the vector field, ``(batch, *state) -> (batch, *state)``.
+        h (float): step size (default 1.0).
+        n_terms (int): fixed-point iterations (>= 1, default 2: PolyNet's poly-2 unit).
+
+    Raises:
+        ValueError: ``n_terms < 1`` or ``h <= 0``.
+
+    Examples:
+        With ``f(x) = x``, ``h = 0.1``: ``1 + 0.1 (1 + 0.1) = 1.11`` (backward Euler: ``1/0.9 = 1.111...``).
+
+        >>> import torch
+        >>> from pyode.nn import PolyNetBlock
+        >>> round(PolyNetBlock(torch.nn.Identity(), h=0.1)(torch.ones(2, 3, dtype=torch.float64))[0, 0].item(), 12)
+        1.11
     """
 
     def __init__(self, f: nn.Module, h: float = 1.0, n_terms: int = 2):
@@ -144,6 +214,23 @@ class LMResNetBlock(nn.Module):
     Taylor expansion gives ``h (1 + k) x' + O(h²) = h f``: with a fixed ``k`` the stack is an order-1
     discretisation of ``(1 + k) dx/dt = f(x)`` (zero-stable for ``|k| < 1``: the roots of
     ``ζ² - (1 - k) ζ - k`` are 1 and ``-k``), so a learned ``k`` also rescales time.
+
+    Args:
+        f (nn.Module): the vector field, ``(batch, *state) -> (batch, *state)``.
+        h (float): step size (default 1.0).
+        k_init (float | None): initial ``k`` (default None: drawn from ``U(-0.1, 0)``).
+
+    Raises:
+        ValueError: ``h <= 0``, a non-finite ``k_init``, or ``x_prev`` and ``x`` of different shapes.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import LMResNetBlock
+        >>> block = LMResNetBlock(torch.nn.Identity(), h=0.1, k_init=0.0)  # k = 0: a ResNet block
+        >>> x = torch.ones(2, 3, dtype=torch.float64)
+        >>> x_now, x_next = block(x, x)
+        >>> x_next[0, 0].item()
+        1.1
     """
 
     def __init__(self, f: nn.Module, h: float = 1.0, k_init: float | None = None):
@@ -165,6 +252,21 @@ class LMResNet(nn.Module):
     """A stack of LM-ResNet layers: one forward-Euler start step, then :class:`LMResNetBlock` s.
 
     ``fs`` holds one vector field per layer. ``x: (batch, *state) -> (batch, *state)``.
+
+    Args:
+        fs (Sequence[nn.Module]): one vector field per layer (at least one); the first drives the
+            forward-Euler start step.
+        h (float): step size of every layer (default 1.0).
+
+    Raises:
+        ValueError: an empty ``fs`` or ``h <= 0``.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import LMResNet
+        >>> net = LMResNet([torch.nn.Linear(3, 3) for _ in range(4)], h=0.25)
+        >>> net(torch.randn(2, 3)).shape, len(net.blocks)
+        (torch.Size([2, 3]), 3)
     """
 
     def __init__(self, fs: Sequence[nn.Module], h: float = 1.0):
@@ -182,7 +284,22 @@ class LMResNet(nn.Module):
 
 
 class ReversibleBlock(nn.Module):
-    """A layer ``(a, b) -> (a', b')`` with an exact inverse ``inverse(a', b') -> (a, b)``."""
+    """A layer ``(a, b) -> (a', b')`` with an exact inverse ``inverse(a', b') -> (a, b)``.
+
+    The base class of the blocks :class:`ReversibleSequence` chains; subclasses define ``forward`` and
+    ``inverse``.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import ReversibleBlock
+        >>> class Shear(ReversibleBlock):
+        ...     def forward(self, a, b):
+        ...         return a + b, b
+        ...     def inverse(self, a, b):
+        ...         return a - b, b
+        >>> Shear().inverse(*Shear()(torch.ones(1), torch.ones(1)))
+        (tensor([1.]), tensor([1.]))
+    """
 
     def forward(self, a: Tensor, b: Tensor) -> Pair:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -196,6 +313,20 @@ class RevNetBlock(ReversibleBlock):
 
     ``F`` maps ``b``-shaped to ``a``-shaped tensors and ``G`` the reverse. The inverse subtracts the same
     increments in reverse order, so it is exact up to floating-point rounding.
+
+    Args:
+        F (nn.Module): ``(batch, *b_shape) -> (batch, *a_shape)``.
+        G (nn.Module): ``(batch, *a_shape) -> (batch, *b_shape)``.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import RevNetBlock
+        >>> block = RevNetBlock(torch.nn.Linear(2, 3), torch.nn.Linear(3, 2))
+        >>> a, b = torch.randn(4, 3), torch.randn(4, 2)
+        >>> a2, b2 = block(a, b)
+        >>> a_back, b_back = block.inverse(a2, b2)
+        >>> torch.allclose(a_back, a, atol=1e-6), torch.allclose(b_back, b, atol=1e-6)
+        (True, True)
     """
 
     def __init__(self, F: nn.Module, G: nn.Module):
@@ -218,6 +349,25 @@ class SymmetricLayer(nn.Module):
     symmetric. ``sign=-1`` gives the force ``f(y) = -Kᵀσ(K y + b)`` of Chang et al.'s leapfrog network
     (see :meth:`LeapfrogBlock.symmetric`): minus the gradient of the potential ``V(y) = Σ_i S(K_i y + b_i)``
     with ``S' = σ`` (convex for a monotone σ), so ``y'' = f(y)`` conserves the energy ``½|y'|² + V(y)``.
+
+    Args:
+        dim (int): state dimension.
+        width (int): rows of ``K`` (hidden width).
+        activation (Callable[[Tensor], Tensor]): σ (default ``torch.tanh``).
+        sign (float): ``1.0`` (default) or ``-1.0``.
+
+    Raises:
+        ValueError: a non-positive ``dim``/``width``, a ``sign`` other than ±1, ``y`` not ``(batch, dim)``.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import SymmetricLayer
+        >>> layer = SymmetricLayer(3, width=5)
+        >>> layer(torch.randn(2, 3)).shape
+        torch.Size([2, 3])
+        >>> J = torch.autograd.functional.jacobian(lambda y: layer(y[None])[0], torch.randn(3))
+        >>> torch.allclose(J, J.T)  # a symmetric Jacobian
+        True
     """
 
     def __init__(self, dim: int, width: int, activation: Callable[[Tensor], Tensor] = torch.tanh,
@@ -257,6 +407,26 @@ class HamiltonianBlock(RevNetBlock):
     ``K1ᵀσ(K1 Z)`` is ``Z``-shaped and is added to ``Y`` (Y and Z are the position and momentum of one
     Hamiltonian system), so both halves have one size: ``HamiltonianBlock(dim, width=..., h=...)``. The older
     two-size form ``HamiltonianBlock(dim_y, dim_z, width)`` is still accepted when the sizes are equal.
+
+    Args:
+        dim (int): size of ``Y`` and of ``Z``.
+        dim_z (int | None): the older two-size form; must equal ``dim`` (default None).
+        width (int | None): rows of ``K1`` and ``K2`` (required).
+        h (float): step size (default 1.0).
+        activation (Callable[[Tensor], Tensor]): σ (default ``torch.tanh``).
+
+    Raises:
+        TypeError: ``width`` missing.
+        ValueError: ``dim_z != dim`` or ``h <= 0``.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import HamiltonianBlock
+        >>> block = HamiltonianBlock(3, width=8, h=0.1)
+        >>> y, z = torch.randn(2, 3), torch.randn(2, 3)
+        >>> y_back, z_back = block.inverse(*block(y, z))
+        >>> torch.allclose(y_back, y, atol=1e-6), torch.allclose(z_back, z, atol=1e-6)
+        (True, True)
     """
 
     def __init__(self, dim: int, dim_z: int | None = None, width: int | None = None, h: float = 1.0,
@@ -277,6 +447,19 @@ class MidpointBlock(ReversibleBlock):
 
     ``x_{n+1} = x_{n-1} + 2h f(x_n)``; maps ``(x_prev, x) -> (x, x_next)`` and back exactly. Chang et al.
     use it with the Hamiltonian field ``f(Y, Z) = (σ(K Z + b), -σ(Kᵀ Y + b))``; any ``f`` works here.
+
+    Args:
+        f (nn.Module): the vector field, ``(batch, *state) -> (batch, *state)``.
+        h (float): step size (default 1.0).
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import MidpointBlock
+        >>> block = MidpointBlock(torch.nn.Identity(), h=0.1)
+        >>> x = torch.ones(2, 3, dtype=torch.float64)
+        >>> x_now, x_next = block(x, x)  # x + 2 h x
+        >>> x_next[0, 0].item(), torch.equal(block.inverse(x_now, x_next)[0], x)
+        (1.2, True)
     """
 
     def __init__(self, f: nn.Module, h: float = 1.0):
@@ -298,6 +481,20 @@ class LeapfrogBlock(ReversibleBlock):
     ``(batch, *state)``; order 2 when the second starting value is accurate to ``O(h³)``. Chang et al. take
     ``f(x) = -Kᵀσ(K x + b)``: ``SymmetricLayer(dim, width, sign=-1)``, or build the block with
     :meth:`symmetric`.
+
+    Args:
+        f (nn.Module): the force, ``(batch, *state) -> (batch, *state)``.
+        h (float): step size (default 1.0).
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import LeapfrogBlock
+        >>> block = LeapfrogBlock(torch.nn.Identity(), h=0.1)
+        >>> x = torch.ones(2, 3, dtype=torch.float64)
+        >>> round(block(x, x)[1][0, 0].item(), 12)  # 2x - x + h² x
+        1.01
+        >>> LeapfrogBlock.symmetric(3, width=8, h=0.1)(torch.zeros(2, 3), torch.ones(2, 3))[1].shape
+        torch.Size([2, 3])
     """
 
     def __init__(self, f: nn.Module, h: float = 1.0):
@@ -308,7 +505,17 @@ class LeapfrogBlock(ReversibleBlock):
     @classmethod
     def symmetric(cls, dim: int, width: int, h: float = 1.0,
                   activation: Callable[[Tensor], Tensor] = torch.tanh) -> LeapfrogBlock:
-        """Chang et al.'s leapfrog block: ``f = SymmetricLayer(dim, width, activation, sign=-1)``."""
+        """Chang et al.'s leapfrog block: ``f = SymmetricLayer(dim, width, activation, sign=-1)``.
+
+        Args:
+            dim (int): state dimension.
+            width (int): hidden width of the :class:`SymmetricLayer`.
+            h (float): step size (default 1.0).
+            activation (Callable[[Tensor], Tensor]): σ (default ``torch.tanh``).
+
+        Returns:
+            LeapfrogBlock: on ``(batch, dim)`` states.
+        """
         return cls(SymmetricLayer(dim, width, activation, sign=-1.0), h)
 
     def forward(self, x_prev: Tensor, x: Tensor) -> Pair:
@@ -367,6 +574,26 @@ class ReversibleSequence(nn.Module):
     With ``memory_efficient=True`` (default) training stores only the final pair: backward reconstructs
     every intermediate pair from the outputs (exact up to rounding), trading one extra forward per block
     for O(1) activation memory in depth.
+
+    Args:
+        blocks (Sequence[ReversibleBlock]): the blocks, applied in order.
+        memory_efficient (bool): reconstruct activations in backward instead of storing them (default True).
+
+    Raises:
+        TypeError: a block that is not a :class:`ReversibleBlock`.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import ReversibleSequence, RevNetBlock
+        >>> seq = ReversibleSequence([RevNetBlock(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)) for _ in range(3)])
+        >>> a = torch.randn(4, 2, requires_grad=True)
+        >>> out_a, out_b = seq(a, torch.randn(4, 2))
+        >>> (out_a.sum() + out_b.sum()).backward()
+        >>> a.grad.shape
+        torch.Size([4, 2])
+        >>> with torch.no_grad():
+        ...     torch.allclose(seq.inverse(out_a, out_b)[0], a, atol=1e-5)
+        True
     """
 
     def __init__(self, blocks: Sequence[ReversibleBlock], memory_efficient: bool = True):
@@ -398,6 +625,26 @@ class AntisymmetricBlock(nn.Module):
     ``K`` has eigenvalues ``-γ ± iω`` (ω from the antisymmetric part), so the continuous dynamics neither
     blow up nor decay fast; forward Euler with a linear σ is stable iff ``h(γ² + ω²) ≤ 2γ`` for every ω.
     ``x: (batch, dim) -> (batch, dim)``.
+
+    Args:
+        dim (int): state dimension (``W`` is ``(dim, dim)``, initialised ``N(0, 1/dim)``).
+        h (float): step size (default 0.1).
+        gamma (float): damping ``γ >= 0`` (default 0.01).
+        activation (Callable[[Tensor], Tensor]): σ (default ``torch.tanh``).
+        bias (bool): learn ``b`` (default True).
+
+    Raises:
+        ValueError: a non-positive ``dim``/``h``, a negative ``gamma``, ``x`` not ``(batch, dim)``.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.nn import AntisymmetricBlock
+        >>> block = AntisymmetricBlock(4, h=0.1, gamma=0.01)
+        >>> block(torch.randn(2, 4)).shape
+        torch.Size([2, 4])
+        >>> K = block.matrix()
+        >>> torch.allclose(K + K.T, -0.02 * torch.eye(4))  # antisymmetric minus γI
+        True
     """
 
     def __init__(self, dim: int, h: float = 0.1, gamma: float = 0.01,
