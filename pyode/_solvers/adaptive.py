@@ -133,12 +133,7 @@ class AdaptiveLoop:
         self.callbacks = step_callbacks(stepper.fn)  # func's callback_step/accept/reject hooks, or None
 
     def _first_step(self, t0: float, y0: Tensor, f0: Tensor) -> float:
-        resolution = 4.0 * math.ulp(max(abs(t0), 1.0))  # the step-underflow threshold of _check_progress
-        for name in ("first_step", "max_step"):
-            value = getattr(self.opts, name)
-            if value is not None and value <= resolution:
-                raise ValueError(f"options[{name!r}] = {value:g} is below the resolution of t near "
-                                 f"t0 = {self.time_sign * t0:g} (the solver could not advance); use a larger value")
+        check_step_resolution(self.opts, t0, self.time_sign)
         if self.opts.first_step is not None:
             h = float(self.opts.first_step)
         else:
