@@ -29,7 +29,17 @@ __all__ = ["FitResult", "fit", "launch_local_processes"]
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: the loss per step (averaged over ranks) and the number of steps run."""
+    """What :func:`fit` returns: the loss per step (averaged over ranks) and the number of steps run.
+
+    Attributes:
+        losses (list[float]): the loss of every step, averaged over the ranks.
+        steps (int): steps run (fewer than asked when ``time_limit_s`` stopped the loop).
+
+    Examples:
+        >>> from pyode.nn import FitResult
+        >>> FitResult(losses=[0.5, 0.25], steps=2)
+        FitResult(losses=[0.5, 0.25], steps=2)
+    """
 
     losses: list[float] = field(default_factory=list)
     steps: int = 0
@@ -105,18 +115,44 @@ def fit(model: nn.Module, loss_fn: LossFn, dataset: Dataset | Tensor, optimizer:
     """Train ``model`` for ``steps`` optimiser steps; identical code on one process or under DDP.
 
     Args:
-        model: the module; wrapped in ``DistributedDataParallel`` when torch.distributed is initialised.
-        loss_fn: ``loss_fn(model, batch) -> scalar``, a *mean* over the batch. It must call ``model(...)``
+        model (nn.Module): the module; wrapped in ``DistributedDataParallel`` when torch.distributed is
+            initialised.
+        loss_fn (Callable[[nn.Module, object], Tensor]): ``loss_fn(model, batch) -> scalar``, a *mean* over the batch. It must call ``model(...)``
             (its ``forward``), which is where DDP hooks in; ``batch`` is the tensor (or tuple of tensors)
             the dataset yields, ``(batch_size / world_size, ...)`` per rank.
-        dataset: a ``Dataset`` or a tensor ``(n, ...)`` of samples.
-        optimizer: built on ``model.parameters()``.
-        steps: number of optimiser steps (epochs are re-shuffled with ``seed + epoch``).
-        batch_size: the global batch size, divisible by the world size.
-        progress: tqdm bar on rank 0, drawn only when stderr is a terminal (``None`` or ``True``: tqdm's
+        dataset (Dataset | Tensor): a ``Dataset`` or a tensor ``(n, ...)`` of samples.
+        optimizer (torch.optim.Optimizer): built on ``model.parameters()``.
+        steps (int): number of optimiser steps (epochs are re-shuffled with ``seed + epoch``).
+        batch_size (int): the global batch size, divisible by the world size, at most ``len(dataset)``
+            (a last incomplete batch of an epoch is dropped).
+        shuffle (bool): reshuffle every epoch (default True).
+        seed (int): seed of the shuffling (default 0).
+        scheduler (LRScheduler | None): stepped after every optimiser step (default None).
+        progress (bool | None): tqdm bar on rank 0, drawn only when stderr is a terminal (``None`` or ``True``: tqdm's
             ``disable=None``), so logs and pipes get no carriage-return updates; ``False``: never.
-        time_limit_s: stop early once this many seconds have passed (rank 0's clock decides for all
-            ranks); ``FitResult.steps`` tells how many steps ran.
+        desc (str): the progress bar's label (default ``"training"``).
+        time_limit_s (float | None): stop early once this many seconds have passed (rank 0's clock decides
+            for all ranks); ``FitResult.steps`` tells how many steps ran (default None: no limit).
+
+    Returns:
+        FitResult: the loss of every step and the number of steps run.
+
+    Raises:
+        ValueError: a negative ``steps``, a ``batch_size`` that is not a positive int, not divisible by the
+            world size, or larger than the dataset.
+
+    Examples:
+        Fit ``y = 2x`` with a linear model:
+
+        >>> import torch
+        >>> from pyode.nn import fit
+        >>> model = torch.nn.Linear(1, 1)
+        >>> data = torch.linspace(-1.0, 1.0, 32).unsqueeze(1)
+        >>> optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> result = fit(model, lambda m, x: ((m(x) - 2 * x) ** 2).mean(), data, optimizer,
+        ...              steps=20, batch_size=8, progress=False)
+        >>> result.steps, len(result.losses), result.losses[-1] < result.losses[0]
+        (20, 20, True)
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
@@ -158,6 +194,18 @@ def launch_local_processes(fn: Callable, world_size: int, *args) -> None:
     ``fn`` must be importable (a module-level function), as ``torch.multiprocessing.spawn`` requires. The
     processes meet through a file in a fresh temporary folder, not a TCP port: a port found free here could
     be taken by another program before rank 0 binds it.
+
+    Args:
+        fn (Callable): ``fn(rank, world_size, *args)``, a module-level function.
+        world_size (int): number of processes.
+        *args: passed on to ``fn`` (picklable).
+
+    Examples:
+        In a script (``if __name__ == "__main__":``), with ``train`` a module-level function that calls
+        :func:`fit`; each process starts a fresh interpreter, hence the skip here:
+
+        >>> from pyode.nn import launch_local_processes
+        >>> launch_local_processes(train, 2, "run-1")  # doctest: +SKIP
     """
     import tempfile
 
