@@ -60,6 +60,23 @@ class Hamiltonian:
 
     Calling it with ``x, p: (batch, *shape)`` returns ``H: (batch,)``; gradients flow to ``x`` and to
     the parameters θ of ``dynamics``.
+
+    Raises:
+        TypeError: ``dynamics`` or ``running_cost`` not callable.
+        ValueError: on a call, ``p`` and ``x`` of different shapes, or a running cost that is neither a
+            scalar nor ``(batch,)``.
+
+    Examples:
+        With ``f(x) = x`` and no running cost, ``H = p · x``:
+
+        >>> import torch
+        >>> from pyode.control import Hamiltonian
+        >>> H = Hamiltonian(torch.nn.Identity())
+        >>> H(torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0]]))
+        tensor([11.])
+        >>> H_reg = Hamiltonian(torch.nn.Identity(), running_cost=lambda x, layer: 0.5 * (x ** 2).sum(dim=1))
+        >>> H_reg(torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0, 4.0]]))  # 11 - 2.5
+        tensor([8.5000])
     """
 
     def __init__(self, dynamics: nn.Module, running_cost: RunningCost | None = None):
@@ -84,6 +101,25 @@ class ControlSystem(nn.Module):
 
     Subclasses define :meth:`step`, :meth:`control` (the module holding θ_t) and the attributes
     ``num_steps``, ``step_size`` (h, weighting the running cost) and ``running_cost``.
+    ``forward(x0)`` runs all steps: ``(batch, *shape) -> (batch, *shape)``.
+
+    Examples:
+        A two-step system ``x_{t+1} = x_t + lin(x_t)`` sharing one control:
+
+        >>> import torch
+        >>> from pyode.control import ControlSystem
+        >>> class Shared(ControlSystem):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.lin = torch.nn.Linear(2, 2)
+        ...         self.num_steps, self.step_size, self.running_cost = 2, 1.0, None
+        ...     def step(self, t, x):
+        ...         return x + self.lin(x)
+        ...     def control(self, t):
+        ...         return self.lin
+        >>> system = Shared()
+        >>> system(torch.zeros(3, 2)).shape, [steps for _, steps in system.control_groups()]
+        (torch.Size([3, 2]), [[0, 1]])
     """
 
     num_steps: int
@@ -91,7 +127,15 @@ class ControlSystem(nn.Module):
     running_cost: RunningCost | None
 
     def step(self, t: int, x: Tensor) -> Tensor:
-        """One-step map ``F_t(x, θ_t)``; ``x: (batch, *shape)`` -> same shape."""
+        """One-step map ``F_t(x, θ_t)``; ``x: (batch, *shape)`` -> same shape.
+
+        Args:
+            t (int): step index, ``0 <= t < num_steps``.
+            x (Tensor): (batch, *shape) state ``x_t``.
+
+        Returns:
+            Tensor: (batch, *shape) state ``x_{t+1}``.
+        """
         raise NotImplementedError
 
     def control(self, t: int) -> nn.Module:
@@ -111,7 +155,7 @@ class ControlSystem(nn.Module):
         return list(groups.values())
 
     def forward(self, x0: Tensor) -> Tensor:
-        """``x0: (batch, *shape)`` -> ``x_T``: the final state."""
+        """``x0: (batch, *shape)`` -> ``x_T``: the final state, ``(batch, *shape)``."""
         x = x0
         for t in range(self.num_steps):
             x = self.step(t, x)
@@ -129,10 +173,22 @@ class ResidualNet(ControlSystem):
     """Residual network ``x_{t+1} = x_t + h f_t(x_t; θ_t)``: one layer module per step.
 
     Args:
-        layers: the ``f_t`` modules, each mapping ``(batch, *shape)`` to the same shape, e.g.
-            ``nn.Sequential(nn.Linear(5, 5), nn.Tanh())``.
-        step_size: h > 0.
-        running_cost: optional L(x, layer); see :data:`RunningCost`.
+        layers (Sequence[nn.Module]): the ``f_t`` modules, each mapping ``(batch, *shape)`` to the same
+            shape, e.g. ``nn.Sequential(nn.Linear(5, 5), nn.Tanh())``.
+        step_size (float): h > 0 (default 1.0).
+        running_cost (RunningCost | None): optional ``L(x, layer) -> (batch,)`` or scalar (default None:
+            L = 0).
+
+    Raises:
+        ValueError: an empty ``layers`` or ``step_size <= 0``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import ResidualNet
+        >>> net = ResidualNet([nn.Sequential(nn.Linear(5, 5), nn.Tanh()) for _ in range(4)], step_size=0.25)
+        >>> net(torch.randn(3, 5)).shape, net.num_steps, len(net.control_groups())
+        (torch.Size([3, 5]), 4, 4)
     """
 
     def __init__(self, layers: Sequence[nn.Module], step_size: float = 1.0,
@@ -177,11 +233,33 @@ class FixedStepODENet(ControlSystem):
     it matches autograd to rounding (not just to O(h^order)).
 
     Args:
-        func: module called as ``func(s, x)`` with ``s`` a float and ``x: (batch, *shape)``.
-        t0, t1: integration interval; ``t1 > t0``.
-        num_steps: number of equal steps (>= 1).
-        method: ``"euler"``, ``"midpoint"`` or ``"rk4"``.
-        running_cost: optional L(x, func), applied at the left end of every step.
+        func (nn.Module): module called as ``func(s, x)`` with ``s`` a float and ``x: (batch, *shape)``,
+            returning ``dx/ds`` of the same shape.
+        t0 (float): start of the interval (default 0.0).
+        t1 (float): end of the interval, ``t1 > t0`` (default 1.0).
+        num_steps (int): number of equal steps (>= 1, default 10); ``step_size = (t1 - t0) / num_steps``.
+        method (str): ``"euler"``, ``"midpoint"`` or ``"rk4"`` (default ``"rk4"``).
+        running_cost (RunningCost | None): optional ``L(x, func)``, applied at the left end of every step
+            (default None).
+
+    Raises:
+        ValueError: an unknown ``method``, ``num_steps < 1`` or ``t1 <= t0``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import FixedStepODENet
+        >>> class Field(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.lin = nn.Linear(2, 2)
+        ...     def forward(self, s, x):
+        ...         return torch.tanh(self.lin(x))
+        >>> ode_net = FixedStepODENet(Field(), t1=1.0, num_steps=4, method="rk4")
+        >>> ode_net(torch.randn(3, 2)).shape, ode_net.step_size
+        (torch.Size([3, 2]), 0.25)
+        >>> [steps for _, steps in ode_net.control_groups()]  # θ shared by every step
+        [[0, 1, 2, 3]]
     """
 
     def __init__(self, func: nn.Module, t0: float = 0.0, t1: float = 1.0, num_steps: int = 10,
@@ -218,6 +296,32 @@ def discrete_hamiltonian(system: ControlSystem, t: int, x: Tensor, p_next: Tenso
     """``H_t(x, p_{t+1}, θ_t) = p_{t+1} · F_t(x, θ_t) − h L(x, θ_t)`` per sample, ``(batch,)``.
 
     ``x, p_next: (batch, *shape)``; gradients flow to ``x`` and θ_t.
+
+    Args:
+        system (ControlSystem): the network.
+        t (int): step index.
+        x (Tensor): (batch, *shape) state ``x_t``.
+        p_next (Tensor): (batch, *shape) costate ``p_{t+1}``.
+
+    Returns:
+        Tensor: (batch,) ``H_t`` per sample.
+
+    Raises:
+        ValueError: ``x`` and ``p_next`` of different shapes.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import ResidualNet, costate_pass, pmp_gradients, state_pass, terminal_costate
+        >>> net = ResidualNet([nn.Linear(2, 2) for _ in range(3)], step_size=0.5).double()
+        >>> x0, y = torch.randn(4, 2, dtype=torch.float64), torch.zeros(4, 2, dtype=torch.float64)
+        >>> def loss(x, y):
+        ...     return ((x - y) ** 2).sum(dim=1)
+        >>> states = state_pass(net, x0)
+        >>> costates = costate_pass(net, states, terminal_costate(loss, states[-1], y))
+        >>> from pyode.control import discrete_hamiltonian
+        >>> discrete_hamiltonian(net, 0, states[0], costates[1]).shape
+        torch.Size([4])
     """
     if p_next.shape != x.shape:
         raise ValueError(f"costate p_next has shape {tuple(p_next.shape)} but state x has shape "
@@ -227,7 +331,27 @@ def discrete_hamiltonian(system: ControlSystem, t: int, x: Tensor, p_next: Tenso
 
 @torch.no_grad()
 def state_pass(system: ControlSystem, x0: Tensor) -> list[Tensor]:
-    """Forward state pass: ``[x_0, ..., x_T]``, each ``(batch, *shape)``, detached."""
+    """Forward state pass: ``[x_0, ..., x_T]``, each ``(batch, *shape)``, detached.
+
+    Args:
+        system (ControlSystem): the network.
+        x0 (Tensor): (batch, *shape) initial states.
+
+    Returns:
+        list[Tensor]: ``num_steps + 1`` states, each (batch, *shape), computed without autograd.
+
+    Raises:
+        ValueError: a step that changes the state's shape.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import ResidualNet, state_pass
+        >>> net = ResidualNet([nn.Linear(2, 2) for _ in range(3)], step_size=0.5)
+        >>> states = state_pass(net, torch.randn(4, 2))
+        >>> len(states), states[-1].shape, states[-1].requires_grad
+        (4, torch.Size([4, 2]), False)
+    """
     states = [x0.detach()]
     for t in range(system.num_steps):
         states.append(system.step(t, states[-1]))
@@ -238,7 +362,24 @@ def state_pass(system: ControlSystem, x0: Tensor) -> list[Tensor]:
 
 
 def terminal_costate(terminal_loss: TerminalLoss, x_final: Tensor, y: Tensor) -> Tensor:
-    """``p_T = −∇_x Σ_i Φ(x_T^i, y^i)``: ``x_final: (batch, *shape)`` -> same shape."""
+    """``p_T = −∇_x Σ_i Φ(x_T^i, y^i)``: ``x_final: (batch, *shape)`` -> same shape.
+
+    Args:
+        terminal_loss (TerminalLoss): ``Φ(x_T, y) -> (batch,)`` (or a scalar).
+        x_final (Tensor): (batch, *shape) final states.
+        y (Tensor): the targets ``terminal_loss`` takes.
+
+    Returns:
+        Tensor: (batch, *shape) terminal costates.
+
+    Examples:
+        For ``Φ = |x - y|²``, ``p_T = -2 (x_T - y)``:
+
+        >>> import torch
+        >>> from pyode.control import terminal_costate
+        >>> terminal_costate(lambda x, y: ((x - y) ** 2).sum(dim=1), torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2))
+        tensor([[-2., -4.]])
+    """
     x = x_final.detach().requires_grad_(True)
     with torch.enable_grad():
         loss = _per_sample(terminal_loss(x, y), x, "terminal_loss")
@@ -250,11 +391,33 @@ def costate_pass(system: ControlSystem, states: Sequence[Tensor], p_final: Tenso
     """Backward costate pass ``p_t = ∇_x H_t(x_t, p_{t+1}, θ_t)`` from ``p_T = p_final``.
 
     Args:
-        states: ``[x_0, ..., x_T]`` from :func:`state_pass`.
-        p_final: ``p_T: (batch, *shape)``, e.g. from :func:`terminal_costate`.
+        system (ControlSystem): the network.
+        states (Sequence[Tensor]): ``[x_0, ..., x_T]`` from :func:`state_pass`.
+        p_final (Tensor): ``p_T: (batch, *shape)``, e.g. from :func:`terminal_costate`.
 
     Returns:
-        ``[p_0, ..., p_T]``, detached; ``p_t = −∂J/∂x_t`` with ``J`` summed over the batch.
+        list[Tensor]: ``[p_0, ..., p_T]``, each (batch, *shape), detached; ``p_t = −∂J/∂x_t`` with ``J``
+        summed over the batch.
+
+    Raises:
+        ValueError: ``states`` not ``num_steps + 1`` long, or ``p_final`` not shaped like ``x_T``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import ResidualNet, costate_pass, pmp_gradients, state_pass, terminal_costate
+        >>> net = ResidualNet([nn.Linear(2, 2) for _ in range(3)], step_size=0.5).double()
+        >>> x0, y = torch.randn(4, 2, dtype=torch.float64), torch.zeros(4, 2, dtype=torch.float64)
+        >>> def loss(x, y):
+        ...     return ((x - y) ** 2).sum(dim=1)
+        >>> states = state_pass(net, x0)
+        >>> costates = costate_pass(net, states, terminal_costate(loss, states[-1], y))
+        >>> len(costates), costates[0].shape
+        (4, torch.Size([4, 2]))
+        >>> x0_leaf = x0.clone().requires_grad_(True)  # p_0 = -dJ/dx_0
+        >>> loss(net(x0_leaf), y).sum().backward()
+        >>> torch.allclose(costates[0], -x0_leaf.grad)
+        True
     """
     if len(states) != system.num_steps + 1:
         raise ValueError(f"states must hold num_steps + 1 = {system.num_steps + 1} tensors "
@@ -282,6 +445,33 @@ def pmp_gradients(system: ControlSystem, states: Sequence[Tensor],
 
     Equals backprop's gradient of ``J`` (summed over the batch) to rounding. Returns a dict keyed by
     the parameter objects, so shared parameters (ODE nets) get the sum over their steps.
+
+    Args:
+        system (ControlSystem): the network.
+        states (Sequence[Tensor]): ``[x_0, ..., x_T]`` from :func:`state_pass`.
+        costates (Sequence[Tensor]): ``[p_0, ..., p_T]`` from :func:`costate_pass`.
+
+    Returns:
+        dict[nn.Parameter, Tensor]: the gradient of every trainable parameter, shaped like it.
+
+    Raises:
+        ValueError: ``states`` or ``costates`` not ``num_steps + 1`` long.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import ResidualNet, costate_pass, pmp_gradients, state_pass, terminal_costate
+        >>> net = ResidualNet([nn.Linear(2, 2) for _ in range(3)], step_size=0.5).double()
+        >>> x0, y = torch.randn(4, 2, dtype=torch.float64), torch.zeros(4, 2, dtype=torch.float64)
+        >>> def loss(x, y):
+        ...     return ((x - y) ** 2).sum(dim=1)
+        >>> states = state_pass(net, x0)
+        >>> costates = costate_pass(net, states, terminal_costate(loss, states[-1], y))
+        >>> from pyode.control import total_cost
+        >>> grads = pmp_gradients(net, states, costates)
+        >>> total_cost(net, loss, x0, y).backward()
+        >>> all(torch.allclose(grads[p], p.grad) for p in net.parameters())
+        True
     """
     if len(states) != len(costates) or len(states) != system.num_steps + 1:
         raise ValueError(f"states and costates must each hold num_steps + 1 = {system.num_steps + 1} "
@@ -300,7 +490,27 @@ def pmp_gradients(system: ControlSystem, states: Sequence[Tensor],
 
 
 def total_cost(system: ControlSystem, terminal_loss: TerminalLoss, x0: Tensor, y: Tensor) -> Tensor:
-    """``J = Σ_i [Φ(x_T^i, y^i) + Σ_t h L(x_t^i, θ_t)]`` (a scalar, differentiable by autograd)."""
+    """``J = Σ_i [Φ(x_T^i, y^i) + Σ_t h L(x_t^i, θ_t)]`` (a scalar, differentiable by autograd).
+
+    Args:
+        system (ControlSystem): the network.
+        terminal_loss (TerminalLoss): ``Φ(x_T, y) -> (batch,)`` (or a scalar).
+        x0 (Tensor): (batch, *shape) initial states.
+        y (Tensor): the targets.
+
+    Returns:
+        Tensor: 0-dim cost, summed over the batch.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import ResidualNet, total_cost
+        >>> net = ResidualNet([nn.Linear(2, 2) for _ in range(2)], running_cost=lambda x, layer: x.new_tensor(1.0))
+        >>> for p in net.parameters():
+        ...     _ = nn.init.zeros_(p)  # F_t(x) = x: J = 3 samples x (|x0 - y|² + 2 steps x h L)
+        >>> total_cost(net, lambda x, y: ((x - y) ** 2).sum(dim=1), torch.ones(3, 2), torch.zeros(3, 2))
+        tensor(12., grad_fn=<AddBackward0>)
+    """
     x = x0
     cost = x0.new_zeros(())
     for t in range(system.num_steps):

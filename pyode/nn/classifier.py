@@ -145,13 +145,12 @@ class ODENetClassifier(_StemBodyHead):
     Examples:
         >>> import torch
         >>> from pyode.nn import ODENetClassifier
-        >>> net = ODENetClassifier(in_channels=1, image_size=8, channels=8, n_classes=3)  # dopri5
+        >>> net = ODENetClassifier(in_channels=1, image_size=8, channels=8, n_classes=3,
+        ...                        method="rk4", options={"step_size": 1.0})  # default: dopri5
         >>> net(torch.randn(2, 1, 8, 8)).shape
         torch.Size([2, 3])
-        >>> rk4 = ODENetClassifier(channels=8, n_classes=3, method="rk4", options={"step_size": 0.5})
-        >>> logits = rk4(torch.randn(2, 1, 8, 8))
-        >>> rk4.nfe  # 2 steps x 4 stages
-        8
+        >>> net.nfe  # 1 step x 4 stages
+        4
     """
 
     def __init__(self, in_channels: int = 1, image_size: int = 8, channels: int = 32, n_classes: int = 10,
