@@ -204,6 +204,26 @@ def run_msa_demo(out_dir: str = ".", quick: bool = False, rhos: tuple[float, ...
     Returns ``{"runs": [...], "table": rows, "headers": [...], "figure": png path, "tuned_rates": {...}}``;
     every run holds ``losses`` and ``times`` per iteration and the final ``test_loss``. Progress bars show on a
     terminal only, and not at all with ``progress=False``.
+
+    Args:
+        out_dir (str): folder for the figure (default ``"."``).
+        quick (bool): 2 MSA and 40 gradient iterations, learning rates tuned over two candidates for 20
+            iterations (default False: 60 and 2000 iterations, the full grid for 300).
+        rhos (tuple[float, ...]): the E-MSA penalties, each > 0 (default ``(1.0,)``); basic MSA (ρ = 0)
+            always runs.
+        progress (bool): progress bars (default True: shown on a terminal only).
+
+    Returns:
+        dict: ``runs``, ``table``, ``headers``, ``figure``, ``tuned_rates``.
+
+    Raises:
+        ValueError: an empty ``rhos`` or a ρ <= 0.
+
+    Examples:
+        Trains several networks and writes a figure, hence the skip:
+
+        >>> from pyode.control import run_msa_demo
+        >>> results = run_msa_demo("/tmp/msa_demo", quick=True, progress=False)  # doctest: +SKIP
     """
     if not rhos or any(rho <= 0 for rho in rhos):
         raise ValueError(f"rhos are the E-MSA penalties and must be > 0 (basic MSA always runs), got {rhos}")
@@ -335,6 +355,22 @@ def run_yopo_demo(out_dir: str = ".", quick: bool = False, eps: float = 0.1, *, 
 
     Returns ``{"runs", "summary", "target", "table", "headers", "figure"}``; ``target`` says per YOPO
     variant whether robust accuracy is within 3 points of PGD-10 with <= 1/3 of its full passes.
+
+    Args:
+        out_dir (str): folder for the figure (default ``"."``).
+        quick (bool): one epoch, one seed, 256 training and 128 test images (default False: 20 epochs,
+            3 seeds, all of scikit-learn's digits).
+        eps (float): L∞ radius of training and evaluation (default 0.1).
+        progress (bool): progress bars (default True: shown on a terminal only).
+
+    Returns:
+        dict: ``runs``, ``summary``, ``target``, ``table``, ``headers``, ``figure``.
+
+    Examples:
+        Trains several classifiers (needs scikit-learn) and writes a figure, hence the skip:
+
+        >>> from pyode.control import run_yopo_demo
+        >>> results = run_yopo_demo("/tmp/yopo_demo", quick=True, progress=False)  # doctest: +SKIP
     """
     epochs, seeds = (1, [0]) if quick else (20, [0, 1, 2])
     data = digits_data()

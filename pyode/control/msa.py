@@ -37,9 +37,34 @@ def augmented_hamiltonian(system: ControlSystem, t: int, x: Tensor, p_next: Tens
     """E-MSA's augmented Hamiltonian ``H̃_t`` per sample, ``(batch,)``, differentiable in θ_t.
 
     Args:
-        x, p_next: ``x_t`` and ``p_{t+1}`` at the previous iterate, ``(batch, *shape)``.
-        x_next, p: ``x_{t+1}`` and ``p_t`` at the previous iterate (the feasibility targets).
-        rho: penalty weight ρ >= 0; 0 gives the plain Hamiltonian ``H_t``.
+        system (ControlSystem): the network; θ_t is ``system.control(t)``'s parameters.
+        t (int): step index.
+        x (Tensor): ``x_t`` at the previous iterate, ``(batch, *shape)``.
+        p_next (Tensor): ``p_{t+1}`` at the previous iterate, ``(batch, *shape)``.
+        x_next (Tensor): ``x_{t+1}`` at the previous iterate (a feasibility target), ``(batch, *shape)``.
+        p (Tensor): ``p_t`` at the previous iterate (a feasibility target), ``(batch, *shape)``.
+        rho (float): penalty weight ρ >= 0; 0 gives the plain Hamiltonian ``H_t``.
+
+    Returns:
+        Tensor: (batch,) ``H̃_t`` per sample.
+
+    Raises:
+        ValueError: ``rho < 0`` or tensors of different shapes.
+
+    Examples:
+        At the iterate the states and costates came from, both penalties vanish: ``H̃_t = H_t``.
+
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import (ResidualNet, augmented_hamiltonian, costate_pass, discrete_hamiltonian,
+        ...                            state_pass, terminal_costate)
+        >>> net = ResidualNet([nn.Linear(2, 2) for _ in range(3)], step_size=0.5).double()
+        >>> x0, y = torch.randn(4, 2, dtype=torch.float64), torch.zeros(4, 2, dtype=torch.float64)
+        >>> states = state_pass(net, x0)
+        >>> costates = costate_pass(net, states, terminal_costate(lambda x, y: ((x - y) ** 2).sum(1), states[-1], y))
+        >>> h_aug = augmented_hamiltonian(net, 0, states[0], costates[1], states[1], costates[0], rho=1.0)
+        >>> h_aug.shape, torch.allclose(h_aug, discrete_hamiltonian(net, 0, states[0], costates[1]))
+        (torch.Size([4]), True)
     """
     if rho < 0:
         raise ValueError(f"rho must be >= 0 (0 = basic MSA), got {rho}")
@@ -63,21 +88,32 @@ class MSATrainer:
     """Train a :class:`~pyode.control.pmp.ControlSystem` with (E-)MSA (Li et al., JMLR 2018).
 
     Args:
-        system: e.g. :class:`~pyode.control.pmp.ResidualNet` or
+        system (ControlSystem): e.g. :class:`~pyode.control.pmp.ResidualNet` or
             :class:`~pyode.control.pmp.FixedStepODENet`; its parameters are updated in place.
-        terminal_loss: ``Φ(x_T, y) -> (batch,)`` per-sample loss (include any fixed read-out here).
-        rho: augmentation weight ρ >= 0; ``rho=0`` is basic MSA.
-        lbfgs_iters: L-BFGS iterations per control and MSA iteration (>= 1); the default 10 is the
+        terminal_loss (TerminalLoss): ``Φ(x_T, y) -> (batch,)`` per-sample loss (include any fixed
+            read-out here).
+        rho (float): augmentation weight ρ >= 0 (default 1.0); ``rho=0`` is basic MSA.
+        lbfgs_iters (int): L-BFGS iterations per control and MSA iteration (>= 1); the default 10 is the
             setting of the measured results in ``docs/control_results.md``.
-        lbfgs_lr: L-BFGS initial step length (> 0).
-        line_search: use strong-Wolfe line search in L-BFGS (robust; ``False`` takes raw steps).
+        lbfgs_lr (float): L-BFGS initial step length (> 0, default 1.0).
+        line_search (bool): use strong-Wolfe line search in L-BFGS (default True, robust; ``False`` takes
+            raw steps).
 
-    Example::
+    Raises:
+        TypeError: ``system`` not a :class:`~pyode.control.ControlSystem`, ``terminal_loss`` not callable.
+        ValueError: ``rho < 0``, ``lbfgs_iters < 1`` or ``lbfgs_lr <= 0``.
 
-        net = ResidualNet([nn.Sequential(nn.Linear(5, 5), nn.Tanh()) for _ in range(20)], 0.25)
-        trainer = MSATrainer(net, lambda xT, y: 0.5 * (xT.mean(1) - y) ** 2, rho=1.0)
-        for _ in range(50):
-            loss = trainer.step(x0, y)
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import MSATrainer, ResidualNet
+        >>> net = ResidualNet([nn.Sequential(nn.Linear(3, 3), nn.Tanh()) for _ in range(3)], 0.25).double()
+        >>> x0 = torch.randn(16, 3, dtype=torch.float64)
+        >>> y = torch.sin(x0[:, 0])
+        >>> trainer = MSATrainer(net, lambda xT, y: 0.5 * (xT.mean(1) - y) ** 2, rho=1.0, lbfgs_iters=3)
+        >>> losses = [trainer.step(x0, y) for _ in range(3)]
+        >>> losses[-1] < losses[0]
+        True
     """
 
     def __init__(self, system: ControlSystem, terminal_loss: TerminalLoss, rho: float = 1.0,
@@ -96,7 +132,15 @@ class MSATrainer:
     def step(self, x0: Tensor, y: Tensor) -> float:
         """One (E-)MSA iteration on the batch ``x0: (batch, *shape)``, ``y: (batch, ...)``.
 
-        Returns the mean cost ``J / batch`` at the parameters *before* the update.
+        Args:
+            x0 (Tensor): (batch, *shape) inputs (initial states).
+            y (Tensor): (batch, ...) targets.
+
+        Returns:
+            float: the mean cost ``J / batch`` at the parameters *before* the update.
+
+        Raises:
+            ValueError: ``x0`` and ``y`` with different batch sizes.
         """
         if x0.shape[0] != y.shape[0]:
             raise ValueError(f"x0 holds {x0.shape[0]} samples but y holds {y.shape[0]}; they must match")

@@ -37,7 +37,27 @@ def _check_step_size(step_size: float | None, default: float) -> float:
 
 def project_perturbation(x: Tensor, eta: Tensor, eps: float,
                          input_range: tuple[float, float] | None = (0.0, 1.0)) -> Tensor:
-    """Project ``η`` onto ``{‖η‖_∞ <= eps, x + η in input_range}``; ``x, η: (batch, *shape)``."""
+    """Project ``η`` onto ``{‖η‖_∞ <= eps, x + η in input_range}``; ``x, η: (batch, *shape)``.
+
+    Args:
+        x (Tensor): (batch, *shape) clean inputs.
+        eta (Tensor): (batch, *shape) perturbation.
+        eps (float): L∞ radius.
+        input_range (tuple[float, float] | None): valid input interval (default ``(0.0, 1.0)``; None: no
+            bound).
+
+    Returns:
+        Tensor: (batch, *shape) the projected perturbation, detached.
+
+    Raises:
+        ValueError: ``eta`` and ``x`` of different shapes.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.control import project_perturbation
+        >>> project_perturbation(torch.tensor([[0.95, 0.5]]), torch.tensor([[0.2, -0.3]]), eps=0.1)
+        tensor([[ 0.0500, -0.1000]])
+    """
     if eta.shape != x.shape:
         raise ValueError(f"perturbation has shape {tuple(eta.shape)} but input x has shape "
                          f"{tuple(x.shape)}; they must match")
@@ -49,7 +69,25 @@ def project_perturbation(x: Tensor, eta: Tensor, eps: float,
 
 def random_perturbation(x: Tensor, eps: float, input_range: tuple[float, float] | None = (0.0, 1.0),
                         generator: torch.Generator | None = None) -> Tensor:
-    """Uniform random start in the ε-ball (projected into ``input_range``), shape of ``x``."""
+    """Uniform random start in the ε-ball (projected into ``input_range``), shape of ``x``.
+
+    Args:
+        x (Tensor): (batch, *shape) clean inputs.
+        eps (float): L∞ radius.
+        input_range (tuple[float, float] | None): valid input interval (default ``(0.0, 1.0)``).
+        generator (torch.Generator | None): random generator (default None: torch's global one).
+
+    Returns:
+        Tensor: (batch, *shape) perturbation ``η``, detached.
+
+    Examples:
+        >>> import torch
+        >>> from pyode.control import random_perturbation
+        >>> x = torch.rand(8, 4)
+        >>> eta = random_perturbation(x, 0.1)
+        >>> bool(eta.abs().max() <= 0.1), bool(((x + eta >= 0) & (x + eta <= 1)).all())
+        (True, True)
+    """
     noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return project_perturbation(x, (2 * noise - 1) * eps, eps, input_range)
 
@@ -60,6 +98,29 @@ def pgd_step(model: nn.Module, x: Tensor, eta: Tensor, y: Tensor, eps: float, st
     """One PGD ascent step ``η <- Proj(η + step_size · sign(∇_η ℓ(model(x + η), y)))``.
 
     The gradient comes from a full forward/backward pass; parameter gradients are not touched.
+
+    Args:
+        model (nn.Module): classifier ``(batch, *shape) -> (batch, classes)``.
+        x (Tensor): (batch, *shape) clean inputs.
+        eta (Tensor): (batch, *shape) current perturbation.
+        y (Tensor): (batch,) labels (for the default loss).
+        eps (float): L∞ radius.
+        step_size (float): ascent step.
+        loss_fn (Callable[[Tensor, Tensor], Tensor]): ``loss_fn(logits, y)`` (default ``F.cross_entropy``).
+        input_range (tuple[float, float] | None): valid input interval (default ``(0.0, 1.0)``).
+
+    Returns:
+        Tensor: (batch, *shape) the updated perturbation, detached.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import pgd_step
+        >>> x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
+        >>> model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+        >>> eta = pgd_step(model, x, torch.zeros_like(x), y, eps=0.1, step_size=0.05)
+        >>> eta.shape, round(float(eta.abs().max()), 4)  # one sign step of 0.05
+        (torch.Size([8, 4]), 0.05)
     """
     eta = eta.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -75,6 +136,34 @@ def yopo_step(first_layer: nn.Module, x: Tensor, eta: Tensor, costate: Tensor, e
     ``η <- Proj(η + step_size · sign(∇_η [costate · f_0(x + η)]))`` with ``costate = ∂ℓ/∂z: (batch, *z_shape)``
     frozen from the last full pass (Zhang et al., NeurIPS 2019). When ``costate`` was computed at this
     same ``η`` the step equals :func:`pgd_step` exactly (the PMP identity).
+
+    Args:
+        first_layer (nn.Module): f_0, ``(batch, *shape) -> (batch, *z_shape)``.
+        x (Tensor): (batch, *shape) clean inputs.
+        eta (Tensor): (batch, *shape) current perturbation.
+        costate (Tensor): (batch, *z_shape) ``∂ℓ/∂z`` from the last full pass.
+        eps (float): L∞ radius.
+        step_size (float): ascent step.
+        input_range (tuple[float, float] | None): valid input interval (default ``(0.0, 1.0)``).
+
+    Returns:
+        Tensor: (batch, *shape) the updated perturbation, detached.
+
+    Raises:
+        ValueError: ``costate`` not shaped like the first layer's output.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> import torch.nn.functional as F
+        >>> from pyode.control import pgd_step, yopo_step
+        >>> x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
+        >>> model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+        >>> z = model[:1](x).detach().requires_grad_(True)
+        >>> (costate,) = torch.autograd.grad(F.cross_entropy(model[1:](z), y), z)
+        >>> eta = yopo_step(model[:1], x, torch.zeros_like(x), costate, eps=0.1, step_size=0.05)
+        >>> torch.equal(eta, pgd_step(model, x, torch.zeros_like(x), y, eps=0.1, step_size=0.05))
+        True
     """
     eta = eta.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -93,6 +182,34 @@ def pgd_attack(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 
     """L∞ PGD-``steps`` attack (Madry et al., 2018); returns ``x_adv = x + η: (batch, *shape)``, detached.
 
     ``step_size`` defaults to ``2.5 · eps / steps``.
+
+    Args:
+        model (nn.Module): classifier ``(batch, *shape) -> (batch, classes)``.
+        x (Tensor): (batch, *shape) clean inputs.
+        y (Tensor): (batch,) labels (for the default loss).
+        eps (float): L∞ radius (> 0).
+        steps (int): ascent steps (>= 1, default 20).
+        step_size (float | None): default None: ``2.5 · eps / steps``.
+        loss_fn (Callable[[Tensor, Tensor], Tensor]): ``loss_fn(logits, y)`` (default ``F.cross_entropy``).
+        input_range (tuple[float, float] | None): valid input interval (default ``(0.0, 1.0)``).
+        random_start (bool): start from :func:`random_perturbation` (default True) instead of ``η = 0``.
+        generator (torch.Generator | None): for the random start (default None).
+
+    Returns:
+        Tensor: (batch, *shape) adversarial inputs, detached.
+
+    Raises:
+        ValueError: ``eps <= 0``, ``steps < 1`` or ``step_size <= 0``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import pgd_attack
+        >>> x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
+        >>> model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+        >>> x_adv = pgd_attack(model, x, y, eps=0.1, steps=5)
+        >>> x_adv.shape, bool((x_adv - x).abs().max() <= 0.1 + 1e-6)
+        (torch.Size([8, 4]), True)
     """
     eps = _check_eps(eps)
     steps = check_count("steps", steps)
@@ -113,7 +230,34 @@ def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: i
                     step_size: float | None = None, batch_size: int = 512,
                     input_range: tuple[float, float] | None = (0.0, 1.0),
                     generator: torch.Generator | None = None) -> tuple[float, float]:
-    """PGD evaluator: ``(clean accuracy, accuracy under PGD-steps)`` in [0, 1] (default PGD-20)."""
+    """PGD evaluator: ``(clean accuracy, accuracy under PGD-steps)`` in [0, 1] (default PGD-20).
+
+    Runs in eval mode (restoring the training mode after), ``batch_size`` samples at a time.
+
+    Args:
+        model (nn.Module): classifier ``(batch, *shape) -> (batch, classes)``.
+        x (Tensor): (n, *shape) inputs.
+        y (Tensor): (n,) labels.
+        eps (float): L∞ radius (> 0).
+        steps (int): PGD steps (default 20).
+        step_size (float | None): default None: ``2.5 · eps / steps``.
+        batch_size (int): samples per attack batch (default 512).
+        input_range (tuple[float, float] | None): valid input interval (default ``(0.0, 1.0)``).
+        generator (torch.Generator | None): for the random starts (default None).
+
+    Returns:
+        tuple[float, float]: clean and robust accuracy.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import robust_accuracy
+        >>> x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
+        >>> model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+        >>> clean, robust = robust_accuracy(model, x, y, eps=0.1, steps=5)
+        >>> 0.0 <= robust <= clean <= 1.0
+        True
+    """
     check_count("batch_size", batch_size)
     was_training = model.training
     model.eval()
@@ -160,11 +304,32 @@ class PGDTrainer(_AdversarialTrainer):
     """PGD-k adversarial training (Madry et al., 2018): k + 1 full passes per batch.
 
     Args:
-        model: any classifier ``(batch, *shape) -> (batch, classes)``.
-        optimizer: optimizer over ``model``'s parameters.
-        eps: L∞ radius (> 0).
-        steps: k >= 1 attack steps per batch.
-        step_size: attack step; default ``2.5 · eps / steps``.
+        model (nn.Module): any classifier ``(batch, *shape) -> (batch, classes)``.
+        optimizer (torch.optim.Optimizer): optimizer over ``model``'s parameters.
+        eps (float): L∞ radius (> 0).
+        steps (int): k >= 1 attack steps per batch (default 10).
+        step_size (float | None): attack step; default None: ``2.5 · eps / steps``.
+        loss_fn (Callable[[Tensor, Tensor], Tensor]): ``loss_fn(logits, y)`` (default ``F.cross_entropy``).
+        input_range (tuple[float, float] | None): valid input interval (default ``(0.0, 1.0)``).
+        generator (torch.Generator | None): for the random starts (default None).
+
+    ``train_batch(x, y)`` returns the mean adversarial loss; ``train_epoch(batches)`` the mean over
+    batches; ``full_passes`` counts forward/backward passes.
+
+    Raises:
+        TypeError: ``optimizer`` not a ``torch.optim.Optimizer``.
+        ValueError: ``eps <= 0``, ``steps < 1`` or ``step_size <= 0``.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import PGDTrainer
+        >>> x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
+        >>> model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+        >>> trainer = PGDTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), eps=0.1, steps=3)
+        >>> loss = trainer.train_epoch([(x, y)])
+        >>> trainer.full_passes  # k + 1 per batch
+        4
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, eps: float, steps: int = 10,
@@ -196,12 +361,32 @@ class YOPOTrainer(_AdversarialTrainer):
     step per batch. Per batch: m full passes, m·(n + 1) first-layer passes.
 
     Args:
-        model: an ``nn.Sequential`` whose first ``first_layer_depth`` children form the layer f_0 that
-            the perturbation couples to (e.g. ``nn.Sequential(nn.Conv2d(..), nn.ReLU())``).
-        optimizer: optimizer over ``model``'s parameters.
-        eps: L∞ radius (> 0).
-        m, n: full passes and first-layer updates per full pass (both >= 1).
-        step_size: first-layer update step; default ``2 · eps / n``.
+        model (nn.Sequential): its first ``first_layer_depth`` children form the layer f_0 that the
+            perturbation couples to (e.g. ``nn.Sequential(nn.Conv2d(..), nn.ReLU())``).
+        optimizer (torch.optim.Optimizer): optimizer over ``model``'s parameters.
+        eps (float): L∞ radius (> 0).
+        m (int): full passes per batch (>= 1, default 3).
+        n (int): first-layer updates per full pass (>= 1, default 5).
+        step_size (float | None): first-layer update step; default None: ``2 · eps / n``.
+        first_layer_depth (int): children of ``model`` in f_0 (default 1, fewer than ``len(model)``).
+        loss_fn (Callable[[Tensor, Tensor], Tensor]): ``loss_fn(logits, y)`` (default ``F.cross_entropy``).
+        input_range (tuple[float, float] | None): valid input interval (default ``(0.0, 1.0)``).
+        generator (torch.Generator | None): for the random starts (default None).
+
+    Raises:
+        TypeError: ``model`` not an ``nn.Sequential``, ``optimizer`` not an optimizer.
+        ValueError: ``first_layer_depth >= len(model)``, ``eps <= 0``, ``m`` or ``n`` < 1.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from pyode.control import YOPOTrainer
+        >>> x, y = torch.rand(8, 4), torch.randint(0, 3, (8,))
+        >>> model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+        >>> trainer = YOPOTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), eps=0.1, m=2, n=3)
+        >>> loss = trainer.train_epoch([(x, y)])
+        >>> trainer.full_passes, trainer.first_layer_passes  # m, m (n + 1)
+        (2, 8)
     """
 
     def __init__(self, model: nn.Sequential, optimizer: torch.optim.Optimizer, eps: float, m: int = 3,
