@@ -45,15 +45,24 @@ void require(bool ok, const std::string& what) {
 }
 
 // The user's f in solver time s = sign * t: f_solver(s, y) = sign * f(sign * s, y) (pyode's FlatFunc).
+// Its Jacobian likewise: J_solver(s, y) = sign * J(sign * s, y); false when there is no compiled jac.
 struct FnPtrRhs {
   pyode_rhs_fn f;
   const double* p;
   double sign;
   int n;
+  pyode_jac_fn jac = nullptr;
   void operator()(double s, const double* y, double* dy) const {
     f(sign * s, y, dy, p);
     if (sign < 0)
       for (int i = 0; i < n; ++i) dy[i] = -dy[i];
+  }
+  bool jacobian(double s, const double* y, double* J) const {
+    if (jac == nullptr) return false;
+    jac(sign * s, y, J, p);
+    if (sign < 0)
+      for (long q = 0; q < static_cast<long>(n) * n; ++q) J[q] = -J[q];
+    return true;
   }
 };
 
@@ -65,13 +74,40 @@ struct FnPtrEvent {
   double value(double s, const double* y) const { return e(sign * s, y, p); }
 };
 
+// The implicit kinds' extra data (method.h): Rosenbrock needs ros_c, ros_d, b_err and gamma > 0; ESDIRK a
+// stiffly accurate adaptive tableau with an explicit first stage at c = 0 and one diagonal gamma.
+void check_implicit(const pyode_method* pm, Method& m) {
+  const int s = m.s;
+  require(pm->kind == 1 || pm->kind == 2, "method.kind must be 0 (explicit), 1 (Rosenbrock) or 2 (ESDIRK)");
+  require(std::isfinite(pm->gamma) && pm->gamma > 0.0, "method.gamma must be finite and > 0");
+  require(pm->b_err != nullptr, "implicit methods must be adaptive (method.b_err not NULL)");
+  m.gamma = pm->gamma;
+  m.predictor = pm->predictor;
+  m.restep = false;
+  if (pm->kind == 1) {
+    require(pm->ros_c != nullptr && pm->ros_d != nullptr, "a Rosenbrock method needs ros_c and ros_d");
+    require(!pm->fsal && pm->interp_terms == s + 1, "a Rosenbrock method has fsal = 0 and interp_terms = s + 1");
+    m.kind = pyode::core::Kind::kRosenbrock;
+    m.ros_c = pm->ros_c;
+    m.ros_d = pm->ros_d;
+    m.interp_degree = 0;
+    return;
+  }
+  require(s >= 2 && pm->fsal && pm->c[0] == 0.0 && pm->a[0] == 0.0 && pm->c[s - 1] == 1.0,
+          "an ESDIRK method needs fsal = 1, an explicit first stage (c[0] = a[0][0] = 0) and c[s-1] = 1");
+  for (int i = 1; i < s; ++i) require(pm->a[i * s + i] == pm->gamma, "an ESDIRK method's diagonal must be gamma");
+  for (int j = 0; j < s; ++j)
+    require(pm->a[(s - 1) * s + j] == pm->b[j], "an ESDIRK method must be stiffly accurate (b = last row of a)");
+  m.kind = pyode::core::Kind::kEsdirk;
+}
+
 Method check_method(const pyode_method* pm) {
   require(pm != nullptr, "method is NULL");
   const int s = pm->num_stages;
   require(s >= 1 && s <= pyode::core::kMaxStages, "method.num_stages must be 1..64");
   require(pm->order >= 1, "method.order must be >= 1");
   require(pm->c && pm->a && pm->b, "method.c, a and b must not be NULL");
-  require(pm->interp_restep || (pm->interp_degree >= 1 && pm->interp_P != nullptr),
+  require(pm->kind == 1 || pm->interp_restep || (pm->interp_degree >= 1 && pm->interp_P != nullptr),
           "method needs an interpolant (interp_degree >= 1 and interp_P) or interp_restep = 1");
   require(pm->interp_terms == s || pm->interp_terms == s + 1, "method.interp_terms must be s or s + 1");
   require(!pm->fsal || s >= 2, "an FSAL method needs at least 2 stages");
@@ -88,6 +124,7 @@ Method check_method(const pyode_method* pm) {
   m.num_terms = pm->interp_terms;
   m.P = pm->interp_P;
   m.restep = pm->interp_restep != 0;
+  if (pm->kind != 0) check_implicit(pm, m);
   return m;
 }
 
@@ -174,6 +211,7 @@ struct Job {
   const Method& m;
   const LoopOptions& o;
   pyode_rhs_fn rhs;
+  pyode_jac_fn jac;
   pyode_event_fn event;
   const pyode_problem& p;
   const std::vector<double>& t_out;  // solver times
@@ -183,7 +221,7 @@ struct Job {
   void row(int64_t r, Workspace& ws) const {
     const int n = static_cast<int>(p.n);
     const double* params = p.num_params == 0 ? nullptr : p.params + r * p.params_stride;
-    FnPtrRhs f{rhs, params, sign, n};
+    FnPtrRhs f{rhs, params, sign, n, jac};
     RowSolver<FnPtrRhs> solver(m, o, f, ws, n);
     RowOutput out{p.ys + r * p.n, p.num_traj * p.n, p.y_event ? p.y_event + r * p.n : nullptr};
     RowStats rs;
@@ -226,14 +264,16 @@ void run_rows(const Job& job, const Method& m, int64_t M, int threads) {
   for (auto& th : pool) th.join();
 }
 
-int32_t solve_impl(const pyode_method* pm, const pyode_options* po, pyode_rhs_fn rhs, pyode_event_fn event,
-                   const pyode_problem* pp, pyode_traj_stats* stats, int64_t stats_len) {
+int32_t solve_impl(const pyode_method* pm, const pyode_options* po, pyode_rhs_fn rhs, pyode_jac_fn jac,
+                   pyode_event_fn event, const pyode_problem* pp, pyode_traj_stats* stats, int64_t stats_len) {
   const Method m = check_method(pm);
   LoopOptions o = check_options(po, m);
   require(rhs != nullptr, "rhs is NULL");
   require(stats != nullptr, "stats is NULL");
   require(event == nullptr || m.adaptive(), "events need an adaptive method (e.g. dopri5)");
   check_problem(pp, stats_len);
+  require(m.kind == pyode::core::Kind::kExplicit || pp->n <= 4096,
+          "implicit methods factor a dense n x n matrix: n must be <= 4096");
   const double sign = pp->num_times > 1 && pp->t[1] < pp->t[0] ? -1.0 : 1.0;
   std::vector<double> t_out(pp->t, pp->t + pp->num_times);
   for (double& x : t_out) x *= sign;
@@ -250,7 +290,7 @@ int32_t solve_impl(const pyode_method* pm, const pyode_options* po, pyode_rhs_fn
   const int64_t M = pp->num_traj;
   int threads = po->num_threads > 0 ? po->num_threads : static_cast<int>(std::thread::hardware_concurrency());
   threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, M)));
-  Job job{m, o, rhs, event, *pp, t_out, sign, stats};
+  Job job{m, o, rhs, jac, event, *pp, t_out, sign, stats};
   run_rows(job, m, M, threads);
   return PYODE_OK;
 }
@@ -266,9 +306,15 @@ const char* pyode_last_error(void) { return pyode::native::g_last_error.c_str();
 int32_t pyode_solve(const pyode_method* method, const pyode_options* options, pyode_rhs_fn rhs,
                     pyode_event_fn event, const pyode_problem* problem, pyode_traj_stats* stats,
                     int64_t stats_len) {
+  return pyode_solve_jac(method, options, rhs, nullptr, event, problem, stats, stats_len);
+}
+
+int32_t pyode_solve_jac(const pyode_method* method, const pyode_options* options, pyode_rhs_fn rhs,
+                        pyode_jac_fn jac, pyode_event_fn event, const pyode_problem* problem,
+                        pyode_traj_stats* stats, int64_t stats_len) {
   try {
     set_last_error("");
-    return solve_impl(method, options, rhs, event, problem, stats, stats_len);
+    return solve_impl(method, options, rhs, jac, event, problem, stats, stats_len);
   } catch (const InvalidArgument& e) {
     set_last_error("pyode_solve: " + e.what);
     return PYODE_EINVAL;

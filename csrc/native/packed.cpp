@@ -35,7 +35,7 @@ extern "C" int32_t pyode_solve_packed(const double* packed, int64_t packed_len, 
                                       int64_t ys_len, double* stats_out, int64_t stats_len) {
   if (packed == nullptr || packed_len < PYODE_PACKED_HEADER) return fail("packed header too short");
   const double* h = packed;
-  if (h[kVersion] != PYODE_NATIVE_ABI || !is_count(h[kStages], 1, 64) || !is_count(h[kDegree], 0, 16) ||
+  if (h[kVersion] != PYODE_PACKED_VERSION || !is_count(h[kStages], 1, 64) || !is_count(h[kDegree], 0, 16) ||
       !is_count(h[kTerms], 1, 65) || !is_count(h[kMaxNumSteps], 1, 1.0e300) || !is_count(h[kNumThreads], 0, 65536))
     return fail("packed header is invalid");
   const int64_t s = static_cast<int64_t>(h[kStages]);

@@ -10,8 +10,13 @@ from dataclasses import dataclass
 
 RHS_C = "void(double, double *, double *, double *)"
 EVENT_C = "double(double, double *, double *)"
+JAC_C = "void(double t, const double *y, double *J, const double *p)"
 _POINTER_TYPES = {"rhs": "void(*)(double, double *, double *, double *)",
+                  "jac": "void(*)(double, double *, double *, double *)",
                   "event": "double(*)(double, double *, double *)"}
+_C_SIGNATURES = {"rhs": RHS_C, "jac": JAC_C, "event": EVENT_C}
+_CALLS = {"rhs": "rhs(t, y, dy, p) writing dy in place", "event": "event(t, y, p) -> float",
+          "jac": "jac(t, y, J, p) writing the (n, n) Jacobian J[i, j] = d f_i / d y_j in place"}
 _CACHE: dict = {}
 _LOCK = threading.Lock()
 
@@ -41,14 +46,15 @@ def _signatures():
     from numba import types
 
     ptr = types.CPointer(types.float64)
-    return {"rhs": types.void(types.float64, ptr, ptr, ptr), "event": types.float64(types.float64, ptr, ptr)}
+    return {"rhs": types.void(types.float64, ptr, ptr, ptr), "jac": types.void(types.float64, ptr, ptr, ptr),
+            "event": types.float64(types.float64, ptr, ptr)}
 
 
 def _from_numba_cfunc(func, kind: str) -> NativeFunction:
     expected = _signatures()[kind]
     if func._sig != expected:
         raise TypeError(f"pyode.native: the numba cfunc {_name(func)!r} has signature {func._sig}, but {kind} must "
-                        f"be {expected} (C: {RHS_C if kind == 'rhs' else EVENT_C}); declare it as "
+                        f"be {expected} (C: {_C_SIGNATURES[kind]}); declare it as "
                         f"@numba.cfunc({str(expected)!r}) or pass the plain Python function")
     return NativeFunction(func.address, kind, _name(func), getattr(func, "__wrapped__", None), func)
 
@@ -71,7 +77,8 @@ def _plain(ctype) -> tuple:
 
 
 def _compile(func, kind: str, n: int, k: int) -> NativeFunction:
-    """Compiles ``func`` in nopython mode behind a C wrapper that views the pointers as arrays (n,) / (k,)."""
+    """Compiles ``func`` in nopython mode behind a C wrapper that views the pointers as arrays (n,) / (k,)
+    (a Jacobian as (n, n), row-major)."""
     import numba
     from numba import carray
     from numba.core.errors import NumbaError
@@ -82,6 +89,9 @@ def _compile(func, kind: str, n: int, k: int) -> NativeFunction:
         if kind == "rhs":
             def wrapper(t, y, dy, p):
                 jitted(t, carray(y, (n,)), carray(dy, (n,)), carray(p, (k,)))
+        elif kind == "jac":
+            def wrapper(t, y, J, p):
+                jitted(t, carray(y, (n,)), carray(J, (n, n)), carray(p, (k,)))
         else:
             def wrapper(t, y, p):
                 return jitted(t, carray(y, (n,)), carray(p, (k,)))
@@ -89,7 +99,7 @@ def _compile(func, kind: str, n: int, k: int) -> NativeFunction:
     except NumbaError as exc:
         reason = str(exc).strip().splitlines()
         short = "\n".join(reason[:12])
-        call = "rhs(t, y, dy, p) writing dy in place" if kind == "rhs" else "event(t, y, p) -> float"
+        call = _CALLS[kind]
         raise TypeError(f"pyode.native: numba could not compile {kind} {_name(func)!r} in nopython mode (as "
                         f"{call}, y: ({n},), p: ({k},) float64 arrays). numba says:\n{short}") from None
     py = getattr(func, "py_func", func)
@@ -129,3 +139,9 @@ def compile_rhs(func, n: int, k: int = 0) -> NativeFunction:
 def compile_event(func, n: int, k: int = 0) -> NativeFunction:
     """Compiles ``event(t, y, p) -> float`` (the solve stops where it changes sign) to a C function pointer."""
     return native_function(func, "event", int(n), int(k))
+
+
+def compile_jac(func, n: int, k: int = 0) -> NativeFunction:
+    """Compiles ``jac(t, y, J, p)`` (writes the (n, n) Jacobian ``J[i, j] = d f_i / d y_j`` in place) to a C
+    function pointer, for the stiff methods of :func:`pyode.native.solve`."""
+    return native_function(func, "jac", int(n), int(k))

@@ -65,5 +65,5 @@ def load():
     return ffi, lib
 
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 PACKED_HEADER = 24

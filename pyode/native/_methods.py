@@ -8,11 +8,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pyode._solvers import rk_step
+from pyode._solvers import interpolation, rk_step
+from pyode._solvers.implicit_tableaux import IMPLICIT_TABLEAUX, ROSENBROCK_TABLEAUX
 from pyode._solvers.tableaux import TABLEAUX, ButcherTableau
 
 ADAPTIVE = tuple(name for name, tab in TABLEAUX.items() if tab.adaptive)
 FIXED = tuple(name for name, tab in TABLEAUX.items() if not tab.adaptive)
+# The stiff methods of the native loop: Rosenbrock, and the adaptive ESDIRKs (stiffly accurate, explicit first
+# stage, one diagonal γ), with a Jacobian from a compiled jac or forward differences.
+STIFF = (*ROSENBROCK_TABLEAUX, *(name for name, tab in IMPLICIT_TABLEAUX.items()
+                                 if tab.adaptive and tab.diagonal and tab.stiffly_accurate
+                                 and tab.explicit_stage(0) and tab.c[0] == 0.0))
+KIND_EXPLICIT, KIND_ROSENBROCK, KIND_ESDIRK = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,12 @@ class MethodData:
     b_err: np.ndarray | None
     P: np.ndarray
     restep: bool
+    kind: int = KIND_EXPLICIT
+    fsal: bool | None = None  # None: the tableau's
+    gamma: float = 0.0
+    ros_c: np.ndarray | None = None
+    ros_d: np.ndarray | None = None
+    predictor: np.ndarray | None = None
 
     @property
     def num_stages(self) -> int:
@@ -55,3 +68,32 @@ def method_data(name: str, interp: str) -> MethodData:
     b_err = None if tab.b_err is None else np.asarray(tab.b_err, dtype=np.float64)
     return MethodData(tab, np.asarray(tab.c, dtype=np.float64), a, np.asarray(tab.b, dtype=np.float64), b_err,
                       np.ascontiguousarray(np.asarray(P, dtype=np.float64)), restep)
+
+
+def _lower(rows, s: int) -> np.ndarray:
+    """(s, s) float64 from ragged rows (row i: its first entries), zero elsewhere."""
+    a = np.zeros((s, s))
+    for i, row in enumerate(rows):
+        a[i, :len(row)] = row
+    return a
+
+
+@functools.lru_cache(maxsize=16)
+def stiff_method_data(name: str) -> MethodData:
+    """The data of a stiff method (``STIFF``) from :mod:`pyode._solvers.implicit_tableaux`: Rosenbrock
+    (c = α, a, b = m, b_err = m_err, ros_c, ros_d, γ; Hermite dense output in C) or ESDIRK (a with its
+    diagonal, the predictor rows, and the cubic Hermite weights on the stages, f1 being the last stage)."""
+    if name in ROSENBROCK_TABLEAUX:
+        tab = ROSENBROCK_TABLEAUX[name]
+        s = tab.num_stages
+        return MethodData(tab, np.asarray(tab.alpha, dtype=np.float64), _lower(tab.a, s),
+                          np.asarray(tab.m, dtype=np.float64), np.asarray(tab.m_err, dtype=np.float64),
+                          np.zeros((0, s + 1)), False, KIND_ROSENBROCK, False, float(tab.gamma),
+                          _lower(tab.c, s), np.asarray(tab.d, dtype=np.float64))
+    tab = IMPLICIT_TABLEAUX[name]
+    s = tab.num_stages
+    P = np.ascontiguousarray(np.asarray(interpolation.cubic_hermite(tab.b, s - 1, s), dtype=np.float64))
+    predictor = None if tab.predictor is None else _lower(tab.predictor, s)
+    return MethodData(tab, np.asarray(tab.c, dtype=np.float64), np.asarray(tab.a, dtype=np.float64),
+                      np.asarray(tab.b, dtype=np.float64), np.asarray(tab.b_err, dtype=np.float64), P, False,
+                      KIND_ESDIRK, True, float(tab.a[-1][-1]), predictor=predictor)

@@ -18,7 +18,7 @@ from pyode.errors import MaxStepsError, NonFiniteStateError, ODESolverError, Ste
 from pyode.native import _arrays
 from pyode.native._compile import native_function
 from pyode.native._lib import load
-from pyode.native._methods import ADAPTIVE, FIXED, method_data
+from pyode.native._methods import ADAPTIVE, FIXED, STIFF, method_data, stiff_method_data
 
 SUCCESS, MAX_STEPS, STEP_UNDERFLOW, NON_FINITE, EVENT, CANCELLED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {SUCCESS: "success", MAX_STEPS: "max_num_steps", STEP_UNDERFLOW: "step_underflow",
@@ -79,7 +79,7 @@ def _parse_options_cached(key):
 
 
 def _parse_options_uncached(method: str, options: dict | None, sign: float):
-    cls = AdaptiveOptions if method in ADAPTIVE else FixedOptions
+    cls = AdaptiveOptions if method in ADAPTIVE + STIFF else FixedOptions
     opts, extra = check.parse_options(options, cls, method, extra=("num_threads",))
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in _UNSUPPORTED:
@@ -90,7 +90,11 @@ def _parse_options_uncached(method: str, options: dict | None, sign: float):
     threads = extra.get("num_threads", 0)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ValueError(f"options['num_threads'] must be an int >= 0 (0: all cores), got {threads!r}")
-    if method in ADAPTIVE:
+    if method in STIFF:
+        check.adaptive_options(opts, sign)
+        if opts.interp not in ("auto", "cubic"):
+            raise ValueError(f"options['interp'] must be 'auto' or 'cubic' (Hermite) for {method}, got {opts.interp!r}")
+    elif method in ADAPTIVE:
         check.adaptive_options(opts, sign)
         if opts.interp not in ("auto", "quartic", "cubic", "linear", "restep"):
             raise ValueError(f"options['interp'] must be auto, quartic, cubic, linear or restep, got {opts.interp!r}")
@@ -114,13 +118,19 @@ def _default_of(field):
 def _method_struct(ffi, data, keep: list):
     m = ffi.new("pyode_method *")
     s = data.num_stages
-    m.num_stages, m.order, m.fsal = s, data.tableau.order, int(data.tableau.fsal)
+    m.num_stages, m.order, m.fsal = s, data.tableau.order, int(getattr(data.tableau, "fsal", False))
     m.interp_degree, m.interp_terms = data.P.shape
     m.interp_restep = int(data.restep)
     for name in ("c", "a", "b", "b_err"):
         arr = getattr(data, name)
         setattr(m, name, ffi.NULL if arr is None else _arrays.pointer(ffi, arr, keep))
-    m.interp_P = _arrays.pointer(ffi, data.P, keep)
+    m.interp_P = _arrays.pointer(ffi, data.P, keep) if data.P.size else ffi.NULL
+    m.kind, m.gamma = data.kind, data.gamma
+    if data.fsal is not None:
+        m.fsal = int(data.fsal)
+    for name in ("ros_c", "ros_d", "predictor"):
+        arr = getattr(data, name)
+        setattr(m, name, ffi.NULL if arr is None else _arrays.pointer(ffi, arr, keep))
     return m
 
 
@@ -131,7 +141,7 @@ def _options_struct(ffi, method: str, opts, rtol: float, atol: float, threads: i
     o.rtol, o.atol, o.event_tol, o.num_threads = rtol, atol, atol, threads
     o.safety, o.ifactor, o.dfactor, o.pcoeff, o.icoeff, o.dcoeff = 0.9, 10.0, 0.2, 0.0, 1.0, 0.0
     o.min_step, o.max_step, o.max_num_steps = 0.0, math.inf, opts.max_num_steps
-    if method in ADAPTIVE:
+    if method in ADAPTIVE + STIFF:
         for name in ("step_t", "jump_t"):  # validated and sorted into solver time: back to the caller's
             times = np.asarray([sign * x for x in getattr(opts, name)], dtype=np.float64)
             setattr(o, name, _arrays.pointer(ffi, times, keep))
@@ -161,7 +171,7 @@ def _raise_failures(status: np.ndarray, t_reached: np.ndarray, ensemble: bool) -
 
 def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6, atol: float = 1e-9,
           options: dict | None = None, event=None, raise_on_failure: bool | None = None,
-          device: str = "cpu") -> NativeSolution:
+          device: str = "cpu", jac=None) -> NativeSolution:
     """Solves ``dy/dt = rhs(t, y, p)`` entirely in compiled code (the C++ loop, GIL released).
 
     Args:
@@ -173,7 +183,9 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
         params: None, (k,) shared by every trajectory, or (M, k) one row per trajectory (a (n,) ``y0`` is then
             shared by the M trajectories).
         method: any explicit method of pyode (adaptive: dopri5, tsit5, dopri8, bosh3, fehlberg2, adaptive_heun;
-            fixed grid with ``options['step_size']``: euler, midpoint, heun2, heun3, rk4).
+            fixed grid with ``options['step_size']``: euler, midpoint, heun2, heun3, rk4), or a stiff one: rodas5
+            (Rosenbrock, one LU per step), kvaerno5 / kvaerno3 (ESDIRK, simplified Newton with Jacobian reuse),
+            the same steps as ``pyode.solve`` with these methods; dense output by cubic Hermite.
         rtol, atol: tolerances of the adaptive methods (pyode's error norm and PID controller).
         options: pyode's solver options (first_step, safety, ifactor, dfactor, pcoeff, icoeff, dcoeff, min_step,
             max_step, max_num_steps, interp; step_size for fixed grids) plus ``num_threads`` (0: all cores).
@@ -181,32 +193,41 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
             changes sign (located to ``atol`` in time), with status "event".
         raise_on_failure: raise pyode's exception if any trajectory failed; default True for one trajectory,
             False for an ensemble (inspect ``status``).
+        jac: stiff methods only: ``jac(t, y, J, p)`` writing the (n, n) Jacobian ``J[i, j] = d f_i / d y_j``
+            in place (compiled like ``rhs``; a numba cfunc / cffi pointer with rhs's C signature), or None for
+            forward differences (n evaluations of rhs per Jacobian).
         device: "cpu" (the C++ loop on threads) or "cuda" (numba CUDA, one trajectory per GPU thread; ``rhs``
             must then be a Python or njit function, compiled as a CUDA device function; no events).
 
     Returns:
         :class:`NativeSolution`; ``ys`` is (T, n) or (T, M, n), float64 (or y0's float32 when given float32).
     """
-    if method not in ADAPTIVE + FIXED:
-        raise ValueError(f"unknown method {method!r} for pyode.native.solve; valid: {', '.join(ADAPTIVE + FIXED)}")
+    if method not in ADAPTIVE + FIXED + STIFF:
+        raise ValueError(f"unknown method {method!r} for pyode.native.solve; valid: "
+                         f"{', '.join(ADAPTIVE + FIXED + STIFF)}")
+    if jac is not None and method not in STIFF:
+        raise ValueError(f"jac is used by the stiff methods ({', '.join(STIFF)}) only; method={method!r} needs none")
     rtol, atol = check.check_tolerance("rtol", rtol), check.check_tolerance("atol", atol)
-    if method in ADAPTIVE and rtol == 0 and atol == 0:
+    if method in ADAPTIVE + STIFF and rtol == 0 and atol == 0:
         raise ValueError("rtol and atol cannot both be 0 for an adaptive method; set atol > 0 (e.g. 1e-9)")
     prob = _arrays.Problem.build(y0, t, params)
     opts, threads = _parse_options(method, options, prob.sign)
     if method in FIXED:
         check_step_count([prob.sign * x for x in prob.t.tolist()], opts.step_size, opts.max_num_steps, prob.sign)
-    if event is not None and method not in ADAPTIVE:
+    if event is not None and method not in ADAPTIVE + STIFF:
         raise ValueError("event needs an adaptive method (e.g. method='dopri5')")
-    data = method_data(method, opts.interp)
+    data = stiff_method_data(method) if method in STIFF else method_data(method, opts.interp)
+    if device == "cuda" and method in STIFF:
+        raise ValueError(f"device='cuda' runs explicit methods only; solve the stiff method {method!r} on device='cpu'")
     if device == "cuda":
         out = _run_cuda(rhs, data, opts, rtol, atol, prob, event)
     elif device == "cpu":
         f = native_function(rhs, "rhs", prob.n, prob.k)
         ev = None if event is None else native_function(event, "event", prob.n, prob.k)
+        jf = None if jac is None else native_function(jac, "jac", prob.n, prob.k)
         keep: list = []
         o = _options_struct(load()[0], method, opts, rtol, atol, threads, prob.sign, keep)
-        out = _run(data, o, f, ev, prob)
+        out = _run(data, o, f, ev, prob, jf)
     else:
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     ensemble = prob.ensemble
@@ -215,7 +236,7 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
     return out
 
 
-def _run(data, opts_struct, f, ev, prob) -> NativeSolution:
+def _run(data, opts_struct, f, ev, prob, jf=None) -> NativeSolution:
     ffi, lib = load()
     keep: list = []
     M, n, T = prob.M, prob.n, prob.T
@@ -232,8 +253,9 @@ def _run(data, opts_struct, f, ev, prob) -> NativeSolution:
     if y_event is not None:
         p.y_event, p.y_event_len = _arrays.pointer(ffi, y_event, keep), y_event.size
     args = (_method_struct(ffi, data, keep), opts_struct, ffi.cast("pyode_rhs_fn", f.address),
+            ffi.NULL if jf is None else ffi.cast("pyode_jac_fn", jf.address),
             ffi.NULL if ev is None else ffi.cast("pyode_event_fn", ev.address), p, stats, M)
-    rc = _call_interruptible(ffi, lib, opts_struct, args) if M > 1 else lib.pyode_solve(*args)
+    rc = _call_interruptible(ffi, lib, opts_struct, args) if M > 1 else lib.pyode_solve_jac(*args)
     if rc != 0:
         raise ValueError(ffi.string(lib.pyode_last_error()).decode())
     raw = np.frombuffer(ffi.buffer(stats), dtype=_STATS_DTYPE, count=M)
@@ -241,15 +263,15 @@ def _run(data, opts_struct, f, ev, prob) -> NativeSolution:
 
 
 def _call_interruptible(ffi, lib, opts_struct, args) -> int:
-    """``pyode_solve(*args)`` in a worker thread, so that Ctrl-C in the main thread (where Python delivers
+    """``pyode_solve_jac(*args)`` in a worker thread, so that Ctrl-C in the main thread (where Python delivers
     signals, which it cannot while the main thread is inside a C call) sets the solve's cancel flag: every
     trajectory stops at its next step and KeyboardInterrupt is raised. Elsewhere, a plain call."""
     if threading.current_thread() is not threading.main_thread():
-        return lib.pyode_solve(*args)
+        return lib.pyode_solve_jac(*args)
     flag = ffi.new("int32_t *", 0)
     opts_struct.cancel = flag
     result: list = []
-    worker = threading.Thread(target=lambda: result.append(lib.pyode_solve(*args)), daemon=True)
+    worker = threading.Thread(target=lambda: result.append(lib.pyode_solve_jac(*args)), daemon=True)
     worker.start()
     try:
         while worker.is_alive():

@@ -19,8 +19,16 @@ extern "C" {
 /* CDEF BEGIN */
 typedef void (*pyode_rhs_fn)(double t, const double* y, double* dy, const double* p);
 typedef double (*pyode_event_fn)(double t, const double* y, const double* p);
+/* J: row-major n x n, J[i * n + j] = d f_i / d y_j */
+typedef void (*pyode_jac_fn)(double t, const double* y, double* J, const double* p);
 
-/* An explicit Runge-Kutta method as data (pyode/_solvers/tableaux.py and its interpolant). */
+/* A method as data: an explicit Runge-Kutta method (pyode/_solvers/tableaux.py and its interpolant), or with
+ * kind != 0 an implicit one (pyode/_solvers/implicit_tableaux.py):
+ *   kind 1, Rosenbrock (transformed form): c = alpha, a = a_ij, b = m, b_err = m_err, ros_c = c_ij (s*s, strictly
+ *     lower), ros_d = d, gamma; not FSAL, no interpolant (cubic Hermite; interp_terms = s + 1, degree 0).
+ *   kind 2, ESDIRK (stiffly accurate, explicit first stage): a lower triangular with diagonal gamma, fsal = 1,
+ *     predictor (s*s strictly lower: the Newton start of stage i from stages j < i) or NULL, interp_P the
+ *     cubic Hermite weights on the stages. */
 typedef struct pyode_method {
     int32_t num_stages;     /* s, 1..64 */
     int32_t order;          /* order of the propagated solution (the controller's exponent) */
@@ -33,6 +41,12 @@ typedef struct pyode_method {
     const double* b;        /* (s) */
     const double* b_err;    /* (s) error weights b - b_hat, or NULL for a fixed-grid method */
     const double* interp_P; /* (interp_degree * interp_terms) */
+    int32_t kind;           /* 0 explicit RK, 1 Rosenbrock, 2 ESDIRK */
+    int32_t reserved;
+    double gamma;
+    const double* ros_c;
+    const double* ros_d;
+    const double* predictor;
 } pyode_method;
 
 typedef struct pyode_options {
@@ -86,6 +100,12 @@ int32_t pyode_solve(const pyode_method* method, const pyode_options* options, py
                     pyode_event_fn event, const pyode_problem* problem, pyode_traj_stats* stats,
                     int64_t stats_len);
 
+/* pyode_solve with a Jacobian for the implicit kinds: jac NULL means forward differences (n extra evaluations
+ * of rhs per Jacobian). The Jacobian is dense, its matrix factored by LU with partial pivoting (small n). */
+int32_t pyode_solve_jac(const pyode_method* method, const pyode_options* options, pyode_rhs_fn rhs,
+                        pyode_jac_fn jac, pyode_event_fn event, const pyode_problem* problem,
+                        pyode_traj_stats* stats, int64_t stats_len);
+
 /* The same with only numbers and flat arrays, for callers that cannot build structs (numba's nopython
  * mode): `packed` holds the method and options as pyode.native.nopython.pack() lays them out; rhs and
  * event are function addresses (event 0: none); stats_out is (M, 6) doubles: status, t_reached, event_t,
@@ -97,7 +117,8 @@ int32_t pyode_solve_packed(const double* packed, int64_t packed_len, uint64_t rh
                            double* stats_out, int64_t stats_len);
 /* CDEF END */
 
-#define PYODE_NATIVE_ABI 1
+#define PYODE_NATIVE_ABI 2
+#define PYODE_PACKED_VERSION 1  /* header[0] of pyode_solve_packed's array */
 #define PYODE_PACKED_HEADER 24
 
 #ifdef __cplusplus

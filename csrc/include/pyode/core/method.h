@@ -10,6 +10,10 @@ namespace pyode::core {
 constexpr int kMaxStages = 64;
 constexpr int kMaxTerms = kMaxStages + 1;  // the stages and f1
 
+// The stepper the loop calls (solve_loop.h, attempt): an explicit Runge-Kutta step, a Rosenbrock step (one LU
+// of I/(hγ) - J per step, linear stages), or an ESDIRK step (stage by stage simplified Newton on I - hγJ).
+enum class Kind : int { kExplicit = 0, kRosenbrock = 1, kEsdirk = 2 };
+
 // View of a method; it does not own the arrays (the caller keeps them alive for the solve).
 struct Method {
   int s = 0;                      // stages
@@ -25,10 +29,21 @@ struct Method {
   int num_terms = 0;              // columns of P: s (FSAL) or s + 1
   const double* P = nullptr;      // (interp_degree * num_terms)
   bool restep = false;            // dense output by a fresh step of size θh instead (high-order methods)
+  // Implicit kinds (pyode/_solvers/implicit_tableaux.py). Rosenbrock (Hairer & Wanner's transformed form):
+  // c = α, a = a_ij (strictly lower), b = m, b_err = m_err, ros_c = c_ij (strictly lower), ros_d = d, gamma = γ;
+  // dense output is the cubic Hermite through (y0, f0), (y1, f1), f1 as term s. ESDIRK (stiffly accurate,
+  // explicit first stage c_0 = 0): a lower triangular with the diagonal γ, fsal (the last stage derivative is
+  // f(t1, y1)), predictor (s*s, row i: weights on stages j < i of the Newton start), P the Hermite weights.
+  Kind kind = Kind::kExplicit;
+  double gamma = 0.0;
+  const double* ros_c = nullptr;
+  const double* ros_d = nullptr;
+  const double* predictor = nullptr;
 
   bool adaptive() const { return b_err != nullptr; }
   // True when the interpolant reads f1 (a non-FSAL method whose P has a non-zero column s).
   bool needs_f1() const {
+    if (kind == Kind::kRosenbrock) return true;
     if (fsal || restep || num_terms <= s) return false;
     for (int p = 0; p < interp_degree; ++p)
       if (P[p * num_terms + s] != 0.0) return true;

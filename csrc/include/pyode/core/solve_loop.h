@@ -13,9 +13,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "pyode/core/controller.h"
+#include "pyode/core/dense_lu.h"
 #include "pyode/core/dense_output.h"
 #include "pyode/core/initial_step.h"
 #include "pyode/core/method.h"
@@ -67,10 +70,18 @@ struct NoEvent {
   double value(double, const double*) const { return 1.0; }
 };
 
-// Scratch of one row; a thread reuses one for all its rows.
+// Scratch of one row; a thread reuses one for all its rows. The implicit kinds add the Jacobian J, the LU
+// factors of their matrix, the Rosenbrock increments U (s x n) and Newton's vectors.
 struct Workspace {
   std::vector<double> K, K2, y, y1, y1b, stage, w, probe, event_y;
+  std::vector<double> J, LU, U, ft, z, dz, res, fp;
+  std::vector<int> piv;
   void resize(const Method& m, int n) {
+    const bool stiff = m.kind != Kind::kExplicit;
+    const size_t nn = stiff ? static_cast<size_t>(n) * n : 0, nv = stiff ? static_cast<size_t>(n) : 0;
+    J.assign(nn, 0.0); LU.assign(nn, 0.0); piv.assign(nv, 0);
+    U.assign(m.kind == Kind::kRosenbrock ? static_cast<size_t>(m.s) * n : 0, 0.0);
+    ft.assign(nv, 0.0); z.assign(nv, 0.0); dz.assign(nv, 0.0); res.assign(nv, 0.0); fp.assign(nv, 0.0);
     const size_t terms = static_cast<size_t>(m.s) + 1;  // s stages + f1
     K.assign(terms * n, 0.0);
     K2.assign(m.restep ? terms * n : 0, 0.0);
@@ -78,6 +89,26 @@ struct Workspace {
     event_y.assign(n, 0.0);
     w.assign(terms, 0.0);
   }
+};
+
+// Whether rhs has a compiled Jacobian: `bool jacobian(t, y, J)` (false: none, use finite differences).
+template <class R, class = void>
+struct HasJacobian : std::false_type {};
+template <class R>
+struct HasJacobian<R, std::void_t<decltype(std::declval<R&>().jacobian(0.0, static_cast<const double*>(nullptr),
+                                                                        static_cast<double*>(nullptr)))>>
+    : std::true_type {};
+
+// The Jacobian and Newton bookkeeping of the implicit steppers (newton.py: Jacobian reuse, NewtonState).
+struct StiffState {
+  bool have_jac = false, stale = true;
+  double jac_t = NAN;        // the point the held J was computed at: (jac_t, jac_step)
+  int64_t jac_step = -1;     // n_accepted at that time (the same point while a step is retried)
+  int64_t jac_id = 0;        // changes whenever J does
+  int64_t lu_jac = -1;       // the LU held: of (lu_jac, lu_h)
+  double lu_h = NAN;
+  bool lu_ok = false;
+  double eta_old = 1.0, theta_max = 0.0;  // Newton's rate memory (Hairer & Wanner IV.8)
 };
 
 template <class Rhs>
@@ -113,6 +144,15 @@ class RowSolver {
   RowOutput out_;
   int64_t written_ = 0;
   double sign0_ = 1.0;
+  StiffState st_;
+
+  // Implicit steppers (implicit_steps.h).
+  void jacobian_at(double t0, const double* y0, const double* f0);
+  bool factor(double h);
+  double attempt_rosenbrock(double t0, const double* y0, double h, double* K, double* y1, double t_end);
+  double attempt_esdirk(double t0, const double* y0, double h, double* K, double* y1, double t_end);
+  bool solve_esdirk(double t0, const double* y0, double h, double* K, double t_end);
+  bool newton_stage(double t_i, const double* base, double hg, const double* y0, double* y_stage);
 
   void eval(double t, const double* y, double* dy) {
     ++stats_.n_feval;
@@ -125,6 +165,8 @@ class RowSolver {
   double attempt(double t0, const double* y0, double h, double* K, double* y1, bool ends_at_jump = false) {
     const int s = m_.s;
     const double t_end = ends_at_jump ? std::nextafter(t0 + h, -INFINITY) : t0 + h;
+    if (m_.kind == Kind::kRosenbrock) return attempt_rosenbrock(t0, y0, h, K, y1, t_end);
+    if (m_.kind == Kind::kEsdirk) return attempt_esdirk(t0, y0, h, K, y1, t_end);
     for (int i = 1; i < s; ++i) {
       double* in = (m_.fsal && i == s - 1) ? y1 : ws_.stage.data();
       for (int j = 0; j < i; ++j) ws_.w[j] = h * m_.a[i * s + j];
@@ -152,6 +194,13 @@ class RowSolver {
       double* y1 = m_.fsal ? dst : ws_.y1b.data();
       attempt(t0, y0, theta * h, ws_.K2.data(), y1);
       if (y1 != dst) std::memcpy(dst, y1, sizeof(double) * n_);
+      return;
+    }
+    if (m_.kind == Kind::kRosenbrock) {  // cubic Hermite through (y0, f0 = K_0) and (y1, f1 = K_s)
+      const double th = theta, a = 3 * th * th - 2 * th * th * th;
+      const double b = h * (th * th * th - 2 * th * th + th), c = h * (th * th * th - th * th);
+      const double *y1 = ws_.y1.data(), *f0 = ws_.K.data(), *f1 = k(ws_.K.data(), m_.s);
+      for (int i = 0; i < n_; ++i) dst[i] = ((y0[i] + a * (y1[i] - y0[i])) + b * f0[i]) + c * f1[i];
       return;
     }
     dense_weights(m_, theta, h, ws_.w.data());
@@ -320,3 +369,5 @@ void RowSolver<Rhs>::run_fixed(const double* y0_in, const double* t_out, int64_t
 }
 
 }  // namespace pyode::core
+
+#include "pyode/core/implicit_steps.h"

@@ -1,0 +1,76 @@
+// Dense LU with partial pivoting for the small Newton / Rosenbrock matrices of the native stiff steppers
+// (n up to a few hundred; no LAPACK), and the forward-difference Jacobian of pyode/_solvers/newton.py.
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+namespace pyode::core {
+
+// Factors the row-major n x n matrix A in place (L unit lower, U upper; piv[k] the row swapped into k).
+// Returns false when A has a NaN/inf or is singular to working precision (min |u_kk| <= eps * max |u_kk|,
+// the test of newton.py's factor()), so the caller rejects the step and tries a smaller one.
+inline bool lu_factor(double* A, int n, int* piv) {
+  for (long q = 0; q < static_cast<long>(n) * n; ++q)
+    if (!std::isfinite(A[q])) return false;
+  double dmin = INFINITY, dmax = 0.0;
+  for (int k = 0; k < n; ++k) {
+    int p = k;
+    double best = std::fabs(A[static_cast<long>(k) * n + k]);
+    for (int i = k + 1; i < n; ++i) {
+      const double v = std::fabs(A[static_cast<long>(i) * n + k]);
+      if (v > best) { best = v; p = i; }
+    }
+    piv[k] = p;
+    if (p != k)
+      for (int j = 0; j < n; ++j) std::swap(A[static_cast<long>(k) * n + j], A[static_cast<long>(p) * n + j]);
+    const double pivot = A[static_cast<long>(k) * n + k];
+    dmin = std::fmin(dmin, std::fabs(pivot));
+    dmax = std::fmax(dmax, std::fabs(pivot));
+    if (pivot == 0.0) return false;
+    const double* rk = A + static_cast<long>(k) * n;
+    for (int i = k + 1; i < n; ++i) {
+      double* ri = A + static_cast<long>(i) * n;
+      const double l = ri[k] / pivot;
+      ri[k] = l;
+      if (l != 0.0)
+        for (int j = k + 1; j < n; ++j) ri[j] -= l * rk[j];
+    }
+  }
+  return n == 0 || dmin > dmax * std::numeric_limits<double>::epsilon();
+}
+
+// Solves A x = b in place (b becomes x) with the factors of lu_factor.
+inline void lu_solve(const double* LU, const int* piv, int n, double* b) {
+  for (int k = 0; k < n; ++k) {
+    if (piv[k] != k) std::swap(b[k], b[piv[k]]);
+    const double* rk = LU + static_cast<long>(k) * n;
+    double acc = b[k];
+    for (int j = 0; j < k; ++j) acc -= rk[j] * b[j];
+    b[k] = acc;
+  }
+  for (int k = n - 1; k >= 0; --k) {
+    const double* rk = LU + static_cast<long>(k) * n;
+    double acc = b[k];
+    for (int j = k + 1; j < n; ++j) acc -= rk[j] * b[j];
+    b[k] = acc / rk[k];
+  }
+}
+
+// J (row-major n x n) = ∂f/∂y at (t, y) by forward differences with f = f(t, y) given: column j from one
+// evaluation at y + δ_j e_j, δ_j = sqrt(eps) max(|y_j|, 1) (balances truncation ~δ|f''| against rounding
+// ~eps|f|/δ), divided by the step as represented. `yp` and `fp` are scratch arrays of n.
+template <class Eval>
+void fd_jacobian(Eval& eval, double t, const double* y, const double* f, int n, double* J, double* yp, double* fp) {
+  const double root_eps = std::sqrt(std::numeric_limits<double>::epsilon());
+  for (int i = 0; i < n; ++i) yp[i] = y[i];
+  for (int j = 0; j < n; ++j) {
+    const double step = (y[j] + root_eps * std::fmax(std::fabs(y[j]), 1.0)) - y[j];
+    yp[j] = y[j] + step;
+    eval(t, yp, fp);
+    yp[j] = y[j];
+    for (int i = 0; i < n; ++i) J[static_cast<long>(i) * n + j] = (fp[i] - f[i]) / step;
+  }
+}
+
+}  // namespace pyode::core

@@ -1,0 +1,199 @@
+// The implicit steppers of the solve loop (RowSolver::attempt dispatches on Method::kind): Rosenbrock
+// (pyode/_solvers/implicit_rosenbrock.py) and ESDIRK with simplified Newton (implicit_step.py, newton.py),
+// the same operations in the same order as the torch path, on a dense n x n Jacobian (a compiled
+// jac(t, y, J, p) or forward differences) and the LU of dense_lu.h. Included at the end of solve_loop.h.
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+#include "pyode/core/dense_lu.h"
+#include "pyode/core/solve_loop.h"
+
+namespace pyode::core {
+
+// newton.py's constants: refresh J when Newton contracted slower than kRefreshTheta; stop when the predicted
+// remaining error is below kKappa of the allowed local error (also the stall level); at most kNewtonIters
+// iterations; a failed solve rejects the step with ratio kNewtonFailureBase^order (the I controller then
+// halves h, as Hairer & Wanner's codes do).
+constexpr double kRefreshTheta = 0.05;
+constexpr double kKappa = 1e-2;
+constexpr int kNewtonIters = 10;
+constexpr double kNewtonFailureBase = 0.9 / 0.5;
+
+// J at the step start (t0, y0) with f0 = f(t0, y0): the compiled jac if rhs has one, else forward differences.
+template <class Rhs>
+void RowSolver<Rhs>::jacobian_at(double t0, const double* y0, const double* f0) {
+  bool done = false;
+  if constexpr (HasJacobian<Rhs>::value) done = rhs_.jacobian(t0, y0, ws_.J.data());
+  if (!done) {
+    auto f = [this](double tt, const double* yy, double* dy) { eval(tt, yy, dy); };
+    fd_jacobian(f, t0, y0, f0, n_, ws_.J.data(), ws_.res.data(), ws_.fp.data());
+  }
+  st_.have_jac = true;
+  st_.stale = false;
+  st_.jac_t = t0;
+  st_.jac_step = stats_.n_accepted;
+  ++st_.jac_id;
+}
+
+// LU of the step's matrix for step size h, kept while J and h are unchanged: I/(hγ) - J (Rosenbrock) or
+// I - hγJ (ESDIRK; newton.py's stage_matrix). False: singular or non-finite (the step is rejected).
+template <class Rhs>
+bool RowSolver<Rhs>::factor(double h) {
+  if (st_.lu_jac == st_.jac_id && st_.lu_h == h) return st_.lu_ok;
+  const long nn = static_cast<long>(n_) * n_;
+  double* LU = ws_.LU.data();
+  const double* J = ws_.J.data();
+  if (m_.kind == Kind::kRosenbrock) {
+    const double d = 1.0 / (h * m_.gamma);
+    for (long q = 0; q < nn; ++q) LU[q] = -J[q];
+    for (int i = 0; i < n_; ++i) LU[static_cast<long>(i) * n_ + i] = d - J[static_cast<long>(i) * n_ + i];
+  } else {
+    const double coef = -h * m_.gamma;
+    for (long q = 0; q < nn; ++q) LU[q] = coef * J[q];
+    for (int i = 0; i < n_; ++i) LU[static_cast<long>(i) * n_ + i] += 1.0;
+  }
+  st_.lu_ok = lu_factor(LU, n_, ws_.piv.data());
+  st_.lu_jac = st_.jac_id;
+  st_.lu_h = h;
+  return st_.lu_ok;
+}
+
+// RODAS-type step: W u_i = f(t0 + α_i h, y0 + Σ a_ij u_j) + Σ (c_ij / h) u_j + h d_i f_t with W = I/(hγ) - J;
+// y1 = y0 + Σ m_i u_i, error Σ m_err_i u_i. J and f_t (forward difference in t) are computed once per step
+// start and kept while a rejected step is retried. K[0] = f0; the u_i go to ws_.U.
+template <class Rhs>
+double RowSolver<Rhs>::attempt_rosenbrock(double t0, const double* y0, double h, double* K, double* y1,
+                                          double t_end) {
+  const int s = m_.s;
+  const double* f0 = K;
+  double* ft = ws_.ft.data();
+  if (!(st_.have_jac && st_.jac_t == t0 && st_.jac_step == stats_.n_accepted)) {
+    jacobian_at(t0, y0, f0);
+    const double dt = std::sqrt(std::numeric_limits<double>::epsilon()) * py_max(std::fabs(t0), 1.0);
+    eval(t0 + dt, y0, ws_.fp.data());
+    for (int i = 0; i < n_; ++i) ft[i] = (ws_.fp[i] - f0[i]) / dt;
+  }
+  if (!factor(h)) return INFINITY;
+  double* U = ws_.U.data();
+  double* w = ws_.w.data();
+  for (int i = 0; i < s; ++i) {
+    const double* fi = f0;
+    if (i > 0) {
+      for (int j = 0; j < i; ++j) w[j] = m_.a[i * s + j];
+      combine(y0, U, w, i, n_, ws_.stage.data());
+      eval(m_.c[i] == 1.0 ? t_end : t0 + m_.c[i] * h, ws_.stage.data(), ws_.fp.data());
+      fi = ws_.fp.data();
+    }
+    double* ui = U + static_cast<long>(i) * n_;
+    for (int j = 0; j < i; ++j) w[j] = m_.ros_c[i * s + j] / h;
+    combine(fi, U, w, i, n_, ui);
+    const double hd = h * m_.ros_d[i];
+    if (hd != 0.0)
+      for (int q = 0; q < n_; ++q) ui[q] += hd * ft[q];
+    lu_solve(ws_.LU.data(), ws_.piv.data(), n_, ui);
+  }
+  combine(y0, U, m_.b, s, n_, y1);
+  double* err = ws_.probe.data();
+  for (int q = 0; q < n_; ++q) err[q] = 0.0;
+  combine(err, U, m_.b_err, s, n_, err);
+  return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
+}
+
+// ESDIRK step: the stages by simplified Newton (solve_esdirk), y1 = y0 + Σ h b_j K_j, and the error
+// Σ h b_err_j K_j filtered by (I - hγJ)^-1 (Hairer & Wanner IV.8, eq. 8.20, as implicit_step.py does for a
+// single-γ pair): the raw estimate overstates the error of the stiff components that the stages damp.
+template <class Rhs>
+double RowSolver<Rhs>::attempt_esdirk(double t0, const double* y0, double h, double* K, double* y1,
+                                      double t_end) {
+  const int s = m_.s;
+  if (!solve_esdirk(t0, y0, h, K, t_end)) return std::pow(kNewtonFailureBase, m_.order);
+  double* w = ws_.w.data();
+  for (int j = 0; j < s; ++j) w[j] = h * m_.b[j];
+  combine(y0, K, w, s, n_, y1);
+  double* err = ws_.probe.data();
+  for (int q = 0; q < n_; ++q) err[q] = 0.0;
+  for (int j = 0; j < s; ++j) w[j] = h * m_.b_err[j];
+  combine(err, K, w, s, n_, err);
+  lu_solve(ws_.LU.data(), ws_.piv.data(), n_, err);  // the LU of I - hγJ the last stage used
+  return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
+}
+
+// All stages (K[0] = f0 is the explicit first stage); with a stale Jacobian that fails, once more with a
+// fresh one (implicit_step.py, _solve_stages). False: Newton failed or I - hγJ is singular.
+template <class Rhs>
+bool RowSolver<Rhs>::solve_esdirk(double t0, const double* y0, double h, double* K, double t_end) {
+  const int s = m_.s;
+  bool force = false;
+  double* base = ws_.stage.data();
+  double* w = ws_.w.data();
+  while (true) {
+    const bool fresh = st_.have_jac && st_.jac_t == t0 && st_.jac_step == stats_.n_accepted;
+    bool now_fresh = fresh;
+    if (!fresh && (force || st_.stale || !st_.have_jac)) {
+      jacobian_at(t0, y0, K);
+      now_fresh = true;
+    }
+    st_.theta_max = 0.0;
+    bool ok = factor(h);
+    for (int i = 1; ok && i < s; ++i) {
+      const double t_i = m_.c[i] == 1.0 ? t_end : t0 + m_.c[i] * h;
+      for (int j = 0; j < i; ++j) w[j] = h * m_.a[i * s + j];
+      combine(y0, K, w, i, n_, base);
+      const double hg = h * m_.a[i * s + i];
+      double* ki = k(K, i);  // the Newton start: base + hg * (predicted stage derivative)
+      if (m_.predictor != nullptr) {
+        for (int j = 0; j < i; ++j) w[j] = m_.predictor[i * s + j];
+        for (int q = 0; q < n_; ++q) ki[q] = 0.0;
+        combine(ki, K, w, i, n_, ki);
+      } else {
+        std::memcpy(ki, k(K, i - 1), sizeof(double) * n_);
+      }
+      double* z = ws_.z.data();
+      for (int q = 0; q < n_; ++q) z[q] = base[q] + hg * ki[q];
+      ok = newton_stage(t_i, base, hg, y0, z);
+      if (ok)
+        for (int q = 0; q < n_; ++q) ki[q] = (z[q] - base[q]) / hg;  // = f(t_i, Y_i) at convergence
+    }
+    if (ok) {
+      st_.stale = st_.theta_max > kRefreshTheta;
+      return true;
+    }
+    if (now_fresh) return false;
+    force = true;
+  }
+}
+
+// Simplified Newton for Y = base + hg f(t_i, Y) from y_stage (overwritten with the solution): newton.py's
+// NewtonState.iterate (rate θ, predicted error η|Δ| <= κ, early stop when it cannot converge in time).
+template <class Rhs>
+bool RowSolver<Rhs>::newton_stage(double t_i, const double* base, double hg, const double* y0, double* z) {
+  double* dz = ws_.dz.data();
+  double eta = std::pow(py_max(st_.eta_old, 1e-16), 0.8);
+  double previous = -1.0;
+  for (int it = 0; it < kNewtonIters; ++it) {
+    eval(t_i, z, ws_.fp.data());
+    for (int q = 0; q < n_; ++q) dz[q] = (base[q] + hg * ws_.fp[q]) - z[q];
+    lu_solve(ws_.LU.data(), ws_.piv.data(), n_, dz);
+    for (int q = 0; q < n_; ++q) z[q] += dz[q];
+    const double size = scaled_norm(dz, nullptr, y0, n_, o_.atol, o_.rtol);
+    if (!std::isfinite(size)) return false;
+    if (previous > 0.0) {
+      const double theta = size / previous;
+      st_.theta_max = py_max(st_.theta_max, theta);
+      if (theta >= 1.0) return size <= kKappa;  // diverging, unless stalled at rounding level
+      eta = theta / (1.0 - theta);
+      const int left = kNewtonIters - 1 - it;
+      if (left > 0 && std::pow(theta, left) * eta * size > kKappa && size > kKappa) return false;
+    }
+    if (eta * size <= kKappa || size == 0.0) {
+      st_.eta_old = eta;
+      return true;
+    }
+    previous = size;
+  }
+  return false;
+}
+
+}  // namespace pyode::core

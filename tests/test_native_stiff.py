@@ -1,0 +1,245 @@
+"""pyode.native's stiff methods (rodas5: Rosenbrock; kvaerno5/kvaerno3: ESDIRK) in the C++ loop: accuracy against
+SciPy's Radau on Robertson and Van der Pol (mu = 1000), convergence order, the same steps as pyode's torch path,
+ensembles, compiled and finite-difference Jacobians, bad input."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+numba = pytest.importorskip("numba")
+pytest.importorskip("cffi")
+scipy_integrate = pytest.importorskip("scipy.integrate")
+
+import pyode
+import pyode.native as pn
+
+try:
+    pn._lib.library_path()
+except ImportError as exc:  # pragma: no cover - the build always ships it
+    pytest.skip(f"native library not built: {exc}", allow_module_level=True)
+
+STIFF = ("rodas5", "kvaerno5")
+
+
+def robertson(t, y, dy, p):
+    dy[0] = -0.04 * y[0] + 1e4 * y[1] * y[2]
+    dy[1] = 0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2
+    dy[2] = 3e7 * y[1] ** 2
+
+
+def robertson_jac(t, y, J, p):
+    J[0, 0], J[0, 1], J[0, 2] = -0.04, 1e4 * y[2], 1e4 * y[1]
+    J[1, 0], J[1, 1], J[1, 2] = 0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]
+    J[2, 0], J[2, 1], J[2, 2] = 0.0, 6e7 * y[1], 0.0
+
+
+def robertson_np(t, y):
+    return [-0.04 * y[0] + 1e4 * y[1] * y[2], 0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2, 3e7 * y[1] ** 2]
+
+
+def robertson_torch(t, y):
+    return torch.stack(robertson_np(t, y))
+
+
+def vdp(t, y, dy, p):
+    dy[0] = y[1]
+    dy[1] = p[0] * (1.0 - y[0] ** 2) * y[1] - y[0]
+
+
+def vdp_jac(t, y, J, p):
+    J[0, 0], J[0, 1] = 0.0, 1.0
+    J[1, 0], J[1, 1] = -2.0 * p[0] * y[0] * y[1] - 1.0, p[0] * (1.0 - y[0] ** 2)
+
+
+ROB_T = np.array([0.0, 0.4, 4.0, 40.0, 400.0, 4e3, 4e4, 1e5])
+ROB_Y0 = np.array([1.0, 0.0, 0.0])
+
+
+def _radau(f, jac, y0, t, rtol):
+    sol = scipy_integrate.solve_ivp(f, (t[0], t[-1]), y0, method="Radau", t_eval=t, rtol=rtol, atol=rtol * 1e-4,
+                                    jac=jac)
+    assert sol.success
+    return sol.y.T
+
+
+@pytest.fixture(scope="module")
+def robertson_ref():
+    jac = lambda t, y: [[-0.04, 1e4 * y[2], 1e4 * y[1]], [0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]],
+                        [0.0, 6e7 * y[1], 0.0]]
+    return _radau(robertson_np, jac, ROB_Y0, ROB_T, 1e-10)
+
+
+# Error measure: |y - y_ref| over each component's largest magnitude in the solve (y2 of Robertson peaks at
+# 3.6e-5 and decays to 1e-10, where a pointwise relative error measures only atol). At rtol 1e-6 a 5th-order
+# pair's global error is a few rtol; 1e-4 leaves a factor ~30 over the measured 3e-6..3e-5 and is still far
+# below what a wrong stage, Jacobian sign or dense output would give (>= 1e-2).
+ACCURACY = 1e-4
+
+
+def _scaled_error(ys, ref):
+    return float(np.max(np.abs(ys - ref) / np.abs(ref).max(axis=0)))
+
+
+@pytest.mark.parametrize("method", [*STIFF, "kvaerno3"])
+@pytest.mark.parametrize("with_jac", [True, False])
+def test_robertson_matches_radau(robertson_ref, method, with_jac):
+    # Steps land on the output times (step_t), so this measures the method, not the dense output.
+    sol = pn.solve(robertson, ROB_Y0, ROB_T, method=method, rtol=1e-6, atol=1e-10,
+                   jac=robertson_jac if with_jac else None, options={"step_t": list(ROB_T)})
+    assert sol.success
+    assert _scaled_error(sol.ys, robertson_ref) <= ACCURACY
+    # Mass is conserved by the ODE and, up to rounding, by every linear step combination.
+    np.testing.assert_allclose(sol.ys.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", STIFF)
+def test_robertson_dense_output(robertson_ref, method):
+    # Outputs inside steps come from the cubic Hermite interpolant (as in the torch path), third order on steps
+    # up to ~1e4 wide here: on the intermediate y2 it dominates rodas5's error (measured 4.2e-4 of y2's peak
+    # against 2e-8 at step ends; kvaerno5 3.8e-5), so the bound is 10 * ACCURACY.
+    sol = pn.solve(robertson, ROB_Y0, ROB_T, method=method, rtol=1e-6, atol=1e-10, jac=robertson_jac)
+    assert sol.success
+    assert _scaled_error(sol.ys, robertson_ref) <= 10 * ACCURACY
+    # Mass is conserved by the ODE and, up to rounding, by every linear step combination.
+    np.testing.assert_allclose(sol.ys.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+
+
+def test_van_der_pol_stiff_matches_radau():
+    mu = 1000.0
+    t = np.linspace(0.0, 3000.0, 13)
+    y0 = np.array([2.0, 0.0])
+    ref = _radau(lambda s, y: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]],
+                 lambda s, y: [[0.0, 1.0], [-2 * mu * y[0] * y[1] - 1.0, mu * (1 - y[0] ** 2)]], y0, t, 1e-10)
+    for method in STIFF:
+        sol = pn.solve(vdp, y0, t, np.array([mu]), method=method, rtol=1e-6, atol=1e-6, jac=vdp_jac)
+        assert sol.success
+        # Position y0 (bounded by ~2): global error <= ACCURACY of its range (measured 3.3e-5 rodas5, 2.8e-5
+        # kvaerno5). y1 = y0' is not compared: it swings by ~1e3 within t ~ 1e-3 at each relaxation jump, and
+        # on the slow manifold (|y1| ~ 1e-3) the cubic Hermite output over steps ~10 wide misses it by ~5e-3.
+        scale = np.abs(ref).max(axis=0)
+        assert np.max(np.abs(sol.ys[:, 0] - ref[:, 0])) / scale[0] <= ACCURACY
+
+
+def _forced(t, y, dy, p):
+    """y0' = -y0 + cos t; (y1, y2) a harmonic oscillator: smooth, non-autonomous (exercises f_t)."""
+    dy[0] = -y[0] + math.cos(t)
+    dy[1] = y[2]
+    dy[2] = -y[1]
+
+
+def _forced_exact(t):
+    return np.stack([0.5 * (np.cos(t) + np.sin(t)) + 0.5 * np.exp(-t), np.cos(t), -np.sin(t)], axis=-1)
+
+
+@pytest.mark.parametrize("method,order", [("rodas5", 5), ("kvaerno5", 5), ("kvaerno3", 3)])
+def test_convergence_order(method, order):
+    # Constant steps: first_step = max_step = h and tolerances so loose that no step is rejected. Halving h
+    # divides the global error by 2^order; ±0.6 of the order allows the pre-asymptotic terms at these h.
+    t = np.array([0.0, 2.0])
+    errors = []
+    for h in (0.25, 0.125, 0.0625):  # binary fractions: exactly 8, 16, 32 steps to t = 2
+        sol = pn.solve(_forced, np.array([1.0, 1.0, 0.0]), t, method=method, rtol=1e3, atol=1e3,
+                       options={"first_step": h, "max_step": h})
+        assert sol.n_rejected[0] == 0 and sol.n_accepted[0] == round(2.0 / h)
+        errors.append(np.max(np.abs(sol.ys[-1] - _forced_exact(2.0))))
+    observed = [math.log2(a / b) for a, b in itertools.pairwise(errors)]
+    assert all(abs(p - order) <= 0.6 for p in observed), observed
+
+
+def test_reversed_time_uses_the_jacobian_sign():
+    # Backwards from t = 2 to 0 on the same smooth problem: J and f in solver time flip sign.
+    t = np.linspace(2.0, 0.0, 5)
+    jac = numba.njit(lambda s, y, J, p: _forced_jac(J))
+    for method in STIFF:
+        sol = pn.solve(_forced, _forced_exact(2.0), t, method=method, rtol=1e-9, atol=1e-11, jac=jac)
+        np.testing.assert_allclose(sol.ys, _forced_exact(t), rtol=0, atol=1e-7)
+
+
+@numba.njit
+def _forced_jac(J):
+    J[:, :] = 0.0
+    J[0, 0] = -1.0
+    J[1, 2] = 1.0
+    J[2, 1] = -1.0
+
+
+@pytest.mark.parametrize("method", STIFF)
+def test_same_steps_as_torch_path(robertson_ref, method):
+    # The C++ steppers replay the torch ones (Jacobian reuse, Newton's tests, error filter) with an exact
+    # Jacobian on both sides (compiled jac here, autograd there): the same accepted/rejected steps, and outputs
+    # equal to summation-order rounding amplified by Newton's iteration counts (well below rtol).
+    nat = pn.solve(robertson, ROB_Y0, ROB_T, method=method, rtol=1e-6, atol=1e-10, jac=robertson_jac)
+    py = pyode.solve(robertson_torch, torch.tensor(ROB_Y0), torch.tensor(ROB_T), method=method, rtol=1e-6,
+                     atol=1e-10)
+    assert (nat.n_accepted[0], nat.n_rejected[0]) == (py.stats.n_accepted, py.stats.n_rejected)
+    np.testing.assert_allclose(nat.ys, py.ys.numpy(), rtol=1e-8, atol=1e-16)
+
+
+def test_stiff_ensemble_rows_are_independent_solves():
+    mus = np.array([[1.0], [30.0], [300.0], [1000.0], [100.0], [3.0]])
+    t = np.linspace(0.0, 50.0, 6)
+    y0 = np.array([2.0, 0.0])
+    for method in STIFF:
+        ens = pn.solve(vdp, y0, t, mus, method=method, rtol=1e-7, atol=1e-7, jac=vdp_jac,
+                       options={"num_threads": 2})
+        assert ens.success and ens.ys.shape == (6, 6, 2)
+        for r, mu in enumerate(mus):
+            one = pn.solve(vdp, y0, t, mu, method=method, rtol=1e-7, atol=1e-7, jac=vdp_jac)
+            np.testing.assert_array_equal(ens.ys[:, r], one.ys)  # same code, same data: bit for bit
+            assert ens.n_accepted[r] == one.n_accepted[0]
+    # Each row its own step size: mu = 1 oscillates ~8 times by t = 50, mu = 1000 creeps along its slow
+    # manifold (period ~1600) in a few large steps.
+    assert ens.n_accepted[0] > 10 * ens.n_accepted[3]
+
+
+def test_finite_differences_cost_evaluations_not_accuracy(robertson_ref):
+    land = {"step_t": list(ROB_T)}
+    exact = pn.solve(robertson, ROB_Y0, ROB_T, method="rodas5", rtol=1e-6, atol=1e-10, jac=robertson_jac,
+                     options=land)
+    fd = pn.solve(robertson, ROB_Y0, ROB_T, method="rodas5", rtol=1e-6, atol=1e-10, options=land)
+    assert fd.n_feval[0] > exact.n_feval[0]  # n extra evaluations per Jacobian
+    assert _scaled_error(fd.ys, robertson_ref) <= ACCURACY
+
+
+def test_bad_jac_refused():
+    t = np.array([0.0, 1.0])
+
+    @numba.cfunc("float64(float64, CPointer(float64), CPointer(float64))")
+    def wrong(t, y, p):
+        return 0.0
+
+    with pytest.raises(TypeError, match="jac must be"):
+        pn.solve(robertson, ROB_Y0, t, method="rodas5", jac=wrong)
+
+    def two_args(t, y):
+        return y
+
+    with pytest.raises(TypeError, match="could not compile jac"):
+        pn.solve(robertson, ROB_Y0, t, method="rodas5", jac=two_args)
+    with pytest.raises(ValueError, match="jac is used by the stiff methods"):
+        pn.solve(robertson, ROB_Y0, t, method="dopri5", jac=robertson_jac)
+    with pytest.raises(ValueError, match="device='cpu'"):
+        pn.solve(robertson, ROB_Y0, t, method="kvaerno5", device="cuda")
+    with pytest.raises(ValueError, match="interp"):
+        pn.solve(robertson, ROB_Y0, t, method="kvaerno5", options={"interp": "quartic"})
+
+
+def test_events_work_with_stiff_methods():
+    # Van der Pol (mu = 1000) from y0 = 2: the first zero of y0 against Radau's event location.
+    mu = 1000.0
+
+    def crossing(t, y, p):
+        return y[0]
+
+    sol = pn.solve(vdp, np.array([2.0, 0.0]), np.array([0.0, 3000.0]), np.array([mu]), method="rodas5",
+                   rtol=1e-8, atol=1e-8, jac=vdp_jac, event=crossing)
+    ev = lambda s, y: y[0]
+    ev.terminal = True
+    ref = scipy_integrate.solve_ivp(lambda s, y: [y[1], mu * (1 - y[0] ** 2) * y[1] - y[0]], (0, 3000), [2.0, 0.0],
+                                    method="Radau", rtol=1e-10, atol=1e-10, events=ev)
+    assert sol.status_names() == ["event"]
+    # The crossing is within the fast jump (|y0'| ~ 1e3), so its time is as sharp as the phase: rtol * t_event.
+    assert abs(sol.event_t[0] - ref.t_events[0][0]) <= 1e-5 * ref.t_events[0][0]
