@@ -145,12 +145,13 @@ def _event_solution(problem: Problem, event_fn, gradient, params, adjoint_cfg, b
     return Solution(ys, torch.stack([t0.detach(), event_t]), problem.stats, event_t)
 
 
-def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,
+def solve(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor | Sequence[float], *,
+          rtol: float | Tensor = 1e-7, atol: float | Tensor = 1e-9, method: str | None = None,
           options: dict | None = None, event_fn: Callable | None = None, gradient: str = "backprop",
           adjoint_params: Sequence[Tensor] | None = None, adjoint_rtol: float | None = None,
           adjoint_atol: float | None = None, adjoint_method: str | None = None,
           adjoint_options: dict | None = None, dense: bool = False, save_steps: bool = False,
-          progress=False) -> Solution:
+          progress: bool | object = False) -> Solution:
     """Solves ``dy/dt = func(t, y)``; returns the trajectory with statistics (:class:`pyode.Solution`).
 
     Same arguments as :func:`odeint` and :func:`odeint_adjoint`. ``sol.stats.nfe_backward`` counts the
@@ -250,9 +251,10 @@ def solve(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, meth
     return Solution(problem.fn.unflatten(ys), problem.t, problem.stats, **dense_fields(problem, log, dense))
 
 
-def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,
+def odeint(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor | Sequence[float], *,
+           rtol: float | Tensor = 1e-7, atol: float | Tensor = 1e-9, method: str | None = None,
            options: dict | None = None, event_fn: Callable | None = None, gradient: str = "backprop",
-           progress=False, **adjoint_kwargs):
+           progress: bool | object = False, **adjoint_kwargs) -> Tensor | tuple:
     """Integrates ``dy/dt = func(t, y)`` from ``t[0]`` and returns ``y`` at every time in ``t``.
 
     A drop-in replacement for ``torchdiffeq.odeint``.
@@ -268,9 +270,10 @@ def odeint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, met
         atol (float | Tensor): absolute tolerance (default ``1e-9``), as ``rtol``.
         method (str | None): one of :data:`METHODS` (default None: ``'dopri5'``; ``'alf'`` for
             ``gradient='reversible'``).
-        options (dict | None): solver options (e.g. ``step_size``, ``first_step``, ``max_num_steps``, ``step_t``,
-            ``jump_t``, ``min_step``, ``max_step``, ``safety``, ``ifactor``, ``dfactor``, ``pcoeff``,
-            ``icoeff``, ``dcoeff``, ``norm``, ``dtype``, ``interp``); unknown names raise.
+        options (dict | None): solver options (default None), e.g. ``step_size``, ``first_step``,
+            ``max_num_steps``, ``step_t``, ``jump_t``, ``min_step``, ``max_step``, ``safety``, ``ifactor``,
+            ``dfactor``, ``pcoeff``, ``icoeff``, ``dcoeff``, ``norm``, ``dtype``, ``interp``; unknown names
+            raise.
         event_fn (Callable | None): terminal event ``event_fn(t, y) -> scalar``: the solve stops where it
             changes sign (default None).
         gradient (str): how gradients flow (default ``"backprop"``):
@@ -345,11 +348,12 @@ def _traceable_fixed_solve(func, y0, t, method, options, event_fn, gradient, adj
             and not (isinstance(options, dict) and options.get("step_size") is not None))
 
 
-def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method: str | None = None,
+def odeint_adjoint(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor | Sequence[float], *,
+                   rtol: float | Tensor = 1e-7, atol: float | Tensor = 1e-9, method: str | None = None,
                    options: dict | None = None, event_fn: Callable | None = None,
                    adjoint_rtol: float | None = None, adjoint_atol: float | None = None,
                    adjoint_method: str | None = None, adjoint_options: dict | None = None,
-                   adjoint_params: Sequence[Tensor] | None = None):
+                   adjoint_params: Sequence[Tensor] | None = None) -> Tensor | tuple:
     """:func:`odeint` with gradients by the continuous adjoint (Chen et al. 2018), as torchdiffeq's.
 
     The backward pass solves the augmented system [y, a, dL/dθ] from ``t[-1]`` to ``t[0]`` (one fused
@@ -402,8 +406,9 @@ def odeint_adjoint(func: Callable, y0, t, *, rtol: float = 1e-7, atol: float = 1
                   adjoint_method=adjoint_method, adjoint_options=adjoint_options, adjoint_params=adjoint_params)
 
 
-def odeint_event(func: Callable, y0, t0, *, event_fn: Callable, reverse_time: bool = False,
-                 odeint_interface: Callable | None = None, **kwargs):
+def odeint_event(func: Callable, y0: Tensor | tuple[Tensor, ...], t0: float | Tensor, *, event_fn: Callable,
+                 reverse_time: bool = False, odeint_interface: Callable | None = None,
+                 **kwargs) -> tuple[Tensor, Tensor | tuple]:
     """Solves from ``t0`` until ``event_fn(t, y)`` changes sign (torchdiffeq's ``odeint_event``).
 
     The event time and the state there are differentiable with respect to ``y0``, ``t0`` (so chained
@@ -436,8 +441,9 @@ def odeint_event(func: Callable, y0, t0, *, event_fn: Callable, reverse_time: bo
         ``y' = -1`` from ``y = 1`` reaches ``y = 0.25`` at ``t = 0.75``:
 
         >>> import torch, pyode
-        >>> event_t, ys = pyode.odeint_event(lambda t, y: -torch.ones_like(y), torch.ones(1, dtype=torch.float64),
-        ...                                  0.0, event_fn=lambda t, y: y.sum() - 0.25)
+        >>> event_t, ys = pyode.odeint_event(lambda t, y: -torch.ones_like(y),
+        ...                                  torch.ones(1, dtype=torch.float64), 0.0,
+        ...                                  event_fn=lambda t, y: y.sum() - 0.25)
         >>> round(float(event_t), 6), ys.shape
         (0.75, torch.Size([2, 1]))
         >>> round(float(ys[-1, 0]), 6)

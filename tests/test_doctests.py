@@ -50,4 +50,4 @@ def test_docstring_examples_run(qualified: str, obj: object) -> None:
     for test in tests:
         runner.run(test)
     result = runner.summarize(verbose=False)
-    assert result.failed == 0, f"{result.failed} of {result.attempted} doctest lines of {qualified} failed (see above)"
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {qualified} failed"

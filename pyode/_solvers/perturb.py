@@ -29,7 +29,8 @@ class Perturb(enum.Enum):
         >>> def f(t, y, perturb=pyode.Perturb.NONE):
         ...     seen.add(perturb.name)
         ...     return (t < 0.5).to(y.dtype) * torch.ones_like(y)
-        >>> ys = pyode.odeint(f, torch.zeros(1, dtype=torch.float64), torch.tensor([0.0, 1.0], dtype=torch.float64),
+        >>> t = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        >>> ys = pyode.odeint(f, torch.zeros(1, dtype=torch.float64), t,
         ...                   options={"jump_t": torch.tensor([0.5], dtype=torch.float64)})
         >>> round(float(ys[-1, 0]), 6), sorted(seen)
         (0.5, ['NEXT', 'NONE', 'PREV'])

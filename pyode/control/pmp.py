@@ -377,7 +377,9 @@ def terminal_costate(terminal_loss: TerminalLoss, x_final: Tensor, y: Tensor) ->
 
         >>> import torch
         >>> from pyode.control import terminal_costate
-        >>> terminal_costate(lambda x, y: ((x - y) ** 2).sum(dim=1), torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2))
+        >>> def loss(x, y):
+        ...     return ((x - y) ** 2).sum(dim=1)
+        >>> terminal_costate(loss, torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2))
         tensor([[-2., -4.]])
     """
     x = x_final.detach().requires_grad_(True)
@@ -505,7 +507,9 @@ def total_cost(system: ControlSystem, terminal_loss: TerminalLoss, x0: Tensor, y
         >>> import torch
         >>> from torch import nn
         >>> from pyode.control import ResidualNet, total_cost
-        >>> net = ResidualNet([nn.Linear(2, 2) for _ in range(2)], running_cost=lambda x, layer: x.new_tensor(1.0))
+        >>> def unit_cost(x, layer):
+        ...     return x.new_tensor(1.0)
+        >>> net = ResidualNet([nn.Linear(2, 2) for _ in range(2)], running_cost=unit_cost)
         >>> for p in net.parameters():
         ...     _ = nn.init.zeros_(p)  # F_t(x) = x: J = 3 samples x (|x0 - y|² + 2 steps x h L)
         >>> total_cost(net, lambda x, y: ((x - y) ** 2).sum(dim=1), torch.ones(3, 2), torch.zeros(3, 2))

@@ -116,7 +116,8 @@ class CountingField(nn.Module):
         >>> import torch, pyode
         >>> from pyode.nn import CountingField
         >>> f = CountingField(lambda t, y: -y)
-        >>> ys = pyode.odeint(f, torch.ones(2), torch.tensor([0.0, 1.0]), method="rk4", options={"step_size": 0.25})
+        >>> t = torch.tensor([0.0, 1.0])
+        >>> ys = pyode.odeint(f, torch.ones(2), t, method="rk4", options={"step_size": 0.25})
         >>> f.nfe  # 4 steps x 4 stages
         16
     """
@@ -214,7 +215,8 @@ class ODEBlock(nn.Module):
         (torch.Size([4, 2]), True)
         >>> block.trajectory(x, torch.linspace(0.0, 1.0, 5)).shape
         torch.Size([5, 4, 2])
-        >>> rk4 = ODEBlock(TimeMLP(2, hidden=8), method="rk4", options={"step_size": 0.25}, gradient="adjoint")
+        >>> rk4 = ODEBlock(TimeMLP(2, hidden=8), method="rk4", options={"step_size": 0.25},
+        ...                gradient="adjoint")
         >>> rk4(x).sum().backward()
         >>> rk4.nfe_forward, rk4.nfe_backward > 0
         (16, True)

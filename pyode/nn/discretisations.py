@@ -186,7 +186,8 @@ class PolyNetBlock(nn.Module):
 
         >>> import torch
         >>> from pyode.nn import PolyNetBlock
-        >>> round(PolyNetBlock(torch.nn.Identity(), h=0.1)(torch.ones(2, 3, dtype=torch.float64))[0, 0].item(), 12)
+        >>> block = PolyNetBlock(torch.nn.Identity(), h=0.1)
+        >>> round(block(torch.ones(2, 3, dtype=torch.float64))[0, 0].item(), 12)
         1.11
     """
 
@@ -585,7 +586,8 @@ class ReversibleSequence(nn.Module):
     Examples:
         >>> import torch
         >>> from pyode.nn import ReversibleSequence, RevNetBlock
-        >>> seq = ReversibleSequence([RevNetBlock(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)) for _ in range(3)])
+        >>> blocks = [RevNetBlock(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)) for _ in range(3)]
+        >>> seq = ReversibleSequence(blocks)
         >>> a = torch.randn(4, 2, requires_grad=True)
         >>> out_a, out_b = seq(a, torch.randn(4, 2))
         >>> (out_a.sum() + out_b.sum()).backward()

@@ -117,9 +117,10 @@ def fit(model: nn.Module, loss_fn: LossFn, dataset: Dataset | Tensor, optimizer:
     Args:
         model (nn.Module): the module; wrapped in ``DistributedDataParallel`` when torch.distributed is
             initialised.
-        loss_fn (Callable[[nn.Module, object], Tensor]): ``loss_fn(model, batch) -> scalar``, a *mean* over the batch. It must call ``model(...)``
-            (its ``forward``), which is where DDP hooks in; ``batch`` is the tensor (or tuple of tensors)
-            the dataset yields, ``(batch_size / world_size, ...)`` per rank.
+        loss_fn (Callable[[nn.Module, object], Tensor]): ``loss_fn(model, batch) -> scalar``, a *mean*
+            over the batch. It must call ``model(...)`` (its ``forward``), which is where DDP hooks in;
+            ``batch`` is the tensor (or tuple of tensors) the dataset yields, ``(batch_size / world_size,
+            ...)`` per rank.
         dataset (Dataset | Tensor): a ``Dataset`` or a tensor ``(n, ...)`` of samples.
         optimizer (torch.optim.Optimizer): built on ``model.parameters()``.
         steps (int): number of optimiser steps (epochs are re-shuffled with ``seed + epoch``).
@@ -128,8 +129,9 @@ def fit(model: nn.Module, loss_fn: LossFn, dataset: Dataset | Tensor, optimizer:
         shuffle (bool): reshuffle every epoch (default True).
         seed (int): seed of the shuffling (default 0).
         scheduler (LRScheduler | None): stepped after every optimiser step (default None).
-        progress (bool | None): tqdm bar on rank 0, drawn only when stderr is a terminal (``None`` or ``True``: tqdm's
-            ``disable=None``), so logs and pipes get no carriage-return updates; ``False``: never.
+        progress (bool | None): tqdm bar on rank 0, drawn only when stderr is a terminal (``None`` or
+            ``True``, the default: tqdm's ``disable=None``), so logs and pipes get no carriage-return
+            updates; ``False``: never.
         desc (str): the progress bar's label (default ``"training"``).
         time_limit_s (float | None): stop early once this many seconds have passed (rank 0's clock decides
             for all ranks); ``FitResult.steps`` tells how many steps ran (default None: no limit).
