@@ -146,7 +146,8 @@ def _event_solution(problem: Problem, event_fn, gradient, params, adjoint_cfg, b
 
 
 def solve(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor | Sequence[float], *,
-          rtol: float | Tensor = 1e-7, atol: float | Tensor = 1e-9, method: str | None = None,
+          rtol: float | Tensor | Sequence[float] = 1e-7,
+          atol: float | Tensor | Sequence[float] = 1e-9, method: str | None = None,
           options: dict | None = None, event_fn: Callable | None = None, gradient: str = "backprop",
           adjoint_params: Sequence[Tensor] | None = None, adjoint_rtol: float | None = None,
           adjoint_atol: float | None = None, adjoint_method: str | None = None,
@@ -162,9 +163,9 @@ def solve(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor | Sequence[
             (:mod:`pyode.native`), solved by the compiled loop.
         y0 (Tensor | tuple[Tensor, ...]): (*state) initial state, or a tuple of tensors.
         t (Tensor | Sequence[float]): (T,) strictly monotonic output times; ``t[0]`` is the initial time.
-        rtol (float | Tensor): relative tolerance (default ``1e-7``); a tensor broadcastable to ``y0``
-            gives per-component tolerances.
-        atol (float | Tensor): absolute tolerance (default ``1e-9``), as ``rtol``.
+        rtol (float | Tensor | Sequence[float]): relative tolerance (default ``1e-7``); per element: a
+            tensor broadcastable to a tensor ``y0``, or one float per component of a tuple ``y0``.
+        atol (float | Tensor | Sequence[float]): absolute tolerance (default ``1e-9``), as ``rtol``.
         method (str | None): one of :data:`pyode.METHODS` (default None: ``'dopri5'``).
         options (dict | None): solver options, as for :func:`odeint` (default None).
         event_fn (Callable | None): terminal event ``event_fn(t, y) -> scalar`` (default None).
@@ -252,7 +253,8 @@ def solve(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor | Sequence[
 
 
 def odeint(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor | Sequence[float], *,
-           rtol: float | Tensor = 1e-7, atol: float | Tensor = 1e-9, method: str | None = None,
+           rtol: float | Tensor | Sequence[float] = 1e-7,
+           atol: float | Tensor | Sequence[float] = 1e-9, method: str | None = None,
            options: dict | None = None, event_fn: Callable | None = None, gradient: str = "backprop",
            progress: bool | object = False, **adjoint_kwargs) -> Tensor | tuple:
     """Integrates ``dy/dt = func(t, y)`` from ``t[0]`` and returns ``y`` at every time in ``t``.
@@ -265,9 +267,10 @@ def odeint(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor | Sequence
         y0 (Tensor | tuple[Tensor, ...]): (*state) initial state, or a tuple of tensors.
         t (Tensor | Sequence[float]): (T,) strictly increasing or decreasing times; ``t[0]`` is the
             initial time.
-        rtol (float | Tensor): relative tolerance of the adaptive methods (default ``1e-7``); a tensor
-            broadcastable to ``y0`` gives per-component tolerances.
-        atol (float | Tensor): absolute tolerance (default ``1e-9``), as ``rtol``.
+        rtol (float | Tensor | Sequence[float]): relative tolerance of the adaptive methods (default
+            ``1e-7``); per element: a tensor broadcastable to a tensor ``y0``, or a tuple with one float per
+            component of a tuple ``y0`` (the adjoint then needs float ``adjoint_rtol``/``adjoint_atol``).
+        atol (float | Tensor | Sequence[float]): absolute tolerance (default ``1e-9``), as ``rtol``.
         method (str | None): one of :data:`METHODS` (default None: ``'dopri5'``; ``'alf'`` for
             ``gradient='reversible'``).
         options (dict | None): solver options (default None), e.g. ``step_size``, ``first_step``,
@@ -349,7 +352,8 @@ def _traceable_fixed_solve(func, y0, t, method, options, event_fn, gradient, adj
 
 
 def odeint_adjoint(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor | Sequence[float], *,
-                   rtol: float | Tensor = 1e-7, atol: float | Tensor = 1e-9, method: str | None = None,
+                   rtol: float | Tensor | Sequence[float] = 1e-7,
+                   atol: float | Tensor | Sequence[float] = 1e-9, method: str | None = None,
                    options: dict | None = None, event_fn: Callable | None = None,
                    adjoint_rtol: float | None = None, adjoint_atol: float | None = None,
                    adjoint_method: str | None = None, adjoint_options: dict | None = None,
@@ -367,8 +371,9 @@ def odeint_adjoint(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor | 
         func (Callable): ``func(t, y) -> dy/dt``, usually an ``nn.Module``.
         y0 (Tensor | tuple[Tensor, ...]): (*state) initial state, or a tuple of tensors.
         t (Tensor | Sequence[float]): (T,) strictly monotonic output times.
-        rtol (float | Tensor): forward relative tolerance (default ``1e-7``).
-        atol (float | Tensor): forward absolute tolerance (default ``1e-9``).
+        rtol (float | Tensor | Sequence[float]): forward relative tolerance (default ``1e-7``), as for
+            :func:`odeint`.
+        atol (float | Tensor | Sequence[float]): forward absolute tolerance (default ``1e-9``).
         method (str | None): forward method (default None: ``'dopri5'``).
         options (dict | None): forward options (default None).
         event_fn (Callable | None): terminal event, as for :func:`odeint` (default None).
