@@ -1,8 +1,10 @@
 """Runs the ``Examples:`` of the public API's docstrings (``pyode.__all__``, ``pyode.nn``, ``pyode.control``).
 
 Each public object's docstring (and those of its methods) is collected with :class:`doctest.DocTestFinder`
-and run as one test; every object must carry at least one example, so a new public name without one fails
-here. ``pyode.native`` is documented and tested on its own.
+and run as one test, with empty globals, so every example imports what it uses and can be pasted as is.
+Every object must carry at least one example, so a new public name without one fails here (the demos'
+and the multi-process launcher's examples are marked ``+SKIP``: they train for seconds to minutes).
+``pyode.native`` is not covered here.
 """
 
 from __future__ import annotations
@@ -34,11 +36,9 @@ def _public_objects() -> list[tuple[str, object]]:
 
 
 def _doctests(qualified: str, obj: object) -> list[doctest.DocTest]:
-    module = inspect.getmodule(inspect.unwrap(obj)) if callable(obj) else None
-    globs = dict(vars(module)) if module is not None else {}
-    globs.update(torch=torch, pyode=pyode)
+    module = inspect.getmodule(inspect.unwrap(obj))  # where the finder looks for the methods' docstrings
     finder = doctest.DocTestFinder(exclude_empty=True)
-    return [test for test in finder.find(obj, qualified, globs=globs) if test.examples]
+    return [test for test in finder.find(obj, qualified, module=module, globs={}) if test.examples]
 
 
 @pytest.mark.parametrize(("qualified", "obj"), _public_objects(), ids=[q for q, _ in _public_objects()])
