@@ -31,11 +31,11 @@ class ODESolverError(PyodeError, RuntimeError):
     """The solver could not reach the requested time.
 
     Attributes:
-        t_reached: the last time the solver reached (in the caller's time direction).
-        reason: a short machine-readable cause: ``"max_num_steps"``, ``"step_underflow"``,
+        t_reached (float): the last time the solver reached (in the caller's time direction).
+        reason (str): a short machine-readable cause: ``"max_num_steps"``, ``"step_underflow"``,
             ``"non_finite"``, and for implicit methods ``"newton"``, ``"singular_jacobian"``,
             ``"non_finite_jacobian"``.
-        message: the cause in words, without the time (``str(exc)`` adds it).
+        message (str): the cause in words, without the time (``str(exc)`` adds it).
 
     Args:
         reason (str): the machine-readable cause (stored as ``reason``).

@@ -12,16 +12,21 @@ class SolverStats:
     """Counters of one solve.
 
     Attributes:
-        nfe: evaluations of ``func`` in the forward solve (including the initial-step heuristic).
-        nfe_backward: evaluations in the backward pass (adjoint / checkpoint / reversible), once it ran.
-        n_accepted / n_rejected: accepted and rejected steps (fixed-grid solvers accept every step).
-        n_accepted_backward / n_rejected_backward: the same for the adjoint's backward solve, once it ran.
-        t_reached: the last time reached, in the caller's time direction (per-sample: the earliest row's).
-        status: ``"success"``, ``"event"`` (a terminal event stopped the solve), or ``"partial"``
+        nfe (int): evaluations of ``func`` in the forward solve (including the initial-step heuristic).
+        nfe_backward (int): evaluations in the backward pass (adjoint / checkpoint / reversible), once it
+            ran.
+        n_accepted (int): accepted steps (fixed-grid solvers accept every step).
+        n_rejected (int): rejected steps.
+        n_accepted_backward (int): accepted steps of the adjoint's backward solve, once it ran.
+        n_rejected_backward (int): rejected steps of the adjoint's backward solve, once it ran.
+        t_reached (float): the last time reached, in the caller's time direction (per-sample: the earliest
+            row's).
+        status (str): ``"success"``, ``"event"`` (a terminal event stopped the solve), or ``"partial"``
             (per-sample with ``on_failure="mark"``: some rows failed).
-        per_sample_status: per-sample with ``on_failure="mark"``: each row's ``"success"``,
-            ``"max_num_steps"``, ``"step_underflow"`` or ``"non_finite"``; else None.
-        per_sample_t_reached: with ``on_failure="mark"``: the time each row reached, (batch,); else None.
+        per_sample_status (list[str] | None): per-sample with ``on_failure="mark"``: each row's
+            ``"success"``, ``"max_num_steps"``, ``"step_underflow"`` or ``"non_finite"``; else None.
+        per_sample_t_reached (Tensor | None): with ``on_failure="mark"``: the time each row reached,
+            (batch,); else None.
 
     Examples:
         >>> import torch, pyode
@@ -56,14 +61,14 @@ class Solution:
     """Result of :func:`pyode.solve`.
 
     Attributes:
-        ys: (len(t), *y0.shape), or a tuple of such for a tuple ``y0``; with an event, (2, *y0.shape):
-            the initial state and the state at the event.
-        t: the output times (1-D); with an event, ``[t0, event_t]``.
-        event_t: the event time (0-dim tensor) or None.
-        stats: :class:`SolverStats`.
-        ts: with ``solve(..., dense=True)`` or ``save_steps=True``: t0 and the end time of every accepted
-            step, (n_steps + 1,); else None.
-        dense: the continuous extension behind :meth:`evaluate` (``dense=True``), else None.
+        ys (Tensor | tuple[Tensor, ...]): (len(t), *y0.shape), or a tuple of such for a tuple ``y0``; with
+            an event, (2, *y0.shape): the initial state and the state at the event.
+        t (Tensor): the output times (1-D); with an event, ``[t0, event_t]``.
+        event_t (Tensor | None): the event time (0-dim tensor) or None.
+        stats (SolverStats): the solve's counters.
+        ts (Tensor | None): with ``solve(..., dense=True)`` or ``save_steps=True``: t0 and the end time of
+            every accepted step, (n_steps + 1,); else None.
+        dense (object | None): the continuous extension behind :meth:`evaluate` (``dense=True``), else None.
 
     Examples:
         >>> import torch, pyode

@@ -162,7 +162,15 @@ class ControlSystem(nn.Module):
         return x
 
     def step_running_cost(self, t: int, x: Tensor) -> Tensor:
-        """``h L(x_t, θ_t)`` per sample, ``(batch,)`` (zeros without a running cost)."""
+        """``h L(x_t, θ_t)`` per sample, ``(batch,)`` (zeros without a running cost).
+
+        Args:
+            t (int): step index.
+            x (Tensor): (batch, *shape) state ``x_t``.
+
+        Returns:
+            Tensor: (batch,) running cost of the step.
+        """
         if self.running_cost is None:
             return x.new_zeros(x.shape[0])
         cost = _per_sample(self.running_cost(x, self.control(t)), x, "running_cost")

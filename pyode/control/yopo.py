@@ -408,8 +408,17 @@ class YOPOTrainer(_AdversarialTrainer):
     def full_pass(self, x: Tensor, eta: Tensor, y: Tensor, weight: float = 1.0) -> tuple[Tensor, float]:
         """Forward/backward at ``x + η``; adds ``weight ·`` the gradient of all layers *after* f_0.
 
-        Returns ``(costate ∂ℓ/∂z at the first layer's output z, loss)``. f_0's own weights get their
-        gradient from :meth:`first_layer_gradient` instead, at the updated η.
+        f_0's own weights get their gradient from :meth:`first_layer_gradient` instead, at the updated η.
+
+        Args:
+            x (Tensor): (batch, *shape) clean inputs.
+            eta (Tensor): (batch, *shape) perturbation.
+            y (Tensor): (batch,) labels.
+            weight (float): factor of the accumulated gradient (default 1.0; ``1/m`` in :meth:`train_batch`).
+
+        Returns:
+            tuple[Tensor, float]: the costate ``∂ℓ/∂z`` at the first layer's output, (batch, *z_shape), and
+            the loss.
         """
         z = self.first_layer(x + eta.detach())
         loss = self.loss_fn(self.rest(z), y)
@@ -420,7 +429,14 @@ class YOPOTrainer(_AdversarialTrainer):
         return costate, loss.item()
 
     def first_layer_gradient(self, x: Tensor, eta: Tensor, costate: Tensor, weight: float = 1.0) -> None:
-        """Add ``weight · ∇_θ0 [p · f_0(x + η, θ_0)]`` (the PMP gradient of layer one, ``−∇_θ0 H``)."""
+        """Add ``weight · ∇_θ0 [p · f_0(x + η, θ_0)]`` (the PMP gradient of layer one, ``−∇_θ0 H``).
+
+        Args:
+            x (Tensor): (batch, *shape) clean inputs.
+            eta (Tensor): (batch, *shape) perturbation.
+            costate (Tensor): (batch, *z_shape) ``p = ∂ℓ/∂z`` from :meth:`full_pass`.
+            weight (float): factor of the accumulated gradient (default 1.0).
+        """
         params = [param for param in self.first_layer.parameters() if param.requires_grad]
         if params:
             z = self.first_layer(x + eta.detach())

@@ -310,7 +310,17 @@ class AugmentedNODE(ODEBlock):
         self.keep_augmented = keep_augmented
 
     def augment(self, x: Tensor) -> Tensor:
-        """``(batch, c, ...) -> (batch, c + augment_dim, ...)`` with zeros appended."""
+        """``(batch, c, ...) -> (batch, c + augment_dim, ...)`` with zeros appended.
+
+        Args:
+            x (Tensor): (batch, c, ...) input.
+
+        Returns:
+            Tensor: (batch, c + augment_dim, ...).
+
+        Raises:
+            ValueError: ``x`` with fewer than 2 dimensions or of the wrong per-sample shape.
+        """
         check_tensor("x", x)
         if self.input_shape is not None:
             check_feature_shape("x", x, self.input_shape)
