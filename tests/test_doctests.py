@@ -26,7 +26,8 @@ _FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
 def _public_objects() -> list[tuple[str, object]]:
-    found = []
+    found: list[tuple[str, object]] = [("pyode.nn (module docstring)", pyode.nn),
+                                       ("pyode.control (module docstring)", pyode.control)]
     for module in _NAMESPACES:
         for name in module.__all__:
             qualified = f"{module.__name__}.{name}"
@@ -37,7 +38,8 @@ def _public_objects() -> list[tuple[str, object]]:
 
 def _doctests(qualified: str, obj: object) -> list[doctest.DocTest]:
     module = inspect.getmodule(inspect.unwrap(obj))  # where the finder looks for the methods' docstrings
-    finder = doctest.DocTestFinder(exclude_empty=True)
+    # For a module only its own docstring: its members are collected one by one from __all__.
+    finder = doctest.DocTestFinder(exclude_empty=True, recurse=not inspect.ismodule(obj))
     return [test for test in finder.find(obj, qualified, module=module, globs={}) if test.examples]
 
 

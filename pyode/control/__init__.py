@@ -7,6 +7,22 @@
 * :class:`YOPOTrainer`, :class:`PGDTrainer`, :func:`pgd_attack`, :func:`robust_accuracy`: adversarial
   training "You Only Propagate Once" (Zhang, Zhang, Lu, Zhu & Dong, NeurIPS 2019) and its PGD-k baseline.
 * :func:`run_msa_demo`, :func:`run_yopo_demo`: the sin(x) toy and the digits experiment.
+
+Examples:
+    The costate pass of a residual network gives backprop's parameter gradient:
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from pyode.control import ResidualNet, costate_pass, pmp_gradients, state_pass, terminal_costate
+    >>> net = ResidualNet([nn.Sequential(nn.Linear(3, 3), nn.Tanh()) for _ in range(4)], 0.25).double()
+    >>> x0, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    >>> def loss(x_final, y):
+    ...     return 0.5 * (x_final.mean(dim=1) - y) ** 2
+    >>> states = state_pass(net, x0)
+    >>> grads = pmp_gradients(net, states, costate_pass(net, states, terminal_costate(loss, states[-1], y)))
+    >>> loss(net(x0), y).sum().backward()
+    >>> all(torch.allclose(grads[p], p.grad) for p in net.parameters())
+    True
 """
 
 from .demos import run_msa_demo, run_yopo_demo

@@ -9,6 +9,17 @@
 - :mod:`~pyode.nn.classifier`: ODE-Net and the ResNet it replaces.
 - :mod:`~pyode.nn.train`: a training loop that runs unchanged under DDP.
 - :mod:`~pyode.nn.demos`: the CNF demo and the comparisons (``python -m pyode.nn.demos``).
+
+Examples:
+    A Neural ODE layer and the ResNet block it is the limit of, on ``(batch, dim)`` features:
+
+    >>> import torch
+    >>> from pyode.nn import ODEBlock, ResNetBlock, TimeMLP
+    >>> x = torch.randn(8, 2)
+    >>> ODEBlock(TimeMLP(2, hidden=16))(x).shape
+    torch.Size([8, 2])
+    >>> ResNetBlock(torch.nn.Linear(2, 2), h=0.5)(x).shape
+    torch.Size([8, 2])
 """
 
 from .classifier import ConvODEField, ODENetClassifier, ResNetClassifier, count_parameters
