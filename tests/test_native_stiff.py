@@ -123,6 +123,20 @@ def test_van_der_pol_stiff_matches_radau():
         assert np.max(np.abs(sol.ys[:, 0] - ref[:, 0])) / scale[0] <= ACCURACY
 
 
+@pytest.mark.parametrize("method", STIFF)
+def test_finite_difference_jacobian_takes_the_same_steps_on_van_der_pol(method):
+    # Forward differences are accurate to ~sqrt(eps) relative, far below what Newton and the Rosenbrock
+    # stages notice, so the steps are those of the exact Jacobian. (Differences against an ESDIRK's f0, a stage
+    # derivative carrying Newton's error / hγ, instead of f(t0, y0) made J wrong by ~1e3 here and the steps
+    # collapse near t = 806.)
+    t = np.linspace(0.0, 3000.0, 4)
+    args = (vdp, np.array([2.0, 0.0]), t, np.array([1000.0]))
+    exact = pn.solve(*args, method=method, rtol=1e-6, atol=1e-6, jac=vdp_jac)
+    fd = pn.solve(*args, method=method, rtol=1e-6, atol=1e-6)
+    assert (fd.n_accepted[0], fd.n_rejected[0]) == (exact.n_accepted[0], exact.n_rejected[0])
+    np.testing.assert_allclose(fd.ys, exact.ys, rtol=1e-6, atol=1e-6)  # within the solve's own tolerances
+
+
 def _forced(t, y, dy, p):
     """y0' = -y0 + cos t; (y1, y2) a harmonic oscillator: smooth, non-autonomous (exercises f_t)."""
     dy[0] = -y[0] + math.cos(t)

@@ -28,6 +28,13 @@ void RowSolver<Rhs>::jacobian_at(double t0, const double* y0, const double* f0) 
   if constexpr (HasJacobian<Rhs>::value) done = rhs_.jacobian(t0, y0, ws_.J.data());
   if (!done) {
     auto f = [this](double tt, const double* yy, double* dy) { eval(tt, yy, dy); };
+    if (m_.kind == Kind::kEsdirk) {
+      // An ESDIRK's f0 is the last stage derivative (Y_s - base) / hγ: Newton's error over hγ, which the
+      // differences would divide by sqrt(eps) again (J off by ~1e3 on Van der Pol mu = 1000, and steps
+      // collapse). Differences need f(t0, y0) itself: one more evaluation (ft is free for ESDIRKs).
+      eval(t0, y0, ws_.ft.data());
+      f0 = ws_.ft.data();
+    }
     fd_jacobian(f, t0, y0, f0, n_, ws_.J.data(), ws_.res.data(), ws_.fp.data());
   }
   st_.have_jac = true;
