@@ -2,9 +2,10 @@
 
 Each public object's docstring (and those of its methods), and the ``pyode.nn`` and ``pyode.control``
 package docstrings, are collected with :class:`doctest.DocTestFinder` and run one test per object, with
-empty globals, so every example imports what it uses and can be pasted as is. Every object must carry at least one example, so a new public name without one fails here (the demos'
-and the multi-process launcher's examples are marked ``+SKIP``: they train for seconds to minutes).
-``pyode.native`` is not covered here.
+empty globals, so every example imports what it uses and can be pasted as is. Every object must carry at
+least one example, so a new public name without one fails here (the demos' and the multi-process
+launcher's examples are marked ``+SKIP``: they train for seconds to minutes). ``pyode.native`` is not
+covered here.
 """
 
 from __future__ import annotations
