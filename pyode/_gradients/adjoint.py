@@ -9,6 +9,13 @@ The forward solve keeps no graph. The backward pass integrates the augmented sta
 as ONE flat state: each stage of the backward solve is one fused kernel call over all of it (every
 parameter gradient included), and one vector-Jacobian product per evaluation yields all parameter
 blocks at once. Memory is O(state + parameters) whatever the number of steps.
+
+``adjoint_options={"y": "interpolated"}`` (the default for the implicit methods and ``auto``) reads y(t) from
+the forward solve's dense output instead of re-integrating it backwards (SciMLSensitivity's
+``InterpolatingAdjoint``): integrating ``dy/dt = f`` backwards is unstable for a stiff problem (its decaying
+modes grow backwards), so the backsolve runs out of steps or loses y. Only ``[g_t], a, g_θ`` are integrated;
+memory grows with the number of forward steps (each step's stages are kept). See :mod:`pyode._gradients.
+adjoint_interpolated`. ``{"y": "backsolve"}`` (the default of explicit methods) is the re-integration.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from pyode.errors import ODESolverError
 from pyode.solution import SolverStats
 
 _ADJOINT_NORMS = ("mixed", "seminorm", "rms")
+Y_MODES = ("backsolve", "interpolated")
 
 
 @dataclass
@@ -45,6 +53,18 @@ class AdjointConfig:
     norm: str | Callable
     state_norm: str | Callable | None = None
     stats: SolverStats = field(default_factory=SolverStats)
+    y_mode: str = "backsolve"  # "interpolated": y(t) from the forward's dense output (see module docstring)
+    y_mode_given: bool = False  # the user asked for y_mode (an unavailable one raises instead of falling back)
+
+
+def _is_stiff_method(method: str) -> bool:
+    """The adaptive implicit methods (kvaerno3/5, rodas5) and ``auto``: their adjoint defaults to
+    ``y="interpolated"``. Not the fixed-grid implicit ones: their dense output is linear by default
+    (torchdiffeq's), which would make the gradient only second-order accurate in the step; they can ask for it
+    with ``options['interp'] = 'cubic'``, and their backsolve takes the same fixed steps (it cannot run out)."""
+    from pyode._solvers.problem import IMPLICIT_ADAPTIVE_METHODS
+
+    return method in IMPLICIT_ADAPTIVE_METHODS or method == "auto"
 
 
 def make_config(rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options):
@@ -64,8 +84,17 @@ def make_config(rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint
     if not callable(norm) and norm not in _ADJOINT_NORMS:
         raise ValueError(f"adjoint_options['norm'] must be one of {_ADJOINT_NORMS} or a callable "
                          f"norm((t, y, adj_y, *adj_params)) -> scalar tensor, got {norm!r}")
+    y_given = "y" in adjoint_options
+    y_mode = adjoint_options.pop("y", "interpolated" if _is_stiff_method(method) else "backsolve")
+    if y_mode not in Y_MODES:
+        raise ValueError(f"adjoint_options['y'] must be 'backsolve' (re-integrate y backwards) or 'interpolated' "
+                         f"(read y from the forward solve's dense output), got {y_mode!r}")
+    if y_mode == "interpolated" and callable(norm):
+        raise ValueError("a callable adjoint_options['norm'] receives y, which adjoint_options['y']='interpolated' "
+                         "(the default of implicit methods) does not integrate; pass adjoint_options={'y': "
+                         "'backsolve', ...} or a named norm")
     return AdjointConfig(rtol if adjoint_rtol is None else adjoint_rtol, atol if adjoint_atol is None else adjoint_atol,
-                         adjoint_method, adjoint_options, norm, state_norm)
+                         adjoint_method, adjoint_options, norm, state_norm, y_mode=y_mode, y_mode_given=y_given)
 
 
 class _Layout:
@@ -76,37 +105,40 @@ class _Layout:
 
     Args:
         sizes: element counts of the blocks of y (and of a); n_params: parameter blocks; with_time: g_t is
-        carried (the times require grad).
+        carried (the times require grad); carry_y: y is part of the state (False for the interpolated adjoint:
+        ``([g_t], a parts, *g_θ)``, and ``unpack`` returns y = None).
     """
 
-    def __init__(self, sizes: list[int], n_params: int, with_time: bool):
-        self.sizes, self.n_params, self.with_time = sizes, n_params, with_time
+    def __init__(self, sizes: list[int], n_params: int, with_time: bool, carry_y: bool = True):
+        self.sizes, self.n_params, self.with_time, self.carry_y = sizes, n_params, with_time, carry_y
         self.lead = 1 if with_time else 0
 
-    def pack(self, y: Tensor, a: Tensor, g, g_t: Tensor | None) -> tuple:
-        parts = (y, a) if len(self.sizes) == 1 else (*y.split(self.sizes), *a.split(self.sizes))
+    def pack(self, y: Tensor | None, a: Tensor, g, g_t: Tensor | None) -> tuple:
+        split = (lambda x: (x,)) if len(self.sizes) == 1 else (lambda x: tuple(x.split(self.sizes)))
+        parts = (*split(y), *split(a)) if self.carry_y else split(a)
         return ((g_t,) if self.with_time else ()) + parts + tuple(g)
 
-    def unpack(self, state) -> tuple[Tensor, Tensor, list[Tensor], Tensor | None]:
-        """(y (n,), a (n,), [g_θ], g_t (1,) or None) from a packed state."""
+    def unpack(self, state) -> tuple[Tensor | None, Tensor, list[Tensor], Tensor | None]:
+        """(y (n,) or None, a (n,), [g_θ], g_t (1,) or None) from a packed state."""
         m, k = len(self.sizes), self.lead
-        if m == 1:
-            y, a = state[k], state[k + 1]
-        else:
-            y, a = torch.cat(state[k:k + m]), torch.cat(state[k + m:k + 2 * m])
-        return y, a, list(state[k + 2 * m:]), state[0] if self.with_time else None
+        blocks = [state[k + i] if m == 1 else torch.cat(state[k + i * m:k + (i + 1) * m])
+                  for i in range(2 if self.carry_y else 1)]
+        y, a = (blocks[0], blocks[1]) if self.carry_y else (None, blocks[0])
+        return y, a, list(state[k + len(blocks) * m:]), state[0] if self.with_time else None
 
     @property
     def seminorm_segments(self) -> int:
-        """The leading blocks a seminorm measures: g_t (torchdiffeq's), y and a."""
-        return self.lead + 2 * len(self.sizes)
+        """The leading blocks a seminorm measures: g_t (torchdiffeq's), y (when carried) and a."""
+        return self.lead + (2 if self.carry_y else 1) * len(self.sizes)
 
 
-def _torchdiffeq_order(layout: _Layout, unflatten: Callable, state) -> tuple:
+def _torchdiffeq_order(layout: _Layout, unflatten: Callable, state, y: Tensor | None = None) -> tuple:
     """A packed backward state as torchdiffeq hands it to adjoint norms and callbacks: ``(t, y, adj_y,
     *adj_params)`` with y and adj_y in the user's structure (``(t, *y, *adj_y, *adj_params)`` for a tuple
-    state) and t 0-dim (zero when the times do not require grad)."""
-    y, a, g, g_t = layout.unpack(state)
+    state) and t 0-dim (zero when the times do not require grad). ``y``: (n,) where the state does not carry
+    it (the interpolated adjoint)."""
+    packed_y, a, g, g_t = layout.unpack(state)
+    y = packed_y if y is None else y
     t = g_t.reshape(()) if g_t is not None else y.new_zeros(())
     ys, adj = unflatten(y), unflatten(a)
     parts = (*ys, *adj) if isinstance(ys, tuple) else (ys, adj)
@@ -122,7 +154,7 @@ class _AugmentedDynamics:
 
     def __init__(self, user_flat, params: tuple[Tensor, ...], layout: _Layout, callbacks: dict | None = None,
                  unflatten: Callable | None = None):
-        self.user_flat, self.params, self.layout = user_flat, params, layout
+        self.user_flat, self.params, self.layout, self.unflatten = user_flat, params, layout, unflatten
         self.with_time = layout.with_time
         found = callbacks or {}
         self.callback_step = self._adjoint_callback(found.get("callback_step"), unflatten)
@@ -134,12 +166,16 @@ class _AugmentedDynamics:
             return None
 
         def callback(t0: Tensor, state, dt: Tensor):
-            return user(t0, _torchdiffeq_order(self.layout, unflatten, state), dt)
+            return user(t0, _torchdiffeq_order(self.layout, unflatten, state, self.state_at(t0, state)), dt)
 
         return callback
 
+    def state_at(self, t: Tensor, state) -> Tensor:
+        """y (n,) at user time ``t``: carried in the backsolve's state (overridden by the interpolated adjoint)."""
+        return self.layout.unpack(state)[0]
+
     def __call__(self, t: Tensor, state):
-        y, a, _, _ = self.layout.unpack(state)
+        y, a = self.state_at(t, state), self.layout.unpack(state)[1]
         with torch.enable_grad():
             y = y.detach().requires_grad_(True)
             t = t.detach().requires_grad_(self.with_time)
@@ -149,7 +185,7 @@ class _AugmentedDynamics:
             vjps = torch.autograd.grad(f, inputs, -a, allow_unused=True) if f.requires_grad else [None] * len(inputs)
         vjps = [torch.zeros_like(x) if g is None else g for g, x in zip(vjps, inputs)]
         g_t = vjps.pop().reshape(1).to(y.dtype) if self.with_time else None
-        return self.layout.pack(f.detach(), vjps[0], vjps[1:], g_t)
+        return self.layout.pack(f.detach() if self.layout.carry_y else None, vjps[0], vjps[1:], g_t)
 
 
 def _as_scalar(value, option: str) -> Tensor:
@@ -178,8 +214,9 @@ def _callable_norm(cfg: AdjointConfig, layout: _Layout, unflatten: Callable) -> 
         option = "options['norm']"
 
         def measure(t: Tensor, ys, adj, g: list[Tensor]) -> Tensor:
-            values = [_as_scalar(t, option), _as_scalar(cfg.state_norm(ys), option),
-                      _as_scalar(cfg.state_norm(adj), option)]
+            values = [_as_scalar(t, option), _as_scalar(cfg.state_norm(adj), option)]
+            if ys is not None:  # the interpolated adjoint carries no y
+                values.append(_as_scalar(cfg.state_norm(ys), option))
             if cfg.norm == "mixed":
                 values += [x.detach().double().pow(2).mean().sqrt() for x in g if x.numel()]
             return torch.stack(values).max()
@@ -189,8 +226,8 @@ def _callable_norm(cfg: AdjointConfig, layout: _Layout, unflatten: Callable) -> 
     def norm(state) -> Tensor:
         y, a, g, g_t = layout.unpack(state)
         t = g_t.reshape(()) if g_t is not None else y.new_zeros(())
-        value = measure(t, unflatten(y), unflatten(a), g)
-        if not math.isfinite(float(value)) and all(bool(torch.isfinite(x).all()) for x in (t, y, a, *g)):
+        value = measure(t, None if y is None else unflatten(y), unflatten(a), g)
+        if not math.isfinite(float(value)) and all(bool(torch.isfinite(x).all()) for x in (t, a, *g)):
             raise ValueError(f"{option} returned {float(value)} for a finite input in the adjoint backward pass; it "
                              "must return a finite non-negative number")
         return value
@@ -198,20 +235,47 @@ def _callable_norm(cfg: AdjointConfig, layout: _Layout, unflatten: Callable) -> 
     return norm
 
 
-def _layout(problem, cfg: AdjointConfig, n_params: int, with_time: bool) -> _Layout:
+def _layout(problem, cfg: AdjointConfig, n_params: int, with_time: bool, carry_y: bool = True) -> _Layout:
     """Split y and a into the forward's tuple components where the norm is the mixed norm over them (a
     tuple state with its default norm and the default adjoint norm or the seminorm)."""
     split = (problem.fn.is_tuple and cfg.state_norm in (None, "mixed") and cfg.norm in ("mixed", "seminorm"))
     offsets = problem.offsets if split else [0, problem.y0.numel()]
-    return _Layout([b - a for a, b in itertools.pairwise(offsets)], n_params, with_time)
+    return _Layout([b - a for a, b in itertools.pairwise(offsets)], n_params, with_time, carry_y)
 
 
-def _solve_backward(problem, aug: _AugmentedDynamics, state: tuple, t_from: Tensor, t_to: Tensor,
+def _interpolates(problem, cfg: AdjointConfig) -> bool:
+    """Whether this solve takes the interpolated adjoint: asked for (or the default of its method), and its
+    loop can record steps (not per_sample or scipy_solver; there a default falls back to the backsolve)."""
+    if cfg.y_mode != "interpolated":
+        return False
+    if hasattr(problem.loop, "step_log"):
+        return True
+    if cfg.y_mode_given:
+        raise ValueError(f"adjoint_options['y']='interpolated' needs the forward's dense output, which "
+                         f"method={problem.method!r} (or options['per_sample']) does not record; use "
+                         "adjoint_options={'y': 'backsolve'}")
+    return False
+
+
+def _augmented_dynamics(problem, params: tuple, layout: _Layout, log) -> _AugmentedDynamics:
+    """The backward solve's function: the backsolve's, or with a forward step ``log`` the interpolated one."""
+    callbacks = defined_callbacks(problem.fn.func, ADJOINT_SUFFIX)
+    if log is None:
+        return _AugmentedDynamics(problem.fn.user_time_call, params, layout, callbacks, problem.fn.unflatten)
+    from pyode._gradients.adjoint_interpolated import InterpolatedDynamics
+
+    return InterpolatedDynamics(problem.fn.user_time_call, params, layout, log, problem.sign, callbacks,
+                                problem.fn.unflatten)
+
+
+def _solve_backward(aug: _AugmentedDynamics, state: tuple, t_from: Tensor, t_to: Tensor,
                     cfg: AdjointConfig) -> tuple:
     from pyode._solvers.problem import build_problem, integrate
 
     options = dict(cfg.options)
-    custom = _callable_norm(cfg, aug.layout, problem.fn.unflatten)
+    if not aug.layout.carry_y:  # the interpolated state is ([g_t], a, *g_θ): no batch rows
+        options.pop("jacobian", None)
+    custom = _callable_norm(cfg, aug.layout, aug.unflatten)
     norm_segments = None
     if custom is not None:
         options["norm"] = custom
@@ -236,8 +300,15 @@ class AdjointSolve(torch.autograd.Function):
     def forward(ctx, problem, cfg, y0, t, *params):  # type: ignore[override]
         from pyode._solvers.problem import integrate
 
+        ctx.log = None
         with torch.no_grad():
-            ys = integrate(problem, y0)
+            if _interpolates(problem, cfg):
+                from pyode._gradients.adjoint_interpolated import recording_steps
+
+                with recording_steps(problem) as ctx.log:
+                    ys = integrate(problem, y0)
+            else:
+                ys = integrate(problem, y0)
         ctx.problem, ctx.cfg = problem, cfg
         ctx.save_for_backward(ys, t, *params)
         return ys
@@ -248,9 +319,8 @@ class AdjointSolve(torch.autograd.Function):
         ys, t, *params = ctx.saved_tensors
         problem, cfg = ctx.problem, ctx.cfg
         with_time = ctx.needs_input_grad[3]
-        layout = _layout(problem, cfg, len(params), with_time)
-        aug = _AugmentedDynamics(problem.fn.user_time_call, tuple(params), layout,
-                                 defined_callbacks(problem.fn.func, ADJOINT_SUFFIX), problem.fn.unflatten)
+        layout = _layout(problem, cfg, len(params), with_time, carry_y=ctx.log is None)
+        aug = _augmented_dynamics(problem, tuple(params), layout, ctx.log)
         a = grad_ys[-1].clone()
         g = [torch.zeros_like(p) for p in params]
         g_t = ys.new_zeros(1) if with_time else None
@@ -261,7 +331,7 @@ class AdjointSolve(torch.autograd.Function):
                 dl_dt = torch.dot(problem.fn.user_time_call(t[i], ys[i]).detach(), grad_ys[i])
                 time_vjps[i] = dl_dt
                 g_t = g_t - dl_dt
-            state = _solve_backward(problem, aug, layout.pack(ys[i], a, g, g_t), t[i], t[i - 1], cfg)
+            state = _solve_backward(aug, layout.pack(ys[i], a, g, g_t), t[i], t[i - 1], cfg)
             _, a, g, g_t = layout.unpack(state)
             a = a + grad_ys[i - 1]
         if with_time:

@@ -28,7 +28,8 @@ class Jacobian:
     per-call overhead and torch.func's one-off import of torch._dynamo, ~2 s, are not worth it). Where ``func``
     cannot be differentiated (it leaves autograd, e.g. through NumPy, or calls autograd itself, like the adjoint's
     augmented dynamics) it falls back, for the rest of the solve, to forward differences (m evaluations; a
-    simplified Newton iteration needs only an approximate Jacobian).
+    simplified Newton iteration needs only an approximate Jacobian). A ``func`` with a ``flat_jacobian(t, y)
+    -> (n, n)`` method (user time, flat state) supplies its own (the interpolated adjoint's, which is exact).
 
     Args:
         fn: the flat function ``fn(t: float, y: (n,)) -> (n,)``; rows: B for a block per batch row, or None.
@@ -43,6 +44,10 @@ class Jacobian:
         """(B, m, m) at ``(t, y)``; ``f = fn(t, y)`` if known (saves an evaluation of the fallback)."""
         self.evaluations += 1
         y = y.detach()
+        hook = getattr(getattr(self.fn, "func", None), "flat_jacobian", None)
+        if hook is not None and self.rows == 1:  # a function that knows its Jacobian (the interpolated adjoint)
+            J = hook(self.fn.time_tensor(t), y)
+            return (-J if self.fn.reverse else J).unsqueeze(0)
         if self.mode == "autograd":
             try:
                 return self._exact(t, y, create_graph=False)
