@@ -13,6 +13,7 @@ Times are the best of a few repeats (the machine may be shared).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numba
@@ -147,10 +148,37 @@ def overhead(repeats: int) -> None:
           f"{(dt - dt0) / int(sol.n_feval[0]) * 1e9:.0f} ns per evaluation (fixed cost per call {dt0 * 1e6:.0f} us)")
 
 
+def scaling(M: int, rounds: int) -> None:
+    """Thread scaling 1 -> 2 of the ensemble, measured in ``rounds`` interleaved rounds (1 then 2 threads, order
+    alternating) with the 1-minute load average before each: wall ratio t1/t2, and CPU time t2/t1 (the threads'
+    overhead: 1.0 when the second thread adds no work). Medians over the rounds (the machine may be shared)."""
+    rho = np.linspace(0.0, 100.0, M)[:, None]
+    y0, t_eval = np.array([1.0, 1.0, 1.0]), np.linspace(0.0, 10.0, 100)
+    pn.solve(lorenz, y0, t_eval, rho[:8], rtol=1e-8, atol=1e-8)
+    print(f"== thread scaling: {M} Lorenz trajectories (dopri5, rtol = atol = 1e-8), {rounds} rounds ==")
+    walls, cpus = [], []
+    for r in range(rounds):
+        load = os.getloadavg()[0]
+        out = {}
+        for threads in ((1, 2) if r % 2 == 0 else (2, 1)):
+            c0, t0 = time.process_time(), time.perf_counter()
+            pn.solve(lorenz, y0, t_eval, rho, rtol=1e-8, atol=1e-8, options={"num_threads": threads})
+            out[threads] = (time.perf_counter() - t0, time.process_time() - c0)
+        walls.append(out[1][0] / out[2][0])
+        cpus.append(out[2][1] / out[1][1])
+        print(f"round {r}: load {load:.2f}; 1 thread {out[1][0] * 1e3:.0f} ms wall / {out[1][1] * 1e3:.0f} ms cpu, "
+              f"2 threads {out[2][0] * 1e3:.0f} ms wall / {out[2][1] * 1e3:.0f} ms cpu; wall ratio {walls[-1]:.2f}x")
+    print(f"median wall speed-up 1 -> 2 threads: {np.median(walls):.2f}x; median cpu(2)/cpu(1): {np.median(cpus):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller ensemble and fewer repeats")
+    ap.add_argument("--scaling", action="store_true", help="only the 1 -> 2 thread scaling (3 interleaved rounds)")
     args = ap.parse_args()
+    if args.scaling:
+        scaling(4000, 3)
+        return
     repeats = 2 if args.quick else 5
     single(repeats)
     ensemble(400 if args.quick else 4000, 10 if args.quick else 40, repeats)
