@@ -257,3 +257,11 @@ def test_events_work_with_stiff_methods():
     assert sol.status_names() == ["event"]
     # The crossing is within the fast jump (|y0'| ~ 1e3), so its time is as sharp as the phase: rtol * t_event.
     assert abs(sol.event_t[0] - ref.t_events[0][0]) <= 1e-5 * ref.t_events[0][0]
+
+
+def test_torch_api_runs_stiff_native_rhs():
+    f = pn.rhs(robertson, jac=robertson_jac)
+    sol = pyode.solve(f, torch.tensor(ROB_Y0), torch.tensor(ROB_T), method="kvaerno5", rtol=1e-6, atol=1e-10)
+    nat = pn.solve(robertson, ROB_Y0, ROB_T, method="kvaerno5", rtol=1e-6, atol=1e-10, jac=robertson_jac)
+    np.testing.assert_array_equal(sol.ys.numpy(), nat.ys)
+    assert sol.stats.n_accepted == nat.n_accepted[0]

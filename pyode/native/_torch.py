@@ -14,22 +14,25 @@ _GRADIENT_HELP = ("gradients exist for torch funcs: pyode.solve/odeint with grad
 @dataclass(frozen=True)
 class NativeRHS:
     """A right-hand side ``func(t, y, dy, p)`` (numba nopython subset) with its parameters, for pyode's torch
-    API. ``params``: None or a (k,) array/tensor of the ODE's parameters."""
+    API. ``params``: None or a (k,) array/tensor of the ODE's parameters; ``jac``: None or ``jac(t, y, J, p)``
+    writing the (n, n) Jacobian, for the stiff methods (rodas5, kvaerno5, kvaerno3)."""
 
     func: Callable
     params: object = None
+    jac: Callable | None = None
 
     def __call__(self, t, y):
         raise TypeError("a pyode.native.rhs(...) right-hand side is compiled code: pass it to pyode.odeint / "
                         "pyode.solve / pyode.native.solve instead of calling it with torch tensors")
 
 
-def rhs(func: Callable | None = None, *, params=None):
+def rhs(func: Callable | None = None, *, params=None, jac=None):
     """Marks ``func(t, y, dy, p)`` as a native right-hand side (usable as ``@pyode.native.rhs`` or
-    ``pyode.native.rhs(f, params=p)``); :func:`pyode.odeint` then runs it in compiled code."""
+    ``pyode.native.rhs(f, params=p)``); :func:`pyode.odeint` then runs it in compiled code. ``jac``: an optional
+    compiled Jacobian ``jac(t, y, J, p)`` for the stiff methods."""
     if func is None:
-        return lambda f: NativeRHS(f, params)
-    return NativeRHS(func, params)
+        return lambda f: NativeRHS(f, params, jac)
+    return NativeRHS(func, params, jac)
 
 
 def is_native_rhs(func) -> bool:
@@ -63,6 +66,7 @@ def native_solve(func, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method:
     from pyode.solution import Solution, SolverStats
 
     params = func.params if isinstance(func, NativeRHS) else None
+    jac = func.jac if isinstance(func, NativeRHS) else None
     inner = func.func if isinstance(func, NativeRHS) else func
     _check_no_gradients(y0, params, gradient, adjoint_kwargs)
     if not isinstance(y0, torch.Tensor):
@@ -76,7 +80,7 @@ def native_solve(func, y0, t, *, rtol: float = 1e-7, atol: float = 1e-9, method:
     if isinstance(params, torch.Tensor):
         params = params.detach()
     sol = solve(inner, y0.detach().reshape(-1), times.cpu().double(), params, method=method or "dopri5",
-                rtol=rtol, atol=atol, options=options, event=event_fn, raise_on_failure=True)
+                rtol=rtol, atol=atol, options=options, event=event_fn, raise_on_failure=True, jac=jac)
     stats = SolverStats(nfe=int(sol.n_feval[0]), n_accepted=int(sol.n_accepted[0]),
                         n_rejected=int(sol.n_rejected[0]), t_reached=float(sol.t_reached[0]))
     ys = sol.ys.to(y0.dtype)
