@@ -265,3 +265,24 @@ def test_torch_api_runs_stiff_native_rhs():
     nat = pn.solve(robertson, ROB_Y0, ROB_T, method="kvaerno5", rtol=1e-6, atol=1e-10, jac=robertson_jac)
     np.testing.assert_array_equal(sol.ys.numpy(), nat.ys)
     assert sol.stats.n_accepted == nat.n_accepted[0]
+
+
+def _growth(t, y, dy, p):
+    dy[0] = y[0]
+
+
+@pytest.mark.parametrize("method,gamma", [("rodas5", 0.19), ("kvaerno5", 0.26)])
+def test_singular_step_matrix_rejects_and_shrinks(method, gamma):
+    # y' = y with a first step h = 1/gamma: I/(h gamma) - J (Rosenbrock) or I - h gamma J (ESDIRK) is exactly 0.
+    # (1/gamma < 6 < t_end, so the first step is not shortened.) The LU reports it singular, the step is rejected
+    # and retried smaller, and the solve goes on to e^8.
+    sol = pn.solve(_growth, np.array([1.0]), np.array([0.0, 8.0]), method=method, rtol=1e-8, atol=1e-10,
+                   options={"first_step": 1.0 / gamma})
+    assert sol.success and sol.n_rejected[0] >= 1
+    np.testing.assert_allclose(sol.ys[-1, 0], math.exp(8.0), rtol=1e-6)
+    # The singular attempt evaluated no stages: fewer evaluations than from a first step just below 1/gamma,
+    # which is rejected by its error estimate after computing them (the same steps otherwise).
+    near = pn.solve(_growth, np.array([1.0]), np.array([0.0, 8.0]), method=method, rtol=1e-8, atol=1e-10,
+                    options={"first_step": (1.0 - 1e-9) / gamma})
+    assert (near.n_accepted[0], near.n_rejected[0]) == (sol.n_accepted[0], sol.n_rejected[0])
+    assert sol.n_feval[0] < near.n_feval[0]

@@ -1,12 +1,15 @@
 // The integration loop of one row (one trajectory): accept/reject, the PID controller, the initial step,
-// output times by dense output and terminal events, for an explicit Runge-Kutta method given as data.
+// output times by dense output and terminal events, for a method given as data: an explicit Runge-Kutta
+// method, or a stiff one (Rosenbrock, ESDIRK) whose step is another stepper kind of the same loop
+// (RowSolver::attempt dispatches on Method::kind; implicit_steps.h).
 // It is the C++ twin of pyode/_solvers/adaptive.py (AdaptiveLoop) and fixed_grid.py (FixedGridLoop):
 // the same operations in the same order, so both take the same steps. A solve of R rows runs R of these
 // independently (each row its own t, h and controller state; no lockstep), on any threads.
 //
 // Templated on the right-hand side (any callable rhs(t, y, dy) in solver time) and the event (a type with
 // `static constexpr bool active` and value(t, y) -> double), so a function pointer, a Python callback or a
-// device function can plug in without another loop.
+// device function can plug in without another loop; the stiff kinds use rhs.jacobian(t, y, J) -> bool when
+// it has one (a compiled Jacobian), else forward differences.
 #pragma once
 
 #include <algorithm>
