@@ -35,6 +35,10 @@ class RosenbrockStepper:
                  segments: Segments | None = None, norm_segments: int | None = None, jacobian_rows: int | None = None):
         self.tableau, self.fn, self.kern, self.time_sign = tableau, fn, kern, time_sign
         self.rtol, self.atol, self.segments, self.norm_segments = rtol, atol, segments, norm_segments
+        if jacobian_rows == "gmres":
+            raise ValueError(f"options['jacobian']='gmres' (Newton-Krylov) is for the Newton iterations of "
+                             f"diagonally implicit methods (kvaerno3, kvaerno5); {tableau.name} factors its matrix "
+                             "once per step: use 'dense' (or 'rows')")
         self.jac = Jacobian(fn, jacobian_rows)
         self.failure: ImplicitSolveError | None = None
         self._at, self._jac_ft, self._lu_key, self._lu = None, None, None, None

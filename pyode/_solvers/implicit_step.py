@@ -17,6 +17,7 @@ from pyode._kernels import reference
 from pyode._kernels.segments import Segments
 from pyode._solvers import interpolation
 from pyode._solvers.implicit_tableaux import ImplicitTableau
+from pyode._solvers.krylov import JacobianProducts, gmres
 from pyode._solvers.newton import ImplicitSolveError, Jacobian, NewtonMatrix, NewtonState, solve_stages
 from pyode._solvers.rk_step import StepResult
 
@@ -50,7 +51,8 @@ class ImplicitStepper:
         interp: "linear" or "cubic" (Hermite through f0, f1); "auto" is cubic for adaptive methods.
         max_iters: Newton iterations per solve before the step fails.
         jacobian_rows: B when the rows of a (B, *state) state are independent: the Jacobian is B diagonal
-            blocks, factored as a batch (see :class:`Jacobian`); None: one dense block.
+            blocks, factored as a batch (see :class:`Jacobian`); None: one dense block; "gmres": matrix-free
+            Newton-Krylov (:mod:`pyode._solvers.krylov`; DIRK tableaux only).
     """
 
     def __init__(self, tableau: ImplicitTableau, fn, kern, time_sign: float, rtol: float = 0.0, atol: float = 0.0,
@@ -64,7 +66,11 @@ class ImplicitStepper:
             raise ValueError(f"options['interp'] must be 'linear' or 'cubic' for {tableau.name}, got {interp!r}")
         iters = DEFAULT_MAX_ITERS["adaptive" if self.adaptive else "fixed"] if max_iters is None else max_iters
         self.newton = NewtonState(KAPPA if self.adaptive else 1.0, iters)
-        self.jac = Jacobian(fn, jacobian_rows)
+        self.krylov = JacobianProducts(fn) if jacobian_rows == "gmres" else None
+        if self.krylov is not None and not tableau.diagonal:
+            raise ValueError(f"options['jacobian']='gmres' needs a diagonally implicit method (kvaerno3, kvaerno5, "
+                             f"sdirk2, trbdf2, implicit_euler, ...), not {tableau.name}; use 'dense' for it")
+        self.jac = Jacobian(fn, None if self.krylov is not None else jacobian_rows)
         self.matrix = NewtonMatrix(time_sign)
         self._J, self._jac_id, self._jac_at, self._stale = None, 0, None, True
         self._matrix_failure: ImplicitSolveError | None = None
@@ -94,6 +100,11 @@ class ImplicitStepper:
         fresh = at is not None and at == (t0, y0.data_ptr())
         if fresh or not (force or self._stale or self._J is None):
             return fresh
+        if self.krylov is not None:  # matrix-free: only the linearisation point is held
+            self.krylov.linearise(t0, y0, f0)
+            self._J = True
+            self._jac_id, self._jac_at, self._stale = self._jac_id + 1, (t0, y0.data_ptr()), False
+            return True
         self._J, self._jac_id, self._jac_at, self._stale = self.jac(t0, y0, f0), self._jac_id + 1, (t0, y0.data_ptr()), False
         return True
 
@@ -119,11 +130,10 @@ class ImplicitStepper:
                 continue
             base = self.kern.lincomb_row(y0, ks, [h * x for x in tab.a[i][:i]]) if ks else y0
             hg = h * tab.a[i][i]
-            lu, pivots = self.matrix.get(self._J, self._jac_id, h, tab.a[i][i], t0)
+            solve = self._newton_solver(h, tab.a[i][i], t0)
 
-            def update(y, base=base, hg=hg, t_i=t_i, lu=lu, pivots=pivots):
-                residual = base + hg * fn(t_i, y) - y
-                return solve_stages(lu, pivots, residual)
+            def update(y, base=base, hg=hg, t_i=t_i, solve=solve):
+                return solve(base + hg * fn(t_i, y) - y)
 
             # Newton's starting point: the stage derivative predicted from the previous ones (the tableau's
             # extrapolation weights, else the last one), so the first iterate is already O(h) close.
@@ -136,6 +146,14 @@ class ImplicitStepper:
                 return None
             ks.append((y_stage - base) / hg)  # = f(t_i, Y_i) at convergence, without amplifying Newton's error by J
         return ks
+
+    def _newton_solver(self, h: float, gamma: float, t0: float):
+        """``r -> (I - hγJ)⁻¹ r`` with the held Jacobian: its cached LU, or GMRES on Jacobian-vector products."""
+        if self.krylov is not None:
+            hg, jv = h * gamma, self.krylov
+            return lambda r: gmres(lambda v: v - hg * jv(v), r)
+        lu, pivots = self.matrix.get(self._J, self._jac_id, h, gamma, t0)
+        return lambda r: solve_stages(lu, pivots, r)
 
     def _solve_firk(self, t0: float, y0: Tensor, f0: Tensor, h: float, t_end: float, norm) -> list | None:
         """All stages as one (s*n) system in ``Z_i = Y_i - y0``: ``Z = h (A ⊗ I) F(y0 + Z)``."""
@@ -224,8 +242,7 @@ class ImplicitStepper:
         y1, _, _ = self.kern.rk_finish(y0, None, ks, b, None, self.atol, self.rtol, None)
         with torch.no_grad():
             err = self.kern.lincomb_row(None, [k.detach() for k in ks], [h * x for x in self._b_err])
-            lu, pivots = self.matrix.get(self._J, self._jac_id, h, gamma, t0)
-            err = solve_stages(lu, pivots, err)
+            err = self._newton_solver(h, gamma, t0)(err)
             _, norm, seg = self.kern.rk_finish(y0.detach(), y1.detach(), [err], None, [1.0], self.atol, self.rtol,
                                                self.segments)
         return y1, norm, seg

@@ -166,14 +166,16 @@ def _check_implicit_dtype(fn: FlatFunc, method: str) -> None:
                         f"only, not {fn.dtype}; pass y0 as float32 or float64, or use an explicit method")
 
 
-def _jacobian_rows(value, fn: FlatFunc) -> int | None:
+def _jacobian_rows(value, fn: FlatFunc) -> int | str | None:
     """``options['jacobian']`` of an implicit method: "dense" (default), or "rows" for a (batch, *state) y0 whose
     rows evolve independently (a batch of trajectories): the Jacobian is then block-diagonal, one (m, m) block per
     row from m products instead of n, and factored as a batch of small LUs. Returns the batch size or None."""
     if value is None or value == "dense":
         return None
+    if value == "gmres":  # matrix-free Newton-Krylov: the steppers take it (pyode._solvers.krylov)
+        return value
     if value != "rows":
-        raise ValueError(f"options['jacobian'] must be 'dense' or 'rows', got {value!r}")
+        raise ValueError(f"options['jacobian'] must be 'dense', 'rows' or 'gmres', got {value!r}")
     if fn.is_tuple or len(fn.shapes[0]) < 2:
         raise ValueError("options['jacobian']='rows' needs a tensor y0 of shape (batch, *state) whose rows evolve "
                          "independently; use 'dense' for other states")
