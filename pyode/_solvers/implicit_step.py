@@ -152,8 +152,7 @@ class ImplicitStepper:
         if self.krylov is not None:
             hg, jv = h * gamma, self.krylov
             return lambda r: gmres(lambda v: v - hg * jv(v), r)
-        lu, pivots = self.matrix.get(self._J, self._jac_id, h, gamma, t0)
-        return lambda r: solve_stages(lu, pivots, r)
+        return self.matrix.solver(self._J, self._jac_id, h, gamma, t0)
 
     def _solve_firk(self, t0: float, y0: Tensor, f0: Tensor, h: float, t_end: float, norm) -> list | None:
         """All stages as one (s*n) system in ``Z_i = Y_i - y0``: ``Z = h (A ⊗ I) F(y0 + Z)``."""
