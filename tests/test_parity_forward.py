@@ -558,3 +558,31 @@ def test_max_step_and_min_step_bound_every_step_including_the_first():
                       dense=True, save_steps=True)
     steps = np.diff(sol.ts.numpy())
     assert steps[:-1].min() >= 0.1 - 1e-15  # the last step may be shorter: it ends on t[-1]
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "adjoint"])
+def test_func_sees_t_in_y0s_dtype_as_torchdiffeq(gradient):
+    """torchdiffeq's cnf.py solves float32 states on a float64 grid (np.linspace) with a func that feeds t to a
+    float32 nn.Linear: func must get t in y0's real dtype (torchdiffeq casts it to y.abs().dtype)."""
+    torchdiffeq = pytest.importorskip("torchdiffeq")
+    torch.manual_seed(0)
+    hyper = torch.nn.Linear(1, 2)
+    seen = []
+
+    def func(t, y):
+        seen.append(t.dtype)
+        return torch.tanh(hyper(t.reshape(1, 1))) * y
+
+    y0 = torch.ones(3, 2)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    kwargs = {"adjoint_params": tuple(hyper.parameters())} if gradient == "adjoint" else {}
+    solve = pyode.odeint_adjoint if gradient == "adjoint" else pyode.odeint
+    ys = solve(func, y0, t, rtol=1e-6, atol=1e-8, **kwargs)
+    assert set(seen) == {torch.float32} and ys.dtype == torch.float32
+    ys.sum().backward()
+    theirs = (torchdiffeq.odeint_adjoint if gradient == "adjoint" else torchdiffeq.odeint)(func, y0, t, rtol=1e-6,
+                                                                                           atol=1e-8, **kwargs)
+    torch.testing.assert_close(ys.detach(), theirs.detach(), rtol=1e-5, atol=1e-6)  # both to rtol 1e-6, float32
+    complex_seen = []
+    pyode.odeint(lambda t, y: complex_seen.append(t.dtype) or -y, torch.ones(2, dtype=torch.complex64), t)
+    assert set(complex_seen) == {torch.float32}  # a complex64 state's real dtype

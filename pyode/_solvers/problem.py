@@ -268,7 +268,10 @@ def build_problem(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=Non
     t_out = [sign * x for x in t_list]
     stats = SolverStats() if stats is None else stats
     stats.t_reached = t_list[0]
-    t_dtype = check.time_dtype(options) or t.dtype
+    # func sees t in y0's real dtype, as torchdiffeq hands it (its func wrapper casts t to y.abs().dtype): a float32
+    # model given a float64 t would otherwise fail in its first matmul. options['dtype'] overrides. The solver's
+    # own time bookkeeping is in Python floats (float64) either way.
+    t_dtype = check.time_dtype(options) or states[0].real.dtype
     fn = FlatFunc(func, [s.shape for s in states], is_tuple, states[0].dtype, states[0].device, t_dtype,
                   sign < 0, stats)
     y_flat = _flat_state(states, is_tuple)
