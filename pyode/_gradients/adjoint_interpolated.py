@@ -7,10 +7,10 @@ that decay forwards grow backwards at the stiff rates, so the backward solve nee
 reconstructs a wrong y). With y interpolated, the backward system ``da/dt = -Jᵀa`` is linear in a and as
 stiff as the forward problem (its eigenvalues are those of -J, decaying backwards), so a stiff method solves it.
 
-Cost: the forward keeps every accepted step (its stages: memory O(steps x stages x state)). The backward
-Newton matrices are (1 + n + P)² (n state, P parameter elements): the Jacobian of the augmented dynamics is
-built exactly from n vector-Jacobian products (:meth:`InterpolatedDynamics.flat_jacobian`) and only its ``a``
-columns are nonzero (nothing depends on g_θ), but it is factored dense.
+Cost: the forward keeps every accepted step (its stages: memory O(steps x stages x state)). The Jacobian of
+the augmented dynamics is built exactly from n vector-Jacobian products (:meth:`InterpolatedDynamics.flat_jacobian`)
+and held dense, (1 + n + P)² (n state, P parameter elements); only its ``a`` columns are nonzero (nothing depends
+on g_θ), so the ESDIRK Newton solves factor only an (n, n) block (``jacobian_columns``); rodas5 factors it whole.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ class InterpolatedDynamics(_AugmentedDynamics):
                  sign: float, callbacks: dict | None = None, unflatten: Callable | None = None):
         super().__init__(user_flat, params, layout, callbacks, unflatten)
         self.log, self.sign = log, sign
+        # flat_jacobian is zero outside the a columns: Newton factors only that (n, n) block
+        self.jacobian_columns = (layout.lead, layout.lead + sum(layout.sizes))
 
     def state_at(self, t: Tensor, state=None) -> Tensor:
         """y (n,) at user time ``t`` from the step containing it (its interpolant, detached)."""

@@ -71,6 +71,9 @@ class ImplicitStepper:
             raise ValueError(f"options['jacobian']='gmres' needs a diagonally implicit method (kvaerno3, kvaerno5, "
                              f"sdirk2, trbdf2, implicit_euler, ...), not {tableau.name}; use 'dense' for it")
         self.jac = Jacobian(fn, None if self.krylov is not None else jacobian_rows)
+        # A func that declares its Jacobian zero outside some columns (the interpolated adjoint's augmented
+        # dynamics): Newton factors only that block (NewtonMatrix.solver).
+        self._columns = getattr(getattr(fn, "func", None), "jacobian_columns", None) if jacobian_rows is None else None
         self.matrix = NewtonMatrix(time_sign)
         self._J, self._jac_id, self._jac_at, self._stale = None, 0, None, True
         self._matrix_failure: ImplicitSolveError | None = None
@@ -152,7 +155,7 @@ class ImplicitStepper:
         if self.krylov is not None:
             hg, jv = h * gamma, self.krylov
             return lambda r: gmres(lambda v: v - hg * jv(v), r)
-        return self.matrix.solver(self._J, self._jac_id, h, gamma, t0)
+        return self.matrix.solver(self._J, self._jac_id, h, gamma, t0, self._columns)
 
     def _solve_firk(self, t0: float, y0: Tensor, f0: Tensor, h: float, t_end: float, norm) -> list | None:
         """All stages as one (s*n) system in ``Z_i = Y_i - y0``: ``Z = h (A ⊗ I) F(y0 + Z)``."""

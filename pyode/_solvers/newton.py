@@ -173,8 +173,12 @@ class NewtonMatrix:
             self._lu, self._key, self._inverse = factor(stage_matrix(J, h, a), t, self.time_sign), key, None
         return self._lu
 
-    def solver(self, J: Tensor, jac_id: int, h: float, gamma: float, t: float):
-        """``r -> M⁻¹ r`` for one stage (``M = I - hγJ``, r flat (B*m,)), from the cached factors."""
+    def solver(self, J: Tensor, jac_id: int, h: float, gamma: float, t: float, columns: tuple | None = None):
+        """``r -> M⁻¹ r`` for one stage (``M = I - hγJ``, r flat (B*m,)), from the cached factors. ``columns``
+        ``(lo, hi)``: J (one block) is zero outside those columns (the interpolated adjoint's, where nothing
+        depends on the parameter gradients): then only the (hi-lo)² block is factored (see :meth:`_by_columns`)."""
+        if columns is not None and J.shape[0] == 1:
+            return self._by_columns(J[0], jac_id, h, gamma, t, columns)
         lu, pivots = self.get(J, jac_id, h, gamma, t)
         B, m = lu.shape[0], lu.shape[-1]
         if m > self.INVERSE_MAX:
@@ -187,6 +191,19 @@ class NewtonMatrix:
             inv = inverse[0]
             return lambda r: torch.mv(inv, r)
         return lambda r: torch.bmm(inverse, r.view(B, m, 1)).view(-1)
+
+    def _by_columns(self, J: Tensor, jac_id: int, h: float, gamma: float, t: float, columns: tuple):
+        """With ``C = J[:, lo:hi]`` the only nonzero columns, ``M x = x - hγ C x_a = r`` (x_a = x[lo:hi]) gives
+        ``(I - hγ C_a) x_a = r_a`` (C_a = C[lo:hi], factored here, cached like the full matrix) and then
+        ``x = r + hγ C x_a``: O(k³ + m k) instead of O(m³) for k = hi - lo nonzero columns of m."""
+        lo, hi = columns
+        key = (jac_id, h, gamma, columns)
+        if key != self._key:
+            C = J[:, lo:hi]
+            a_block = torch.eye(hi - lo, dtype=J.dtype, device=J.device) - h * gamma * C[lo:hi]
+            self._lu, self._key, self._inverse = factor(a_block.unsqueeze(0), t, self.time_sign), key, C
+        (lu, pivots), C, hg = self._lu, self._inverse, h * gamma
+        return lambda r: r + hg * torch.mv(C, solve_stages(lu, pivots, r[lo:hi].contiguous()))
 
 
 class NewtonState:
