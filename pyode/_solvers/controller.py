@@ -9,7 +9,7 @@ with the gains of :func:`pid_gains`; tests check the three take the same steps.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -35,14 +35,14 @@ class Gains:
     safety: float
     ifactor: float
     dfactor: float
+    log_safety: float = field(init=False)  # derived once: step_factor runs every step
+    log_cap: float = field(init=False)
+    reject_upper: float = field(init=False)
 
-    @property
-    def log_safety(self) -> float:
-        return math.log(self.safety)
-
-    @property
-    def log_cap(self) -> float:
-        return min(math.log(self.ifactor) + 1.0, _LOG_CAP)
+    def __post_init__(self):
+        object.__setattr__(self, "log_safety", math.log(self.safety))
+        object.__setattr__(self, "log_cap", min(math.log(self.ifactor) + 1.0, _LOG_CAP))
+        object.__setattr__(self, "reject_upper", min(self.safety, REJECT_FACTOR_MAX))
 
 
 def pid_gains(order: int, pcoeff: float, icoeff: float, dcoeff: float, safety: float = 0.9,
@@ -99,9 +99,13 @@ def step_factor(ops, g: Gains, ratio, prev1, prev2, accepted):
     ``ops``: :data:`FLOAT_OPS` (floats) or :data:`TENSOR_OPS` ((batch,) tensors, one value per row)."""
     finite = ops.isfinite(ratio)
     r = ops.clip(ops.where(finite, ratio, 1.0), RATIO_FLOOR, math.inf)
-    log_factor = g.log_safety - g.b1 * ops.log(r) - g.b2 * ops.log(prev1) - g.b3 * ops.log(prev2)
+    log_factor = g.log_safety - g.b1 * ops.log(r)
+    if g.b2:  # zero for the default I controller: skip the history terms' logs
+        log_factor = log_factor - g.b2 * ops.log(prev1)
+    if g.b3:
+        log_factor = log_factor - g.b3 * ops.log(prev2)
     factor = ops.exp(ops.clip(log_factor, -_LOG_CAP, g.log_cap))
-    upper = ops.where(accepted, g.ifactor, min(g.safety, REJECT_FACTOR_MAX))
+    upper = ops.where(accepted, g.ifactor, g.reject_upper)
     factor = ops.clip(ops.clip(factor, 0.0, upper), ops.where(accepted, 1.0, g.dfactor), math.inf)
     return ops.where(finite, factor, g.dfactor)
 
