@@ -9,8 +9,6 @@ graph instead of all of them.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from pyode._solvers.rk_step import StepRecord, step_outputs
@@ -21,7 +19,7 @@ def _replay(problem, rec: StepRecord, params, a, grad_ys):
     stepper = problem.loop.stepper
     with torch.enable_grad():
         y0 = rec.y0.detach().requires_grad_(True)
-        f0_t = math.nextafter(rec.t0, math.inf) if rec.after_jump else rec.t0
+        f0_t = stepper.fn.nudge(rec.t0, 1.0) if rec.after_jump else rec.t0  # as the forward step: func's ulp
         step = stepper.attempt(rec.t0, y0, stepper.fn(f0_t, y0), rec.h, rec.ends_at_jump)
         blocks, _ = step_outputs(stepper, step, rec.t0 + rec.h, problem.t_out, rec.i)
         outputs, grads = [step.y1], [a]
