@@ -86,11 +86,13 @@ void check_implicit(const pyode_method* pm, Method& m) {
   m.restep = false;
   if (pm->kind == 1) {
     require(pm->ros_c != nullptr && pm->ros_d != nullptr, "a Rosenbrock method needs ros_c and ros_d");
-    require(!pm->fsal && pm->interp_terms == s + 1, "a Rosenbrock method has fsal = 0 and interp_terms = s + 1");
+    require(!pm->fsal, "a Rosenbrock method has fsal = 0");
+    require(pm->interp_degree == 0 ? pm->interp_terms == s + 1 : pm->interp_terms == s,
+            "a Rosenbrock method has interp_terms = s (its own interpolant on the increments, interp_degree >= 1) "
+            "or s + 1 (cubic Hermite, interp_degree = 0)");
     m.kind = pyode::core::Kind::kRosenbrock;
     m.ros_c = pm->ros_c;
     m.ros_d = pm->ros_d;
-    m.interp_degree = 0;
     return;
   }
   require(s >= 2 && pm->fsal && pm->c[0] == 0.0 && pm->a[0] == 0.0 && pm->c[s - 1] == 1.0,

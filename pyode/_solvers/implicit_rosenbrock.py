@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from pyode._kernels.segments import Segments
+from pyode._solvers import interpolation
 from pyode._solvers.implicit_tableaux import RosenbrockTableau
 from pyode._solvers.newton import ImplicitSolveError, Jacobian, factor, solve_stages
 from pyode._solvers.rk_step import StepResult
@@ -27,13 +28,20 @@ class RosenbrockStepper:
     Args:
         tableau: the method; fn: the flat function; kern: kernel backend; time_sign: -1 for reversed time.
         rtol, atol, segments, norm_segments: as for :class:`RKStepper`; jacobian_rows: as for ImplicitStepper.
+        interp: "auto" (the tableau's own continuous extension, ``RosenbrockTableau.dense``; rodas5: 4th order) or
+            "cubic" (Hermite through (y0, f0), (y1, f1), 3rd order; also used by a tableau without ``dense``).
     """
 
-    needs_f1 = True  # the cubic Hermite dense output uses f(t1, y1)
-
     def __init__(self, tableau: RosenbrockTableau, fn, kern, time_sign: float, rtol: float, atol: float,
-                 segments: Segments | None = None, norm_segments: int | None = None, jacobian_rows: int | None = None):
+                 segments: Segments | None = None, norm_segments: int | None = None, jacobian_rows: int | None = None,
+                 interp: str = "auto"):
         self.tableau, self.fn, self.kern, self.time_sign = tableau, fn, kern, time_sign
+        if interp not in ("auto", "cubic"):
+            raise ValueError(f"options['interp'] must be 'auto' or 'cubic' for {tableau.name}, got {interp!r}")
+        # "auto": the tableau's own continuous extension (weights on the increments u_i); "cubic", or a tableau
+        # without one: the cubic Hermite through (y0, f0), (y1, f1), which needs f(t1, y1).
+        self._P = tableau.interpolant if interp == "auto" else None
+        self.needs_f1 = self._P is None
         self.rtol, self.atol, self.segments, self.norm_segments = rtol, atol, segments, norm_segments
         if jacobian_rows == "gmres":
             raise ValueError(f"options['jacobian']='gmres' (Newton-Krylov) is for the Newton iterations of "
@@ -104,7 +112,11 @@ class RosenbrockStepper:
         return step.f1
 
     def dense(self, step: StepResult, thetas: list[float]) -> Tensor:
-        """Cubic Hermite through (y0, f0) and (y1, f1): (len(thetas), n)."""
+        """The interpolant at ``t0 + θh``: the method's own (weights on the increments ``step.ks[:s]``), or the
+        cubic Hermite through (y0, f0) and (y1, f1). (len(thetas), n)"""
+        if self._P is not None:
+            s = self.tableau.num_stages
+            return self.kern.lincomb(step.y0, step.ks[:s], interpolation.weights_at(self._P, thetas, 1.0))
         f1, h = self.end_derivative(step), step.h
         rows = [[3 * th**2 - 2 * th**3, h * (th**3 - 2 * th**2 + th), h * (th**3 - th**2)] for th in thetas]
         return self.kern.lincomb(step.y0, [step.y1 - step.y0, step.ks[-1], f1], rows)

@@ -188,7 +188,9 @@ class RosenbrockTableau:
         ``y1 = y0 + Σ m_i u_i``,  error ``Σ m_err_i u_i``.
 
     Attributes: gamma: the diagonal γ; alpha, d: (s,); a, c: s rows of the strictly lower triangle (row i has i
-    entries); m, m_err: (s,); order: of ``m``.
+    entries); m, m_err: (s,); order: of ``m``; dense: R rows ``H_r`` of s weights, the method's continuous
+    extension in OrdinaryDiffEq.jl's form ``y(t0 + θh) = (1-θ) y0 + θ (y1 + (1-θ)(k_0 + θ(k_1 + ... θ k_{R-1})))``
+    with ``k_r = Σ_i H_ri u_i``, or None (dense output by the cubic Hermite through (y0, f0), (y1, f1)).
     """
 
     name: str
@@ -200,6 +202,7 @@ class RosenbrockTableau:
     m: tuple
     m_err: tuple
     order: int
+    dense: tuple | None = None
 
     @property
     def num_stages(self) -> int:
@@ -207,12 +210,42 @@ class RosenbrockTableau:
 
     adaptive = True
 
+    @property
+    def interpolant(self) -> tuple | None:
+        """``dense`` as R + 1 rows ``P_p`` of weights on the increments: ``y(t0 + θh) = y0 + Σ_i W_i(θ) u_i``
+        with ``W_i(θ) = Σ_p θ^(p+1) P_p[i]`` (no factor h: the u_i are increments, not derivatives), the form of
+        :func:`pyode._solvers.interpolation.weights_at` with ``h = 1``. Expanding the nested form,
+        ``θ y1 + θ(1-θ) Σ_r θ^r k_r`` gives ``P_0 = m + H_0``, ``P_p = H_p - H_(p-1)``, ``P_R = -H_(R-1)``;
+        the rows sum to ``m`` (θ = 1 is y1). None without ``dense``."""
+        if self.dense is None:
+            return None
+        R, s = len(self.dense), self.num_stages
+        rows = []
+        for p in range(R + 1):
+            row = list(self.m) if p == 0 else [0.0] * s
+            for i in range(s):
+                row[i] += (self.dense[p][i] if p < R else 0.0) - (self.dense[p - 1][i] if p > 0 else 0.0)
+            rows.append(tuple(row))
+        return tuple(rows)
+
 
 # RODAS5 (Di Marzo 1993): the coefficients of diffrax's rodas5.py and OrdinaryDiffEq's Rodas5 tableau. Stiffly
 # accurate in the transformed form: rows 5-7 of a extend one another, the stage inputs of stages 6-8 are the
 # embedded solution's partial sums, and y1 = y0 + Σ a_8j u_j + u_8 (OrdinaryDiffEq's b = [a_8., 1]); the embedded
 # 4th-order solution omits u_8, so the error estimate is u_8. (diffrax's m_sol ends in 0 — that is the embedded
 # solution, of order 4, as the convergence test shows.)
+# Rodas5's continuous extension: the H matrix of OrdinaryDiffEq.jl's Rodas5Tableau (rosenbrock_tableaus.jl), whose
+# A, C, γ, c (= α) and d are the coefficients below digit for digit (its k_i are the u_i here: the same W = I/(hγ)
+# - J, the same C/h and h d scaling). Order 4 (local error O(h^5) between the steps' ends):
+# tests/test_rodas5_dense.py measures it; the cubic Hermite it replaces is order 3.
+_RODAS5_DENSE = (
+    (27.354592673333357, -6.925207756232857, 26.40037733258859, 0.5635230501052979, -4.699151156849391,
+     -1.6008677469422725, -1.5306074446748028, -1.3929872940716344),
+    (44.19024239501722, 1.3677947663381929e-13, 202.93261852171622, -35.5669339789154, -181.91095152160645,
+     3.4116351403665033, 2.5793540257308067, 2.2435122582734066),
+    (-44.0988150021747, -5.755396159656812e-13, -181.26175034586677, 56.99302194811676, 183.21182741427398,
+     -7.480257918273637, -5.792426076169686, -5.32503859794143),
+)
 _RA = [-14.09640773051259, 6.925207756232704, -41.47510893210728, 2.343771018586405, 24.13215229196062]
 RODAS5 = RosenbrockTableau(
     name="rodas5", gamma=0.19,
@@ -234,6 +267,7 @@ RODAS5 = RosenbrockTableau(
     m=(*_RA, 1.0, 1.0, 1.0),
     m_err=(0.0,) * 7 + (1.0,),
     order=5,
+    dense=_RODAS5_DENSE,
 )
 
 ROSENBROCK_TABLEAUX = {RODAS5.name: RODAS5}

@@ -65,5 +65,5 @@ def load():
     return ffi, lib
 
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 PACKED_HEADER = 24

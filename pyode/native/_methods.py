@@ -79,16 +79,20 @@ def _lower(rows, s: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def stiff_method_data(name: str) -> MethodData:
+def stiff_method_data(name: str, interp: str = "auto") -> MethodData:
     """The data of a stiff method (``STIFF``) from :mod:`pyode._solvers.implicit_tableaux`: Rosenbrock
-    (c = α, a, b = m, b_err = m_err, ros_c, ros_d, γ; Hermite dense output in C) or ESDIRK (a with its
-    diagonal, the predictor rows, and the cubic Hermite weights on the stages, f1 being the last stage)."""
+    (c = α, a, b = m, b_err = m_err, ros_c, ros_d, γ; P: with ``interp`` "auto" the tableau's own interpolant,
+    weights on the increments (``RosenbrockTableau.interpolant``), with "cubic" none: the cubic Hermite in C) or
+    ESDIRK (a with its diagonal, the predictor rows, and the cubic Hermite weights on the stages, f1 being the
+    last stage)."""
     if name in ROSENBROCK_TABLEAUX:
         tab = ROSENBROCK_TABLEAUX[name]
         s = tab.num_stages
+        own = tab.interpolant if interp == "auto" else None
+        P = np.zeros((0, s + 1)) if own is None else np.asarray(own, dtype=np.float64)
         return MethodData(tab, np.asarray(tab.alpha, dtype=np.float64), _lower(tab.a, s),
                           np.asarray(tab.m, dtype=np.float64), np.asarray(tab.m_err, dtype=np.float64),
-                          np.zeros((0, s + 1)), False, KIND_ROSENBROCK, False, float(tab.gamma),
+                          np.ascontiguousarray(P), False, KIND_ROSENBROCK, False, float(tab.gamma),
                           _lower(tab.c, s), np.asarray(tab.d, dtype=np.float64))
     tab = IMPLICIT_TABLEAUX[name]
     s = tab.num_stages

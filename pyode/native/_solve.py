@@ -198,7 +198,8 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
         method: any explicit method of pyode (adaptive: dopri5, tsit5, dopri8, bosh3, fehlberg2, adaptive_heun;
             fixed grid with ``options['step_size']``: euler, midpoint, heun2, heun3, rk4), or a stiff one: rodas5
             (Rosenbrock, one LU per step), kvaerno5 / kvaerno3 (ESDIRK, simplified Newton with Jacobian reuse),
-            the same steps as ``pyode.solve`` with these methods; dense output by cubic Hermite.
+            the same steps as ``pyode.solve`` with these methods; dense output by rodas5's own 4th-order
+            continuous extension (``options['interp'] = 'cubic'``: cubic Hermite) and cubic Hermite for the ESDIRKs.
         rtol, atol: tolerances of the adaptive methods (pyode's error norm and PID controller).
         options: pyode's solver options (first_step, safety, ifactor, dfactor, pcoeff, icoeff, dcoeff, min_step,
             max_step, max_num_steps, interp; step_size for fixed grids) plus ``num_threads`` (0: all cores).
@@ -229,7 +230,7 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
         check_step_count([prob.sign * x for x in prob.t.tolist()], opts.step_size, opts.max_num_steps, prob.sign)
     if event is not None and method not in ADAPTIVE + STIFF:
         raise ValueError("event needs an adaptive method (e.g. method='dopri5')")
-    data = stiff_method_data(method) if method in STIFF else method_data(method, opts.interp)
+    data = stiff_method_data(method, opts.interp) if method in STIFF else method_data(method, opts.interp)
     if device == "cuda" and method in STIFF:
         raise ValueError(f"device='cuda' runs explicit methods only; solve the stiff method {method!r} on device='cpu'")
     if device == "cuda":

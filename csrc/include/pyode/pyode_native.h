@@ -25,7 +25,9 @@ typedef void (*pyode_jac_fn)(double t, const double* y, double* J, const double*
 /* A method as data: an explicit Runge-Kutta method (pyode/_solvers/tableaux.py and its interpolant), or with
  * kind != 0 an implicit one (pyode/_solvers/implicit_tableaux.py):
  *   kind 1, Rosenbrock (transformed form): c = alpha, a = a_ij, b = m, b_err = m_err, ros_c = c_ij (s*s, strictly
- *     lower), ros_d = d, gamma; not FSAL, no interpolant (cubic Hermite; interp_terms = s + 1, degree 0).
+ *     lower), ros_d = d, gamma; not FSAL; interp_P (interp_terms = s, degree >= 1) the method's continuous
+ *     extension as weights on the increments u_i, y(t0 + theta h) = y0 + sum_i sum_p theta^(p+1) P[p][i] u_i (no
+ *     factor h), or interp_degree 0 and interp_terms = s + 1 for the cubic Hermite through (y0, f0), (y1, f1).
  *   kind 2, ESDIRK (stiffly accurate, explicit first stage): a lower triangular with diagonal gamma, fsal = 1,
  *     predictor (s*s strictly lower: the Newton start of stage i from stages j < i) or NULL, interp_P the
  *     cubic Hermite weights on the stages. */
@@ -117,7 +119,7 @@ int32_t pyode_solve_packed(const double* packed, int64_t packed_len, uint64_t rh
                            double* stats_out, int64_t stats_len);
 /* CDEF END */
 
-#define PYODE_NATIVE_ABI 2
+#define PYODE_NATIVE_ABI 3
 #define PYODE_PACKED_VERSION 1  /* header[0] of pyode_solve_packed's array */
 #define PYODE_PACKED_HEADER 24
 

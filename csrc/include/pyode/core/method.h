@@ -31,7 +31,9 @@ struct Method {
   bool restep = false;            // dense output by a fresh step of size θh instead (high-order methods)
   // Implicit kinds (pyode/_solvers/implicit_tableaux.py). Rosenbrock (Hairer & Wanner's transformed form):
   // c = α, a = a_ij (strictly lower), b = m, b_err = m_err, ros_c = c_ij (strictly lower), ros_d = d, gamma = γ;
-  // dense output is the cubic Hermite through (y0, f0), (y1, f1), f1 as term s. ESDIRK (stiffly accurate,
+  // dense output is the method's own continuous extension when interp_degree > 0 (P: weights on the s
+  // increments u_i, num_terms = s, y(t0 + θh) = y0 + Σ_i Σ_p θ^(p+1) P[p][i] u_i, no factor h), else the cubic
+  // Hermite through (y0, f0), (y1, f1), f1 as term s. ESDIRK (stiffly accurate,
   // explicit first stage c_0 = 0): a lower triangular with the diagonal γ, fsal (the last stage derivative is
   // f(t1, y1)), predictor (s*s, row i: weights on stages j < i of the Newton start), P the Hermite weights.
   Kind kind = Kind::kExplicit;
@@ -43,7 +45,7 @@ struct Method {
   bool adaptive() const { return b_err != nullptr; }
   // True when the interpolant reads f1 (a non-FSAL method whose P has a non-zero column s).
   bool needs_f1() const {
-    if (kind == Kind::kRosenbrock) return true;
+    if (kind == Kind::kRosenbrock) return interp_degree == 0;  // only the Hermite fallback reads f1
     if (fsal || restep || num_terms <= s) return false;
     for (int p = 0; p < interp_degree; ++p)
       if (P[p * num_terms + s] != 0.0) return true;

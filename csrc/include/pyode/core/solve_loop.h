@@ -223,6 +223,11 @@ class RowSolver {
       if (y1 != dst) std::memcpy(dst, y1, sizeof(double) * n_);
       return;
     }
+    if (m_.kind == Kind::kRosenbrock && m_.interp_degree > 0) {  // the method's own: weights on the increments
+      dense_weights(m_, theta, 1.0, ws_.w.data());
+      combine(y0, ws_.U.data(), ws_.w.data(), m_.s, n_, dst);
+      return;
+    }
     if (m_.kind == Kind::kRosenbrock) {  // cubic Hermite through (y0, f0 = K_0) and (y1, f1 = K_s)
       const double th = theta, a = 3 * th * th - 2 * th * th * th;
       const double b = h * (th * th * th - 2 * th * th + th), c = h * (th * th * th - th * th);
@@ -247,12 +252,16 @@ class RowSolver {
 
   bool is_jump(double t) const { return std::binary_search(o_.jumps, o_.jumps + o_.num_jumps, t); }
 
-  // h shortened to land on the next stop (step_t/jump_t) or the end time (adaptive.py, _clamp).
+  // h shortened to land on the next stop (step_t/jump_t) or the end time, exactly (adaptive.py, _clamp):
+  // t + (target - t) can round one ulp short of the target, and the step after it would be one ulp long.
   double clamp(double t, double h, double t_end) const {
     double target = t_end;
     const double* next = std::upper_bound(o_.stops, o_.stops + o_.num_stops, t);
     if (next != o_.stops + o_.num_stops && *next < target) target = *next;
-    return py_min(h, target - t);
+    if (h < target - t) return h;
+    h = target - t;
+    while (t + h < target) h = std::nextafter(h, INFINITY);  // at most a couple of ulps
+    return h;
   }
 
   bool fail(Status status, double t) {
