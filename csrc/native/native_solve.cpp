@@ -14,6 +14,7 @@
 
 #include "native_error.h"
 #include "pyode/core/solve_loop.h"
+#include "sigint_watch.h"
 
 namespace pyode::native {
 
@@ -292,6 +293,9 @@ int32_t solve_impl(const pyode_method* pm, const pyode_options* po, pyode_rhs_fn
   const int64_t M = pp->num_traj;
   int threads = po->num_threads > 0 ? po->num_threads : static_cast<int>(std::thread::hardware_concurrency());
   threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, M)));
+  const pyode::native::SigintWatch sigint(po->stop_on_sigint != 0);
+  o.interrupts = sigint.counter();
+  o.interrupts_at = sigint.start();
   Job job{m, o, rhs, jac, event, *pp, t_out, sign, stats};
   run_rows(job, m, M, threads);
   return PYODE_OK;

@@ -269,35 +269,18 @@ def _run(data, opts_struct, f, ev, prob, jf=None) -> NativeSolution:
     args = (_method_struct(ffi, data, keep), opts_struct, ffi.cast("pyode_rhs_fn", f.address),
             ffi.NULL if jf is None else ffi.cast("pyode_jac_fn", jf.address),
             ffi.NULL if ev is None else ffi.cast("pyode_event_fn", ev.address), p, stats, M)
-    rc = _call_interruptible(ffi, lib, opts_struct, args) if M > 1 else lib.pyode_solve_jac(*args)
+    # Ctrl-C: in the main thread (where Python raises KeyboardInterrupt), the library wraps Python's SIGINT handler
+    # for the call: every trajectory stops at its next step, the call returns, and Python raises the
+    # KeyboardInterrupt its own handler recorded (csrc/native/sigint_watch.h). Elsewhere SIGINT is not ours.
+    opts_struct.stop_on_sigint = threading.get_ident() == _MAIN_THREAD_ID
+    rc = lib.pyode_solve_jac(*args)
     if rc != 0:
         raise ValueError(ffi.string(lib.pyode_last_error()).decode())
     raw = np.frombuffer(ffi.buffer(stats), dtype=_STATS_DTYPE, count=M)
     return prob.wrap(ys, y_event, raw)
 
 
-def _call_interruptible(ffi, lib, opts_struct, args) -> int:
-    """``pyode_solve_jac(*args)`` in a worker thread, so that Ctrl-C in the main thread (where Python delivers
-    signals, which it cannot while the main thread is inside a C call) sets the solve's cancel flag: every
-    trajectory stops at its next step and KeyboardInterrupt is raised. Elsewhere, a plain call."""
-    if threading.current_thread() is not threading.main_thread():
-        return lib.pyode_solve_jac(*args)
-    flag = ffi.new("int32_t *", 0)
-    opts_struct.cancel = flag
-    result: list = []
-    worker = threading.Thread(target=lambda: result.append(lib.pyode_solve_jac(*args)), daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.05)
-    except KeyboardInterrupt:
-        flag[0] = 1
-        worker.join()
-        raise
-    finally:
-        opts_struct.cancel = ffi.NULL
-    return result[0]
-
+_MAIN_THREAD_ID = threading.main_thread().ident
 
 _STATS_DTYPE = np.dtype([("status", "<i4"), ("reserved", "<i4"), ("t_reached", "<f8"), ("event_t", "<f8"),
                          ("n_accepted", "<i8"), ("n_rejected", "<i8"), ("n_feval", "<i8")])

@@ -60,7 +60,8 @@ typedef struct pyode_options {
     double step_size;       /* grid spacing of fixed-grid methods */
     double event_tol;       /* time tolerance of a located event */
     int32_t num_threads;    /* threads over trajectories; 0: all cores */
-    int32_t reserved;
+    int32_t stop_on_sigint; /* 1: a SIGINT (Ctrl-C) during the call stops it like `cancel`; the SIGINT handler
+                               in place (Python's) still runs. Only when that handler is a function. */
     const int32_t* cancel;  /* NULL, or a flag another thread sets non-zero to stop the solve (Ctrl-C):
                                unfinished trajectories get status PYODE_CANCELLED */
     const double* step_t;   int64_t num_step_t;  /* times every step lands on (adaptive methods), any order */

@@ -42,6 +42,10 @@ struct LoopOptions {
   double step_size = 0.0;            // the grid spacing of fixed-grid methods
   double event_tol = 0.0;            // time tolerance of a located event (pyode uses atol)
   const int32_t* cancel = nullptr;   // non-zero stops every row at its next step (Ctrl-C); may be nullptr
+  // A counter of interrupts (SIGINT) another party increments; every row stops at its next step once it
+  // differs from interrupts_at, its value when the solve began. May be nullptr.
+  const uint64_t* interrupts = nullptr;
+  uint64_t interrupts_at = 0;
   // step_t / jump_t of pyode's adaptive loop, in solver time, sorted ascending: steps land on every stop
   // (stops = step_t ∪ jump_t); f is discontinuous at a jump, so stages there see only its left piece and
   // the next step starts from its right piece (evaluated one ulp after it).
@@ -52,7 +56,8 @@ struct LoopOptions {
 };
 
 inline bool cancelled(const LoopOptions& o) {
-  return o.cancel != nullptr && __atomic_load_n(o.cancel, __ATOMIC_RELAXED) != 0;
+  return (o.cancel != nullptr && __atomic_load_n(o.cancel, __ATOMIC_RELAXED) != 0) ||
+         (o.interrupts != nullptr && __atomic_load_n(o.interrupts, __ATOMIC_RELAXED) != o.interrupts_at);
 }
 
 struct RowStats {
