@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -250,3 +251,91 @@ class NewtonState:
             previous = size
         self.failure = f"the Newton iteration did not converge in max_iters={self.max_iters} iterations"
         return None
+
+
+# -- every batch row its own step (per-sample mode, pyode._solvers.per_sample_implicit) ---------------------------
+
+def factor_rows(matrix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """LU factors of one Newton matrix per batch row, (B, m, m), where each row takes its own step: a row whose
+    matrix is non-finite or singular does not raise (only its step fails) but is reported in ``bad`` (B,) bool and
+    factored as the identity, so that the other rows' factors stay usable. Differentiable (the matrix's graph)."""
+    m = matrix.shape[-1]
+    eye = torch.eye(m, dtype=matrix.dtype, device=matrix.device)
+    bad = ~torch.isfinite(matrix).all(dim=-1).all(dim=-1)
+    matrix = torch.where(bad[:, None, None], eye, matrix)
+    lu, pivots, info = torch.linalg.lu_factor_ex(matrix)
+    diag = lu.detach().diagonal(dim1=-2, dim2=-1).abs()
+    singular = (info != 0) | (diag.amin(-1) <= diag.amax(-1) * torch.finfo(matrix.dtype).eps)
+    if bool(singular.any()):
+        bad = bad | singular
+        lu, pivots = torch.linalg.lu_factor(torch.where(bad[:, None, None], eye, matrix))
+    return lu, pivots, bad
+
+
+class RowSolver:
+    """``r -> M_b⁻¹ r_b`` for every row b of r (B, m), from the factors of :func:`factor_rows`: by the inverse
+    (formed once) up to ``NewtonMatrix.INVERSE_MAX`` components per row, as :class:`NewtonMatrix` does, else by
+    ``lu_solve``."""
+
+    def __init__(self, lu: Tensor, pivots: Tensor):
+        m = lu.shape[-1]
+        self.lu, self.pivots, self.inverse = lu, pivots, None
+        if m <= NewtonMatrix.INVERSE_MAX:
+            eye = torch.eye(m, dtype=lu.dtype, device=lu.device).expand(lu.shape[0], m, m)
+            self.inverse = torch.linalg.lu_solve(lu, pivots, eye)
+
+    def __call__(self, r: Tensor) -> Tensor:
+        if self.inverse is not None:
+            return torch.bmm(self.inverse, r.unsqueeze(-1)).squeeze(-1)
+        return torch.linalg.lu_solve(self.lu, self.pivots, r.unsqueeze(-1)).squeeze(-1)
+
+
+class RowNewton:
+    """:class:`NewtonState`'s simplified Newton iteration and convergence test for every batch row at once, each
+    row with its own contraction rate, ``η`` (carried over between solves and steps, per row) and verdict: rows
+    that converge stop moving while the others iterate, and a row that diverges or would not converge in time fails
+    alone. ``theta_max`` (B,): the slowest rate each row has seen since it was last reset. The per-row bookkeeping
+    is on (B,) NumPy arrays: a few dozen operations per iteration on B floats, ~1 us each instead of a torch op's
+    ~5 us (the row norms come to the host once per iteration, as the joint iteration's float does)."""
+
+    def __init__(self, kappa: float, max_iters: int, stall: float, batch: int):
+        self.kappa, self.max_iters, self.stall = kappa, max_iters, stall
+        self.eta_old = np.ones(batch)
+        self.theta_max = np.zeros(batch)
+
+    def iterate(self, update, z: Tensor, norm, running: Tensor) -> tuple[Tensor, Tensor]:
+        """Runs ``z = z + update(z)`` on the rows ``running`` (B,) bool of z (B, m); ``norm(dz) -> (B,)`` float64
+        is each row's scaled norm. Returns z and the rows that failed (B,) bool (their z is meaningless)."""
+        eta = np.maximum(self.eta_old, 1e-16) ** 0.8
+        previous = np.zeros_like(eta)  # 0: no previous increment (first iteration, or one of size 0)
+        done = ~running.cpu().numpy()
+        failed = np.zeros_like(done)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            for k in range(self.max_iters):
+                if done.all():
+                    break
+                go = ~done
+                dz = update(z)
+                if not go.all():  # rows that converged or failed stay put
+                    dz = torch.where(torch.from_numpy(go).to(z.device)[:, None], dz, 0.0)
+                z = z + dz
+                size = norm(dz).cpu().numpy()
+                bad = go & ~np.isfinite(size)
+                rated = go & (previous > 0) & ~bad
+                theta = np.where(rated, size / np.where(previous > 0, previous, 1.0), 0.0)
+                self.theta_max = np.where(rated, np.maximum(self.theta_max, theta), self.theta_max)
+                diverged = rated & (theta >= 1.0)
+                stalled = diverged & (size <= self.stall)  # at rounding level: as converged as it can be
+                contracting = rated & (theta < 1.0)
+                eta = np.where(contracting, theta / (1.0 - np.where(contracting, theta, 0.0)), eta)
+                left = self.max_iters - 1 - k
+                # Hairer & Wanner IV.8: at this rate the error left after the remaining iterations exceeds the
+                # tolerance; the row stops now rather than spend them
+                slow = contracting & (size > self.stall) & (theta ** left * eta * size > self.kappa) & (left > 0)
+                fail = bad | (diverged & ~stalled) | slow
+                converged = go & ~fail & ~diverged & ((eta * size <= self.kappa) | (size == 0.0))
+                self.eta_old = np.where(converged, eta, self.eta_old)
+                failed |= fail
+                done |= fail | stalled | converged
+                previous = np.where(go, size, previous)
+        return z, torch.from_numpy(failed | ~done).to(z.device)

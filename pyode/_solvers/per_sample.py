@@ -2,9 +2,12 @@
 (torchode's model), so a few stiff rows no longer shrink the steps of the whole batch.
 
 ``func(t, y)`` then receives ``t`` of shape (batch,) (each row's own time) and ``y`` (batch, *state). All
-rows advance in lock-step rounds: each round evaluates ``func`` once per stage on the whole batch, and rows
-that have finished stop moving (step size 0). The stage sums, the embedded error and the dense output use
-the same tableau and interpolant as the joint loop; step-size control is the same I controller, applied
+rows advance in lock-step rounds: each round evaluates ``func`` once per stage (ESDIRKs: per Newton iteration) on the whole batch, and rows
+that have finished stop moving (step size 0). What a step is comes from a row stepper (:func:`row_stepper`):
+explicit RK here, the stiff methods (kvaerno3/5 with per-row Newton, rodas5) in
+:mod:`pyode._solvers.per_sample_implicit`; the rounds, controller, checks and dense output are this loop's for
+all. The stage sums, the embedded error and the dense output use the same tableau and interpolant as the joint
+loop (its stepper's); step-size control is the same I controller, applied
 row-wise (the joint loop's PID controller, :func:`pyode._solvers.controller.step_factor`, with a ratio history
 per row), under the joint loop's rules: a rejected step that cannot shrink, a step below the resolution of t
 and a state that overflows its dtype (:class:`pyode._solvers.adaptive.StallWatch`) raise. With a compiled backend, an FSAL tableau and no autograd to record, a round is one fused call
@@ -53,6 +56,7 @@ class PerSampleLoop:
         self.gains = pid_gains(stepper.tableau.order, opts.pcoeff, opts.icoeff, opts.dcoeff, opts.safety,
                                opts.ifactor, opts.dfactor)
         self.callbacks = step_callbacks(stepper.fn)  # func's callbacks (row times and steps), or None
+        self.rows = row_stepper(stepper, self._call, self.shape[0])
 
     def _call(self, t: Tensor, y: Tensor) -> Tensor:
         """func on rows (batch, m) at row times t (batch,) in solver time; returns (batch, m)."""
@@ -70,10 +74,6 @@ class PerSampleLoop:
         out = out.contiguous()
         return -out if self.sign < 0 else out
 
-    def _error_ratio(self, y0: Tensor, y1: Tensor, err: Tensor) -> Tensor:
-        scale = self.st.atol + self.st.rtol * torch.maximum(y0.abs(), y1.abs())
-        return (err / scale).double().pow(2).mean(dim=1).sqrt()
-
     def _next_h(self, h: Tensor, ratio: Tensor, accept: Tensor, rows: _RowControl) -> Tensor:
         """Every row's next step size (the joint loop's controller, row-wise); updates the rows' ratio history."""
         factor = step_factor(TENSOR_OPS, self.gains, ratio, rows.prev1, rows.prev2, accept)
@@ -90,17 +90,6 @@ class PerSampleLoop:
 
         st = self.st
         return initial_step(flat_fn, st.kern, t0, y.reshape(-1), f0.reshape(-1), st.tableau.order, st.rtol, st.atol)
-
-    def _stages(self, t: Tensor, y: Tensor, f0: Tensor, h: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
-        """All stages of one round; returns ks, y1 and the error estimate (rows with h = 0 stay put)."""
-        tab = self.st.tableau
-        hcol = h.to(y.dtype)[:, None]
-        ks = [f0]
-        for i in range(1, tab.num_stages):
-            yi = y + hcol * _weighted_sum(ks, tab.a[i])
-            ks.append(self._call(t + tab.c[i] * h, yi))
-        y1 = yi if self.st.fsal else y + hcol * _weighted_sum(ks, tab.b)
-        return ks, y1, hcol * _weighted_sum(ks, tab.b_err)
 
     def _write_outputs(self, out: Tensor, t_out: Tensor, y: Tensor, terms: list[Tensor], t: Tensor, h: Tensor,
                        t_new: Tensor, accept: Tensor) -> None:
@@ -120,7 +109,8 @@ class PerSampleLoop:
     def _fused_ok(self, y: Tensor, f0: Tensor) -> bool:
         """A compiled backend, an FSAL tableau, float32/64 on the CPU and no autograd to record."""
         st = self.st
-        return (hasattr(st.kern, "make_per_sample_workspace") and st.fsal and st.tableau.b_err is not None
+        return (isinstance(st, RKStepper) and hasattr(st.kern, "make_per_sample_workspace") and st.fsal
+                and st.tableau.b_err is not None
                 and y.dtype in (torch.float32, torch.float64) and y.device.type == "cpu"
                 and not (torch.is_grad_enabled() and (y.requires_grad or f0.requires_grad))
                 and self.callbacks is None  # the hooks run between the tensor-op rounds
@@ -227,11 +217,10 @@ class PerSampleLoop:
     def _integrate_tensor_ops(self, y: Tensor, t: Tensor, f0: Tensor, h0: float, out: Tensor,
                               t_out: list[float]) -> list[Tensor]:
         """Rounds on differentiable tensor ops, from rows y (batch, m) at times t (batch,) with f0 = f(t, y)."""
-        st = self.st
         batch = self.shape[0]
         h = torch.full_like(t, h0)
         times = torch.tensor(t_out, dtype=torch.float64, device=y.device)
-        self.P = torch.tensor(st.P, dtype=torch.float64, device=y.device)  # interpolant, (powers, terms)
+        self.P = torch.tensor(self.rows.P, dtype=torch.float64, device=y.device)  # interpolant, (powers, terms)
         t_end = t_out[-1]
         accepted = torch.zeros(batch, dtype=torch.long, device=y.device)
         rejected = torch.zeros_like(accepted)
@@ -246,19 +235,19 @@ class PerSampleLoop:
             h_step = torch.where(active, torch.minimum(h, t_end - t), torch.zeros_like(h))
             if self.callbacks is not None:
                 self.callbacks.step(t, y, h_step)
-            ks, y1, err = self._stages(t, y, f0, h_step)
+            clamped = h_step >= t_end - t
+            t_new = torch.where(clamped, torch.full_like(t, t_end), t + h_step)
+            ks, y1, ratio = self.rows.attempt(t, y, f0, h_step, t_new, active)
             # step-size control is not differentiated (as in torchdiffeq): a where() over a detached ratio
-            ratio = torch.where(active, self._error_ratio(y.detach(), y1.detach(), err.detach()), torch.zeros_like(h))
+            ratio = torch.where(active, ratio, torch.zeros_like(h))
             accept = active & (ratio <= 1.0)
             if self.callbacks is not None and self.callbacks.wants_decisions:
                 _decision_hooks(self.callbacks, t, y, h_step, accept, active & ~accept)
-            clamped = h_step >= t_end - t
-            t_new = torch.where(clamped, torch.full_like(t, t_end), t + h_step)
-            terms = ks if st.fsal else ks + [self._call(t_new, y1)]
+            terms, f1 = self.rows.terms(t, y, f0, h_step, t_new, ks, y1)
             self._write_outputs(out, times, y, terms, t, h_step, t_new, accept)
             stalled = rows.watch_stalls(ratio, active, accept, y, y1)
             y = torch.where(accept[:, None], y1, y)
-            f0 = torch.where(accept[:, None], terms[-1], f0)
+            f0 = torch.where(accept[:, None], f1, f0)
             t = torch.where(accept, t_new, t)
             h = torch.where(active, self._next_h(h_step, ratio, accept, rows), h)
             accepted += accept
@@ -337,6 +326,53 @@ class _RowControl:
         self.non_finite = torch.where(changed, 0, self.non_finite)
         self.stalled = torch.where(changed, 0, self.stalled)
         return self.stalled >= StallWatch.LIMIT
+
+
+def row_error_ratio(y0: Tensor, y1: Tensor, err: Tensor, atol: float, rtol: float) -> Tensor:
+    """Every row's error ratio, (batch,) float64: the RMS over the row of ``err / (atol + rtol max(|y0|, |y1|))``,
+    the joint loop's norm (``rk_finish``) taken row by row. All (batch, m), without autograd."""
+    scale = atol + rtol * torch.maximum(y0.abs(), y1.abs())
+    return (err / scale).double().pow(2).mean(dim=1).sqrt()
+
+
+def row_stepper(stepper, call, batch: int):
+    """The stepper interface of the per-sample rounds for ``stepper``: explicit RK here, the stiff methods'
+    (kvaerno3/5 by per-row Newton, rodas5) in :mod:`pyode._solvers.per_sample_implicit`.
+
+    A row stepper has ``P`` (the interpolant matrix on its terms, (powers, terms) as nested lists) and
+    ``attempt(t, y, f0, h, t_new, active) -> (ks, y1, ratio)``: one step of every row from times t (batch,) and
+    rows y, f0 (batch, m), of sizes h (batch,; 0 for rows that stay put) ending at t_new (batch,), returning its
+    stages, y1 (batch, m) and the error ratio (batch,) float64 (> 1: reject); ``terms(t, y, f0, h, t_new, ks, y1)
+    -> (terms, f1)``: the dense-output terms (each (batch, m); ``y + h Σ_j W_j(θ) terms_j``) and f(t_new, y1).
+    ``call(t, y)``: func on (batch, m) rows at times t (batch,) in solver time."""
+    if isinstance(stepper, RKStepper):
+        return RKRows(stepper, call)
+    from pyode._solvers.per_sample_implicit import implicit_rows
+
+    return implicit_rows(stepper, call, batch)
+
+
+class RKRows:
+    """The explicit RK stages of a round (see :func:`row_stepper`)."""
+
+    def __init__(self, stepper: RKStepper, call):
+        self.st, self.call, self.P = stepper, call, stepper.P
+
+    def attempt(self, t: Tensor, y: Tensor, f0: Tensor, h: Tensor, t_new: Tensor, active: Tensor):
+        """All stages of one round (rows with h = 0 stay put); returns ks, y1 and the error ratio."""
+        tab = self.st.tableau
+        hcol = h.to(y.dtype)[:, None]
+        ks = [f0]
+        for i in range(1, tab.num_stages):
+            yi = y + hcol * _weighted_sum(ks, tab.a[i])
+            ks.append(self.call(t + tab.c[i] * h, yi))
+        y1 = yi if self.st.fsal else y + hcol * _weighted_sum(ks, tab.b)
+        err = hcol * _weighted_sum(ks, tab.b_err)
+        return ks, y1, row_error_ratio(y.detach(), y1.detach(), err.detach(), self.st.atol, self.st.rtol)
+
+    def terms(self, t: Tensor, y: Tensor, f0: Tensor, h: Tensor, t_new: Tensor, ks: list, y1: Tensor):
+        terms = ks if self.st.fsal else ks + [self.call(t_new, y1)]
+        return terms, terms[-1]
 
 
 def _weighted_sum(ks: list[Tensor], weights) -> Tensor:

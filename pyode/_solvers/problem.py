@@ -138,9 +138,10 @@ def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, 
 def _implicit_stepper(method, fn, kern, sign, rtol, atol, segments, norm_segments, opts, extra):
     """The stepper of an adaptive implicit method: ESDIRK (Newton) or Rosenbrock (linearly implicit)."""
     _check_implicit_dtype(fn, method)
-    if opts.per_sample:
-        raise ValueError(f"options['per_sample'] is not supported by the implicit method {method!r}; "
-                         "leave it unset (one step size for the whole batch)")
+    if opts.per_sample and (method not in ("kvaerno3", "kvaerno5", "rodas5") or extra.get("jacobian") == "gmres"):
+        raise ValueError(f"options['per_sample'] supports the stiff methods kvaerno3, kvaerno5 and rodas5 with a dense "
+                         f"or 'rows' Jacobian (each row its own block), not method={method!r} with "
+                         f"options['jacobian']={extra.get('jacobian')!r}; use one of those or leave per_sample unset")
     if method == "auto":
         explicit = RKStepper(TABLEAUX["tsit5"], fn, kern, rtol, atol, segments, norm_segments, interp=opts.interp)
         stiff_interp = opts.interp if opts.interp in ("linear", "cubic") else "auto"
