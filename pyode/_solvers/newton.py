@@ -302,6 +302,7 @@ class RowNewton:
         self.kappa, self.max_iters, self.stall = kappa, max_iters, stall
         self.eta_old = np.ones(batch)
         self.theta_max = np.zeros(batch)
+        self.reason = np.zeros(batch, dtype=np.int8)  # why each row last failed: a key of ROW_FAILURES
 
     def iterate(self, update, z: Tensor, norm, running: Tensor) -> tuple[Tensor, Tensor]:
         """Runs ``z = z + update(z)`` on the rows ``running`` (B,) bool of z (B, m); ``norm(dz) -> (B,)`` float64
@@ -333,9 +334,21 @@ class RowNewton:
                 # tolerance; the row stops now rather than spend them
                 slow = contracting & (size > self.stall) & (theta ** left * eta * size > self.kappa) & (left > 0)
                 fail = bad | (diverged & ~stalled) | slow
+                self.reason[bad], self.reason[diverged & ~stalled], self.reason[slow & ~bad] = 1, 2, 3
                 converged = go & ~fail & ~diverged & ((eta * size <= self.kappa) | (size == 0.0))
                 self.eta_old = np.where(converged, eta, self.eta_old)
                 failed |= fail
                 done |= fail | stalled | converged
                 previous = np.where(go, size, previous)
+        self.reason[~done] = 4
         return z, torch.from_numpy(failed | ~done).to(z.device)
+
+    def describe(self, row: int) -> str:
+        """Why row ``row``'s last failed iteration failed."""
+        return ROW_FAILURES[int(self.reason[row])].format(max_iters=self.max_iters)
+
+
+ROW_FAILURES = {0: "the Newton iteration failed", 1: "the Newton iteration produced NaN/inf",
+                2: "the Newton iteration diverged",
+                3: "the Newton iteration would not converge within max_iters={max_iters} iterations",
+                4: "the Newton iteration did not converge in max_iters={max_iters} iterations"}

@@ -189,8 +189,13 @@ class PerSampleLoop:
     def _raise_row_failure(self, kind: int, row: int, t_row: float, y_row: Tensor) -> None:
         """Raises for batch row ``row`` (state ``y_row`` (m,)) at solver time ``t_row``; ``kind`` (the codes of the
         fused workspace, per_sample.h): 1 max_num_steps, 2 step underflow, 3 NaN/inf, 4 a rejected step that
-        cannot shrink, 5 the state overflows its dtype (StallWatch)."""
+        cannot shrink, 5 the state overflows its dtype (StallWatch). A row stepper whose own solve failed there (an
+        implicit method's Newton iteration or matrix) names that instead of the step size (as the joint loop)."""
         t_user = self.sign * t_row
+        describe = getattr(self.rows, "failure", None)
+        failure = describe(row, t_user) if describe is not None and kind in (2, 3, 4) else None
+        if failure is not None:
+            raise failure
         if kind == 1:
             raise MaxStepsError("max_num_steps", t_user, f"batch row {row} needed more than max_num_steps="
                                 f"{self.opts.max_num_steps} steps; raise options['max_num_steps'] or loosen rtol/atol")

@@ -30,6 +30,7 @@ from pyode._solvers.implicit_rosenbrock import RosenbrockStepper
 from pyode._solvers.implicit_step import KAPPA, NEWTON_FAILURE_BASE, REFRESH_THETA, ImplicitStepper
 from pyode._solvers.newton import Jacobian, RowNewton, RowSolver, factor_rows, stage_matrix
 from pyode._solvers.per_sample import row_error_ratio
+from pyode.errors import ImplicitSolveError
 
 
 def implicit_rows(stepper, call, batch: int):
@@ -72,6 +73,8 @@ class ESDIRKRows:
         self.J: Tensor | None = None  # (B, m, m) blocks
         self.jac_t: Tensor | None = None  # (B,) the time at which each row's block was computed
         self.stale: Tensor | None = None  # (B,) refresh the row's block at its next step
+        self.failed: Tensor | None = None  # (B,) the rows whose last step failed (Newton or matrix)
+        self.bad_matrix: Tensor | None = None  # (B,) ... because their Newton matrix was singular or not finite
 
     # -- Jacobian: held per row, refreshed where slow or failed (ImplicitStepper.jacobian, row-wise) ---------------
     def _fresh(self, t: Tensor) -> Tensor:
@@ -91,6 +94,7 @@ class ESDIRKRows:
         m = self.J.shape[-1]
         eye = torch.eye(m, dtype=self.J.dtype, device=self.J.device)
         lu, pivots, bad = factor_rows(eye - hg.to(self.J.dtype)[:, None, None] * self.J)
+        self.bad_matrix = torch.where(active, bad, self.bad_matrix)
         return RowSolver(lu, pivots), active & bad
 
     # -- the stages -------------------------------------------------------------------------------------------------
@@ -133,7 +137,7 @@ class ESDIRKRows:
         (ImplicitStepper._solve_stages, row-wise). Returns (ks, failed rows, the error filter's solver)."""
         if self.newton is None:
             self.newton = RowNewton(KAPPA, self.st.newton.max_iters, KAPPA, t.shape[0])
-            self.stale = torch.ones_like(active)
+            self.stale, self.bad_matrix = torch.ones_like(active), torch.zeros_like(active)
             self.jac_t = torch.full_like(t, math.nan)
         self._refresh(t, y, f0, active & ~self._fresh(t) & self.stale)
         self.newton.theta_max[active.cpu().numpy()] = 0.0
@@ -149,7 +153,18 @@ class ESDIRKRows:
         done = active & ~failed
         slow = torch.from_numpy(self.newton.theta_max > REFRESH_THETA).to(done.device)
         self.stale = torch.where(done, slow, self.stale)
+        self.failed = failed
         return ks, failed, solve
+
+    def failure(self, row: int, t_user: float) -> ImplicitSolveError | None:
+        """The error of row ``row`` whose step the loop gave up on at ``t_user``, if its Newton solve failed there."""
+        if self.failed is None or not bool(self.failed[row]):
+            return None
+        why = ("the Newton matrix I - h*gamma*J is singular or not finite" if bool(self.bad_matrix[row])
+               else self.newton.describe(row))
+        return ImplicitSolveError("newton", t_user, f"{self.tab.name}: batch row {row}: {why} at the minimum step "
+                                  "size; try float64, a smaller rtol/atol or first_step, options['max_iters'], or "
+                                  "another method (rodas5 solves no nonlinear equations)")
 
     def attempt(self, t: Tensor, y: Tensor, f0: Tensor, h: Tensor, t_new: Tensor, active: Tensor):
         """One step of every active row (see :func:`~pyode._solvers.per_sample.row_stepper`); a row whose Newton
@@ -213,6 +228,15 @@ class RosenbrockRows:
         self.P = self.HERMITE if self.own is None else self.own
         self.jac = _row_jacobian(call, batch)
         self._at, self._held = None, None
+        self.failed: Tensor | None = None  # (B,) rows whose last matrix was singular or not finite
+
+    def failure(self, row: int, t_user: float) -> ImplicitSolveError | None:
+        """The error of row ``row`` given up on at ``t_user``, if its matrix ``I/(hγ) - J`` failed there."""
+        if self.failed is None or not bool(self.failed[row]):
+            return None
+        return ImplicitSolveError("singular_jacobian", t_user, f"{self.tab.name}: batch row {row}: the matrix "
+                                  "I/(h*gamma) - J is singular or not finite at the minimum step size (func or its "
+                                  "Jacobian NaN/inf?); try float64, a smaller rtol/atol, or another method")
 
     def _derivatives(self, t: Tensor, y: Tensor, f0: Tensor, record: bool) -> tuple[Tensor, Tensor]:
         """(J (B, m, m), f_t (B, m)) at every row's step start, kept while no row has moved (rejected steps).
@@ -238,6 +262,7 @@ class RosenbrockRows:
         eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
         lu, pivots, bad = factor_rows(eye / (hcol[:, :, None] * tab.gamma) - J)
         solve, failed = RowSolver(lu, pivots), active & bad
+        self.failed = failed
         us = []
         for i in range(tab.num_stages):
             if i == 0:
