@@ -291,7 +291,9 @@ int32_t solve_impl(const pyode_method* pm, const pyode_options* po, pyode_rhs_fn
   o.jumps = jumps.data();
   o.num_jumps = static_cast<int64_t>(jumps.size());
   const int64_t M = pp->num_traj;
-  int threads = po->num_threads > 0 ? po->num_threads : static_cast<int>(std::thread::hardware_concurrency());
+  // (hardware_concurrency reads /sys on Linux, ~5 us: not for one trajectory)
+  int threads = M == 1 ? 1 : po->num_threads > 0 ? po->num_threads
+                                                 : static_cast<int>(std::thread::hardware_concurrency());
   threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, M)));
   const pyode::native::SigintWatch sigint(po->stop_on_sigint != 0);
   o.interrupts = sigint.counter();
