@@ -7,7 +7,9 @@
 2. Ensemble: 4000 trajectories, rho swept over [0, 100], t 0-10, 100 output times: pyode (1 and 2 threads)
    vs SciPy in a loop (timed on a subset, reported per trajectory) and pyode's per-sample torch path.
 3. Overhead per step: y' = -y with dopri5 (time per attempted step and per evaluation, in ns).
-Times are the best of a few repeats (the machine may be shared).
+4. diffrax (JAX, jit / jit + vmap) on 1 and 2, when jax and diffrax are installed (bench/native_diffrax.py;
+   ``--no-diffrax`` skips it).
+Times are the best of a few repeats (the machine may be shared). Figures: bench/results/native_lorenz.txt.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def best(fn, repeats: int) -> tuple[float, object]:
     return wall, out
 
 
-def single(repeats: int) -> None:
+def single(repeats: int) -> tuple[np.ndarray, dict]:
+    """Returns the reference state at t = 10 and pyode's times in ms by method (for the diffrax column)."""
     y0, rho = np.array([1.0, 1.0, 1.0]), 28.0
     t_eval = np.linspace(0.0, 100.0, 101)
     ref = solve_ivp(lorenz_scipy, (0, 10), y0, method="DOP853", rtol=1e-13, atol=1e-13, args=(rho,)).y[:, -1]
@@ -64,11 +67,12 @@ def single(repeats: int) -> None:
     pn.solve(lorenz, y0, t_eval, np.array([rho]))
     print("== one trajectory, t 0-100, rtol = atol = 1e-8 ==")
     print(f"{'solver':<14}{'time ms':>10}{'cpu ms':>10}{'steps':>8}{'nfe':>8}{'err(t=10)':>12}")
-    rows = {}
+    rows, pyode_ms = {}, {}
     for method, peer in (("dopri8", "DOP853"), ("dopri5", "RK45")):
         dt, sol = best(lambda m=method: pn.solve(lorenz, y0, t_eval, np.array([rho]), method=m, rtol=1e-8, atol=1e-8),
                        repeats)
         cpu = CPU["last"]
+        pyode_ms[method] = dt * 1e3
         err = np.abs(sol.ys[10] - ref).max()
         steps = int(sol.n_accepted[0] + sol.n_rejected[0])
         print(f"{'pyode ' + method:<14}{dt * 1e3:>10.3f}{CPU['last'] * 1e3:>10.3f}{steps:>8}"
@@ -80,9 +84,11 @@ def single(repeats: int) -> None:
         rows[method] = (dts / dt, CPU["last"] / cpu)
     print(f"speed-up (wall / cpu time): dopri8 vs DOP853 {rows['dopri8'][0]:.0f}x / {rows['dopri8'][1]:.0f}x, "
           f"dopri5 vs RK45 {rows['dopri5'][0]:.0f}x / {rows['dopri5'][1]:.0f}x\n")
+    return ref, pyode_ms
 
 
-def ensemble(M: int, subset: int, repeats: int) -> None:
+def ensemble(M: int, subset: int, repeats: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Returns rho (M, 1), pyode's outputs (T, M, 3) and its time per trajectory on 2 threads (for diffrax)."""
     rho = np.linspace(0.0, 100.0, M)[:, None]
     y0 = np.array([1.0, 1.0, 1.0])
     t_eval = np.linspace(0.0, 10.0, 100)
@@ -115,7 +121,7 @@ def ensemble(M: int, subset: int, repeats: int) -> None:
           f"({cpu_scipy / cpu_per[1]:.0f}x)")
     print(f"thread scaling 1 -> 2 (wall): {per[1] / per[2]:.2f}x")
     _torch_per_sample(rho[idx], t_eval, per[2] / M)
-    print()
+    return rho, sol.ys, per[2] / M
 
 
 def _torch_per_sample(rho_sub: np.ndarray, t_eval: np.ndarray, native_per_traj: float) -> None:
@@ -171,17 +177,40 @@ def scaling(M: int, rounds: int) -> None:
     print(f"median wall speed-up 1 -> 2 threads: {np.median(walls):.2f}x; median cpu(2)/cpu(1): {np.median(cpus):.3f}")
 
 
+def _diffrax(skip: bool):
+    """bench/native_diffrax.py when jax and diffrax import, else None (and why, printed)."""
+    if skip:
+        return None
+    try:
+        from bench import native_diffrax
+    except ImportError:  # run as a script: bench/ is on sys.path
+        import native_diffrax
+    reason = native_diffrax.available()
+    if reason is not None:
+        print(f"(diffrax column skipped: {reason})\n")
+        return None
+    return native_diffrax
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller ensemble and fewer repeats")
     ap.add_argument("--scaling", action="store_true", help="only the 1 -> 2 thread scaling (3 interleaved rounds)")
+    ap.add_argument("--no-diffrax", action="store_true", help="skip the diffrax column even if it is installed")
     args = ap.parse_args()
     if args.scaling:
         scaling(4000, 3)
         return
     repeats = 2 if args.quick else 5
-    single(repeats)
-    ensemble(400 if args.quick else 4000, 10 if args.quick else 40, repeats)
+    dfx = _diffrax(args.no_diffrax)
+    ref, pyode_ms = single(repeats)
+    if dfx is not None:
+        dfx.single(ref, pyode_ms, repeats)
+        print()
+    rho, ys, per_traj = ensemble(400 if args.quick else 4000, 10 if args.quick else 40, repeats)
+    if dfx is not None:
+        dfx.ensemble(rho, ys, per_traj, 1 if args.quick else 2)
+    print()
     overhead(repeats)
 
 
