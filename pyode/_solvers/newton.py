@@ -322,26 +322,38 @@ class RowNewton:
                 z = z + dz
                 size = norm(dz).cpu().numpy()
                 bad = go & ~np.isfinite(size)
-                rated = go & (previous > 0) & ~bad
-                theta = np.where(rated, size / np.where(previous > 0, previous, 1.0), 0.0)
-                self.theta_max = np.where(rated, np.maximum(self.theta_max, theta), self.theta_max)
-                diverged = rated & (theta >= 1.0)
-                stalled = diverged & (size <= self.stall)  # at rounding level: as converged as it can be
-                contracting = rated & (theta < 1.0)
-                eta = np.where(contracting, theta / (1.0 - np.where(contracting, theta, 0.0)), eta)
-                left = self.max_iters - 1 - k
-                # Hairer & Wanner IV.8: at this rate the error left after the remaining iterations exceeds the
-                # tolerance; the row stops now rather than spend them
-                slow = contracting & (size > self.stall) & (theta ** left * eta * size > self.kappa) & (left > 0)
-                fail = bad | (diverged & ~stalled) | slow
-                self.reason[bad], self.reason[diverged & ~stalled], self.reason[slow & ~bad] = 1, 2, 3
-                converged = go & ~fail & ~diverged & ((eta * size <= self.kappa) | (size == 0.0))
+                if k == 0:  # no rate yet: converged if the carried-over η says so (η finite: η * 0 = 0)
+                    fail, stalled, converged = bad, bad, go & ~bad & (eta * size <= self.kappa)
+                else:
+                    fail, stalled, converged = self._judge(k, go, bad, size, previous, eta)
                 self.eta_old = np.where(converged, eta, self.eta_old)
-                failed |= fail
+                if fail.any():
+                    failed |= fail
+                    if k == 0:
+                        self.reason[fail] = 1
                 done |= fail | stalled | converged
                 previous = np.where(go, size, previous)
         self.reason[~done] = 4
         return z, torch.from_numpy(failed | ~done).to(z.device)
+
+    def _judge(self, k: int, go, bad, size, previous, eta):
+        """Iteration k >= 1's verdicts per row (NumPy (B,) arrays): (failed, stalled at rounding level, converged);
+        updates ``eta`` in place and the rows' ``theta_max`` and failure reasons."""
+        rated = go & (previous > 0) & ~bad
+        theta = size / previous  # inf/NaN where there is no previous increment: masked by rated
+        self.theta_max = np.where(rated, np.fmax(self.theta_max, theta), self.theta_max)
+        diverged = rated & (theta >= 1.0)
+        stalled = diverged & (size <= self.stall)  # at rounding level: as converged as it can be
+        contracting = rated & ~diverged
+        np.copyto(eta, theta / (1.0 - theta), where=contracting)
+        fail = bad | (diverged & ~stalled)
+        left = self.max_iters - 1 - k
+        if left > 0:  # Hairer & Wanner IV.8: at this rate the error left after the remaining iterations exceeds
+            # the tolerance: the row stops now rather than spend them
+            fail = fail | (contracting & (size > self.stall) & (theta ** left * eta * size > self.kappa))
+        if fail.any():
+            self.reason[fail] = np.where(bad, 1, np.where(diverged, 2, 3))[fail]
+        return fail, stalled, go & ~(fail | diverged) & (eta * size <= self.kappa)
 
     def describe(self, row: int) -> str:
         """Why row ``row``'s last failed iteration failed."""
