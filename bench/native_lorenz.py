@@ -9,7 +9,7 @@
 3. Overhead per step: y' = -y with dopri5 (time per attempted step and per evaluation, in ns).
 4. diffrax (JAX, jit / jit + vmap) on 1 and 2, when jax and diffrax are installed (bench/native_diffrax.py;
    ``--no-diffrax`` skips it).
-Times are the best of a few repeats (the machine may be shared). Figures: bench/results/native_lorenz.txt.
+Times are the best of a few repeats (the machine may be shared). Figures: docs/figures/native_lorenz.md.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def best(fn, repeats: int) -> tuple[float, object]:
 
 
 def single(repeats: int) -> tuple[np.ndarray, dict]:
-    """Returns the reference state at t = 10 and pyode's times in ms by method (for the diffrax column)."""
+    """Returns the reference state at t = 10 and pyode's (wall, cpu) times in ms by method (for diffrax)."""
     y0, rho = np.array([1.0, 1.0, 1.0]), 28.0
     t_eval = np.linspace(0.0, 100.0, 101)
     ref = solve_ivp(lorenz_scipy, (0, 10), y0, method="DOP853", rtol=1e-13, atol=1e-13, args=(rho,)).y[:, -1]
@@ -72,7 +72,7 @@ def single(repeats: int) -> tuple[np.ndarray, dict]:
         dt, sol = best(lambda m=method: pn.solve(lorenz, y0, t_eval, np.array([rho]), method=m, rtol=1e-8, atol=1e-8),
                        repeats)
         cpu = CPU["last"]
-        pyode_ms[method] = dt * 1e3
+        pyode_ms[method] = (dt * 1e3, cpu * 1e3)
         err = np.abs(sol.ys[10] - ref).max()
         steps = int(sol.n_accepted[0] + sol.n_rejected[0])
         print(f"{'pyode ' + method:<14}{dt * 1e3:>10.3f}{CPU['last'] * 1e3:>10.3f}{steps:>8}"
@@ -88,7 +88,8 @@ def single(repeats: int) -> tuple[np.ndarray, dict]:
 
 
 def ensemble(M: int, subset: int, repeats: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Returns rho (M, 1), pyode's outputs (T, M, 3) and its time per trajectory on 2 threads (for diffrax)."""
+    """Returns rho (M, 1), pyode's outputs (T, M, 3) and its (wall time on 2 threads, CPU time) per trajectory
+    (for diffrax)."""
     rho = np.linspace(0.0, 100.0, M)[:, None]
     y0 = np.array([1.0, 1.0, 1.0])
     t_eval = np.linspace(0.0, 10.0, 100)
@@ -121,7 +122,7 @@ def ensemble(M: int, subset: int, repeats: int) -> tuple[np.ndarray, np.ndarray,
           f"({cpu_scipy / cpu_per[1]:.0f}x)")
     print(f"thread scaling 1 -> 2 (wall): {per[1] / per[2]:.2f}x")
     _torch_per_sample(rho[idx], t_eval, per[2] / M)
-    return rho, sol.ys, per[2] / M
+    return rho, sol.ys, (per[2] / M, cpu_per[1])
 
 
 def _torch_per_sample(rho_sub: np.ndarray, t_eval: np.ndarray, native_per_traj: float) -> None:
