@@ -160,9 +160,10 @@ class ESDIRKRows:
         """The error of row ``row`` whose step the loop gave up on at ``t_user``, if its Newton solve failed there."""
         if self.failed is None or not bool(self.failed[row]):
             return None
-        why = ("the Newton matrix I - h*gamma*J is singular or not finite" if bool(self.bad_matrix[row])
-               else self.newton.describe(row))
-        return ImplicitSolveError("newton", t_user, f"{self.tab.name}: batch row {row}: {why} at the minimum step "
+        matrix = bool(self.bad_matrix[row])
+        why = "the Newton matrix I - h*gamma*J is singular or not finite" if matrix else self.newton.describe(row)
+        return ImplicitSolveError("singular_jacobian" if matrix else "newton", t_user,
+                                  f"{self.tab.name}: batch row {row}: {why} at the minimum step "
                                   "size; try float64, a smaller rtol/atol or first_step, options['max_iters'], or "
                                   "another method (rodas5 solves no nonlinear equations)")
 
