@@ -30,17 +30,6 @@ def available() -> str | None:
     return None
 
 
-def _best(fn, repeats: int):
-    """(fastest wall time, its process CPU time, last result) of ``repeats`` calls of fn."""
-    times, out = [], None
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        out = fn()
-        times.append((time.perf_counter() - t0, time.process_time() - c0))
-    wall, cpu = min(times)
-    return wall, cpu, out
-
-
 def _solver_fn(solver_name: str, t1: float, ts: np.ndarray, rtol: float, atol: float):
     """A ``(y0, rho) -> (ys (T, 3), steps)`` with diffrax's solver ``solver_name`` (jit it)."""
     import diffrax
@@ -61,9 +50,10 @@ def _solver_fn(solver_name: str, t1: float, ts: np.ndarray, rtol: float, atol: f
     return solve
 
 
-def single(ref_t10: np.ndarray, pyode_ms: dict, repeats: int) -> None:
+def single(ref_t10: np.ndarray, pyode_ms: dict, timed) -> None:
     """One trajectory, t 0-100, rtol = atol = 1e-8 (Dopri8, Dopri5, Tsit5). ``pyode_ms``: pyode's (wall, cpu)
-    times in ms by method name, for the ratios."""
+    times in ms by method name, for the ratios; ``timed(fn)``: native_lorenz's (wall s, cpu s, result) of the
+    fastest of its repeats."""
     import jax
     import jax.numpy as jnp
 
@@ -77,7 +67,7 @@ def single(ref_t10: np.ndarray, pyode_ms: dict, repeats: int) -> None:
         c0 = time.perf_counter()
         jax.block_until_ready(fn(y0, rho))
         compile_s = time.perf_counter() - c0
-        dt, cpu, (ys, steps) = _best(lambda f=fn: jax.block_until_ready(f(y0, rho)), repeats)
+        dt, cpu, (ys, steps) = timed(lambda f=fn: jax.block_until_ready(f(y0, rho)))
         err = float(np.abs(np.asarray(ys)[10] - ref_t10).max())
         wall_ms, cpu_ms = pyode_ms[pyode_method]
         print(f"{'diffrax ' + name:<16}{compile_s:>10.2f}{dt * 1e3:>10.3f}{cpu * 1e3:>10.3f}{int(steps):>8}"
@@ -86,7 +76,7 @@ def single(ref_t10: np.ndarray, pyode_ms: dict, repeats: int) -> None:
           "and Tsit5)")
 
 
-def ensemble(rho: np.ndarray, pyode_ys: np.ndarray, pyode_per_traj: tuple, repeats: int) -> None:
+def ensemble(rho: np.ndarray, pyode_ys: np.ndarray, pyode_per_traj: tuple, timed) -> None:
     """The rho-sweep ensemble, t 0-10, 100 outputs, Dopri5 and Tsit5 under jit(vmap); ``pyode_ys`` (T, M, 3) and
     pyode's (wall on 2 threads, CPU) seconds per trajectory, for the accuracy check and the ratios."""
     import jax
@@ -102,7 +92,7 @@ def ensemble(rho: np.ndarray, pyode_ys: np.ndarray, pyode_per_traj: tuple, repea
         c0 = time.perf_counter()
         jax.block_until_ready(fn(y0, rj))
         compile_s = time.perf_counter() - c0
-        dt, cpu, (ys, steps) = _best(lambda f=fn: jax.block_until_ready(f(y0, rj)), repeats)
+        dt, cpu, (ys, steps) = timed(lambda f=fn: jax.block_until_ready(f(y0, rj)))
         ys = np.asarray(ys)  # (M, T, 3)
         rows = np.linspace(0, M - 1, 8).astype(int)
         # Lorenz is chaotic: compare at t ~ 1 (output 10), before rounding differences grow to O(1).
