@@ -57,9 +57,10 @@ def _lincomb(base: Tensor | None, ks: list[Tensor], weights) -> Tensor:
 def _rows_norm(y: Tensor, atol: float, rtol: float):
     """Newton's scaled norm per row, ``dz -> (B,)`` float64: the RMS of ``dz / (atol + rtol |y|)`` (the joint
     stepper's), the scale formed once per step."""
-    scale = atol + rtol * y.abs()
-    root_m = math.sqrt(max(y.shape[1], 1))
-    return lambda dz: torch.linalg.vector_norm((dz / scale).double(), dim=1) / root_m
+    inverse = 1.0 / ((atol + rtol * y.abs()) * math.sqrt(max(y.shape[1], 1)))  # RMS = 2-norm / sqrt(m)
+    if y.dtype == torch.float64:
+        return lambda dz: torch.linalg.vector_norm(dz * inverse, dim=1)
+    return lambda dz: torch.linalg.vector_norm((dz * inverse).double(), dim=1)
 
 
 class ESDIRKRows:
@@ -122,7 +123,7 @@ class ESDIRKRows:
             base = y + hcol * _lincomb(None, ks, tab.a[i][:i])  # y + h Σ_j a_ij k_j, h per row
 
             def update(z, base=base, hg=hg, t_i=t_i, solve=solve):
-                return solve(base + hg * self.call(t_i, z) - z)
+                return solve(torch.addcmul(base - z, hg, self.call(t_i, z)))  # (I - hγJ)⁻¹ (base + hγ f - z)
 
             guess = _lincomb(None, ks, tab.predictor[i]) if tab.predictor is not None else ks[-1]
             z, bad = self.newton.iterate(update, base + hg * guess, norm, active & ~failed)
