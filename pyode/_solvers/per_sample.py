@@ -2,17 +2,17 @@
 (torchode's model), so a few stiff rows no longer shrink the steps of the whole batch.
 
 ``func(t, y)`` then receives ``t`` of shape (batch,) (each row's own time) and ``y`` (batch, *state). All
-rows advance in lock-step rounds: each round evaluates ``func`` once per stage (ESDIRKs: per Newton iteration) on the whole batch, and rows
-that have finished stop moving (step size 0). What a step is comes from a row stepper (:func:`row_stepper`):
-explicit RK here, the stiff methods (kvaerno3/5 with per-row Newton, rodas5) in
-:mod:`pyode._solvers.per_sample_implicit`; the rounds, controller, checks and dense output are this loop's for
-all. The stage sums, the embedded error and the dense output use the same tableau and interpolant as the joint
-loop (its stepper's); step-size control is the same I controller, applied
-row-wise (the joint loop's PID controller, :func:`pyode._solvers.controller.step_factor`, with a ratio history
-per row), under the joint loop's rules: a rejected step that cannot shrink, a step below the resolution of t
-and a state that overflows its dtype (:class:`pyode._solvers.adaptive.StallWatch`) raise. With a compiled backend, an FSAL tableau and no autograd to record, a round is one fused call
-per stage plus one call that finishes every row (``pyode._C.PerSampleWorkspace``); otherwise it runs on
-tensor ops (differentiable).
+rows advance in lock-step rounds: each round evaluates ``func`` once per stage (the ESDIRKs: once per Newton
+iteration) on the whole batch, and rows that have finished stop moving (step size 0). What a step is comes from
+a row stepper (:func:`row_stepper`): explicit RK here, the stiff methods (kvaerno3/5 with per-row Newton,
+rodas5) in :mod:`pyode._solvers.per_sample_implicit`; the rounds, the controller, the checks and the dense output
+are this loop's for all. The stage sums, the embedded error and the dense output use the same tableau and
+interpolant as the joint loop (its stepper's); step-size control is the same I controller, applied row-wise (the
+joint loop's PID controller, :func:`pyode._solvers.controller.step_factor`, with a ratio history per row), under
+the joint loop's rules: a rejected step that cannot shrink, a step below the resolution of t and a state that
+overflows its dtype (:class:`pyode._solvers.adaptive.StallWatch`) raise. With a compiled backend, an explicit
+FSAL tableau and no autograd to record, a round is one fused call per stage plus one call that finishes every row
+(``pyode._C.PerSampleWorkspace``); otherwise it runs on tensor ops (differentiable).
 """
 
 from __future__ import annotations
@@ -39,10 +39,11 @@ from pyode.errors import MaxStepsError, NonFiniteStateError, StepSizeUnderflowEr
 
 
 class PerSampleLoop:
-    """Adaptive RK with per-row step sizes for a state (batch, *state).
+    """Adaptive RK (explicit, ESDIRK or Rosenbrock) with per-row step sizes for a state (batch, *state).
 
     Args:
-        stepper: provides the tableau, interpolant matrix and function wrapper; opts: AdaptiveOptions;
+        stepper: the joint loop's stepper (RKStepper, ImplicitStepper of kvaerno3/5, RosenbrockStepper): its
+        tableau, tolerances and function wrapper; :func:`row_stepper` makes its per-row steps; opts: AdaptiveOptions;
         stats: counters (``n_accepted``/``n_rejected`` are summed over rows; per-row counts are kept in
         ``stats.per_sample_accepted`` / ``per_sample_rejected``, the number of rounds in
         ``stats.n_iterations``); time_sign: -1 for decreasing time.
