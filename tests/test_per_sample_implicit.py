@@ -56,6 +56,36 @@ def test_stiff_and_mild_rows_each_take_their_own_steps(method):
         torch.testing.assert_close(per.ys[:, row], one.ys[:, 0], rtol=1e-10, atol=1e-10)  # as above: rounding only
 
 
+def test_newton_failure_rejects_only_its_row(monkeypatch):
+    """With max_iters = 3 the mild row's Newton iterations (large steps, a Jacobian kept from earlier) fail now and
+    then: each failure rejects and halves that row's step alone, and every row still takes exactly the steps of its
+    own solve (whose Newton fails at the same steps)."""
+    from pyode._solvers import newton
+
+    failures = []
+    iterate = newton.RowNewton.iterate
+
+    def counted(self, *args):
+        z, failed = iterate(self, *args)
+        failures.append(failed.clone())
+        return z, failed
+
+    monkeypatch.setattr(newton.RowNewton, "iterate", counted)
+    mu = torch.tensor([1.0, 1000.0], dtype=torch.float64)
+    y0 = torch.tensor([[2.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    opts = {"first_step": 1e-4, "max_iters": 3}
+    per = pyode.solve(van_der_pol(mu), y0, T, method="kvaerno5", rtol=1e-6, atol=1e-8,
+                      options={"per_sample": True, **opts})
+    per_row = torch.stack(failures).sum(0)
+    assert int(per_row[0]) > 0 and int(per_row[1]) == 0
+    for row in range(2):
+        one = pyode.solve(van_der_pol(mu[row:row + 1]), y0[row:row + 1], T, method="kvaerno5", rtol=1e-6, atol=1e-8,
+                          options=opts)
+        assert int(per.stats.per_sample_accepted[row]) == one.stats.n_accepted
+        assert int(per.stats.per_sample_rejected[row]) == one.stats.n_rejected
+        torch.testing.assert_close(per.ys[:, row], one.ys[:, 0], rtol=1e-10, atol=1e-10)
+
+
 def robertson(k1, k2, k3):
     def f(t, y):
         a, b, c = y.unbind(-1)
