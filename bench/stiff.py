@@ -12,17 +12,31 @@ alone (torch or NumPy), the floor under the wall time. Wall times are medians ov
 pays one-off costs such as imports). A sweep over ``--rtols`` (atol scaled alike) gives the work-precision chart
 ``<out>/stiff_work_precision.png``; ``<out>/stiff.json`` holds every record.
 
+**Matched error against fixed grids** (``--matched``, on by default): torchdiffeq 0.2.5 (PyPI's newest release) has
+one implicit fixed-grid method, ``implicit_adams`` (Adams-Bashforth-Moulton, the corrector solved by functional
+iteration, not Newton; ``fixed_adams`` is the same class), besides explicit ones such as ``rk4``. Its stability
+region is bounded, so its step is capped near ``1/|λ|``: Robertson to 1e5 would take ~1e8 steps (hours at
+~0.5 ms a step). These runs use a shortened horizon, ``t1 = 1`` for Robertson and for Van der Pol (``MATCHED_T1``),
+the same horizon for every solver. Each fixed-grid method is swept over step sizes halving from ``h0`` until its
+error at t1 is at or below the error of pyode's adaptive method (kvaerno5, rodas5) at its headline tolerance; that
+run, the cheapest on the sweep at an error no worse than pyode's, is "matched", and the record
+``{"study": "matched"}`` gives the ratio of wall times. pyode's own fixed-grid implicit methods (``radauIIA5``,
+``gl6``, ``radauIIA3``, ``trbdf2``: torchdiffeq's main-branch set, not on PyPI) are swept alike.
+
 Usage: ``python bench/stiff.py [--reps 3] [--rtols 1e-4,1e-6,1e-8] [--methods kvaerno5,rodas5,auto] [--quick]
-[--out bench/results]``
+[--no-matched] [--out bench/results]``
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +103,7 @@ class Problem:
     atol: float
 
     def error(self, y: np.ndarray, ref: np.ndarray) -> float:
-        if self.name in ("robertson", "hires"):  # every component relative to itself
+        if self.name.split("@")[0] in ("robertson", "hires"):  # every component relative to itself
             return float(np.max(np.abs(y - ref) / np.abs(ref)))
         return float(np.max(np.abs(y - ref)) / np.max(np.abs(ref)))
 
@@ -160,26 +174,151 @@ def measure(problem: Problem, solver: str, rtol: float, atol: float, ref: np.nda
             "func_s": runs[0][2] * call_cost(problem, library)}
 
 
+# --- matched error against fixed-grid methods (torchdiffeq 0.2.5 and pyode's fixed-grid implicit set) ---
+
+MATCHED_T1 = {"robertson": 1.0, "vdp1000": 1.0}  # shortened horizons: see the module docstring
+MATCHED_TARGETS = ("kvaerno5", "rodas5")  # pyode's adaptive methods whose error the fixed grids must reach
+# (library, method, extra options, first step size); each sweep halves the step from there
+FIXED_GRID_RUNS = (
+    ("torchdiffeq", "implicit_adams", {}, 2e-4),  # default max_order 12: unstable at every step tried
+    ("torchdiffeq", "implicit_adams", {"max_order": 4}, 1e-3),
+    ("torchdiffeq", "rk4", {}, 1e-3),
+    ("pyode", "radauIIA5", {}, 0.25),
+    ("pyode", "gl6", {}, 0.25),
+    ("pyode", "radauIIA3", {}, 0.25),
+    ("pyode", "trbdf2", {}, 0.25),
+)
+MAX_GRID_STEPS = 20_000  # a sweep stops past this many steps (~10 s a run for torchdiffeq on this machine)
+# Errors below this are float64 rounding accumulated over thousands of steps (a few ulps a step), not the method's:
+# a target error below it is matched by any run at or below it.
+ERROR_FLOOR = 1e-12
+
+
+def fixed_label(library: str, method: str, extra: dict) -> str:
+    opts = ",".join(f"{k}={v}" for k, v in extra.items())
+    return f"{method}[{opts}]" if opts else method
+
+
+def run_fixed(problem: Problem, library: str, method: str, extra: dict, step: float, rtol: float,
+              atol: float) -> tuple[float, np.ndarray, int]:
+    """One fixed-grid solve with step ``step``; torchdiffeq's corrector iteration gets ``rtol``/``atol`` (its
+    convergence test), pyode's Newton its own (a few ulps)."""
+    y0 = torch.tensor(problem.y0, dtype=torch.float64)
+    t = torch.tensor([0.0, problem.t1], dtype=torch.float64)
+    options = {"step_size": step, **extra}
+    start = time.perf_counter()
+    if library == "torchdiffeq":
+        import torchdiffeq
+
+        counter = {"nfe": 0}
+
+        def rhs(t, y):
+            counter["nfe"] += 1
+            return problem.torch_rhs(t, y)
+
+        with warnings.catch_warnings():  # "Functional iteration did not converge": the error shows it
+            warnings.simplefilter("ignore")
+            y1 = torchdiffeq.odeint(rhs, y0, t, method=method, rtol=rtol, atol=atol, options=options)[-1]
+        return time.perf_counter() - start, y1.numpy(), counter["nfe"]
+    sol = pyode.solve(problem.torch_rhs, y0, t, method=method, options=options)
+    return time.perf_counter() - start, sol.ys[-1].numpy(), sol.stats.nfe
+
+
+def sweep_fixed(problem: Problem, run: tuple, target: float, ref: np.ndarray, reps: int) -> list[dict]:
+    """Step sizes halving from the run's first one until the error is <= ``target`` (or the grid passes
+    ``MAX_GRID_STEPS``); wall time the median of ``reps`` runs after a warm-up run."""
+    library, method, extra, step = run
+    records = []
+    while problem.t1 / step <= MAX_GRID_STEPS:
+        try:
+            runs = [run_fixed(problem, library, method, extra, step, problem.rtol, problem.atol)]  # warm-up
+            error = problem.error(runs[0][1], ref)
+            if math.isfinite(error):  # no repetitions of an unstable run
+                runs = [run_fixed(problem, library, method, extra, step, problem.rtol, problem.atol)
+                        for _ in range(reps)]
+        except (RuntimeError, pyode.ODESolverError) as exc:  # e.g. Newton failing on a too-large step
+            runs, error = None, f"{type(exc).__name__}: {str(exc)[:120]}"
+        rec = {"problem": problem.name, "library": library, "method": fixed_label(library, method, extra),
+               "step_size": step, "n_steps": math.ceil(problem.t1 / step - 1e-9)}
+        if runs is not None and math.isfinite(error):
+            rec.update(wall_s=statistics.median(r[0] for r in runs), nfe=runs[0][2], error=error)
+        else:
+            rec["failed"] = error if isinstance(error, str) else "non-finite solution (unstable step)"
+        records.append(rec)
+        print(f"{problem.name:14s} {library:11s} {rec['method']:28s} h={step:.2e} "
+              + (f"wall={rec['wall_s']:.3f}s nfe={rec['nfe']:7d} err={rec['error']:.2e}" if "error" in rec
+                 else f"FAILED: {rec['failed'][:70]}"), flush=True)
+        if rec.get("error", math.inf) <= max(target, ERROR_FLOOR):
+            break
+        step /= 2
+    return records
+
+
+def matched_study(problem: Problem, ref: np.ndarray, reps: int, rtols: list[float]) -> list[dict]:
+    """pyode's adaptive targets over ``rtols`` (which must hold the headline ``problem.rtol``), every fixed-grid
+    sweep, and one ``study: matched`` record per (target, fixed-grid method): the cheapest run at an error <= the
+    target's at the headline tolerance, and the ratio of wall times."""
+    records = []
+    for rtol in rtols:  # the adaptive methods' work-precision points on this horizon (chart)
+        for method in MATCHED_TARGETS:
+            rec = measure(problem, method, rtol, problem.atol * rtol / problem.rtol, ref, reps)
+            records.append(rec)
+            print(f"{problem.name:14s} pyode       {rec['method']:28s} rtol={rtol:.0e} "
+                  f"wall={rec['wall_s']:.3f}s nfe={rec['nfe']:7d} err={rec['error']:.2e}", flush=True)
+    targets = [next(r for r in records if r["method"] == m and r["rtol"] == problem.rtol) for m in MATCHED_TARGETS]
+    tightest = min(rec["error"] for rec in targets)  # each sweep runs until it matches every target
+    for run in FIXED_GRID_RUNS:
+        sweep = sweep_fixed(problem, run, tightest, ref, reps)
+        records += sweep
+        for target in targets:
+            hits = [r for r in sweep if r.get("error", math.inf) <= max(target["error"], ERROR_FLOOR)]
+            best = min(hits, key=lambda r: r["wall_s"]) if hits else None
+            records.append({
+                "study": "matched", "problem": problem.name, "target": target["method"],
+                "target_error": target["error"], "target_wall_s": target["wall_s"],
+                "library": run[0], "method": sweep[0]["method"],
+                "matched": best, "wall_ratio": best["wall_s"] / target["wall_s"] if best else None,
+                "note": None if best else f"no step on the sweep reached the error within {MAX_GRID_STEPS} steps"})
+    return records
+
+
+def print_matched(records: list[dict]) -> None:
+    print(f"\nat matched error (the fixed grid's cheapest run at an error <= max(pyode's, {ERROR_FLOOR:g})):")
+    for r in records:
+        if r.get("study") != "matched":
+            continue
+        m = r["matched"]
+        print(f"  {r['problem']:14s} {r['target']:8s} ({r['target_wall_s']:.3f}s, err {r['target_error']:.1e}) vs "
+              f"{r['library']} {r['method']:26s} "
+              + (f"h={m['step_size']:.1e} {m['wall_s']:.3f}s err {m['error']:.1e}: {r['wall_ratio']:.1f}x"
+                 if m else r["note"]))
+
+
 def plot(records: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({r["problem"] for r in records})
-    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        for solver in dict.fromkeys(r["method"] for r in records):
+    records = [r for r in records if "error" in r]  # solved runs (not failures, not matched summaries)
+    names = list(dict.fromkeys(r["problem"] for r in records))
+    ncols = min(3, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 4.5 * nrows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
+        for solver in dict.fromkeys((r["library"], r["method"]) for r in records if r["problem"] == name):
             points = sorted((r["error"], r["wall_s"]) for r in records
-                            if r["problem"] == name and r["method"] == solver and "error" in r)
-            if points:
-                ax.loglog([p[0] for p in points], [p[1] for p in points], "o-",
-                          label=("pyode " if solver not in SCIPY_METHODS else "scipy ") + solver)
+                            if r["problem"] == name and (r["library"], r["method"]) == solver)
+            style = "s--" if "step_size" in next(r for r in records if (r["library"], r["method"]) == solver) \
+                else "o-"
+            ax.loglog([p[0] for p in points], [p[1] for p in points], style, label=" ".join(solver))
         ax.set_xlabel("error at t1 (vs Radau rtol 1e-12)")
         ax.set_ylabel("wall time [s]")
         ax.set_title(name)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -192,8 +331,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="one tolerance, one repetition (smoke test)")
+    parser.add_argument("--no-matched", dest="matched", action="store_false",
+                        help="skip the matched-error study against fixed grids (torchdiffeq, pyode)")
+    parser.add_argument("--matched-reps", type=int, default=1, help="timed runs per fixed-grid point")
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the chart from <out>/stiff.json")
     args = parser.parse_args(argv)
+    if args.plot_only:
+        plot(json.loads((Path(args.out) / "stiff.json").read_text())["records"], Path(args.out) / "stiff_work_precision.png")
+        return
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +359,20 @@ def main(argv: list[str] | None = None) -> None:
                       + (f"wall={rec['wall_s']:.3f}s (func {rec['func_s']:.3f}s) nfe={rec['nfe']:6d} "
                          f"err={rec['error']:.2e}"
                          if "error" in rec else f"FAILED: {rec['failed'][:80]}"), flush=True)
-    (out / "stiff.json").write_text(json.dumps(records, indent=1))
+    if args.matched:
+        for name in [n for n in args.problems.split(",") if n in MATCHED_T1]:
+            short = dataclasses.replace(PROBLEMS[name], name=f"{name}@t1={MATCHED_T1[name]:g}", t1=MATCHED_T1[name])
+            records += matched_study(short, reference(short, out / "stiff_reference.json"), args.matched_reps,
+                                     sorted(set(rtols) | {short.rtol}, reverse=True))
+        print_matched(records)
+    meta = {"command": "python " + " ".join(sys.argv), "torch": torch.__version__, "threads": args.threads}
+    try:
+        import torchdiffeq
+
+        meta["torchdiffeq"] = torchdiffeq.__version__
+    except ImportError:
+        pass
+    (out / "stiff.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
     plot(records, out / "stiff_work_precision.png")
     print(f"wrote {out / 'stiff.json'} and {out / 'stiff_work_precision.png'}")
 
