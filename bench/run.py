@@ -5,7 +5,6 @@ Usage (from the repository root)::
     python bench/run.py                      # the full suite, 1 and 2 threads (~15 min on 2 cores)
     python bench/run.py --quick              # tiny sizes, for CI / smoke tests (seconds)
     python bench/run.py --problems P1,P3 --threads 2 --out bench/results
-    python -m pyode.bench ...                # the same, through pyode's shim
     python bench/run.py --thp                # with torch's transparent-huge-page allocations (see below)
 
 ``--thp`` re-runs the process with ``THP_MEM_ALLOC_ENABLE=1``, torch's switch for backing CPU allocations

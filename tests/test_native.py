@@ -29,6 +29,13 @@ def oscillator(t, y, dy, p):
     dy[1] = -p[0] * y[0] - p[1] * y[1] + math.sin(t)
 
 
+@pytest.fixture(autouse=True)
+def _python_loop_on_the_torch_side(monkeypatch):
+    """The parity tests here compare the native solver with the torch path's Python loop (the reference): torch
+    solves that record nothing would otherwise run in the same C++ loop (tests/test_core_loop.py pins those)."""
+    monkeypatch.setenv("PYODE_CORE_LOOP", "0")
+
+
 def oscillator_torch(t, y):
     return torch.stack([y[1], -P[0] * y[0] - P[1] * y[1] + torch.sin(t)])
 

@@ -187,10 +187,11 @@ def _forced_jac(J):
 
 
 @pytest.mark.parametrize("method", STIFF)
-def test_same_steps_as_torch_path(robertson_ref, method):
+def test_same_steps_as_torch_path(robertson_ref, method, monkeypatch):
     # The C++ steppers replay the torch ones (Jacobian reuse, Newton's tests, error filter) with an exact
     # Jacobian on both sides (compiled jac here, autograd there): the same accepted/rejected steps, and outputs
     # equal to summation-order rounding amplified by Newton's iteration counts (well below rtol).
+    monkeypatch.setenv("PYODE_CORE_LOOP", "0")  # the torch path's Python loop (not the C++ loop it also runs)
     nat = pn.solve(robertson, ROB_Y0, ROB_T, method=method, rtol=1e-6, atol=1e-10, jac=robertson_jac)
     py = pyode.solve(robertson_torch, torch.tensor(ROB_Y0), torch.tensor(ROB_T), method=method, rtol=1e-6,
                      atol=1e-10)

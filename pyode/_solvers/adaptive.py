@@ -119,8 +119,9 @@ class AdaptiveLoop:
     (a discontinuity in ``f``). The final step is clamped to the last output time.
     """
 
-    def __init__(self, stepper: RKStepper, opts: AdaptiveOptions, stats: SolverStats, time_sign: float):
+    def __init__(self, stepper: RKStepper, opts: AdaptiveOptions, stats: SolverStats, time_sign: float, core=None):
         self.stepper, self.opts, self.stats, self.time_sign = stepper, opts, stats, time_sign
+        self.core = core  # pyode._solvers.core_loop.CoreSolver: the C++ loop for solves that record nothing
         order = stepper.tableau.order
         self.controller = PIDController(order=order, safety=opts.safety, ifactor=opts.ifactor,
                                         dfactor=opts.dfactor, pcoeff=opts.pcoeff, icoeff=opts.icoeff,
@@ -196,11 +197,23 @@ class AdaptiveLoop:
                 f"(min_step = {self.opts.min_step:g}); lower options['min_step'], check the pcoeff/icoeff/dcoeff "
                 "coefficients, or loosen rtol/atol")
 
+    def _runs_in_core(self, y0: Tensor, f0: Tensor) -> bool:
+        """Whether this solve runs in the C++ loop: one exists for it, and nothing needs the Python loop's
+        per-step tensors (autograd's graph, a gradient method's recorder or step log), and torch.compile is not
+        tracing it (its graph cannot hold the loop's C callbacks)."""
+        return (self.core is not None and self.recorder is None and self.step_log is None
+                and not torch.compiler.is_compiling()
+                and not (torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)))
+
     def integrate(self, y0: Tensor, t_out: list[float], events: EventLocator | None = None) -> list[Tensor]:
         """Returns the states at ``t_out`` as a list of (m, n) blocks (first block: ``y0[None]``)."""
         st, stats, callbacks = self.stepper, self.stats, self.callbacks
         t, y, t_end = t_out[0], y0, t_out[-1]
         f0 = st.fn(st.fn.nudge(t, 1.0) if t in self.jumps else t, y)  # a jump at t0: its right piece
+        if self._runs_in_core(y0, f0):
+            outputs = self.core.integrate(y0, t_out, None if t in self.jumps else f0, events)
+            if outputs is not None:
+                return outputs
         h = self._first_step(t, y, f0)
         if not (math.isfinite(h) and h > 0):
             raise initial_step_error(self.time_sign * t, y, f0, st.atol, st.rtol)

@@ -27,15 +27,20 @@ class EventLocator:
         self.event_t: float | None = None
 
     def _value(self, s: float, y: Tensor) -> float:
-        with torch.no_grad():
-            v = self.event_fn(self.fn.time_tensor(s), self.fn.unflatten(y.detach()))
-        if not isinstance(v, Tensor) or v.numel() != 1:
-            raise ValueError("event_fn(t, y) must return a tensor with a single element")
-        value = float(v)
+        value = self.value_or_nan(s, y)
         if math.isnan(value):  # a NaN has no sign: the event would silently never fire
             raise ValueError(f"event_fn(t, y) returned {value} at t = {-s if self.fn.reverse else s:.10g}; it must "
                              "not be NaN")
         return value
+
+    def value_or_nan(self, s: float, y: Tensor) -> float:
+        """The event's value at solver time ``s`` for the flat state ``y`` (n,), NaN where it is NaN (the C++
+        loop then stops and the Python loop reruns the solve to raise :meth:`_value`'s error)."""
+        with torch.no_grad():
+            v = self.event_fn(self.fn.time_tensor(s), self.fn.unflatten(y.detach()))
+        if not isinstance(v, Tensor) or v.numel() != 1:
+            raise ValueError("event_fn(t, y) must return a tensor with a single element")
+        return float(v)
 
     def start(self, s0: float, y0: Tensor) -> None:
         self.sign0 = math.copysign(1.0, self._value(s0, y0))

@@ -100,21 +100,23 @@ class FixedGridLoop:
     wrong side of one."""
 
     def __init__(self, stepper: RKStepper, grid: list[float], stats: SolverStats, time_sign: float,
-                 perturb: bool = False):
+                 perturb: bool = False, core=None):
         self.stepper, self.grid, self.stats, self.time_sign = stepper, grid, stats, time_sign
         self.perturb = perturb
+        self.core = core  # pyode._solvers.core_loop.CoreSolver: the C++ loop for solves that record nothing
         self.recorder = None  # called with a StepRecord per step (checkpointed gradients)
         self.callbacks = step_callbacks(stepper.fn)  # func's callback_step hook, or None
         self.step_size, self.max_num_steps = None, 2**31 - 1  # of the event search (set by the problem)
         self.step_log = None  # called as step_log(t0, t1, step, stepper) per step (pyode._solvers.dense)
 
-    def step(self, t0: float, t1: float, y: Tensor) -> StepResult:
-        """One step from ``(t0, y)`` to ``t1``, counted and checked."""
+    def step(self, t0: float, t1: float, y: Tensor, f0: Tensor | None = None) -> StepResult:
+        """One step from ``(t0, y)`` to ``t1``, counted and checked (``f0``: f(t0, y) if already known)."""
         st = self.stepper
         if self.callbacks is not None:
             self.callbacks.step(t0, y, t1 - t0)
-        step = st.attempt(t0, y, st.fn(st.fn.nudge(t0, 1.0) if self.perturb else t0, y), t1 - t0,
-                          ends_at_jump=self.perturb)
+        if f0 is None:
+            f0 = st.fn(st.fn.nudge(t0, 1.0) if self.perturb else t0, y)
+        step = st.attempt(t0, y, f0, t1 - t0, ends_at_jump=self.perturb)
         self.stats.n_accepted += 1
         self.stats.t_reached = self.time_sign * t1
         check_finite(step.y1, t1, self.time_sign)
@@ -126,11 +128,30 @@ class FixedGridLoop:
         if self.perturb and step.f1 is None and getattr(self.stepper, "needs_f1", False):
             step.f1 = self.stepper.fn(self.stepper.fn.nudge(t1, -1.0), step.y1)
 
+    def _core_first(self, y0: Tensor, t_out: list[float]) -> tuple[list[Tensor] | None, Tensor | None]:
+        """The solve in the C++ loop when it can run it: (outputs, None); else (None, f(t0, y0) if it was
+        evaluated to find out whether autograd records this solve, for the first step)."""
+        if (self.core is None or self.recorder is not None or self.step_log is not None or len(self.grid) < 2
+                or torch.compiler.is_compiling()):
+            return None, None
+        f0 = None
+        if torch.is_grad_enabled():
+            if y0.requires_grad:
+                return None, None
+            f0 = self.stepper.fn(self.grid[0], y0)
+            if f0.requires_grad:
+                return None, f0
+        return self.core.integrate(y0, t_out, f0), f0
+
     def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
+        outputs, f0 = self._core_first(y0, t_out)
+        if outputs is not None:
+            return outputs
         outputs, i = [y0.unsqueeze(0)], 1
         y = y0
         for t0, t1 in itertools.pairwise(self.grid):
-            step = self.step(t0, t1, y)
+            step = self.step(t0, t1, y, f0)
+            f0 = None
             if (i < len(t_out) and t_out[i] < t1) or self.step_log is not None:  # the interpolant will be used
                 self._end_derivative_from_left(step, t1)
             blocks, j = step_outputs(self.stepper, step, t1, t_out, i)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from pyode import _validation as check
 from pyode._kernels import Segments, get_backend, reference
-from pyode._solvers import scratch, tolerances
+from pyode._solvers import core_loop, tolerances
 from pyode._solvers.adaptive import AdaptiveLoop, AdaptiveOptions
 from pyode._solvers.events import EventLocator
 from pyode._solvers.fixed_grid import (
@@ -132,7 +132,8 @@ def _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, 
             raise ValueError("options['per_sample'] does not combine with a callable options['norm'], a complex y0 "
                              "or per-element rtol/atol (each row's norm is the RMS of its real entries)")
         return PerSampleLoop(stepper, opts, stats, sign)
-    return AdaptiveLoop(stepper, opts, stats, sign)
+    core = core_loop.adaptive_solver(stepper, kern, method, opts, extra, segments, rtol, atol, stats, sign)
+    return AdaptiveLoop(stepper, opts, stats, sign, core=core)
 
 
 def _implicit_stepper(method, fn, kern, sign, rtol, atol, segments, norm_segments, opts, extra):
@@ -155,7 +156,7 @@ def _implicit_stepper(method, fn, kern, sign, rtol, atol, segments, norm_segment
         if opts.interp not in ("auto", "cubic"):
             raise ValueError(f"options['interp'] must be 'auto' or 'cubic' for {method}, got {opts.interp!r}")
         return RosenbrockStepper(ROSENBROCK_TABLEAUX[method], fn, kern, sign, rtol, atol, segments, norm_segments,
-                                 jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
+                                 jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn), interp=opts.interp)
     return ImplicitStepper(IMPLICIT_TABLEAUX[method], fn, kern, sign, rtol, atol, segments, norm_segments,
                            interp=opts.interp, max_iters=_max_iters(extra.get("max_iters")),
                            jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
@@ -229,7 +230,8 @@ def _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, user)
                                       jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
         else:
             stepper = RKStepper(TABLEAUX[method], fn, kern, interp=opts.interp)
-        loop = FixedGridLoop(stepper, grid, stats, sign, perturb=opts.perturb)
+        core = None if method in IMPLICIT_TABLEAUX else core_loop.fixed_solver(fn, kern, method, opts, stats, sign)
+        loop = FixedGridLoop(stepper, grid, stats, sign, perturb=opts.perturb, core=core)
     loop.step_size, loop.max_num_steps = opts.step_size, opts.max_num_steps  # for the event search
     return loop
 
@@ -315,14 +317,10 @@ def integrate(problem: Problem, y0: Tensor | None = None) -> Tensor:
 
 
 def concatenate_outputs(blocks: list[Tensor]) -> Tensor:
-    """The (T, n) solution from the loop's (m, n) blocks. A large one without autograd goes into a pooled
-    buffer (:mod:`scratch`): a fresh 80 MB tensor costs ~27 ms of page faults, more than the copy."""
-    first = blocks[0]
-    rows = sum(b.shape[0] for b in blocks)
-    large = rows * first.shape[1] * first.element_size() >= scratch.MIN_BYTES
-    if not large or first.device.type != "cpu" or (torch.is_grad_enabled() and any(b.requires_grad for b in blocks)):
-        return torch.cat(blocks)
-    return torch.cat(blocks, out=scratch.POOL.empty((rows, first.shape[1]), first.dtype, first.device))
+    """The (T, n) solution from the loop's (m, n) blocks, in a fresh tensor the caller owns (the C++ loop's
+    single block is one already). Never a pooled buffer: a result the caller keeps only through a NumPy view
+    or a storage alias must not be handed to a later solve."""
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 def integrate_until_event(problem: Problem, event_fn: Callable) -> tuple[float, Tensor]:

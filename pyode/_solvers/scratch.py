@@ -2,13 +2,12 @@
 
 A fresh large CPU tensor costs page faults on first touch: measured here, 13 ms to allocate and fill
 40 MB against 1.9 ms to refill a touched buffer, more than the 4-10 ms a fused stage needs to compute it.
-The fused stepper therefore takes its stage inputs from this pool when the state is large (>= 256 KB), and a
-large solution computed without autograd is written into a pooled buffer too: a training or evaluation loop
-drops the previous solution before it asks for the next, which then reuses its memory.
+The fused stepper therefore takes its stage inputs from this pool when the state is large (>= 256 KB).
+Solutions are never pooled: they belong to the caller, who may hold them only through a NumPy view.
 
 The pool lists the buffers it allocated and hands one out only when nothing but the pool refers to it:
 no Python reference and no other tensor on its storage (the stage input handed to func, ``y1`` viewing the
-last stage's buffer, a step record, func keeping its input, an output block). The check is made at each
+last stage's buffer, a step record, func keeping its input). The check is made at each
 take, so nobody has to give buffers back or know who still looks at them.
 
 The pool keeps at most ``limit_bytes`` (default 1 GiB) of buffers after a solve, like torch's CUDA caching

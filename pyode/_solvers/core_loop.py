@@ -1,0 +1,249 @@
+"""The torch path's solves through the C++ loop: the user's ``func`` is the loop's right-hand side.
+
+The C++ loop (``csrc/include/pyode/core``, the one :mod:`pyode.native` runs with compiled right-hand sides)
+takes a right-hand side as a C function pointer. Here that pointer is a cffi callback around the solve's
+:class:`~pyode._solvers.flat_func.FlatFunc`: the loop runs with the GIL released and takes it back only to
+call ``func`` (and, for the stiff kinds, the Jacobian), on float64 views of the loop's own buffers. Step
+size control, the initial step, accept/reject, dense output and step_t/jump_t are the loop's; ``func`` sees
+exactly the calls the Python loops would make (the step-parity tests pin the two together).
+
+A solve takes this route when nothing in it is recorded for autograd (no gradient flows through the loop:
+the forward solve of the adjoint, any solve under ``torch.no_grad()`` or of inputs that carry no gradient),
+the state is a float64 CPU tensor, and the solve uses only what the C++ loop runs: the kernels' RMS norm
+(no callable norm, per-element tolerances or mixed tuple norm), no func callbacks or ``perturb``, no
+recorder or step log hooks, no event. Everything else runs the Python loops, which remain the reference.
+
+An exception raised by ``func`` (KeyboardInterrupt included) is kept, the loop is cancelled at its next
+step, and the same exception object is raised once the loop has returned.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import torch
+from torch import Tensor
+
+
+@functools.lru_cache(maxsize=1)
+def _native():
+    """``(ffi, lib)`` of the native library, or None where it is not built (the Python loops then run)."""
+    try:
+        from pyode.native._lib import load
+
+        return load()
+    except (ImportError, OSError):
+        return None
+
+
+def available() -> bool:
+    return _native() is not None
+
+
+class _Views:
+    """Tensors over the loop's buffers, one per address: the loop reuses a handful of buffers for a whole
+    solve, so each view is made once. A cdata pointer hashes and compares by its address."""
+
+    def __init__(self, ffi, shape: tuple[int, ...]):
+        self.ffi, self.shape, self.numel, self.cache = ffi, shape, math.prod(shape), {}
+
+    def __call__(self, ptr) -> Tensor:
+        view = self.cache.get(ptr)
+        if view is None:
+            buf = self.ffi.buffer(self.ffi.cast("double *", ptr), 8 * self.numel)
+            view = self.cache[ptr] = torch.frombuffer(buf, dtype=torch.float64).view(self.shape)
+        return view
+
+
+class CoreSolver:
+    """Runs one loop's solves in the C++ loop (see the module docstring for when).
+
+    Args:
+        fn: the solve's :class:`FlatFunc`; method_struct, opts_struct: the C ``pyode_method`` and
+        ``pyode_options`` (built once per problem, kept alive with ``keep``); jacobian: for the stiff kinds,
+        ``jacobian(s, y) -> (1, n, n)`` (:class:`pyode._solvers.newton.Jacobian`), else None; stats: the
+        solve's counters; time_sign: -1 for decreasing time.
+    """
+
+    def __init__(self, fn, method_struct, opts_struct, keep: list, jacobian, stats, time_sign: float):
+        self.fn, self.method, self.opts, self.keep = fn, method_struct, opts_struct, keep
+        self.jacobian, self.stats, self.time_sign = jacobian, stats, time_sign
+        self.error: BaseException | None = None
+        self.f0: tuple[float, Tensor] | None = None  # f(t0, y0), already evaluated (and counted) by the caller
+
+    def _rhs(self, ffi, n: int):
+        """The right-hand side callback: ``func`` on a view shaped like y0, written into the loop's ``dy``."""
+        fn = self.fn
+        shaped = not fn.structured
+        views = _Views(ffi, fn.shapes[0] if shaped else (n,))
+        call = fn.call_shaped if shaped else fn
+
+        def rhs(s, y_ptr, dy_ptr, _p):
+            if self.error is not None:  # cancelled: the loop stops at its next step, its values are discarded
+                return
+            dy = views(dy_ptr)
+            if self.f0 is not None and s == self.f0[0]:
+                dy.copy_(self.f0[1].view(dy.shape))
+                self.f0 = None
+                return
+            dy.copy_(call(s, views(y_ptr)))
+
+        return rhs, views
+
+    def _jac(self, ffi, n: int, y_views: _Views):
+        J_views = _Views(ffi, (n, n))
+        flat = y_views.shape != (n,)
+
+        def jac(s, y_ptr, J_ptr, _p):
+            if self.error is not None:
+                return
+            y = y_views(y_ptr)
+            J_views(J_ptr).copy_(self.jacobian(s, y.view(-1) if flat else y)[0])
+
+        return jac
+
+    def _onerror(self, flag):
+        def onerror(exc_type, exc_value, tb):
+            if self.error is None:  # with its traceback, which still ends inside func
+                self.error = (exc_value if exc_value is not None else exc_type()).with_traceback(tb)
+            flag[0] = 1  # cancel: every row stops at its next step
+
+        return onerror
+
+    def _event(self, events, views: _Views):
+        """The event callback: ``events``' own evaluation (a NaN value fails the row; the Python loop then
+        reruns the solve and raises its error naming it)."""
+
+        def event(s, y_ptr, _p):
+            if self.error is not None:
+                return 1.0
+            return events.value_or_nan(s, views(y_ptr).view(-1))
+
+        return event
+
+    def integrate(self, y0: Tensor, t_out: list[float], f0: Tensor | None = None, events=None) -> list[Tensor] | None:
+        """Solves from ``y0`` (n,) through the solver times ``t_out`` (increasing); returns ``[ys]``, (T, n), or
+        with ``events`` (:class:`~pyode._solvers.events.EventLocator`) that stopped the solve ``[y_event]``,
+        (1, n), its ``event_t`` set, as the Python loop. ``f0``: ``fn(t_out[0], y0)`` if the caller has it.
+
+        A solve that fails (max_num_steps, step underflow, a non-finite state) returns None with the counters
+        as they were: the caller reruns it in the Python loop, which takes the same steps to the same failure
+        and raises the reference error with its diagnosis (which rule stopped it, Newton's failure, the hints).
+        Failures are rare and their rerun costs one more solve; the error text then has one source.
+        An exception from ``func`` or ``event_fn`` propagates as it is."""
+        ffi, lib = _native()
+        n = y0.numel()
+        flag = ffi.new("int32_t *", 0)
+        onerror = self._onerror(flag)
+        rhs, views = self._rhs(ffi, n)
+        callbacks = [ffi.callback("pyode_rhs_fn", rhs, onerror=onerror),
+                     ffi.NULL if self.jacobian is None else
+                     ffi.callback("pyode_jac_fn", self._jac(ffi, n, views), onerror=onerror),
+                     ffi.NULL if events is None else
+                     ffi.callback("pyode_event_fn", self._event(events, views), onerror=onerror)]
+        problem, ys, y_event = _problem(ffi, y0.detach().contiguous(), t_out, events is not None)
+        stats = ffi.new("pyode_traj_stats[]", 1)
+        self.f0 = None if f0 is None else (t_out[0], f0.detach())
+        nfe_before = self.stats.nfe
+        self.opts.cancel = flag
+        try:
+            rc = lib.pyode_solve_jac(self.method, self.opts, *callbacks, problem.struct, stats, 1)
+        finally:
+            self.opts.cancel, self.f0 = ffi.NULL, None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        if rc != 0:
+            raise ValueError(ffi.string(lib.pyode_last_error()).decode())
+        row = stats[0]
+        if row.status not in (_SUCCESS, _EVENT):  # the Python loop reruns it and raises its own error
+            self.stats.nfe = nfe_before
+            return None
+        self.stats.n_accepted += int(row.n_accepted)
+        self.stats.n_rejected += int(row.n_rejected)
+        self.stats.t_reached = self.time_sign * float(row.t_reached)
+        if row.status == _EVENT:
+            events.event_t = float(row.event_t)
+            return [y_event[None]]
+        return [ys]
+
+
+class _Problem:
+    """The C ``pyode_problem`` of one trajectory and the tensors it points to (kept alive with it)."""
+
+    def __init__(self, struct, *tensors):
+        self.struct, self.tensors = struct, tensors
+
+
+def _problem(ffi, y0: Tensor, t_out: list[float], with_event: bool) -> tuple[_Problem, Tensor, Tensor | None]:
+    """(problem, ys (T, n), y_event (n,) or None) for the C loop: outputs in fresh tensors the caller owns."""
+    n, T = y0.numel(), len(t_out)
+    ys = torch.empty((T, n), dtype=torch.float64)
+    y_event = torch.empty(n, dtype=torch.float64) if with_event else None
+    times = torch.tensor(t_out, dtype=torch.float64)
+    p = ffi.new("pyode_problem *")
+    p.num_traj, p.n, p.num_params, p.params_stride, p.num_times = 1, n, 0, 0, T
+    p.y0, p.y0_len = ffi.cast("double *", y0.data_ptr()), n
+    p.t, p.t_len = ffi.cast("double *", times.data_ptr()), T
+    p.ys, p.ys_len = ffi.cast("double *", ys.data_ptr()), T * n
+    if y_event is not None:
+        p.y_event, p.y_event_len = ffi.cast("double *", y_event.data_ptr()), n
+    return _Problem(p, y0, ys, y_event, times), ys, y_event
+
+
+def _static_eligible(fn, kern) -> bool:
+    """What a solve must be, whatever its options, for the C++ loop to run it (see the module docstring)."""
+    from pyode._solvers.callbacks import step_callbacks
+
+    return (os.environ.get("PYODE_CORE_LOOP", "1") != "0" and getattr(kern, "__name__", "") == _COMPILED
+            and fn.dtype == torch.float64 and fn.device.type == "cpu" and sum(fn.sizes) > 0 and not fn.pass_perturb
+            and step_callbacks(fn) is None and available())
+
+
+def adaptive_solver(stepper, kern, method: str, opts, extra: dict, segments, rtol: float, atol: float, stats,
+                    time_sign: float) -> CoreSolver | None:
+    """The C++ loop for an adaptive solve (explicit, or rodas5/kvaerno5/kvaerno3 with the Python stepper's
+    Jacobian, ``stepper.jac``), or None when the Python loop must run it."""
+    fn = stepper.fn
+    if segments is not None or opts.per_sample or not _static_eligible(fn, kern):
+        return None
+    from pyode.native._methods import ADAPTIVE, STIFF, method_data, stiff_method_data
+
+    stiff = method in STIFF
+    if stiff and (extra.get("max_iters") is not None or extra.get("jacobian") not in (None, "dense")
+                  or opts.interp not in ("auto", "cubic")):
+        return None
+    if not stiff and method not in ADAPTIVE:
+        return None
+    data = stiff_method_data(method, opts.interp) if stiff else method_data(method, opts.interp)
+    jacobian = stepper.jac if stiff else None
+    return _solver(fn, data, method, opts, rtol, atol, jacobian, stats, time_sign)
+
+
+def fixed_solver(fn, kern, method: str, opts, stats, time_sign: float) -> CoreSolver | None:
+    """The C++ loop for an explicit fixed-grid solve on ``options['step_size']`` (no grid_constructor, no
+    perturb), or None."""
+    if opts.grid_constructor is not None or opts.perturb or opts.step_size is None or not _static_eligible(fn, kern):
+        return None
+    from pyode.native._methods import FIXED, method_data
+
+    if method not in FIXED:
+        return None
+    return _solver(fn, method_data(method, opts.interp), method, opts, 0.0, 0.0, None, stats, time_sign)
+
+
+def _solver(fn, data, method, opts, rtol, atol, jacobian, stats, time_sign) -> CoreSolver:
+    from pyode.native._solve import _build_options_struct, _method_struct
+
+    ffi, _ = _native()
+    keep: list = []
+    # The options are already in solver time (increasing, step_t/jump_t flipped): the C loop runs with sign +1
+    # and FlatFunc turns solver time back into the user's. Built per problem (the options object is the problem's).
+    opts_struct = _build_options_struct(ffi, method, opts, rtol, atol, 1, 1.0, keep)
+    return CoreSolver(fn, _method_struct(ffi, data, keep), opts_struct, keep, jacobian, stats, time_sign)
+
+
+_COMPILED = "pyode._kernels.compiled"
+_SUCCESS, _EVENT = 0, 4  # pyode_native.h's trajectory status codes

@@ -1,0 +1,280 @@
+"""The torch path's solves in the C++ loop (pyode._solvers.core_loop): the same steps and outputs as the Python
+loops, exceptions and Ctrl-C propagating, failures diagnosed by the reference loop, and no state left behind.
+
+``PYODE_CORE_LOOP=0`` makes a solve take the Python loop (read when the problem is built), which is how each
+test gets the reference to compare against."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import pyode
+from pyode._solvers import core_loop
+from pyode._solvers.problem import build_problem
+from pyode.native._methods import ADAPTIVE, FIXED, STIFF
+
+pytestmark = pytest.mark.skipif(not core_loop.available() or os.environ.get("PYODE_BACKEND") == "reference",
+                                reason="the C++ loop needs the native library and the compiled backend")
+F64 = torch.float64
+EPS = torch.finfo(F64).eps
+
+
+def spiral(t, y):
+    """A nonlinear 2-D field with explicit time dependence (so t reaches func correctly or the test fails)."""
+    return torch.stack([-0.1 * y[0] ** 3 + 2.0 * y[1] ** 3, -2.0 * y[0] ** 3 - 0.1 * y[1] ** 3 + 0.1 * torch.sin(t)])
+
+
+def robertson(t, y):
+    y1, y2, y3 = y[0], y[1], y[2]
+    return torch.stack([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 * y2, 3e7 * y2 * y2])
+
+
+def solve_both(monkeypatch, func, y0, t, **kwargs):
+    """(Python loop's solution, C++ loop's solution), both without autograd; checks the C++ loop ran."""
+    monkeypatch.setenv("PYODE_CORE_LOOP", "0")
+    with torch.no_grad():
+        ref = pyode.solve(func, y0, t, **kwargs)
+    monkeypatch.setenv("PYODE_CORE_LOOP", "1")
+    calls = []
+    original = core_loop.CoreSolver.integrate
+    monkeypatch.setattr(core_loop.CoreSolver, "integrate", lambda self, *a: calls.append(1) or original(self, *a))
+    with torch.no_grad():
+        got = pyode.solve(func, y0, t, **kwargs)
+    assert calls, "the C++ loop did not run this solve"
+    return ref, got
+
+
+def assert_same_solve(ref, got, steps: int, stages: int):
+    """Same accepted/rejected steps and evaluations; outputs equal to rounding. Both loops do the same float64
+    operations; only the order of the stage sums may differ (the C++ loop's combine vs the fused kernels), so
+    each stage can differ by a few ulps, carried through the flow: steps x stages x 8 eps relative, growth
+    of the flow over the test intervals < 10."""
+    assert (got.stats.n_accepted, got.stats.n_rejected, got.stats.nfe) == \
+        (ref.stats.n_accepted, ref.stats.n_rejected, ref.stats.nfe)
+    bound = 10 * max(steps, 1) * stages * 8 * EPS
+    scale = ref.ys.abs().amax(0).clamp_min(1e-300)
+    assert ((got.ys - ref.ys).abs() / scale).max().item() <= bound
+    assert got.stats.t_reached == ref.stats.t_reached
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_adaptive_methods_take_the_python_loops_steps(monkeypatch, method, reverse):
+    t = torch.linspace(0.0, 3.0, 7, dtype=F64)
+    t = t.flip(0) if reverse else t
+    y0 = torch.tensor([1.0, 0.5], dtype=F64)
+    ref, got = solve_both(monkeypatch, spiral, y0, t, rtol=1e-7, atol=1e-9, method=method,
+                          options={"step_t": [1.234 * (-1 if reverse else 1)], "max_step": 0.4})
+    assert_same_solve(ref, got, ref.stats.n_steps, 13)
+
+
+@pytest.mark.parametrize("method", FIXED)
+def test_fixed_grid_methods_take_the_python_loops_steps(monkeypatch, method):
+    t = torch.tensor([0.0, 0.37, 1.0, 2.05], dtype=F64)
+    ref, got = solve_both(monkeypatch, spiral, torch.tensor([1.0, 0.5], dtype=F64), t, method=method,
+                          options={"step_size": 0.05})
+    assert_same_solve(ref, got, ref.stats.n_steps, 4)
+
+
+@pytest.mark.parametrize("method", STIFF)
+def test_stiff_methods_take_the_python_loops_steps(monkeypatch, method):
+    """Robertson with the Python path's exact Jacobian: the same Newton iterations and steps. The LU differs
+    (torch's LAPACK vs the loop's own), each solve by ~cond x eps; Robertson's Newton matrices have condition
+    numbers up to ~1e4, so outputs agree to ~1e4 x steps x eps relative, not to the explicit methods' bound."""
+    t = torch.tensor([0.0, 1e-3, 1.0, 100.0], dtype=F64)
+    ref, got = solve_both(monkeypatch, robertson, torch.tensor([1.0, 0.0, 0.0], dtype=F64), t, rtol=1e-6,
+                          atol=1e-10, method=method)
+    assert (got.stats.n_accepted, got.stats.n_rejected, got.stats.nfe) == \
+        (ref.stats.n_accepted, ref.stats.n_rejected, ref.stats.nfe)
+    scale = ref.ys.abs().amax(0)
+    assert ((got.ys - ref.ys).abs() / scale).max().item() <= 1e4 * ref.stats.n_steps * EPS
+
+
+def test_tuple_state_with_rms_norm_and_batched_module(monkeypatch):
+    lin = torch.nn.Linear(3, 3).double()
+    y0 = (torch.ones(4, 3, dtype=F64), torch.zeros(2, dtype=F64))
+
+    def func(t, y):
+        return torch.tanh(lin(y[0])), -y[1] + t
+
+    t = torch.linspace(0, 1, 5, dtype=F64)
+    ref, got = solve_both(monkeypatch, func, y0, t, options={"norm": "rms"})
+    assert ref.stats.n_accepted == got.stats.n_accepted
+    for a, b in zip(ref.ys, got.ys):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e3 * EPS)
+
+
+def test_recorded_solves_and_gradient_modes_use_the_python_loop(monkeypatch):
+    """A solve autograd records (parameters with grad) runs the Python loop; its gradients stay exact."""
+    calls = []
+    monkeypatch.setattr(core_loop.CoreSolver, "integrate", lambda self, *a: calls.append(1))
+    w = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    y0 = torch.tensor([1.0], dtype=F64, requires_grad=True)
+    ys = pyode.odeint(lambda t, y: -w * y, y0, torch.tensor([0.0, 1.0], dtype=F64))
+    ys[-1].sum().backward()
+    assert not calls
+    torch.testing.assert_close(w.grad, -torch.exp(-w.detach()), rtol=1e-6, atol=0)
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["dopri5", "rk4", "rodas5", "kvaerno5"])
+def test_an_exception_from_func_propagates_as_is_and_leaves_no_state(monkeypatch, method):
+    """func raises at a random evaluation: the same exception object comes out, and the next solve in the process
+    is bitwise equal to a fresh one (no stale workspace, view or counter)."""
+    options = {"step_size": 0.01} if method == "rk4" else None
+    t = torch.linspace(0.0, 2.0, 5, dtype=F64)
+    y0 = torch.tensor([1.0, 0.5], dtype=F64)
+    fresh = pyode.solve(spiral, y0, t, method=method, options=options)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        raise_at = int(torch.randint(2, max(fresh.stats.nfe - 1, 3), (1,), generator=rng))
+        count, error = [0], Boom("from func")
+
+        def func(t, y, count=count, raise_at=raise_at, error=error):
+            count[0] += 1
+            if count[0] == raise_at:
+                raise error
+            return spiral(t, y)
+
+        with torch.no_grad(), pytest.raises(Boom) as info:
+            pyode.solve(func, y0, t, method=method, options=options)
+        assert info.value is error
+        again = pyode.solve(spiral, y0, t, method=method, options=options)
+        assert torch.equal(again.ys, fresh.ys) and again.stats == fresh.stats
+
+
+def test_a_failing_solve_raises_the_reference_loops_error(monkeypatch):
+    """max_num_steps in the C++ loop: the Python loop reruns it and raises its own error at the same time."""
+    t = torch.tensor([0.0, 10.0], dtype=F64)
+    errors = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("PYODE_CORE_LOOP", flag)
+        with torch.no_grad(), pytest.raises(pyode.MaxStepsError) as info:
+            pyode.solve(spiral, torch.tensor([1.0, 0.5], dtype=F64), t, options={"max_num_steps": 7})
+        errors.append(info.value)
+    assert str(errors[0]) == str(errors[1]) and errors[0].t_reached == errors[1].t_reached
+
+
+def test_ctrl_c_stops_a_long_solve_within_a_second():
+    """SIGINT while the C++ loop runs a torch func: KeyboardInterrupt comes out of pyode.solve in < 1 s."""
+    script = textwrap.dedent("""
+        import sys, time, torch, pyode
+        def func(t, y):
+            return torch.stack([y[1], -y[0]])
+        sys.stdout.write("ready\\n"); sys.stdout.flush()
+        start = None
+        try:
+            with torch.no_grad():
+                pyode.solve(func, torch.tensor([1.0, 0.0], dtype=torch.float64),
+                            torch.tensor([0.0, 1e7], dtype=torch.float64), rtol=1e-10, atol=1e-12,
+                            options={"max_num_steps": 10**9})
+        except KeyboardInterrupt:
+            sys.stdout.write("interrupted %.3f\\n" % time.perf_counter()); sys.stdout.flush()
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.0)  # inside the solve by now
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    line = proc.stdout.readline().split()
+    proc.wait(timeout=30)
+    assert line and line[0] == "interrupted", "the solve did not stop on SIGINT"
+    assert float(line[1]) - sent < 1.0
+
+
+def _rss_kb() -> int:
+    """Resident memory after a collection, with freed heap pages returned to the system (glibc keeps freed
+    multi-megabyte blocks mapped at its discretion, which would read as growth that is not live memory)."""
+    gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+
+def test_many_solves_leave_rss_flat():
+    """10 000 small solves and 200 large ones after a warm-up: RSS within 5 % (no leaked callbacks, views or
+    workspaces)."""
+    small, t = torch.tensor([1.0, 0.5], dtype=F64), torch.tensor([0.0, 0.5], dtype=F64)
+    large = torch.rand(100_000, dtype=F64)
+    t_large = torch.linspace(0, 0.1, 5, dtype=F64)
+
+    def decay(t, y):
+        return -y
+
+    def run(count_small, count_large):
+        with torch.no_grad():
+            for _ in range(count_small):
+                pyode.solve(decay, small, t)
+            for _ in range(count_large):
+                pyode.solve(decay, large, t_large)
+
+    run(1000, 20)
+    before = _rss_kb()
+    run(10_000, 200)
+    after = _rss_kb()
+    assert after <= 1.05 * before, f"RSS grew from {before} kB to {after} kB"
+
+
+def test_core_solver_is_built_only_where_it_runs():
+    """float32 states, callable norms and the auto-switching method keep the Python loops."""
+    t = torch.tensor([0.0, 1.0])
+    assert build_problem(spiral, torch.ones(2), t).loop.core is None  # float32
+    assert build_problem(spiral, torch.ones(2, dtype=F64), t.double()).loop.core is not None
+    assert build_problem(spiral, torch.ones(2, dtype=F64), t.double(), options={"norm": lambda y: y.abs().max()}
+                         ).loop.core is None
+    assert build_problem(spiral, torch.ones(2, dtype=F64), t.double(), method="auto").loop.core is None
+
+
+@pytest.mark.parametrize("core", ["0", "1"])
+def test_a_result_held_only_as_a_numpy_view_is_never_overwritten(monkeypatch, core):
+    """A large no-grad solution kept only through ``.numpy()`` (the tensor itself dropped) keeps its values
+    through later solves of the same size (results are never pooled buffers)."""
+    monkeypatch.setenv("PYODE_CORE_LOOP", core)
+    y0, t = torch.ones(50_000, dtype=F64), torch.linspace(0, 1, 4, dtype=F64)
+    with torch.no_grad():
+        kept = pyode.odeint(lambda t, y: -y, y0, t).numpy()
+        expected = kept.copy()
+        for _ in range(3):
+            pyode.odeint(lambda t, y: 2 * y, y0, t)
+    assert (kept == expected).all()
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "rodas5"])
+def test_terminal_events_are_located_as_the_python_loop_does(monkeypatch, method):
+    """odeint_event without gradients: the same event time and state as the Python loop's bisection (the same
+    operations on the same interpolant), and the C++ loop ran."""
+    def event_fn(t, y):
+        return y[0] - 0.25
+
+    results = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("PYODE_CORE_LOOP", flag)
+        calls = []
+        original = core_loop.CoreSolver.integrate
+        monkeypatch.setattr(core_loop.CoreSolver, "integrate",
+                            lambda self, *a, calls=calls, original=original, **k: calls.append(1) or original(self, *a, **k))
+        with torch.no_grad():
+            results.append(pyode.odeint_event(spiral, torch.tensor([1.0, 0.5], dtype=F64), 0.0,
+                                              event_fn=event_fn, method=method, rtol=1e-8, atol=1e-10))
+        assert bool(calls) == (flag == "1")
+        monkeypatch.setattr(core_loop.CoreSolver, "integrate", original)
+    (t_ref, y_ref), (t_got, y_got) = results
+    # Explicit methods: the same operations, so the same bisection. rodas5's LU (the loop's own vs LAPACK) rounds
+    # differently, the states differ by ~1e-12 after ~50 steps, and a bisection midpoint can fall on the other
+    # side: the event times then differ by at most the event tolerance (atol = 1e-10), the states by |y'| times it.
+    tol = 0.0 if method != "rodas5" else 1e-10
+    assert abs(float(t_got) - float(t_ref)) <= tol
+    torch.testing.assert_close(y_got, y_ref, rtol=0, atol=1e3 * EPS + 10 * tol)
