@@ -130,30 +130,73 @@ class Boom(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["dopri5", "rk4", "rodas5", "kvaerno5"])
-def test_an_exception_from_func_propagates_as_is_and_leaves_no_state(monkeypatch, method):
-    """func raises at a random evaluation: the same exception object comes out, and the next solve in the process
-    is bitwise equal to a fresh one (no stale workspace, view or counter)."""
-    options = {"step_size": 0.01} if method == "rk4" else None
+# Each configuration: (solve kwargs, whether y0 requires grad and the loss is backpropagated).
+RAISE_CONFIGS = {
+    "dopri5": ({}, False),
+    "rk4": ({"method": "rk4", "options": {"step_size": 0.01}}, False),
+    "rodas5": ({"method": "rodas5"}, False),
+    "kvaerno5": ({"method": "kvaerno5"}, False),
+    "reverse time": ({"reverse": True}, False),
+    "event": ({"event_fn": lambda t, y: y[0] - 0.25}, False),
+    "per-sample": ({"options": {"per_sample": True}, "batch": True}, False),
+    "backprop": ({"gradient": "backprop"}, True),
+    "adjoint": ({"gradient": "adjoint", "adjoint_params": ()}, True),
+    "checkpoint": ({"gradient": "checkpoint", "adjoint_params": ()}, True),
+}
+
+
+def _raise_setup(name: str):
+    kwargs, grad = RAISE_CONFIGS[name]
+    kwargs = dict(kwargs)
     t = torch.linspace(0.0, 2.0, 5, dtype=F64)
+    if kwargs.pop("reverse", False):
+        t = t.flip(0)
     y0 = torch.tensor([1.0, 0.5], dtype=F64)
-    fresh = pyode.solve(spiral, y0, t, method=method, options=options)
+    if kwargs.pop("batch", False):
+        y0 = torch.stack([y0, 0.5 * y0])
+    return kwargs, grad, t, y0
+
+
+def _field(t, y):
+    return spiral(t, y) if y.dim() == 1 else torch.stack([spiral(t_i, y_i) for t_i, y_i in zip(t, y)])
+
+
+def _run(func, y0, t, kwargs, grad):
+    y0 = y0.clone().requires_grad_(grad)
+    sol = pyode.solve(func, y0, t, **kwargs)
+    if grad:
+        sol.ys.square().sum().backward()
+        return sol, y0.grad
+    return sol, None
+
+
+@pytest.mark.parametrize("name", list(RAISE_CONFIGS))
+def test_an_exception_from_func_propagates_as_is_and_leaves_no_state(name):
+    """func raises at a random evaluation (forward, or backward for the gradient modes): the same exception
+    object comes out, and the next solve in the process is bitwise equal to a fresh one (no stale workspace,
+    view, pool buffer or counter)."""
+    kwargs, grad, t, y0 = _raise_setup(name)
+    fresh, fresh_grad = _run(_field, y0, t, kwargs, grad)
+    total = fresh.stats.nfe + fresh.stats.nfe_backward
     rng = torch.Generator().manual_seed(0)
     for _ in range(3):
-        raise_at = int(torch.randint(2, max(fresh.stats.nfe - 1, 3), (1,), generator=rng))
+        raise_at = int(torch.randint(2, max(total - 1, 3), (1,), generator=rng))
         count, error = [0], Boom("from func")
 
         def func(t, y, count=count, raise_at=raise_at, error=error):
             count[0] += 1
             if count[0] == raise_at:
                 raise error
-            return spiral(t, y)
+            return _field(t, y)
 
-        with torch.no_grad(), pytest.raises(Boom) as info:
-            pyode.solve(func, y0, t, method=method, options=options)
+        with torch.set_grad_enabled(grad), pytest.raises(Boom) as info:
+            _run(func, y0, t, kwargs, grad)
         assert info.value is error
-        again = pyode.solve(spiral, y0, t, method=method, options=options)
+        again, again_grad = _run(_field, y0, t, kwargs, grad)
         assert torch.equal(again.ys, fresh.ys) and again.stats == fresh.stats
+        assert (again_grad is None) == (fresh_grad is None)
+        if grad:
+            assert torch.equal(again_grad, fresh_grad)
 
 
 def test_a_failing_solve_raises_the_reference_loops_error(monkeypatch):
