@@ -28,6 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from pyode._solvers import tableaux
+from pyode._solvers.explicit_step import explicit_rk_step, tableau_rows
+
 from ._checks import check_callable, check_count, check_number
 
 #: ``running_cost(x, layer) -> (batch,)`` or a scalar: L(x, θ) with θ = ``layer``'s parameters.
@@ -225,12 +228,8 @@ class ResidualNet(ControlSystem):
         return Hamiltonian(self.layers[t], self.running_cost)
 
 
-# Butcher tableaux (a, b, c) of the explicit fixed-step schemes the ODE net can use.
-_TABLEAUX: dict[str, tuple[list[list[float]], list[float], list[float]]] = {
-    "euler": ([[]], [1.0], [0.0]),
-    "midpoint": ([[], [0.5]], [0.0, 1.0], [0.0, 0.5]),
-    "rk4": ([[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], [1 / 6, 1 / 3, 1 / 3, 1 / 6], [0.0, 0.5, 0.5, 1.0]),
-}
+# The explicit fixed-step schemes the ODE net can use: the solver's tableaux ("rk4" is the classic method here).
+_TABLEAUX = {"euler": tableaux.EULER, "midpoint": tableaux.MIDPOINT, "rk4": tableaux.RK4_CLASSIC}
 
 
 class FixedStepODENet(ControlSystem):
@@ -285,16 +284,8 @@ class FixedStepODENet(ControlSystem):
         self.running_cost = running_cost
 
     def step(self, t: int, x: Tensor) -> Tensor:
-        a, b, c = _TABLEAUX[self.method]
-        h, s = self.step_size, self.t0 + t * self.step_size
-        stages: list[Tensor] = []
-        for a_row, c_i in zip(a, c):
-            x_stage = x
-            for a_ij, k_j in zip(a_row, stages):
-                if a_ij != 0.0:
-                    x_stage = x_stage + h * a_ij * k_j
-            stages.append(self.func(s + c_i * h, x_stage))
-        return x + h * sum(b_i * k_i for b_i, k_i in zip(b, stages) if b_i != 0.0)
+        a, b, c = tableau_rows(_TABLEAUX[self.method])
+        return explicit_rk_step(self.func, self.t0 + t * self.step_size, x, self.step_size, a, b, c)
 
     def control(self, t: int) -> nn.Module:
         return self.func

@@ -16,6 +16,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from pyode._solvers import tableaux
+from pyode._solvers.explicit_step import explicit_rk_step, tableau_rows
+
 from ._checks import (
     check_feature_shape,
     check_finite,
@@ -86,14 +89,10 @@ class RungeKuttaBlock(nn.Module):
         self.b = check_finite_sequence("b", b)
 
     def forward(self, x: Tensor) -> Tensor:
-        stages: list[Tensor] = []
-        for row in self.a:
-            x_stage = x
-            for coeff, k in zip(row, stages):
-                if coeff != 0.0:
-                    x_stage = x_stage + (self.h * coeff) * k
-            stages.append(eval_same_shape("f", self.f, x_stage))
-        return x + self.h * sum(w * k for w, k in zip(self.b, stages) if w != 0.0)
+        return explicit_rk_step(self._field, 0.0, x, self.h, self.a, self.b, [0.0] * len(self.b))
+
+    def _field(self, t: float, x: Tensor) -> Tensor:
+        return eval_same_shape("f", self.f, x)  # autonomous: a layer's f sees only x
 
 
 class ResNetBlock(RungeKuttaBlock):
@@ -111,7 +110,7 @@ class ResNetBlock(RungeKuttaBlock):
     """
 
     def __init__(self, f: nn.Module, h: float = 1.0):
-        super().__init__(f, h, a=[[]], b=[1.0])
+        super().__init__(f, h, *tableau_rows(tableaux.EULER)[:2])
 
 
 class RK2Block(RungeKuttaBlock):
@@ -131,7 +130,7 @@ class RK2Block(RungeKuttaBlock):
     """
 
     def __init__(self, f: nn.Module, h: float = 1.0):
-        super().__init__(f, h, a=[[], [1.0]], b=[0.5, 0.5])
+        super().__init__(f, h, *tableau_rows(tableaux.HEUN2)[:2])
 
 
 class RK4Block(RungeKuttaBlock):
@@ -151,7 +150,7 @@ class RK4Block(RungeKuttaBlock):
     """
 
     def __init__(self, f: nn.Module, h: float = 1.0):
-        super().__init__(f, h, a=[[], [0.5], [0.0, 0.5], [0.0, 0.0, 1.0]], b=[1 / 6, 1 / 3, 1 / 3, 1 / 6])
+        super().__init__(f, h, *tableau_rows(tableaux.RK4_CLASSIC)[:2])
 
 
 class PolyNetBlock(nn.Module):
