@@ -60,7 +60,7 @@ from pyode import _kernels
 info = pyode.backend_info()
 print(info)
 assert info["compiled_cpu"] and info["cuda"], info
-assert info["cuda_devices"] >= 1 and _kernels.get_backend(torch.device("cuda")).NAME == "cuda", info
+assert info["cuda_devices"] >= 1 and _kernels.get_backend(torch.device("cuda")).name == "cuda", info
 PY
 
 stage "tests: CUDA and kernel tests (serial)"

@@ -6,10 +6,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "pyode/arg_checks.h"
+#include "pyode/dispatch.h"
 
 #include "pyode/lincomb.h"
 #include "pyode/rk_finish.h"
@@ -50,10 +53,9 @@ void lincomb(uintptr_t out, int64_t out_size, int64_t out_row_stride, uintptr_t 
   std::vector<const void*> terms = pyode::checked_terms(ks, k_sizes, n, "lincomb");
   pyode::LincombArgs args{reinterpret_cast<void*>(out), out_row_stride, reinterpret_cast<const void*>(base),
                           terms.data(), static_cast<int64_t>(terms.size()), w.data(), m, n};
+  const pyode::DType type = pyode::dtype_from_code(dtype, "lincomb");
   ReleaseGilIfLarge release(n * m);
-  if (dtype == static_cast<int>(pyode::DType::kFloat32)) pyode::lincomb_cpu<float>(args);
-  else if (dtype == static_cast<int>(pyode::DType::kFloat64)) pyode::lincomb_cpu<double>(args);
-  else check(false, "lincomb: unsupported dtype code " + std::to_string(dtype));
+  pyode::dispatch_floating(type, [&](auto tag) { pyode::lincomb_cpu<typename decltype(tag)::type>(args); });
 }
 
 double rk_finish(uintptr_t y1, int64_t y1_size, uintptr_t err_out, int64_t err_size, uintptr_t y0, int64_t y0_size,
@@ -72,11 +74,11 @@ double rk_finish(uintptr_t y1, int64_t y1_size, uintptr_t err_out, int64_t err_s
                          reinterpret_cast<const void*>(y0), terms.data(), static_cast<int64_t>(terms.size()),
                          b.empty() ? nullptr : b.data(), e.empty() ? nullptr : e.data(), n, atol, rtol, offsets, nseg,
                          reinterpret_cast<double*>(seg_norms)};
+  const pyode::DType type = pyode::dtype_from_code(dtype, "rk_finish");
   ReleaseGilIfLarge release(n);
-  if (dtype == static_cast<int>(pyode::DType::kFloat32)) return pyode::rk_finish_cpu<float>(args);
-  if (dtype == static_cast<int>(pyode::DType::kFloat64)) return pyode::rk_finish_cpu<double>(args);
-  check(false, "rk_finish: unsupported dtype code " + std::to_string(dtype));
-  return 0.0;
+  return pyode::dispatch_floating(type, [&](auto tag) {
+    return pyode::rk_finish_cpu<typename decltype(tag)::type>(args);
+  });
 }
 
 
@@ -84,15 +86,201 @@ double scaled_norm(uintptr_t a, int64_t a_size, uintptr_t b, int64_t b_size, uin
                    double atol, double rtol, int dtype) {
   check(n >= 0 && a_size >= n && y_size >= n && (b == 0 || b_size >= n), "scaled_norm: a buffer is shorter than n");
   check(n == 0 || (a != 0 && y != 0), "scaled_norm: null pointer");
+  const pyode::DType type = pyode::dtype_from_code(dtype, "scaled_norm");
   ReleaseGilIfLarge release(n);
-  if (dtype == static_cast<int>(pyode::DType::kFloat32))
-    return pyode::scaled_norm_cpu<float>(reinterpret_cast<const float*>(a), reinterpret_cast<const float*>(b),
-                                         reinterpret_cast<const float*>(y), n, atol, rtol);
-  check(dtype == static_cast<int>(pyode::DType::kFloat64), "scaled_norm: unsupported dtype");
-  return pyode::scaled_norm_cpu<double>(reinterpret_cast<const double*>(a), reinterpret_cast<const double*>(b),
-                                        reinterpret_cast<const double*>(y), n, atol, rtol);
+  return pyode::dispatch_floating(type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    return pyode::scaled_norm_cpu<T>(reinterpret_cast<const T*>(a), reinterpret_cast<const T*>(b),
+                                     reinterpret_cast<const T*>(y), n, atol, rtol);
+  });
 }
 
+// A tensor-like argument (anything with data_ptr() and numel(), e.g. a torch.Tensor; None for "no buffer"): its
+// address, its capacity in elements, and the object itself, which a workspace keeping the address holds on to.
+struct Buffer {
+  uintptr_t ptr = 0;
+  int64_t numel = 0;
+  py::object owner = py::none();
+};
+
+py::object call_method(py::handle obj, PyObject* name) {
+  PyObject* result = PyObject_CallMethodNoArgs(obj.ptr(), name);
+  if (result == nullptr) {
+    PyErr_Clear();
+    throw py::type_error("pyode kernel: expected a tensor (an object with data_ptr() and numel()), got " +
+                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+  }
+  return py::reinterpret_steal<py::object>(result);
+}
+
+Buffer buffer_of(py::handle obj) {
+  if (obj.is_none()) return {};
+  static PyObject* const data_ptr = PyUnicode_InternFromString("data_ptr");
+  static PyObject* const numel = PyUnicode_InternFromString("numel");
+  return {call_method(obj, data_ptr).cast<uintptr_t>(), call_method(obj, numel).cast<int64_t>(),
+          py::reinterpret_borrow<py::object>(obj)};
+}
+
+// The workspaces as Python sees them: each registered address comes with the object that owns the memory, held
+// in the slot of what it was registered as until that slot is registered again or the workspace dies, so a
+// buffer cannot be freed while the workspace points into it. A slot is pinned before the call that registers
+// it: a call that fails then holds one reference too many, never one too few.
+class PinnedRKWorkspace : public pyode::RKWorkspace {
+ public:
+  PinnedRKWorkspace(int64_t s, std::vector<double> a, std::vector<double> b, std::vector<double> e, int64_t n,
+                    int dtype)
+      : RKWorkspace(s, std::move(a), std::move(b), std::move(e), n, pyode::dtype_from_code(dtype, "RKWorkspace")),
+        pins_(static_cast<size_t>(std::max<int64_t>(s, 0)) + 3) {}
+
+  void set_base(const Buffer& y0) {
+    pins_[0] = y0.owner;
+    RKWorkspace::set_base(y0.ptr, y0.numel);
+  }
+  void set_term(int64_t j, const Buffer& k) {
+    pin_term(j, k);
+    RKWorkspace::set_term(j, k.ptr, k.numel);
+  }
+  bool set_error_carry(const Buffer& carry) {
+    pins_.back() = carry.owner;
+    return RKWorkspace::set_error_carry(carry.ptr, carry.numel);
+  }
+  void stage(int64_t i, const Buffer& out, double h, const Buffer& prev) {
+    if (prev.ptr != 0) pin_term(i - 1, prev);
+    ReleaseGilIfLarge release(n());
+    RKWorkspace::stage(i, out.ptr, out.numel, h, prev.ptr, prev.numel);
+  }
+  double finish(const Buffer& y1, double h, double atol, double rtol, bool y1_given, const Buffer& last) {
+    if (last.ptr != 0) pin_term(num_stages() - 1, last);
+    ReleaseGilIfLarge release(n());
+    return RKWorkspace::finish(y1.ptr, y1.numel, h, atol, rtol, y1_given, last.ptr, last.numel);
+  }
+  void dense(const Buffer& out, const std::vector<double>& thetas, double h, const Buffer& f1) {
+    if (f1.ptr != 0) pin_term(num_stages(), f1);
+    ReleaseGilIfLarge release(n() * static_cast<int64_t>(thetas.size()));
+    RKWorkspace::dense(out.ptr, out.numel, thetas, h, f1.ptr, f1.numel);
+  }
+
+ private:
+  void pin_term(int64_t j, const Buffer& k) {  // slots: 0 base, 1 + j term j (j <= s), s + 2 error carry
+    if (j >= 0 && j <= num_stages()) pins_[static_cast<size_t>(j) + 1] = k.owner;
+  }
+  std::vector<py::object> pins_;
+};
+
+class PinnedPerSampleWorkspace : public pyode::PerSampleWorkspace {
+ public:
+  PinnedPerSampleWorkspace(pyode::PerSampleMethod method, std::vector<double> t_out, int64_t rows, int64_t width,
+                           int dtype, const pyode::PerSampleConfig& config)
+      : PerSampleWorkspace(std::move(method), std::move(t_out), rows, width,
+                           pyode::dtype_from_code(dtype, "PerSampleWorkspace"), config),
+        pins_(static_cast<size_t>(num_stages()) + 3) {}
+
+  void set_state(const Buffer& y, const Buffer& f0, const Buffer& out) {
+    pins_[0] = y.owner;
+    pins_[1] = f0.owner;  // also term 0
+    pins_[2] = out.owner;
+    PerSampleWorkspace::set_state(y.ptr, y.numel, f0.ptr, f0.numel, out.ptr, out.numel);
+  }
+  void stage(int64_t i, const Buffer& out, const Buffer& prev) {
+    pin_term(i - 1, prev);
+    PerSampleWorkspace::stage(i, out.ptr, out.numel, prev.ptr, prev.numel);
+  }
+  pyode::RoundStatus finish(const Buffer& y1, const Buffer& last) {
+    pin_term(num_stages() - 1, last);
+    return PerSampleWorkspace::finish(y1.ptr, y1.numel, last.ptr, last.numel);
+  }
+
+ private:
+  void pin_term(int64_t j, const Buffer& k) {  // slots: 0 y, 1 f0 (= term 0), 2 out, 3 + j term j
+    if (j >= 1 && j < num_stages()) pins_[static_cast<size_t>(j) + 3] = k.owner;
+  }
+  std::vector<py::object> pins_;
+};
+
+
+// Buffers are passed as tensors (see Buffer): `py::arg("prev") = py::none()` means "no buffer".
+void bind_rk_workspace(py::module_& m) {
+  py::class_<PinnedRKWorkspace>(m, "RKWorkspace", "Per-solve fused RK step state (see rk_workspace.h)")
+      .def(py::init<int64_t, std::vector<double>, std::vector<double>, std::vector<double>, int64_t, int>(),
+           py::arg("num_stages"), py::arg("a"), py::arg("b"), py::arg("e"), py::arg("n"), py::arg("dtype"))
+      .def("set_base", [](PinnedRKWorkspace& ws, py::handle y0) { ws.set_base(buffer_of(y0)); }, py::arg("y0"))
+      .def("set_term", [](PinnedRKWorkspace& ws, int64_t j, py::handle k) { ws.set_term(j, buffer_of(k)); },
+           py::arg("j"), py::arg("k"))
+      .def("set_segments", &PinnedRKWorkspace::set_segments)
+      .def("set_interpolant", &PinnedRKWorkspace::set_interpolant)
+      .def("set_error_carry",
+           [](PinnedRKWorkspace& ws, py::handle carry) { return ws.set_error_carry(buffer_of(carry)); },
+           py::arg("carry"))
+      .def("stage",
+           [](PinnedRKWorkspace& ws, int64_t i, py::handle out, double h, py::handle prev) {
+             ws.stage(i, buffer_of(out), h, buffer_of(prev));
+           },
+           py::arg("i"), py::arg("out"), py::arg("h"), py::arg("prev") = py::none())
+      .def("finish",
+           [](PinnedRKWorkspace& ws, py::handle y1, double h, double atol, double rtol, bool y1_given,
+              py::handle last) { return ws.finish(buffer_of(y1), h, atol, rtol, y1_given, buffer_of(last)); },
+           py::arg("y1"), py::arg("h"), py::arg("atol"), py::arg("rtol"), py::arg("y1_given"),
+           py::arg("last") = py::none())
+      .def("dense",
+           [](PinnedRKWorkspace& ws, py::handle out, const std::vector<double>& thetas, double h, py::handle f1) {
+             ws.dense(buffer_of(out), thetas, h, buffer_of(f1));
+           },
+           py::arg("out"), py::arg("thetas"), py::arg("h"), py::arg("f1") = py::none())
+      .def("segment_norms", &PinnedRKWorkspace::segment_norms);
+}
+
+// The per-sample workspace's arguments as small typed structs, built with keywords on the Python side.
+void bind_per_sample(py::module_& m) {
+  py::class_<pyode::ControllerGains>(m, "ControllerGains", "The PID controller's gains (controller.h)")
+      .def(py::init([](double b1, double b2, double b3, double safety, double ifactor, double dfactor) {
+             return pyode::ControllerGains{b1, b2, b3, safety, ifactor, dfactor};
+           }),
+           py::kw_only(), py::arg("b1"), py::arg("b2"), py::arg("b3"), py::arg("safety"), py::arg("ifactor"),
+           py::arg("dfactor"));
+  py::class_<pyode::PerSampleConfig>(m, "PerSampleConfig", "Controller, step bounds and tolerances (per_sample.h)")
+      .def(py::init([](const pyode::ControllerGains& gains, double min_step, double max_step, double atol,
+                       double rtol, int64_t max_num_steps, int64_t stall_limit) {
+             return pyode::PerSampleConfig{gains, min_step, max_step, atol, rtol, max_num_steps, stall_limit};
+           }),
+           py::kw_only(), py::arg("gains"), py::arg("min_step"), py::arg("max_step"), py::arg("atol"), py::arg("rtol"),
+           py::arg("max_num_steps"), py::arg("stall_limit"));
+  py::class_<pyode::PerSampleMethod>(m, "PerSampleMethod", "An FSAL tableau and its interpolant (per_sample.h)")
+      .def(py::init([](int64_t num_stages, std::vector<double> a, std::vector<double> c, std::vector<double> e,
+                       std::vector<double> p) {
+             return pyode::PerSampleMethod{num_stages, std::move(a), std::move(c), std::move(e), std::move(p)};
+           }),
+           py::kw_only(), py::arg("num_stages"), py::arg("a"), py::arg("c"), py::arg("e"), py::arg("p"));
+  py::class_<PinnedPerSampleWorkspace>(m, "PerSampleWorkspace", "Fused per-sample step sizes (see per_sample.h)")
+      .def(py::init<pyode::PerSampleMethod, std::vector<double>, int64_t, int64_t, int, const pyode::PerSampleConfig&>(),
+           py::kw_only(), py::arg("method"), py::arg("t_out"), py::arg("rows"), py::arg("width"), py::arg("dtype"),
+           py::arg("config"))
+      .def("set_state",
+           [](PinnedPerSampleWorkspace& ws, py::handle y, py::handle f0, py::handle out) {
+             ws.set_state(buffer_of(y), buffer_of(f0), buffer_of(out));
+           },
+           py::arg("y"), py::arg("f0"), py::arg("out"))
+      .def("set_first_step", &PinnedPerSampleWorkspace::set_first_step)
+      .def("begin_round", &PinnedPerSampleWorkspace::begin_round)
+      .def("stage_times", &PinnedPerSampleWorkspace::stage_times)
+      .def("stage",
+           [](PinnedPerSampleWorkspace& ws, int64_t i, py::handle out, py::handle prev) {
+             ws.stage(i, buffer_of(out), buffer_of(prev));
+           },
+           py::arg("i"), py::arg("out"), py::arg("prev"))
+      .def("finish",
+           [](PinnedPerSampleWorkspace& ws, py::handle y1, py::handle last) {
+             const pyode::RoundStatus st = ws.finish(buffer_of(y1), buffer_of(last));
+             return py::make_tuple(st.active, st.kind, st.row, st.t_row, st.t_min);
+           },
+           py::arg("y1"), py::arg("last"))
+      .def("accepted", &PinnedPerSampleWorkspace::accepted)
+      .def("rejected", &PinnedPerSampleWorkspace::rejected);
+}
+
+void bind_workspaces(py::module_& m) {
+  bind_rk_workspace(m);
+  bind_per_sample(m);
+}
 
 }  // namespace
 
@@ -105,59 +293,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("lincomb", &lincomb, "out[r] = base + sum_j w[r, j] * k_j");
   m.def("rk_finish", &rk_finish, "y1, error and scaled RMS error norm of a Runge-Kutta step in one pass");
   m.def("scaled_norm", &scaled_norm, "RMS of (a - b) / (atol + rtol |y|)");
-  py::class_<pyode::RKWorkspace>(m, "RKWorkspace", "Per-solve fused RK step state (see rk_workspace.h)")
-      .def(py::init<int64_t, std::vector<double>, std::vector<double>, std::vector<double>, int64_t, int>())
-      .def("set_base", &pyode::RKWorkspace::set_base)
-      .def("set_term", &pyode::RKWorkspace::set_term)
-      .def("set_segments", &pyode::RKWorkspace::set_segments)
-      .def("set_interpolant", &pyode::RKWorkspace::set_interpolant)
-      .def("set_error_carry", &pyode::RKWorkspace::set_error_carry)
-      .def("stage",
-           [](pyode::RKWorkspace& ws, int64_t i, uintptr_t out, int64_t out_numel, double h, uintptr_t prev,
-              int64_t prev_numel) {
-             ReleaseGilIfLarge release(ws.n());
-             ws.stage(i, out, out_numel, h, prev, prev_numel);
-           },
-           py::arg("i"), py::arg("out"), py::arg("out_numel"), py::arg("h"), py::arg("prev") = 0,
-           py::arg("prev_numel") = 0)
-      .def("finish",
-           [](pyode::RKWorkspace& ws, uintptr_t y1, int64_t y1_numel, double h, double atol, double rtol,
-              bool y1_given, uintptr_t last, int64_t last_numel) {
-             ReleaseGilIfLarge release(ws.n());
-             return ws.finish(y1, y1_numel, h, atol, rtol, y1_given, last, last_numel);
-           },
-           py::arg("y1"), py::arg("y1_numel"), py::arg("h"), py::arg("atol"), py::arg("rtol"), py::arg("y1_given"),
-           py::arg("last") = 0, py::arg("last_numel") = 0)
-      .def("dense",
-           [](pyode::RKWorkspace& ws, uintptr_t out, int64_t out_numel, const std::vector<double>& thetas, double h,
-              uintptr_t f1, int64_t f1_numel) {
-             ReleaseGilIfLarge release(ws.n() * static_cast<int64_t>(thetas.size()));
-             ws.dense(out, out_numel, thetas, h, f1, f1_numel);
-           })
-      .def("segment_norms", &pyode::RKWorkspace::segment_norms);
-  py::class_<pyode::PerSampleWorkspace>(m, "PerSampleWorkspace", "Fused per-sample step sizes (see per_sample.h)")
-      .def(py::init([](int64_t s, std::vector<double> a, std::vector<double> c, std::vector<double> e,
-                       std::vector<double> p, std::vector<double> t_out, int64_t rows, int64_t width, int dtype,
-                       double safety, double ifactor, double dfactor, double b1, double b2, double b3,
-                       double min_step, double max_step, double atol, double rtol, int64_t max_num_steps,
-                       int64_t stall_limit) {
-        const pyode::PerSampleConfig cfg{{b1, b2, b3, safety, ifactor, dfactor}, min_step, max_step, atol, rtol,
-                                         max_num_steps, stall_limit};
-        return new pyode::PerSampleWorkspace(s, std::move(a), std::move(c), std::move(e), std::move(p),
-                                             std::move(t_out), rows, width, dtype, cfg);
-      }))
-      .def("set_state", &pyode::PerSampleWorkspace::set_state)
-      .def("set_first_step", &pyode::PerSampleWorkspace::set_first_step)
-      .def("begin_round", &pyode::PerSampleWorkspace::begin_round)
-      .def("stage_times", &pyode::PerSampleWorkspace::stage_times)
-      .def("stage", &pyode::PerSampleWorkspace::stage)
-      .def("finish",
-           [](pyode::PerSampleWorkspace& ws, uintptr_t y1, int64_t y1_numel, uintptr_t last, int64_t last_numel) {
-             const pyode::RoundStatus st = ws.finish(y1, y1_numel, last, last_numel);
-             return py::make_tuple(st.active, st.kind, st.row, st.t_row, st.t_min);
-           })
-      .def("accepted", &pyode::PerSampleWorkspace::accepted)
-      .def("rejected", &pyode::PerSampleWorkspace::rejected);
+  bind_workspaces(m);
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

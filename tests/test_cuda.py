@@ -107,7 +107,7 @@ def test_without_cuda_module_auto_falls_back_and_forced_cuda_raises(monkeypatch)
         _kernels.get_backend(torch.device("cuda", 0))
     monkeypatch.setenv("PYODE_BACKEND", "auto")
     with pytest.warns(RuntimeWarning, match="PYODE_CUDA=ON"):
-        assert _kernels.get_backend(torch.device("cuda", 0)) is reference
+        assert _kernels.get_backend(torch.device("cuda", 0)) is reference.BACKEND
 
 
 def test_forced_backend_refuses_other_devices(monkeypatch):
@@ -126,7 +126,7 @@ def test_forced_backend_refuses_other_devices(monkeypatch):
 @needs_gpu
 def test_auto_backend_for_cuda_tensors_is_cuda(monkeypatch):
     monkeypatch.setenv("PYODE_BACKEND", "auto")
-    assert _kernels.get_backend(torch.device("cuda", 0)).NAME == "cuda"
+    assert _kernels.get_backend(torch.device("cuda", 0)).name == "cuda"
 
 
 @needs_gpu

@@ -135,24 +135,24 @@ def test_compiled_workspaces_check_buffer_sizes():
     from pyode._solvers.tableaux import TABLEAUX
 
     tab = TABLEAUX["dopri5"]
-    stepper = RKStepper(tab, None, compiled)
+    stepper = RKStepper(tab, None, compiled.BACKEND)
     ws = compiled.make_per_sample_workspace(tab, stepper.P, [0.0, 1.0], 3, 2, torch.float64, AdaptiveOptions(),
                                             pid_gains(tab.order, 0.0, 1.0, 0.0), 1e-6, 1e-6, 4)
     y, short = torch.zeros(3, 2, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
     out = torch.zeros(2, 3, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="too short"):
-        ws.set_state(y.data_ptr(), y.numel(), short.data_ptr(), short.numel(), out.data_ptr(), out.numel())
+        ws.set_state(y, short, out)
     with pytest.raises(ValueError, match="too short"):
-        ws.set_state(y.data_ptr(), y.numel(), y.data_ptr(), y.numel(), out.data_ptr(), out.numel() - 1)
+        ws.set_state(y, y, out.view(-1)[:-1])
     f0 = y.clone()
-    ws.set_state(y.data_ptr(), y.numel(), f0.data_ptr(), f0.numel(), out.data_ptr(), out.numel())
+    ws.set_state(y, f0, out)
     with pytest.raises(ValueError, match="shorter"):
-        ws.stage(1, short.data_ptr(), short.numel(), y.data_ptr(), y.numel())
+        ws.stage(1, short, y)
     with pytest.raises(ValueError, match="out of range"):
-        ws.stage(7, y.data_ptr(), y.numel(), y.data_ptr(), y.numel())
+        ws.stage(7, y, y)
     rk = compiled.make_workspace(tab, 6, torch.float64, None)
     rk.set_interpolant([float(x) for row in stepper.P for x in row], stepper.num_terms)
     with pytest.raises(ValueError, match="out shorter"):
-        rk.dense(short.data_ptr(), short.numel(), [0.5], 0.1, 0, 0)
+        rk.dense(short, [0.5], 0.1)
     with pytest.raises(ValueError, match="set_error_carry: buffer shorter"):
-        rk.set_error_carry(short.data_ptr(), short.numel())
+        rk.set_error_carry(short)

@@ -114,16 +114,16 @@ def test_fused_workspace_equals_reference(dtype, n, s, seed, h, data):
     tableau = SimpleNamespace(num_stages=s, a=a, b=b, b_err=e)
     y0, *ks = _vectors(s + 1, n, dtype, seed)
     ws = compiled.make_workspace(tableau, n, dtype, segments)
-    ws.set_base(y0.data_ptr(), n)
+    ws.set_base(y0)
     for j, k in enumerate(ks):
-        ws.set_term(j, k.data_ptr(), n)
+        ws.set_term(j, k)
     for i in range(1, s):
         out = torch.empty(n, dtype=dtype)
-        ws.stage(i, out.data_ptr(), n, h)
+        ws.stage(i, out, h)
         want = reference.lincomb(y0, ks[:i], [[h * x for x in a[i]]])[0]
         _assert_close(out, want, dtype, h * sum(abs(x) for x in a[i]) * 5.0)
     y1 = torch.empty(n, dtype=dtype)
-    norm = ws.finish(y1.data_ptr(), n, h, 1e-6, 1e-3, False)
+    norm = ws.finish(y1, h, 1e-6, 1e-3, False)
     hb, he = [h * x for x in b], None if e is None else [h * x for x in e]
     y1_ref, norm_ref, seg_ref = reference.rk_finish(y0, None, ks, hb, he, 1e-6, 1e-3, segments)
     _assert_close(y1, y1_ref, dtype, sum(abs(x) for x in hb) * 5.0)
@@ -151,13 +151,13 @@ def test_carried_error_equals_the_plain_finish_bitwise(dtype, n, s, seed, h, dat
         carry = torch.full((n,), float("nan"), dtype=dtype)
         if carried:
             same_pattern = all((x != 0.0) == (y != 0.0) for x, y in zip(a[-1], e))
-            assert ws.set_error_carry(carry.data_ptr(), n) == same_pattern
-        ws.set_base(y0.data_ptr(), n)
+            assert ws.set_error_carry(carry) == same_pattern
+        ws.set_base(y0)
         for j, k in enumerate(ks):
-            ws.set_term(j, k.data_ptr(), n)
+            ws.set_term(j, k)
         y1 = torch.empty(n, dtype=dtype)
-        ws.stage(s - 1, y1.data_ptr(), n, h)
-        norm = ws.finish(y1.data_ptr(), n, h, 1e-6, 1e-3, True)
+        ws.stage(s - 1, y1, h)
+        norm = ws.finish(y1, h, 1e-6, 1e-3, True)
         results.append((y1, norm, list(ws.segment_norms())))
     (y1_plain, norm_plain, seg_plain), (y1_carried, norm_carried, seg_carried) = results
     assert torch.equal(y1_plain, y1_carried)

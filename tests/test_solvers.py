@@ -237,7 +237,7 @@ def test_fused_workspace_path_is_taken_and_matches_reference(method, monkeypatch
         raise AssertionError("the fused workspace path was not taken")
 
     with monkeypatch.context() as patch:
-        patch.setattr(compiled, "lincomb", per_call)
+        patch.setattr(compiled.BACKEND, "lincomb", per_call)
         fused = pyode.solve(f, y0, t, method=method, rtol=1e-6, atol=1e-8, options=options)
     monkeypatch.setenv("PYODE_BACKEND", "reference")
     reference = pyode.solve(f, y0, t, method=method, rtol=1e-6, atol=1e-8, options=options)

@@ -6,16 +6,16 @@
 #include <limits>
 #include <string>
 
+#include "pyode/dispatch.h"
 #include "pyode/rk_math.h"
 
 namespace pyode {
 
-PerSampleWorkspace::PerSampleWorkspace(int64_t num_stages, std::vector<double> a, std::vector<double> c,
-                                       std::vector<double> e, std::vector<double> p, std::vector<double> t_out,
-                                       int64_t rows, int64_t width, int dtype, PerSampleConfig config)
-    : s_(num_stages), rows_(rows), width_(width), n_(rows * width), dtype_(dtype), a_(std::move(a)),
-      c_(std::move(c)), e_(std::move(e)), p_(std::move(p)), t_out_(std::move(t_out)), powers_(0), cfg_(config),
-      terms_(num_stages, nullptr), t_(rows, 0.0), h_(rows, 0.0), h_step_(rows, 0.0), prev1_(rows, 1.0),
+PerSampleWorkspace::PerSampleWorkspace(PerSampleMethod method, std::vector<double> t_out, int64_t rows,
+                                       int64_t width, DType dtype, PerSampleConfig config)
+    : s_(method.num_stages), rows_(rows), width_(width), n_(rows * width), dtype_(dtype), a_(std::move(method.a)),
+      c_(std::move(method.c)), e_(std::move(method.e)), p_(std::move(method.p)), t_out_(std::move(t_out)),
+      powers_(0), cfg_(config), terms_(std::max<int64_t>(method.num_stages, 0), nullptr), t_(rows, 0.0), h_(rows, 0.0), h_step_(rows, 0.0), prev1_(rows, 1.0),
       prev2_(rows, 1.0), next_out_(rows, 1), accepted_(rows, 0), rejected_(rows, 0), non_finite_(rows, 0),
       stalled_(rows, 0), active_(rows, 0) {
   check(s_ >= 2 && s_ <= kMaxStages, "PerSampleWorkspace: need 2 to 64 stages");
@@ -26,8 +26,6 @@ PerSampleWorkspace::PerSampleWorkspace(int64_t num_stages, std::vector<double> a
   check(!p_.empty() && static_cast<int64_t>(p_.size()) % s_ == 0, "PerSampleWorkspace: P must be (powers, s)");
   check(t_out_.size() >= 2, "PerSampleWorkspace: need at least two output times");
   for (size_t k = 1; k < t_out_.size(); ++k) check(t_out_[k] > t_out_[k - 1], "PerSampleWorkspace: t_out must increase");
-  check(dtype_ == static_cast<int>(DType::kFloat32) || dtype_ == static_cast<int>(DType::kFloat64),
-        "PerSampleWorkspace: unsupported dtype");
   const ControllerGains& g = cfg_.gains;
   check(std::isfinite(g.b1) && std::isfinite(g.b2) && std::isfinite(g.b3) && g.safety > 0.0 && g.dfactor > 0.0 &&
             g.ifactor >= 1.0 && std::isfinite(g.ifactor),
@@ -73,12 +71,10 @@ int64_t PerSampleWorkspace::begin_round() {
 void PerSampleWorkspace::stage_times(int64_t i, uintptr_t out, int64_t out_numel, int t_dtype, double sign) const {
   check(i >= 0 && i < s_, "PerSampleWorkspace.stage_times: stage index out of range");
   check(out_numel >= rows_ && out != 0, "PerSampleWorkspace.stage_times: out shorter than rows");
-  check(t_dtype == 0 || t_dtype == 1, "PerSampleWorkspace.stage_times: t dtype must be float32 or float64");
-  for (int64_t r = 0; r < rows_; ++r) {
-    const double t = sign * (t_[r] + c_[i] * h_step_[r]);
-    if (t_dtype == 0) reinterpret_cast<float*>(out)[r] = static_cast<float>(t);
-    else reinterpret_cast<double*>(out)[r] = t;
-  }
+  dispatch_floating(dtype_from_code(t_dtype, "PerSampleWorkspace.stage_times (t dtype)"), [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    for (int64_t r = 0; r < rows_; ++r) reinterpret_cast<T*>(out)[r] = static_cast<T>(sign * (t_[r] + c_[i] * h_step_[r]));
+  });
 }
 
 template <typename T>
@@ -99,8 +95,10 @@ void PerSampleWorkspace::stage(int64_t i, uintptr_t out, int64_t out_numel, uint
   check(out_numel >= n_ && (out != 0 || n_ == 0), "PerSampleWorkspace.stage: out shorter than rows * width");
   check(y_ != nullptr || n_ == 0, "PerSampleWorkspace.stage: set_state first");
   set_term(i - 1, prev, prev_numel);
-  if (dtype_ == static_cast<int>(DType::kFloat32)) stage_rows<float>(i, reinterpret_cast<float*>(out));
-  else stage_rows<double>(i, reinterpret_cast<double*>(out));
+  dispatch_floating(dtype_, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    stage_rows<T>(i, reinterpret_cast<T*>(out));
+  });
 }
 
 // RMS over the row of err / (atol + rtol max(|y|, |y1|)), err = h sum_j e_j k_j.
@@ -213,9 +211,10 @@ RoundStatus PerSampleWorkspace::finish(uintptr_t y1, int64_t y1_numel, uintptr_t
   check(y_ != nullptr || n_ == 0, "PerSampleWorkspace.finish: set_state first");
   set_term(s_ - 1, last, last_numel);
   for (int64_t j = 0; j < s_; ++j) check(terms_[j] != nullptr || n_ == 0, "PerSampleWorkspace.finish: missing stage");
-  if (dtype_ == static_cast<int>(DType::kFloat32))
-    return finish_rows<float>(reinterpret_cast<const float*>(y1), reinterpret_cast<const float*>(last));
-  return finish_rows<double>(reinterpret_cast<const double*>(y1), reinterpret_cast<const double*>(last));
+  return dispatch_floating(dtype_, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    return finish_rows<T>(reinterpret_cast<const T*>(y1), reinterpret_cast<const T*>(last));
+  });
 }
 
 }  // namespace pyode

@@ -3,13 +3,14 @@
 
 #include <string>
 
+#include "pyode/dispatch.h"
 #include "pyode/lincomb.h"
 #include "pyode/rk_finish.h"
 
 namespace pyode {
 
 RKWorkspace::RKWorkspace(int64_t num_stages, std::vector<double> a, std::vector<double> b, std::vector<double> e,
-                         int64_t n, int dtype)
+                         int64_t n, DType dtype)
     : s_(num_stages), n_(n), dtype_(dtype), a_(std::move(a)), b_(std::move(b)), e_(std::move(e)),
       terms_(num_stages + 1, nullptr), scratch_(num_stages + 1, 0.0), hb_(b_.size()), he_(e_.size()) {
   check(s_ >= 1, "RKWorkspace: need at least one stage");
@@ -17,8 +18,6 @@ RKWorkspace::RKWorkspace(int64_t num_stages, std::vector<double> a, std::vector<
   check(static_cast<int64_t>(a_.size()) == s_ * s_, "RKWorkspace: a must be s*s (row-major)");
   check(static_cast<int64_t>(b_.size()) == s_, "RKWorkspace: b must have s entries");
   check(e_.empty() || static_cast<int64_t>(e_.size()) == s_, "RKWorkspace: e must be empty or have s entries");
-  check(dtype_ == static_cast<int>(DType::kFloat32) || dtype_ == static_cast<int>(DType::kFloat64),
-        "RKWorkspace: unsupported dtype code " + std::to_string(dtype_));
 }
 
 void RKWorkspace::set_base(uintptr_t ptr, int64_t numel) {
@@ -58,16 +57,16 @@ void RKWorkspace::stage(int64_t i, uintptr_t out, int64_t out_numel, double h, u
   carry_ready_ = false;
   if (i == s_ - 1 && carry_ != nullptr) {
     for (int64_t j = 0; j < i; ++j) he_[j] = h * e_[j];
-    const bool f32 = dtype_ == static_cast<int>(DType::kFloat32);
     void* y = reinterpret_cast<void*>(out);
-    carry_ready_ = f32 ? lincomb_pair_cpu<float>(y, carry_, n_, base_, terms_.data(), scratch_.data(), he_.data(), i)
-                       : lincomb_pair_cpu<double>(y, carry_, n_, base_, terms_.data(), scratch_.data(), he_.data(), i);
+    carry_ready_ = dispatch_floating(dtype_, [&](auto tag) {
+      return lincomb_pair_cpu<typename decltype(tag)::type>(y, carry_, n_, base_, terms_.data(), scratch_.data(),
+                                                            he_.data(), i);
+    });
     carry_h_ = h;
     if (carry_ready_) return;
   }
   LincombArgs args{reinterpret_cast<void*>(out), n_, base_, terms_.data(), i, scratch_.data(), 1, n_};
-  if (dtype_ == static_cast<int>(DType::kFloat32)) lincomb_cpu<float>(args);
-  else lincomb_cpu<double>(args);
+  dispatch_floating(dtype_, [&](auto tag) { lincomb_cpu<typename decltype(tag)::type>(args); });
 }
 
 bool RKWorkspace::set_error_carry(uintptr_t ptr, int64_t numel) {
@@ -103,8 +102,7 @@ double RKWorkspace::finish(uintptr_t y1, int64_t y1_numel, double h, double atol
                   segmented ? offsets_.data() : nullptr,
                   segmented ? static_cast<int64_t>(offsets_.size()) - 1 : 0,
                   segmented ? seg_norms_.data() : nullptr};
-  if (dtype_ == static_cast<int>(DType::kFloat32)) return rk_finish_cpu<float>(args);
-  return rk_finish_cpu<double>(args);
+  return dispatch_floating(dtype_, [&](auto tag) { return rk_finish_cpu<typename decltype(tag)::type>(args); });
 }
 
 void RKWorkspace::set_interpolant(std::vector<double> p, int64_t num_terms) {
@@ -132,8 +130,7 @@ void RKWorkspace::dense(uintptr_t out, int64_t out_numel, const std::vector<doub
     }
   }
   LincombArgs args{reinterpret_cast<void*>(out), n_, base_, terms_.data(), p_terms_, w.data(), m, n_};
-  if (dtype_ == static_cast<int>(DType::kFloat32)) lincomb_cpu<float>(args);
-  else lincomb_cpu<double>(args);
+  dispatch_floating(dtype_, [&](auto tag) { lincomb_cpu<typename decltype(tag)::type>(args); });
 }
 
 }  // namespace pyode

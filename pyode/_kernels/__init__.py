@@ -10,6 +10,9 @@ Backends:
 built, or for tensors on another device, raises :class:`pyode.errors.BackendUnavailableError`; ``auto``
 picks the compiled backend of the tensors' device and falls back to the reference path (pure torch, on any
 device) when it is not built -- with a one-time warning for CUDA saying how to build it.
+
+A backend is a :class:`~pyode._kernels.backend.KernelBackend` instance with declared capabilities
+(``fused_workspace``, ``per_sample_fused``, ``fused_out``, ``name``, ``device_type``).
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ import torch
 from torch import Tensor
 
 from pyode._kernels import reference
+from pyode._kernels.backend import KernelBackend
 from pyode._kernels.segments import Segments
 from pyode.errors import BackendUnavailableError
 
-__all__ = ["Segments", "backend_info", "get_backend", "lincomb", "rk_finish"]
+__all__ = ["KernelBackend", "Segments", "backend_info", "get_backend", "lincomb", "rk_finish"]
 
 _VALID_BACKENDS = ("auto", "reference", "cpu", "cuda")
 _BUILD_HINT = ("build it with `pip install --no-build-isolation -e .` (needs a C++17 compiler, cmake and "
@@ -73,40 +77,40 @@ def _requested_backend() -> str:
     return name
 
 
-def get_backend(device: torch.device) -> ModuleType:
-    """The backend module (``lincomb``, ``rk_finish``) to use for tensors on ``device``."""
+def get_backend(device: torch.device) -> KernelBackend:
+    """The backend (a :class:`KernelBackend` singleton) to use for tensors on ``device``."""
     name = _requested_backend()
     if name == "reference":
-        return reference
+        return reference.BACKEND
     if name in ("cpu", "cuda") and device.type != name:
         raise BackendUnavailableError(f"PYODE_BACKEND={name} cannot run tensors on {device}")
     if device.type == "cuda":
         return _get_cuda_backend(name)
     if device.type != "cpu":
-        return reference
+        return reference.BACKEND
     if _compiled is None:
         if name == "cpu":
             raise BackendUnavailableError(
                 f"PYODE_BACKEND=cpu but the compiled extension pyode._C is not available "
                 f"({_COMPILED_ERROR}); {_BUILD_HINT}")
-        return reference
-    return _compiled
+        return reference.BACKEND
+    return _compiled.BACKEND
 
 
-def _get_cuda_backend(name: str) -> ModuleType:
+def _get_cuda_backend(name: str) -> KernelBackend:
     cuda, error = _cuda_backend()
     if cuda is not None:
-        return cuda
+        return cuda.BACKEND
     if name == "cuda":
         raise BackendUnavailableError(f"PYODE_BACKEND=cuda but the CUDA extension pyode._C_cuda is not "
                                       f"available ({error}); {_CUDA_BUILD_HINT}")
     _warn_cuda_fallback(error)
-    return reference
+    return reference.BACKEND
 
 
 def _backend_name(device: torch.device) -> str:
     try:
-        return get_backend(device).NAME
+        return get_backend(device).name
     except BackendUnavailableError as exc:
         return f"unavailable: {exc}"
 

@@ -2,7 +2,8 @@
 
 Callers (the public functions in ``pyode._kernels`` and the solvers) have already validated dtype,
 device and contiguity; ``_C`` rechecks sizes. When autograd must see through a kernel, ``lincomb``
-runs as :class:`LincombFunction`, whose backward is the same fused kernel.
+runs as :class:`pyode._kernels.autograd.LincombFunction`, whose backward is the same fused kernel.
+:class:`CpuBackend` is the backend type, ``BACKEND`` its instance; the module-level functions are its methods.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import torch
 from torch import Tensor
 
 from pyode import _C  # ImportError here means: not built; the dispatcher handles it
+from pyode._kernels.autograd import y1_with_graph
+from pyode._kernels.backend import FusedBackend
 from pyode._kernels.segments import Segments
 
-NAME = "cpu"
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 
 
@@ -40,105 +42,11 @@ def lincomb_raw(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Seq
     return out
 
 
-class LincombFunction(torch.autograd.Function):
-    """Differentiable ``lincomb`` whose backward is again one fused ``lincomb`` call:
-    ``grad_k_j = sum_r w[r][j] * grad_r`` and ``grad_base = sum_r grad_r``.
-
-    ``raw`` is the backend's non-differentiable kernel (``lincomb_raw`` of this module or of the CUDA
-    backend), so every compiled backend shares this one autograd rule."""
-
-    @staticmethod
-    def forward(ctx, raw, weights, base, *ks):  # type: ignore[override]
-        ctx.raw = raw
-        ctx.weights = weights
-        ctx.num_terms = len(ks)
-        return raw(base, ks, weights, like=ks[0] if ks else base)
-
-    @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
-        grad = grad.contiguous()
-        rows = list(grad.unbind(0))
-        grad_base = None
-        if ctx.needs_input_grad[2]:  # the sum of the rows (one row: itself)
-            grad_base = rows[0] if len(rows) == 1 else ctx.raw(None, rows, [[1.0] * len(rows)], like=grad[0])[0]
-        grad_ks = [None] * ctx.num_terms
-        if any(ctx.needs_input_grad[3:]):
-            transposed = [[row[j] for row in ctx.weights] for j in range(ctx.num_terms)]
-            grad_ks = list(ctx.raw(None, rows, transposed, like=grad[0]).unbind(0))
-        return (None, None, grad_base, *grad_ks)
-
-
-# Up to this many elements, a differentiable lincomb is built from torch's own ops (stack + addmm/addmv): their
-# autograd nodes are C++, while a Python autograd.Function costs ~17 us forward and ~35 us backward per
-# call, which dominates small-state backprop (measured: 13 / 18 us per stage for the native ops at n = 2
-# and n = 1024). Above it the fused kernel's single pass over memory wins.
-NATIVE_GRAD_MAX_NUMEL = 1 << 14
-
-
-def native_lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
-    """``base + W @ stack(ks)`` with torch ops (autograd through C++ nodes); ks non-empty. Returns (m, n)."""
-    stacked = torch.stack(list(ks))
-    w = torch.tensor(weights, dtype=stacked.dtype, device=stacked.device)
-    return torch.mm(w, stacked) if base is None else torch.addmm(base, w, stacked)
-
-
-def differentiable_lincomb(raw, base: Tensor | None, ks: Sequence[Tensor],
-                           weights: Sequence[Sequence[float]]) -> Tensor:
-    """``raw(base, ks, weights, like)`` (a backend's kernel), or, when autograd must see it, the same
-    through :class:`LincombFunction` (large states) or :func:`native_lincomb` (small ones). Returns (m, n)."""
-    like = ks[0] if ks else base
-    if _records_graph(base, ks):
-        if ks and like.numel() <= NATIVE_GRAD_MAX_NUMEL:
-            return native_lincomb(base, ks, weights)
-        return LincombFunction.apply(raw, tuple(tuple(r) for r in weights), base, *ks)
-    return raw(base, ks, weights, like)
-
-
-def differentiable_lincomb_row(raw, base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
-    """One row of :func:`differentiable_lincomb`: (n,). A small row with a base that autograd records is
-    stack + a transposed view + addmv: C++ nodes, and no select node on a (1, n) result (recording costs ~2-5 us
-    per op; against ``lincomb(...)[0]`` it took 1.3-2.7 ms off the forward pass of P2's solves, A/B in one
-    process). The weights are made like the other paths' (``h * a`` in double, then the state's dtype), so all
-    of them round alike and take the same steps."""
-    if base is not None and ks and base.numel() <= NATIVE_GRAD_MAX_NUMEL and _records_graph(base, ks):
-        w = torch.tensor(weights, dtype=base.dtype, device=base.device)
-        return torch.addmv(base, torch.stack(list(ks)).t(), w)
-    return differentiable_lincomb(raw, base, ks, [weights])[0]
-
-
-def _records_graph(base: Tensor | None, ks: Sequence[Tensor]) -> bool:
-    return torch.is_grad_enabled() and ((base is not None and base.requires_grad) or any(k.requires_grad for k in ks))
-
-
-def lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
-    """Same contract as :func:`pyode._kernels.reference.lincomb`."""
-    return differentiable_lincomb(lincomb_raw, base, ks, weights)
-
-
-def lincomb_row(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
-    """Same contract as :func:`pyode._kernels.reference.lincomb_row`."""
-    return differentiable_lincomb_row(lincomb_raw, base, ks, weights)
-
-
-def y1_with_graph(lincomb_fn, y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor],
-                  b: Sequence[float] | None) -> tuple[Tensor | None, Sequence[float] | None]:
-    """When autograd must see through a step, builds ``y1 = y0 + sum_j b_j k_j`` with the differentiable
-    ``lincomb_fn`` and returns ``(y1, None)``: the finishing kernel then only measures the error. With ``b``
-    but no terms, ``y1`` is a copy of ``y0`` (the kernels read an empty ``b`` as "y1 given" and would leave a
-    fresh buffer unwritten). Otherwise returns ``(y1, b)`` unchanged."""
-    if b is not None and not ks:
-        return y0.clone(), None
-    grad = torch.is_grad_enabled() and (y0.requires_grad or any(k.requires_grad for k in ks))
-    if b is not None and grad:
-        return lincomb_fn(y0, ks, [b])[0], None
-    return y1, b
-
-
 def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[float] | None,
               e: Sequence[float] | None, atol: float, rtol: float,
               segments: Segments | None) -> tuple[Tensor, float, Tensor | None]:
     """Same contract as :func:`pyode._kernels.reference.rk_finish`."""
-    y1, b = y1_with_graph(lincomb, y0, y1, ks, b)
+    y1, b = y1_with_graph(BACKEND.lincomb, y0, y1, ks, b)
     if y1 is None:
         y1 = torch.empty_like(y0)
     seg_norms = None
@@ -181,12 +89,16 @@ def make_per_sample_workspace(tableau, P, t_out: Sequence[float], rows: int, wid
     state, the step bounds and ``max_num_steps`` of ``opts`` (AdaptiveOptions, validated), the controller's
     ``gains`` (:func:`pyode._solvers.controller.pid_gains`), the tolerances and ``stall_limit``
     (:class:`pyode._solvers.adaptive.StallWatch`'s ``LIMIT``)."""
-    return _C.PerSampleWorkspace(
-        tableau.num_stages, _flat_a(tableau), [float(x) for x in tableau.c], [float(x) for x in tableau.b_err],
-        [float(x) for row in P for x in row], [float(x) for x in t_out], int(rows), int(width), _DTYPE_CODES[dtype],
-        float(gains.safety), float(gains.ifactor), float(gains.dfactor), float(gains.b1), float(gains.b2),
-        float(gains.b3), float(opts.min_step), float(opts.max_step), float(atol), float(rtol), int(opts.max_num_steps),
-        int(stall_limit))
+    method = _C.PerSampleMethod(num_stages=tableau.num_stages, a=_flat_a(tableau), c=[float(x) for x in tableau.c],
+                                e=[float(x) for x in tableau.b_err], p=[float(x) for row in P for x in row])
+    controller = _C.ControllerGains(b1=float(gains.b1), b2=float(gains.b2), b3=float(gains.b3),
+                                    safety=float(gains.safety), ifactor=float(gains.ifactor),
+                                    dfactor=float(gains.dfactor))
+    config = _C.PerSampleConfig(gains=controller, min_step=float(opts.min_step), max_step=float(opts.max_step),
+                                atol=float(atol), rtol=float(rtol), max_num_steps=int(opts.max_num_steps),
+                                stall_limit=int(stall_limit))
+    return _C.PerSampleWorkspace(method=method, t_out=[float(x) for x in t_out], rows=int(rows), width=int(width),
+                                 dtype=_DTYPE_CODES[dtype], config=config)
 
 
 def scaled_norm(a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float) -> float:
@@ -194,3 +106,22 @@ def scaled_norm(a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float
     n = y.numel()
     return _C.scaled_norm(a.data_ptr(), a.numel(), _ptr(b), _size(b), y.data_ptr(), n, n, float(atol), float(rtol),
                           _DTYPE_CODES[y.dtype])
+
+
+class CpuBackend(FusedBackend):
+    """``pyode._C``'s kernels on CPU tensors, with the fused RK and per-sample workspaces."""
+
+    name = "cpu"
+    device_type = "cpu"
+    fused_workspace = True
+    per_sample_fused = True
+    fused_out = True
+    lincomb_raw = staticmethod(lincomb_raw)
+    rk_finish = staticmethod(rk_finish)
+    scaled_norm = staticmethod(scaled_norm)
+    make_workspace = staticmethod(make_workspace)
+    make_per_sample_workspace = staticmethod(make_per_sample_workspace)
+
+
+BACKEND = CpuBackend()
+lincomb, lincomb_row = BACKEND.lincomb, BACKEND.lincomb_row

@@ -7,7 +7,8 @@ host: one synchronisation per step. :func:`rk_finish_device` leaves them on the 
 device-side step-size controller.
 
 Same contracts as :mod:`pyode._kernels.compiled`; autograd goes through the same
-:class:`~pyode._kernels.compiled.LincombFunction`, with this module's kernel.
+:class:`~pyode._kernels.autograd.LincombFunction`, with this module's kernel. Needs only ``pyode._C_cuda``
+(not the CPU extension ``pyode._C``). :class:`CudaBackend` is the backend type, ``BACKEND`` its instance.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import torch
 from torch import Tensor
 
 from pyode import _C_cuda
-from pyode._kernels.compiled import differentiable_lincomb, differentiable_lincomb_row, y1_with_graph
+from pyode._kernels import reference
+from pyode._kernels.autograd import y1_with_graph
+from pyode._kernels.backend import FusedBackend
 from pyode._kernels.segments import Segments
 
-NAME = "cuda"
 MAX_TERMS: int = _C_cuda.max_terms
 CHUNK_ELEMENTS: int = _C_cuda.chunk_elements
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
@@ -48,26 +50,18 @@ def _launch(t: Tensor) -> tuple[int, int]:
 
 
 def lincomb_raw(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]],
-                like: Tensor) -> Tensor:
-    """(m, n) result of ``base + W @ ks`` without autograd. ``like``: any (n,) tensor giving dtype/device."""
-    _check_tensors(like, [base, *ks])
+                like: Tensor, out: Tensor | None = None) -> Tensor:
+    """(m, n) result of ``base + W @ ks`` without autograd. ``like``: any (n,) tensor giving dtype/device;
+    ``out``: a contiguous (m, n) tensor like it to write into (default: a new one)."""
+    _check_tensors(like, [base, *ks, out])
     n = like.numel()
-    out = torch.empty((len(weights), n), dtype=like.dtype, device=like.device)
+    if out is None:
+        out = torch.empty((len(weights), n), dtype=like.dtype, device=like.device)
     flat = [float(w) for row in weights for w in row]
     _C_cuda.lincomb(out.data_ptr(), out.numel(), n, 0 if base is None else base.data_ptr(),
                     0 if base is None else base.numel(), [k.data_ptr() for k in ks], [k.numel() for k in ks],
                     flat, len(weights), n, _DTYPE_CODES[like.dtype], *_launch(like))
     return out
-
-
-def lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
-    """Same contract as :func:`pyode._kernels.reference.lincomb`; differentiable."""
-    return differentiable_lincomb(lincomb_raw, base, ks, weights)
-
-
-def lincomb_row(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
-    """Same contract as :func:`pyode._kernels.reference.lincomb_row`; differentiable."""
-    return differentiable_lincomb_row(lincomb_raw, base, ks, weights)
 
 
 def _segment_tables(segments: Segments, device: torch.device) -> tuple[Tensor, Tensor, int]:
@@ -110,7 +104,7 @@ def rk_finish_device(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Seq
         ``(y1 (n,), norms)``; norms is (1 + nseg,) float64 on the device -- ``[global RMS, RMS of each
         segment...]`` -- or None when ``e`` is None (no error estimate).
     """
-    y1, b = y1_with_graph(lincomb, y0, y1, ks, b)
+    y1, b = y1_with_graph(BACKEND.lincomb, y0, y1, ks, b)
     y1, ks, b, e = _fold_terms(y0, y1, ks, b, e)
     _check_tensors(y0, [y1, *ks])
     if y1 is None:
@@ -158,3 +152,17 @@ def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[f
         return y1, 0.0, None
     host = norms.cpu()
     return y1, float(host[0]), (host[1:] if segments is not None else None)
+
+
+class CudaBackend(FusedBackend):
+    """``pyode._C_cuda``'s kernels on CUDA tensors (no fused workspaces; the scaled norm is the torch formula)."""
+
+    name = "cuda"
+    device_type = "cuda"
+    lincomb_raw = staticmethod(lincomb_raw)
+    rk_finish = staticmethod(rk_finish)
+    scaled_norm = staticmethod(reference.scaled_norm)  # no kernel of its own: the reference's torch ops
+
+
+BACKEND = CudaBackend()
+lincomb, lincomb_row = BACKEND.lincomb, BACKEND.lincomb_row

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from pyode._kernels import get_backend, reference
+from pyode._kernels.autograd import lincomb_vjp
 
 __all__ = ["lincomb"]
 
@@ -74,11 +75,8 @@ def _lincomb_impl(base: Tensor | None, ks: list[Tensor], weights: Tensor) -> Ten
     # contiguous(): the compiler may hand over strided views, and the kernels read n consecutive elements.
     base = None if base is None else base.contiguous()
     ks = [k.contiguous() for k in ks]
-    backend = get_backend(like.device) if like.dtype in (torch.float32, torch.float64) else reference
-    raw = getattr(backend, "lincomb_raw", None)
-    if raw is not None:
-        return raw(base, ks, rows, like=like)
-    return backend.lincomb(base, ks, rows)  # the reference backend: a fresh (m, n) stack, never an alias
+    backend = get_backend(like.device) if like.dtype in (torch.float32, torch.float64) else reference.BACKEND
+    return backend.lincomb_raw(base, ks, rows, like=like)  # a fresh (m, n) tensor, never an alias
 
 
 def _lincomb_fake(base: Tensor | None, ks: list[Tensor], weights: Tensor) -> Tensor:
@@ -96,22 +94,15 @@ def _setup_context(ctx, inputs, output) -> None:
 def _lincomb_backward(ctx, grad: Tensor):
     """grad: (m, n). Returns (grad_base (n,), grad_ks [s x (n,)], grad_weights (m, s)), each only if needed.
 
-    grad_base = sum_r grad_r, grad_k_j = sum_r w[r, j] grad_r (the same op with weights ones(1, m) and
-    w^T), grad_w[r, j] = <grad_r, k_j> (a small matmul)."""
+    grad_base and grad_ks: :func:`pyode._kernels.autograd.lincomb_vjp` with this op (the backward of every
+    backend's lincomb, and differentiable again); grad_w[r, j] = <grad_r, k_j> (a small matmul)."""
     weights, *ks = ctx.saved_tensors
     # needs_input_grad mirrors the inputs: (bool, [bool per k], bool); the grads must mirror them too.
     need_base, need_ks, need_weights = ctx.needs_input_grad
-    m = grad.shape[0]
-    rows = list(grad.unbind(0))
-    grad_base = grad_weights = None
-    grad_ks = [None] * ctx.num_terms
-    if need_base and ctx.has_base:
-        grad_base = grad.sum(0) if m == 0 else lincomb(None, rows, weights.new_ones((1, m)))[0]
-    if any(need_ks):
-        if m == 0:
-            grad_ks = [torch.zeros_like(k) for k in ks]
-        else:
-            grad_ks = list(lincomb(None, rows, weights.t().contiguous()).unbind(0))
+    grad_base, grad_ks = lincomb_vjp(lambda rows, w: lincomb(None, rows, w), grad, weights.t().contiguous(),
+                                     weights.new_ones((1, grad.shape[0])), need_base and ctx.has_base,
+                                     any(need_ks), ctx.num_terms)
+    grad_weights = None
     if need_weights:
         stacked = torch.stack(ks) if ks else grad.new_zeros((0, grad.shape[1]))
         grad_weights = (grad @ stacked.t()).to(weights.dtype)

@@ -1,7 +1,8 @@
 """Reference backend: the kernels written as plain torch ops.
 
 This is the specification every compiled kernel is tested against, and the fallback when no extension
-is built. It is differentiable by ordinary autograd.
+is built. It is differentiable by ordinary autograd. The functions are also the methods of
+:class:`ReferenceBackend`, whose instance ``BACKEND`` :func:`pyode._kernels.get_backend` returns.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from pyode._kernels.backend import KernelBackend
 from pyode._kernels.segments import Segments
-
-NAME = "reference"
 
 
 def lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
@@ -42,6 +42,16 @@ def lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequenc
 def lincomb_row(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
     """One row of :func:`lincomb`: ``base + sum_j weights[j] * ks[j]``, (n,) (a stage input, one update)."""
     return lincomb(base, ks, [weights])[0]
+
+
+def lincomb_raw(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]], like: Tensor,
+                out: Tensor | None = None) -> Tensor:
+    """:func:`lincomb` without autograd, (m, n): a fresh tensor (never an alias of an input), or ``out``."""
+    with torch.no_grad():
+        result = lincomb(base, ks, weights)
+        if out is None:
+            return result
+        return out.copy_(result)
 
 
 def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[float] | None,
@@ -89,3 +99,18 @@ def _norm_precision(*tensors: Tensor) -> tuple[Tensor, ...]:
     if tensors[0].dtype in (torch.float16, torch.bfloat16):
         return tuple(t.float() for t in tensors)
     return tensors
+
+
+class ReferenceBackend(KernelBackend):
+    """Pure torch ops on any device and float dtype (see the module docstring); no fused capabilities."""
+
+    name = "reference"
+    device_type = None
+    lincomb = staticmethod(lincomb)
+    lincomb_row = staticmethod(lincomb_row)
+    lincomb_raw = staticmethod(lincomb_raw)
+    rk_finish = staticmethod(rk_finish)
+    scaled_norm = staticmethod(scaled_norm)
+
+
+BACKEND = ReferenceBackend()

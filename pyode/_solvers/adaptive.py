@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pyode._kernels import reference
 from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.controller import PIDController, initial_step, initial_step_error, zero_scale_hint
 from pyode._solvers.events import EventLocator
@@ -101,7 +100,7 @@ def segment_scaled_norm(stepper):
     segments, count = getattr(stepper, "segments", None), getattr(stepper, "norm_segments", None)
     if segments is None or count is None:
         return None
-    base = getattr(stepper.kern, "scaled_norm", reference.scaled_norm)
+    base = stepper.kern.scaled_norm
     bounds = [(i, j) for i, j in itertools.pairwise(segments.offsets[:count + 1]) if j > i]
 
     def norm(a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float) -> float:

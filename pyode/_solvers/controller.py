@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pyode._kernels import reference
 from pyode._solvers import scratch
 from pyode._validation import all_finite
 from pyode.errors import NonFiniteStateError
@@ -164,7 +163,7 @@ def initial_step(fn, kern, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: 
             norm for both).
     """
     if norm is None:
-        norm = getattr(kern, "scaled_norm", reference.scaled_norm)  # backends without it use the reference
+        norm = kern.scaled_norm
     with torch.no_grad():
         y0, f0 = y0.reshape(-1), f0.reshape(-1)
         d0, d1 = norm(y0, None, y0, atol, rtol), norm(f0, None, y0, atol, rtol)
@@ -184,10 +183,9 @@ def initial_step(fn, kern, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: 
 
 def _euler_probe(kern, y0: Tensor, f0: Tensor, h0: float) -> Tensor:
     """``y0 + h0 f0`` (n,); a large CPU state goes into a pooled buffer (see :mod:`scratch`)."""
-    raw = getattr(kern, "lincomb_raw", None)
-    if raw is None or y0.device.type != "cpu" or y0.numel() * y0.element_size() < scratch.MIN_BYTES:
+    if not kern.fused_out or y0.device.type != "cpu" or y0.numel() * y0.element_size() < scratch.MIN_BYTES:
         return kern.lincomb_row(y0, [f0], [h0])
-    return raw(y0, [f0], [[h0]], like=y0, out=scratch.POOL.take(y0).view(1, -1))[0]
+    return kern.lincomb_raw(y0, [f0], [[h0]], like=y0, out=scratch.POOL.take(y0).view(1, -1))[0]
 
 
 def initial_step_error(t0: float, y0: Tensor, f0: Tensor, atol: float, rtol: float) -> Exception:

@@ -197,7 +197,7 @@ def _static_eligible(fn, kern) -> bool:
     """What a solve must be, whatever its options, for the C++ loop to run it (see the module docstring)."""
     from pyode._solvers.callbacks import step_callbacks
 
-    return (os.environ.get("PYODE_CORE_LOOP", "1") != "0" and getattr(kern, "__name__", "") == _COMPILED
+    return (os.environ.get("PYODE_CORE_LOOP", "1") != "0" and kern.name == "cpu"
             and fn.dtype == torch.float64 and fn.device.type == "cpu" and sum(fn.sizes) > 0 and not fn.pass_perturb
             and step_callbacks(fn) is None and available())
 
@@ -245,5 +245,4 @@ def _solver(fn, data, method, opts, rtol, atol, jacobian, stats, time_sign) -> C
     return CoreSolver(fn, _method_struct(ffi, data, keep), opts_struct, keep, jacobian, stats, time_sign)
 
 
-_COMPILED = "pyode._kernels.compiled"
 _SUCCESS, _EVENT = 0, 4  # pyode_native.h's trajectory status codes

@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pyode._kernels import reference
 from pyode._kernels.segments import Segments
 from pyode._solvers import interpolation
 from pyode._solvers.implicit_tableaux import ImplicitTableau
@@ -82,7 +81,7 @@ class ImplicitStepper:
         self.filter_error = (self.adaptive and tableau.diagonal
                              and len({row[i] for i, row in enumerate(tableau.a) if row[i] != 0.0}) == 1)
         self._a_inv = None if tableau.diagonal else torch.linalg.inv(torch.tensor(tableau.a, dtype=torch.float64))
-        self._norm = getattr(kern, "scaled_norm", reference.scaled_norm)
+        self._norm = kern.scaled_norm
         # The step's terms are its stages, led by f0 where the first stage is not f0 itself (all but ESDIRKs),
         # so that y1, the error and the Hermite interpolant (which needs f0) are all weights on the terms.
         self._lead_f0 = not tableau.explicit_stage(0)

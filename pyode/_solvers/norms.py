@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from pyode._kernels.backend import KernelBackend
 from pyode._validation import all_finite
 
 
@@ -67,7 +68,7 @@ def pair_magnitude(y: Tensor) -> Tensor:
     return torch.linalg.vector_norm(y.view(-1, 2), dim=-1, keepdim=True).expand(-1, 2).reshape(-1)
 
 
-class NormKernels:
+class NormKernels(KernelBackend):
     """A kernel backend whose error norms come from ``norm`` (a :class:`StructuredNorm`) instead of the
     kernels' flat RMS. ``complex_pairs``: the flat state holds complex numbers as real pairs, so the
     tolerance scales by complex magnitudes. ``tolerances``: per-element rtol/atol (:mod:`tolerances`) that
@@ -76,7 +77,7 @@ class NormKernels:
     def __init__(self, base, norm: StructuredNorm, complex_pairs: bool, tolerances=None):
         self.base, self.norm, self.complex_pairs = base, norm, complex_pairs
         self.tolerances = tolerances
-        self.NAME = f"{base.NAME}+norm"
+        self.name, self.device_type = f"{base.name}+norm", base.device_type
         self.lincomb, self.lincomb_row = base.lincomb, base.lincomb_row
 
     def _tolerances(self, atol: float, rtol: float):

@@ -110,7 +110,7 @@ class PerSampleLoop:
     def _fused_ok(self, y: Tensor, f0: Tensor) -> bool:
         """A compiled backend, an FSAL tableau, float32/64 on the CPU and no autograd to record."""
         st = self.st
-        return (isinstance(st, RKStepper) and hasattr(st.kern, "make_per_sample_workspace") and st.fsal
+        return (isinstance(st, RKStepper) and st.kern.per_sample_fused and st.fsal
                 and st.tableau.b_err is not None
                 and y.dtype in (torch.float32, torch.float64) and y.device.type == "cpu"
                 and not (torch.is_grad_enabled() and (y.requires_grad or f0.requires_grad))
@@ -153,7 +153,7 @@ class PerSampleLoop:
         y, f0 = y.clone(), f0.clone()  # the workspace moves rows on in place
         ws = st.kern.make_per_sample_workspace(st.tableau, st.P, t_out, y.shape[0], y.shape[1], y.dtype, self.opts,
                                                self.gains, st.atol, st.rtol, StallWatch.LIMIT)
-        ws.set_state(y.data_ptr(), y.numel(), f0.data_ptr(), f0.numel(), out.data_ptr(), out.numel())
+        ws.set_state(y, f0, out)
         ws.set_first_step(h0)
         rounds = self._fused_rounds(ws, y, f0)
         if rounds is None:
@@ -174,14 +174,14 @@ class PerSampleLoop:
             k, ks = f0, []  # ks keeps every registered derivative alive until finish has read it
             for i in stages:
                 y_stage = torch.empty(self.shape, dtype=f0.dtype)
-                ws.stage(i, y_stage.data_ptr(), y_stage.numel(), k.data_ptr(), k.numel())
+                ws.stage(i, y_stage, k)
                 t_stage = torch.empty(self.shape[0], dtype=t_dtype)
                 ws.stage_times(i, t_stage.data_ptr(), t_stage.numel(), t_code, self.sign)
                 k = self._call_user_time(t_stage.to(fn.t_dtype) if convert else t_stage, y_stage)
                 if k.requires_grad:
                     return None
                 ks.append(k)
-            _, kind, row, t_row, t_min = ws.finish(y_stage.data_ptr(), y_stage.numel(), k.data_ptr(), k.numel())
+            _, kind, row, t_row, t_min = ws.finish(y_stage, k)
             self.stats.t_reached = self.sign * t_min
             if kind:
                 self._raise_row_failure(kind, row, t_row, y[row])

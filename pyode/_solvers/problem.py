@@ -72,7 +72,7 @@ def _prepare(func, y0, t, rtol, atol, method, event_fn):
 
 def _kernel_backend(y: Tensor):
     if y.dtype not in (torch.float32, torch.float64):
-        return reference  # half precision: the reference path computes in torch's own kernels
+        return reference.BACKEND  # half precision: the reference path computes in torch's own kernels
     return get_backend(y.device)
 
 

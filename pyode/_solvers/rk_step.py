@@ -78,7 +78,7 @@ class RKStepper:
 
     def _fast_path_ok(self, y0: Tensor, f0: Tensor) -> bool:
         """No autograd to record and a compiled backend with a workspace: the fused fast path applies."""
-        if not hasattr(self.kern, "make_workspace"):
+        if not self.kern.fused_workspace:
             return False
         return not (torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad))
 
@@ -87,7 +87,7 @@ class RKStepper:
         to record autograd (the caller then takes the differentiable path)."""
         tab, fn, n = self.tableau, self.fn, y0.numel()
         ws = self._workspace or self._make_workspace(y0)
-        ws.set_base(y0.data_ptr(), n)
+        ws.set_base(y0)
         # Stage inputs are made in the user's shape and func called without reshaping (the kernels see
         # only addresses); y1 is handed back flat like every other path's. Each stage call also registers
         # the previous stage's derivative.
@@ -96,13 +96,13 @@ class RKStepper:
         new_buffer, ks, k, y_last = self._new_buffer, [f0], f0, like
         for i, c in self._stage_times:
             y_last = new_buffer(like)
-            ws.stage(i, y_last.data_ptr(), n, h, k.data_ptr(), k.numel())
+            ws.stage(i, y_last, h, k)
             k = call(t_end if c == 1.0 else t0 + c * h, y_last)
             if k.requires_grad:
                 return None
             ks.append(k)
         y1 = y_last.view(-1) if self.fsal else new_buffer(y0)
-        norm = ws.finish(y1.data_ptr(), n, h, self.atol, self.rtol, self.fsal, k.data_ptr(), k.numel())
+        norm = ws.finish(y1, h, self.atol, self.rtol, self.fsal, k)
         seg = None
         if self.segments is not None and tab.b_err is not None:
             seg = ws.segment_norms()
@@ -133,7 +133,7 @@ class RKStepper:
             self._new_buffer = scratch.POOL.take
         if self.fsal and n * y0.element_size() >= ERROR_CARRY_MIN_BYTES:
             carry = scratch.POOL.take(y0)
-            if ws.set_error_carry(carry.data_ptr(), carry.numel()):
+            if ws.set_error_carry(carry):
                 self._error_carry = carry  # held for the solve: the pool must not hand it out meanwhile
         return ws
 
@@ -176,8 +176,7 @@ class RKStepper:
         extra = None if self.fsal else (self.end_derivative(step) if self.needs_f1 else step.ks[0])
         if step is self._ws_step:  # its stages are still registered in the workspace: one call
             out = torch.empty((len(thetas), step.y0.numel()), dtype=step.y0.dtype, device=step.y0.device)
-            f1_ptr, f1_numel = (0, 0) if extra is None else (extra.data_ptr(), extra.numel())
-            self._workspace.dense(out.data_ptr(), out.numel(), thetas, step.h, f1_ptr, f1_numel)
+            self._workspace.dense(out, thetas, step.h, extra)
             return out
         terms = step.ks if extra is None else [*step.ks, extra]
         return self.kern.lincomb(step.y0, terms, interpolation.weights_at(self.P, thetas, step.h))

@@ -18,6 +18,14 @@
 
 namespace pyode {
 
+// The explicit method: an FSAL tableau and its interpolant.
+struct PerSampleMethod {
+  int64_t num_stages;
+  std::vector<double> a;     // (s, s) row-major
+  std::vector<double> c, e;  // (s,) nodes and embedded-error weights
+  std::vector<double> p;     // (powers, s) interpolant
+};
+
 struct PerSampleConfig {
   ControllerGains gains;  // h_new = clip(h * step_factor(gains, ...), min_step, max_step)
   double min_step, max_step;
@@ -40,10 +48,9 @@ struct RoundStatus {
 
 class PerSampleWorkspace {
  public:
-  // a: (s, s) row-major, c: (s,), e: (s,) embedded-error weights, p: (powers, s) interpolant,
-  // t_out: increasing output times (solver direction), t_out[0] the start.
-  PerSampleWorkspace(int64_t num_stages, std::vector<double> a, std::vector<double> c, std::vector<double> e,
-                     std::vector<double> p, std::vector<double> t_out, int64_t rows, int64_t width, int dtype,
+  // t_out: increasing output times (solver direction), t_out[0] the start. The class keeps the addresses of
+  // the buffers it is given; its Python binding (bindings.cpp) holds their owners alongside.
+  PerSampleWorkspace(PerSampleMethod method, std::vector<double> t_out, int64_t rows, int64_t width, DType dtype,
                      PerSampleConfig config);
 
   // y, f0: (rows, width) state and derivative, updated in place; out: (T, rows, width) dense outputs.
@@ -59,6 +66,7 @@ class PerSampleWorkspace {
   RoundStatus finish(uintptr_t y1, int64_t y1_numel, uintptr_t last, int64_t last_numel);
   const std::vector<int64_t>& accepted() const { return accepted_; }
   const std::vector<int64_t>& rejected() const { return rejected_; }
+  int64_t num_stages() const { return s_; }
 
  private:
   template <typename T>
@@ -78,7 +86,7 @@ class PerSampleWorkspace {
 
   static constexpr int64_t kMaxStages = 64;
   int64_t s_, rows_, width_, n_;
-  int dtype_;
+  DType dtype_;
   std::vector<double> a_, c_, e_, p_, t_out_;
   int64_t powers_;
   PerSampleConfig cfg_;

@@ -3,7 +3,8 @@
 //
 // The tableau (a, b, e) and the state size n are fixed at construction. Terms k_j (stage derivatives)
 // and the step's base y0 are registered by address once each (their sizes are checked then); stage()
-// and finish() then run lincomb_cpu / rk_finish_cpu on them.
+// and finish() then run lincomb_cpu / rk_finish_cpu on them. The class keeps addresses only: its Python
+// binding (bindings.cpp, PinnedRKWorkspace) holds the owner of each registered buffer alongside.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -15,7 +16,7 @@ namespace pyode {
 class RKWorkspace {
  public:
   RKWorkspace(int64_t num_stages, std::vector<double> a, std::vector<double> b, std::vector<double> e, int64_t n,
-              int dtype);
+              DType dtype);
 
   void set_base(uintptr_t ptr, int64_t numel);
   void set_term(int64_t j, uintptr_t ptr, int64_t numel);
@@ -43,12 +44,13 @@ class RKWorkspace {
              int64_t f1_numel);
   const std::vector<double>& segment_norms() const { return seg_norms_; }
   int64_t n() const { return n_; }
+  int64_t num_stages() const { return s_; }
 
  private:
   void require_terms(int64_t count, const char* what) const;
 
   int64_t s_, n_;
-  int dtype_;
+  DType dtype_;
   std::vector<double> a_, b_, e_, p_;
   int64_t p_terms_ = 0;
   const void* base_ = nullptr;
