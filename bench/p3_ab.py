@@ -29,8 +29,8 @@ import pyode
 from bench import measure
 from bench.peers import TimedFunc
 from bench.problems import DiffusionDecay
-from pyode import _C
-from pyode._solvers import problem, rk_step
+from pyode import _C, _tuning
+from pyode._solvers import problem
 
 
 def _setter(obj, name: str, on, off) -> Callable[[bool], None]:
@@ -40,7 +40,7 @@ def _setter(obj, name: str, on, off) -> Callable[[bool], None]:
 DEFAULT_NON_TEMPORAL_BYTES = _C.non_temporal()
 SWITCHES: dict[str, Callable[[bool], None]] = {
     "output": _setter(problem, "concatenate_outputs", problem.concatenate_outputs, torch.cat),
-    "carry": _setter(rk_step, "ERROR_CARRY_MIN_BYTES", rk_step.ERROR_CARRY_MIN_BYTES, 1 << 62),
+    "carry": _setter(_tuning, "ERROR_CARRY_MIN_BYTES", _tuning.ERROR_CARRY_MIN_BYTES, 1 << 62),
     "nt": lambda enabled: _C.set_non_temporal(DEFAULT_NON_TEMPORAL_BYTES if enabled else 1 << 62),
 }
 

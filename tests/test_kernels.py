@@ -197,6 +197,7 @@ def test_error_carried_by_the_last_stage_gives_the_same_solve(monkeypatch, metho
     """Large FSAL solves let the last stage carry the partial error (the finish then reads 4 arrays instead of
     s + 2): every output and every step decision is bitwise that of the plain finish."""
     import pyode
+    from pyode import _tuning
     from pyode._solvers import rk_step
 
     y0 = torch.randn(100_000, generator=torch.Generator().manual_seed(2))
@@ -220,7 +221,7 @@ def test_error_carried_by_the_last_stage_gives_the_same_solve(monkeypatch, metho
     try:
         for label, threshold, non_temporal in (("plain", 1 << 62, default), ("carried", 0, default),
                                                ("carried, non-temporal", 0, 0)):
-            monkeypatch.setattr(rk_step, "ERROR_CARRY_MIN_BYTES", threshold)
+            monkeypatch.setattr(_tuning, "ERROR_CARRY_MIN_BYTES", threshold)
             _C.set_non_temporal(non_temporal)
             with torch.no_grad():
                 solutions[label] = pyode.solve(f, y0, t, method=method, rtol=1e-6, atol=1e-6)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from pyode import _tuning
 from pyode._solvers import scratch
 from pyode._validation import all_finite
 from pyode.errors import NonFiniteStateError
@@ -183,7 +184,7 @@ def initial_step(fn, kern, t0: float, y0: Tensor, f0: Tensor, order: int, rtol: 
 
 def _euler_probe(kern, y0: Tensor, f0: Tensor, h0: float) -> Tensor:
     """``y0 + h0 f0`` (n,); a large CPU state goes into a pooled buffer (see :mod:`scratch`)."""
-    if not kern.fused_out or y0.device.type != "cpu" or y0.numel() * y0.element_size() < scratch.MIN_BYTES:
+    if not kern.fused_out or y0.device.type != "cpu" or y0.numel() * y0.element_size() < _tuning.POOL_MIN_BYTES:
         return kern.lincomb_row(y0, [f0], [h0])
     return kern.lincomb_raw(y0, [f0], [[h0]], like=y0, out=scratch.POOL.take(y0).view(1, -1))[0]
 

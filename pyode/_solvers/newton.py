@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyode import _tuning
 from pyode.errors import ImplicitSolveError
 
 
@@ -25,8 +26,9 @@ class Jacobian:
 
     Exact, by reverse mode: one recorded call of ``func`` and one vector-Jacobian product per component of a
     block (m of them; with independent rows one product gives the same row of every block at once), or, for a
-    single block of more than ``VJP_ROWS_MAX`` elements, ``torch.func.jacrev`` (vmapped; below that size vmap's
-    per-call overhead and torch.func's one-off import of torch._dynamo, ~2 s, are not worth it). Where ``func``
+    single block of more than ``pyode._tuning.JACOBIAN_VJP_MAX_ROWS`` elements, ``torch.func.jacrev`` (vmapped;
+    below that size vmap's per-call overhead and torch.func's one-off import of torch._dynamo, ~2 s, are not worth
+    it). Where ``func``
     cannot be differentiated (it leaves autograd, e.g. through NumPy, or calls autograd itself, like the adjoint's
     augmented dynamics) it falls back, for the rest of the solve, to forward differences (m evaluations; a
     simplified Newton iteration needs only an approximate Jacobian). A ``func`` with a ``flat_jacobian(t, y)
@@ -35,8 +37,6 @@ class Jacobian:
     Args:
         fn: the flat function ``fn(t: float, y: (n,)) -> (n,)``; rows: B for a block per batch row, or None.
     """
-
-    VJP_ROWS_MAX = 64
 
     def __init__(self, fn, rows: int | None = None):
         self.fn, self.rows, self.mode, self.evaluations = fn, rows or 1, "autograd", 0
@@ -70,7 +70,7 @@ class Jacobian:
     def _exact(self, t: float, y: Tensor, create_graph: bool) -> Tensor:
         rows, n = self.rows, y.numel()
         m = n // rows
-        if rows == 1 and n > self.VJP_ROWS_MAX and not create_graph:
+        if rows == 1 and n > _tuning.JACOBIAN_VJP_MAX_ROWS and not create_graph:
             return torch.func.jacrev(lambda x: self.fn(t, x))(y).detach().unsqueeze(0)
         with torch.enable_grad():
             x = y if create_graph else y.requires_grad_(True)
@@ -157,12 +157,6 @@ class NewtonMatrix:
     matrix of a fully implicit method), cached for the last ``(h, A, J)``: an SDIRK step factors once for all its
     stages, and a fixed-grid solve once for all its steps while the Jacobian is kept."""
 
-    # Up to this many rows per block, a one-stage solve multiplies by the inverse (formed once per factorisation
-    # from the LU) instead of calling lu_solve: for Robertson's 3 x 3 matrix a matrix-vector product takes ~3 us
-    # against ~35 us, and a kvaerno5 step makes ~20 solves. Simplified Newton needs only an approximate solve,
-    # and the inverse's rounding (cond(M) eps |r|) is that of the LU solve.
-    INVERSE_MAX = 8
-
     def __init__(self, time_sign: float):
         self.time_sign = time_sign
         self._key, self._lu, self._inverse = None, None, None
@@ -182,7 +176,7 @@ class NewtonMatrix:
             return self._by_columns(J[0], jac_id, h, gamma, t, columns)
         lu, pivots = self.get(J, jac_id, h, gamma, t)
         B, m = lu.shape[0], lu.shape[-1]
-        if m > self.INVERSE_MAX:
+        if m > _tuning.NEWTON_INVERSE_MAX_ROWS:  # small blocks: multiply by the inverse (see pyode._tuning)
             return lambda r: solve_stages(lu, pivots, r)
         if self._inverse is None:
             eye = torch.eye(m, dtype=lu.dtype, device=lu.device).expand(B, m, m)
@@ -274,13 +268,13 @@ def factor_rows(matrix: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 class RowSolver:
     """``r -> M_b⁻¹ r_b`` for every row b of r (B, m), from the factors of :func:`factor_rows`: by the inverse
-    (formed once) up to ``NewtonMatrix.INVERSE_MAX`` components per row, as :class:`NewtonMatrix` does, else by
+    (formed once) up to ``pyode._tuning.NEWTON_INVERSE_MAX_ROWS`` components per row, as :class:`NewtonMatrix` does, else by
     ``lu_solve``."""
 
     def __init__(self, lu: Tensor, pivots: Tensor):
         m = lu.shape[-1]
         self.lu, self.pivots, self.inverse = lu, pivots, None
-        if m <= NewtonMatrix.INVERSE_MAX:
+        if m <= _tuning.NEWTON_INVERSE_MAX_ROWS:
             eye = torch.eye(m, dtype=lu.dtype, device=lu.device).expand(lu.shape[0], m, m)
             self.inverse = torch.linalg.lu_solve(lu, pivots, eye)
 

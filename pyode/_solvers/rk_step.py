@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pyode import _tuning
 from pyode._kernels.segments import Segments
 from pyode._solvers import interpolation, scratch
 from pyode._solvers.tableaux import ButcherTableau
@@ -32,12 +33,6 @@ class StepResult:
     ratio: float
     seg_norms: Tensor | None = None
     f1: Tensor | None = None
-
-
-# From this state size on, an FSAL step's last stage also writes its partial error (RKWorkspace.set_error_carry),
-# so the finishing pass reads 4 arrays instead of s + 2: 7% less memory traffic per dopri5 step. Below it the
-# step's arrays stay in the 32 MB L3 (8 arrays of 4 MB), where the extra output buys nothing.
-ERROR_CARRY_MIN_BYTES = 1 << 22
 
 
 class RKStepper:
@@ -129,9 +124,11 @@ class RKStepper:
         ws = self._workspace = self.kern.make_workspace(self.tableau, n, y0.dtype, self.segments)
         if not self.restep:
             ws.set_interpolant([float(x) for row in self.P for x in row], self.num_terms)
-        if n * y0.element_size() >= scratch.MIN_BYTES:  # small: torch.empty_like is as cheap as a pool
+        nbytes = n * y0.element_size()
+        if nbytes >= _tuning.POOL_MIN_BYTES:  # small: torch.empty_like is as cheap as a pool
             self._new_buffer = scratch.POOL.take
-        if self.fsal and n * y0.element_size() >= ERROR_CARRY_MIN_BYTES:
+        # large: the last stage also writes its partial error (RKWorkspace.set_error_carry; see pyode._tuning)
+        if self.fsal and nbytes >= _tuning.ERROR_CARRY_MIN_BYTES:
             carry = scratch.POOL.take(y0)
             if ws.set_error_carry(carry):
                 self._error_carry = carry  # held for the solve: the pool must not hand it out meanwhile

@@ -2,7 +2,8 @@
 
 A fresh large CPU tensor costs page faults on first touch: measured here, 13 ms to allocate and fill
 40 MB against 1.9 ms to refill a touched buffer, more than the 4-10 ms a fused stage needs to compute it.
-The fused stepper therefore takes its stage inputs from this pool when the state is large (>= 256 KB).
+The fused stepper therefore takes its stage inputs from this pool when the state is large
+(``pyode._tuning.POOL_MIN_BYTES``, 256 KiB by default).
 Solutions are never pooled: they belong to the caller, who may hold them only through a NumPy view.
 
 The pool lists the buffers it allocated and hands one out only when nothing but the pool refers to it:
@@ -10,7 +11,7 @@ no Python reference and no other tensor on its storage (the stage input handed t
 last stage's buffer, a step record, func keeping its input). The check is made at each
 take, so nobody has to give buffers back or know who still looks at them.
 
-The pool keeps at most ``limit_bytes`` (default 1 GiB) of buffers after a solve, like torch's CUDA caching
+The pool keeps at most ``limit_bytes`` (default ``pyode._tuning.POOL_LIMIT_BYTES``, 1 GiB) of buffers after a solve, like torch's CUDA caching
 allocator keeps device memory; :func:`pyode.empty_cache` releases them.
 """
 
@@ -22,8 +23,7 @@ import threading
 import torch
 from torch import Tensor
 
-MIN_BYTES = 1 << 18  # below this, torch.empty_like is cheaper than searching the pool
-DEFAULT_LIMIT_BYTES = 1 << 30
+from pyode import _tuning
 
 
 def _storage_use_count(t: Tensor) -> int:
@@ -38,12 +38,14 @@ class ScratchPool:
     """Reusable buffers keyed by (shape, dtype, device); thread-safe.
 
     Args:
-        limit_bytes: at most this many bytes of buffers are listed (more are ordinary tensors).
+        limit_bytes: at most this many bytes of buffers are listed (more are ordinary tensors); default
+            ``pyode._tuning.POOL_LIMIT_BYTES``.
         max_per_key: at most this many buffers of one key are listed.
     """
 
-    def __init__(self, limit_bytes: int = DEFAULT_LIMIT_BYTES, max_per_key: int = 64):
-        self.limit_bytes, self.max_per_key = limit_bytes, max_per_key
+    def __init__(self, limit_bytes: int | None = None, max_per_key: int = 64):
+        self.limit_bytes = _tuning.POOL_LIMIT_BYTES if limit_bytes is None else limit_bytes
+        self.max_per_key = max_per_key
         self._buffers: dict[tuple, list[Tensor]] = {}
         self._bytes = 0
         self._lock = threading.Lock()
@@ -84,7 +86,8 @@ POOL = ScratchPool()  # large buffers, shared by all solves
 def empty_cache() -> None:
     """Releases the large stage buffers pyode keeps between solves (see :mod:`pyode._solvers.scratch`).
 
-    Solves of large states (>= 256 KB) keep up to 1 GiB of stage buffers for reuse, as torch's CUDA
+    Solves of large states (>= 256 KiB) keep up to 1 GiB of stage buffers for reuse (both sizes are
+    settable, see :mod:`pyode._tuning`), as torch's CUDA
     caching allocator keeps device memory; buffers still in use live on as ordinary tensors.
 
     Examples:
