@@ -19,7 +19,8 @@ from pyode._gradients.params import resolve_params
 from pyode._gradients.reversible import ReversibleSolve
 from pyode._gradients.times import OutputTimes, StartTime
 from pyode._solvers.callbacks import ADJOINT_SUFFIX, CALLBACK_NAMES, defined_callbacks, warn_unsupported
-from pyode._solvers.dense import attach_step_log, dense_fields
+from pyode._solvers.dense import dense_fields, step_log_for
+from pyode._solvers.hooks import NO_HOOKS, LoopHooks
 from pyode._solvers.problem import (
     ADAPTIVE_METHODS,
     FIXED_RK_METHODS,
@@ -74,20 +75,22 @@ def _event_start_time(t0) -> Tensor:
     return t0.reshape(1)
 
 
-def _integrate_with_gradient(problem: Problem, gradient: str, params, adjoint_cfg) -> Tensor:
-    """Flat outputs (T, n) of the problem, with gradients flowing the chosen way."""
+def _integrate_with_gradient(problem: Problem, gradient: str, params, adjoint_cfg,
+                             hooks: LoopHooks = NO_HOOKS) -> Tensor:
+    """Flat outputs (T, n) of the problem, with gradients flowing the chosen way; ``hooks``: the caller's
+    per-step watchers (dense output, step times, progress), composed with the gradient mode's own."""
     y0, t = problem.y0, problem.t
     if not torch.is_grad_enabled() or not (y0.requires_grad or params or t.requires_grad):
-        return integrate(problem)
+        return integrate(problem, hooks=hooks)
     if gradient == "adjoint":  # the adjoint differentiates the times itself
-        return AdjointSolve.apply(problem, adjoint_cfg, y0, t, *params)
+        return AdjointSolve.apply(problem, adjoint_cfg, hooks, y0, t, *params)
     y_start = StartTime.apply(problem.fn.user_time_call, y0, t[0]) if t.requires_grad else y0
     if gradient == "checkpoint":
-        ys = CheckpointSolve.apply(problem, y_start, *params)
-    elif gradient == "reversible":
+        ys = CheckpointSolve.apply(problem, hooks, y_start, *params)
+    elif gradient == "reversible":  # the ALF loop calls no hooks (step_log_for refused dense/progress)
         ys = ReversibleSolve.apply(problem, y_start, *params)
     else:
-        ys = integrate(problem, y_start)
+        ys = integrate(problem, y_start, hooks=hooks)
     if not t.requires_grad:
         return ys
     ys = torch.cat([y0.unsqueeze(0), ys[1:]])  # the output at t0 is y0 itself, whatever t0 is
@@ -243,9 +246,9 @@ def solve(func: Callable, y0: Tensor | tuple[Tensor, ...], t: Tensor | Sequence[
         if dense or save_steps or progress:
             raise ValueError("dense, save_steps and progress do not combine with event_fn")
         return _event_solution(problem, combined_event_fn(event_fn, problem), gradient, params, adjoint_cfg, build)
-    log = attach_step_log(problem, dense, save_steps, progress)
+    log = step_log_for(problem, dense, save_steps, progress)
     try:
-        ys = _integrate_with_gradient(problem, gradient, params, adjoint_cfg)
+        ys = _integrate_with_gradient(problem, gradient, params, adjoint_cfg, NO_HOOKS if log is None else log.hooks())
     finally:
         if log is not None:
             log.close()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pyode
-from pyode._gradients.implicit_step import _stage_matrix
+from pyode._solvers.implicit_grad import _stage_matrix
 
 # Tiny tensors: torch's intra-op threads only add contention on a shared machine (tril on a 2x2 matrix, in
 # the LU backward, takes ~10 ms with 2 busy threads instead of 1 us).

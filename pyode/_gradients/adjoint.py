@@ -29,6 +29,8 @@ import torch
 from torch import Tensor
 
 from pyode._solvers.callbacks import ADJOINT_SUFFIX, defined_callbacks
+from pyode._solvers.dense import StepLog
+from pyode._solvers.hooks import LoopHooks, compose, supports
 from pyode.errors import ODESolverError
 from pyode.solution import SolverStats
 
@@ -248,7 +250,7 @@ def _interpolates(problem, cfg: AdjointConfig) -> bool:
     loop can record steps (not per_sample or scipy_solver; there a default falls back to the backsolve)."""
     if cfg.y_mode != "interpolated":
         return False
-    if hasattr(problem.loop, "step_log"):
+    if supports(problem.loop, "on_step"):
         return True
     if cfg.y_mode_given:
         raise ValueError(f"adjoint_options['y']='interpolated' needs the forward's dense output, which "
@@ -293,22 +295,17 @@ def _solve_backward(aug: _AugmentedDynamics, state: tuple, t_from: Tensor, t_to:
 
 
 class AdjointSolve(torch.autograd.Function):
-    """ys (T, n) = solve(y0); backward by the continuous adjoint. Inputs: problem, cfg, y0 (n,), t (T,),
-    *params."""
+    """ys (T, n) = solve(y0); backward by the continuous adjoint. Inputs: problem, cfg, hooks (the caller's
+    :class:`LoopHooks`, watched alongside the interpolated adjoint's step log), y0 (n,), t (T,), *params."""
 
     @staticmethod
-    def forward(ctx, problem, cfg, y0, t, *params):  # type: ignore[override]
+    def forward(ctx, problem, cfg, hooks: LoopHooks, y0, t, *params):  # type: ignore[override]
         from pyode._solvers.problem import integrate
 
-        ctx.log = None
+        # the interpolated adjoint keeps every accepted step (its stages) to read y(t) in the backward pass
+        ctx.log = StepLog(problem.t_out[0], keep_steps=True) if _interpolates(problem, cfg) else None
         with torch.no_grad():
-            if _interpolates(problem, cfg):
-                from pyode._gradients.adjoint_interpolated import recording_steps
-
-                with recording_steps(problem) as ctx.log:
-                    ys = integrate(problem, y0)
-            else:
-                ys = integrate(problem, y0)
+            ys = integrate(problem, y0, hooks=hooks if ctx.log is None else compose(ctx.log.hooks(), hooks))
         ctx.problem, ctx.cfg = problem, cfg
         ctx.save_for_backward(ys, t, *params)
         return ys
@@ -318,7 +315,7 @@ class AdjointSolve(torch.autograd.Function):
     def backward(ctx, grad_ys):  # type: ignore[override]
         ys, t, *params = ctx.saved_tensors
         problem, cfg = ctx.problem, ctx.cfg
-        with_time = ctx.needs_input_grad[3]
+        with_time = ctx.needs_input_grad[4]
         layout = _layout(problem, cfg, len(params), with_time, carry_y=ctx.log is None)
         aug = _augmented_dynamics(problem, tuple(params), layout, ctx.log)
         a = grad_ys[-1].clone()
@@ -340,4 +337,4 @@ class AdjointSolve(torch.autograd.Function):
         stats.nfe_backward += cfg.stats.nfe - before[0]
         stats.n_accepted_backward += cfg.stats.n_accepted - before[1]
         stats.n_rejected_backward += cfg.stats.n_rejected - before[2]
-        return (None, None, a, time_vjps, *g)
+        return (None, None, None, a, time_vjps, *g)

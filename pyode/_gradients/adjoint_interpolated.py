@@ -17,32 +17,12 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
 from pyode._gradients.adjoint import _AugmentedDynamics, _Layout
 from pyode._solvers.dense import StepLog
-
-
-@contextmanager
-def recording_steps(problem):
-    """Keeps every accepted step of ``problem``'s next solve (yields the :class:`StepLog`), alongside any
-    step log already attached (``dense``/``save_steps``/``progress``), which is restored afterwards."""
-    loop = problem.loop
-    log, previous = StepLog(problem.t_out[0], keep_steps=True), loop.step_log
-    if previous is None:
-        loop.step_log = log
-    else:
-        def both(t0, t1, step, evaluator):
-            log(t0, t1, step, evaluator)
-            previous(t0, t1, step, evaluator)
-        loop.step_log = both
-    try:
-        yield log
-    finally:
-        loop.step_log = previous
 
 
 class InterpolatedDynamics(_AugmentedDynamics):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from pyode._solvers.hooks import LoopHooks, compose, supports
 from pyode._solvers.rk_step import StepRecord, step_outputs
 
 
@@ -31,19 +32,18 @@ def _replay(problem, rec: StepRecord, params, a, grad_ys):
 
 
 class CheckpointSolve(torch.autograd.Function):
-    """ys (T, n) = solve(y0) with checkpointed backward. Inputs: problem, y0 (n,), *params."""
+    """ys (T, n) = solve(y0) with checkpointed backward. Inputs: problem, hooks (the caller's own
+    :class:`LoopHooks`, watched alongside the records), y0 (n,), *params."""
 
     @staticmethod
-    def forward(ctx, problem, y0, *params):  # type: ignore[override]
+    def forward(ctx, problem, hooks: LoopHooks, y0, *params):  # type: ignore[override]
         from pyode._solvers.problem import integrate
 
-        if not hasattr(problem.loop, "recorder"):
+        if not supports(problem.loop, "on_accept"):
             raise ValueError(f"gradient='checkpoint' supports Runge-Kutta methods, not {problem.method!r}")
         records: list[StepRecord] = []
-        problem.loop.recorder = records.append
         with torch.no_grad():
-            ys = integrate(problem, y0)
-        problem.loop.recorder = None
+            ys = integrate(problem, y0, hooks=compose(hooks, LoopHooks(on_accept=records.append)))
         ctx.problem, ctx.records = problem, records
         ctx.save_for_backward(*params)
         return ys
@@ -61,4 +61,4 @@ class CheckpointSolve(torch.autograd.Function):
             g = [acc if d is None else acc + d for acc, d in zip(g, g_step)]
         stats.nfe_backward += stats.nfe - nfe_forward
         stats.nfe = nfe_forward
-        return (None, a + grad_ys[0], *g)
+        return (None, None, a + grad_ys[0], *g)

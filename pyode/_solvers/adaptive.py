@@ -18,6 +18,7 @@ from torch import Tensor
 from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.controller import PIDController, initial_step, initial_step_error, zero_scale_hint
 from pyode._solvers.events import EventLocator
+from pyode._solvers.hooks import NO_HOOKS, LoopHooks
 from pyode._solvers.rk_step import RKStepper, StepRecord, StepResult, step_outputs
 from pyode.errors import MaxStepsError, NonFiniteStateError, StepSizeUnderflowError
 from pyode.solution import SolverStats
@@ -118,6 +119,8 @@ class AdaptiveLoop:
     (a discontinuity in ``f``). The final step is clamped to the last output time.
     """
 
+    SUPPORTED_HOOKS = frozenset({"on_accept", "on_step"})  # see pyode._solvers.hooks
+
     def __init__(self, stepper: RKStepper, opts: AdaptiveOptions, stats: SolverStats, time_sign: float, core=None):
         self.stepper, self.opts, self.stats, self.time_sign = stepper, opts, stats, time_sign
         self.core = core  # pyode._solvers.core_loop.CoreSolver: the C++ loop for solves that record nothing
@@ -127,8 +130,6 @@ class AdaptiveLoop:
                                         dcoeff=opts.dcoeff, min_step=opts.min_step, max_step=opts.max_step)
         self.stops = sorted(set(opts.step_t) | set(opts.jump_t))
         self.jumps = set(opts.jump_t)
-        self.recorder = None  # called with a StepRecord per accepted step (checkpointed gradients)
-        self.step_log = None  # called as step_log(t0, t1, step, stepper) per accepted step (pyode._solvers.dense)
         self.stall = StallWatch(time_sign)
         self.callbacks = step_callbacks(stepper.fn)  # func's callback_step/accept/reject hooks, or None
 
@@ -196,20 +197,22 @@ class AdaptiveLoop:
                 f"(min_step = {self.opts.min_step:g}); lower options['min_step'], check the pcoeff/icoeff/dcoeff "
                 "coefficients, or loosen rtol/atol")
 
-    def _runs_in_core(self, y0: Tensor, f0: Tensor) -> bool:
+    def _runs_in_core(self, y0: Tensor, f0: Tensor, hooks: LoopHooks) -> bool:
         """Whether this solve runs in the C++ loop: one exists for it, and nothing needs the Python loop's
-        per-step tensors (autograd's graph, a gradient method's recorder or step log), and torch.compile is not
-        tracing it (its graph cannot hold the loop's C callbacks)."""
-        return (self.core is not None and self.recorder is None and self.step_log is None
+        per-step tensors (autograd's graph, any hook), and torch.compile is not tracing it (its graph cannot
+        hold the loop's C callbacks)."""
+        return (self.core is not None and not hooks
                 and not torch.compiler.is_compiling()
                 and not (torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)))
 
-    def integrate(self, y0: Tensor, t_out: list[float], events: EventLocator | None = None) -> list[Tensor]:
-        """Returns the states at ``t_out`` as a list of (m, n) blocks (first block: ``y0[None]``)."""
+    def integrate(self, y0: Tensor, t_out: list[float], events: EventLocator | None = None,
+                  hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
+        """Returns the states at ``t_out`` as a list of (m, n) blocks (first block: ``y0[None]``); calls
+        ``hooks`` once per accepted step (:mod:`pyode._solvers.hooks`)."""
         st, stats, callbacks = self.stepper, self.stats, self.callbacks
         t, y, t_end = t_out[0], y0, t_out[-1]
         f0 = st.fn(st.fn.nudge(t, 1.0) if t in self.jumps else t, y)  # a jump at t0: its right piece
-        if self._runs_in_core(y0, f0):
+        if self._runs_in_core(y0, f0, hooks):
             outputs = self.core.integrate(y0, t_out, None if t in self.jumps else f0, events)
             if outputs is not None:
                 return outputs
@@ -242,10 +245,10 @@ class AdaptiveLoop:
                 return [events.locate(st, step)]
             blocks, j = step_outputs(st, step, t1, t_out, next_out)
             outputs.extend(blocks)
-            if self.recorder is not None:
-                self.recorder(StepRecord(t, h_step, y.detach(), t1 in self.jumps, t in self.jumps, next_out, j))
-            if self.step_log is not None:
-                self.step_log(t, t1, step, st)
+            if hooks.on_accept is not None:
+                hooks.on_accept(StepRecord(t, h_step, y.detach(), t1 in self.jumps, t in self.jumps, next_out, j))
+            if hooks.on_step is not None:
+                hooks.on_step(t, t1, step, st)
             next_out = j
             t, y = t1, step.y1
             # Just after a jump_t point, f is evaluated on its right piece.

@@ -1,8 +1,9 @@
 """Watching the accepted steps of a solve: their times (``Solution.ts``), their continuous extension
 (``Solution.evaluate``, diffrax's ``SaveAt(dense=True)``) and a progress bar.
 
-A loop with a ``step_log`` attribute calls it once per accepted step with the step's start and end (solver
-time), the step (:class:`StepResult`) and the object whose ``dense(step, thetas)`` evaluates it.
+A :class:`StepLog` watches a solve through the loop's ``on_step`` hook (:mod:`pyode._solvers.hooks`): the
+loop calls it once per accepted step with the step's start and end (solver time), the step
+(:class:`StepResult`) and the object whose ``dense(step, thetas)`` evaluates it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 
 import torch
 from torch import Tensor
+
+from pyode._solvers.hooks import LoopHooks, supports
 
 
 class StepLog:
@@ -40,6 +43,10 @@ class StepLog:
             self.evaluators.append(evaluator)
         if self.bar is not None:
             self.bar.update(t1 - t0)
+
+    def hooks(self) -> LoopHooks:
+        """This log as the loop's ``on_step`` hook."""
+        return LoopHooks(on_step=self)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -112,21 +119,19 @@ class DenseOutput:
         return torch.stack(rows)
 
 
-def attach_step_log(problem, dense: bool, save_steps: bool, progress) -> StepLog | None:
-    """Gives ``problem.loop`` a :class:`StepLog` when the solve asked for dense output, step times or a
-    progress bar; None otherwise."""
+def step_log_for(problem, dense: bool, save_steps: bool, progress) -> StepLog | None:
+    """A :class:`StepLog` for ``problem``'s solve when it asked for dense output, step times or a progress bar
+    (pass ``log.hooks()`` to the solve); None otherwise. ValueError where the loop has no ``on_step`` hook."""
     if not (dense or save_steps or (progress is not None and progress is not False)):
         return None
-    if not hasattr(problem.loop, "step_log"):
+    if not supports(problem.loop, "on_step"):
         raise ValueError(f"dense, save_steps and progress are not available with method={problem.method!r} "
                          "(nor with options['per_sample'])")
     if len(problem.t_out) < 2:
         span = 0.0
     else:
         span = problem.t_out[-1] - problem.t_out[0]
-    log = StepLog(problem.t_out[0], keep_steps=dense, progress=progress, span=span)
-    problem.loop.step_log = log
-    return log
+    return StepLog(problem.t_out[0], keep_steps=dense, progress=progress, span=span)
 
 
 def dense_fields(problem, log: StepLog | None, dense: bool) -> dict:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from pyode._solvers.callbacks import step_callbacks
+from pyode._solvers.hooks import NO_HOOKS, LoopHooks
 from pyode._solvers.rk_step import RKStepper, StepRecord, StepResult, step_outputs
 from pyode._solvers.tableaux import ADAMS_MAX_ORDER, RK4, adams_bashforth, adams_moulton
 from pyode._validation import all_finite
@@ -99,15 +100,15 @@ class FixedGridLoop:
     end (torchdiffeq's ``perturb``), so a ``func`` discontinuous at grid points is never evaluated on the
     wrong side of one."""
 
+    SUPPORTED_HOOKS = frozenset({"on_accept", "on_step"})  # see pyode._solvers.hooks
+
     def __init__(self, stepper: RKStepper, grid: list[float], stats: SolverStats, time_sign: float,
                  perturb: bool = False, core=None):
         self.stepper, self.grid, self.stats, self.time_sign = stepper, grid, stats, time_sign
         self.perturb = perturb
         self.core = core  # pyode._solvers.core_loop.CoreSolver: the C++ loop for solves that record nothing
-        self.recorder = None  # called with a StepRecord per step (checkpointed gradients)
         self.callbacks = step_callbacks(stepper.fn)  # func's callback_step hook, or None
         self.step_size, self.max_num_steps = None, 2**31 - 1  # of the event search (set by the problem)
-        self.step_log = None  # called as step_log(t0, t1, step, stepper) per step (pyode._solvers.dense)
 
     def step(self, t0: float, t1: float, y: Tensor, f0: Tensor | None = None) -> StepResult:
         """One step from ``(t0, y)`` to ``t1``, counted and checked (``f0``: f(t0, y) if already known)."""
@@ -128,11 +129,11 @@ class FixedGridLoop:
         if self.perturb and step.f1 is None and getattr(self.stepper, "needs_f1", False):
             step.f1 = self.stepper.fn(self.stepper.fn.nudge(t1, -1.0), step.y1)
 
-    def _core_first(self, y0: Tensor, t_out: list[float]) -> tuple[list[Tensor] | None, Tensor | None]:
-        """The solve in the C++ loop when it can run it: (outputs, None); else (None, f(t0, y0) if it was
-        evaluated to find out whether autograd records this solve, for the first step)."""
-        if (self.core is None or self.recorder is not None or self.step_log is not None or len(self.grid) < 2
-                or torch.compiler.is_compiling()):
+    def _core_first(self, y0: Tensor, t_out: list[float],
+                    hooks: LoopHooks) -> tuple[list[Tensor] | None, Tensor | None]:
+        """The solve in the C++ loop when it can run it (no hook, nothing recorded): (outputs, None); else
+        (None, f(t0, y0) if it was evaluated to find out whether autograd records this solve, for the first step)."""
+        if self.core is None or hooks or len(self.grid) < 2 or torch.compiler.is_compiling():
             return None, None
         f0 = None
         if torch.is_grad_enabled():
@@ -143,8 +144,9 @@ class FixedGridLoop:
                 return None, f0
         return self.core.integrate(y0, t_out, f0), f0
 
-    def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
-        outputs, f0 = self._core_first(y0, t_out)
+    def integrate(self, y0: Tensor, t_out: list[float], hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
+        """The states at ``t_out`` as (m, n) blocks; ``hooks`` are called once per step."""
+        outputs, f0 = self._core_first(y0, t_out, hooks)
         if outputs is not None:
             return outputs
         outputs, i = [y0.unsqueeze(0)], 1
@@ -152,14 +154,14 @@ class FixedGridLoop:
         for t0, t1 in itertools.pairwise(self.grid):
             step = self.step(t0, t1, y, f0)
             f0 = None
-            if (i < len(t_out) and t_out[i] < t1) or self.step_log is not None:  # the interpolant will be used
+            if (i < len(t_out) and t_out[i] < t1) or hooks.on_step is not None:  # the interpolant will be used
                 self._end_derivative_from_left(step, t1)
             blocks, j = step_outputs(self.stepper, step, t1, t_out, i)
             outputs.extend(blocks)
-            if self.recorder is not None:
-                self.recorder(StepRecord(t0, t1 - t0, y.detach(), self.perturb, self.perturb, i, j))
-            if self.step_log is not None:
-                self.step_log(t0, t1, step, self.stepper)
+            if hooks.on_accept is not None:
+                hooks.on_accept(StepRecord(t0, t1 - t0, y.detach(), self.perturb, self.perturb, i, j))
+            if hooks.on_step is not None:
+                hooks.on_step(t0, t1, step, self.stepper)
             i, y = j, step.y1
         return outputs
 
@@ -208,6 +210,8 @@ class AdamsLoop:
     the method's accuracy. Outputs are interpolated linearly between grid points.
     """
 
+    SUPPORTED_HOOKS = frozenset({"on_step"})  # no on_accept: a step record cannot replay a multistep step
+
     def __init__(self, fn, kern, grid: list[float], stats: SolverStats, time_sign: float, *, implicit: bool,
                  max_order: int, max_iters: int, rtol: float, atol: float, perturb: bool = False):
         self.fn, self.kern, self.grid, self.stats, self.time_sign = fn, kern, grid, stats, time_sign
@@ -219,7 +223,6 @@ class AdamsLoop:
         self.last_h: float | None = None
         self.callbacks = step_callbacks(fn)  # func's callback_step hook, or None
         self.step_size, self.max_num_steps = None, 2**31 - 1  # of the event search (set by the problem)
-        self.step_log = None  # called as step_log(t0, t1, step, stepper) per step (pyode._solvers.dense)
 
     def _corrector(self, y: Tensor, dy: Tensor, history: list[Tensor], t1: float, h: float) -> Tensor:
         """Adams-Moulton fixed-point iteration from the predictor ``dy``; returns the corrected increment."""
@@ -261,7 +264,8 @@ class AdamsLoop:
         check_finite(y1, t1, self.time_sign)
         return StepResult(t0, h, y, y1, [], 0.0)
 
-    def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
+    def integrate(self, y0: Tensor, t_out: list[float], hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
+        """The states at ``t_out`` as (m, n) blocks; ``hooks.on_step`` is called once per step."""
         outputs, i, y = [y0.unsqueeze(0)], 1, y0
         for t0, t1 in itertools.pairwise(self.grid):
             step = self.step(t0, t1, y)
@@ -269,8 +273,8 @@ class AdamsLoop:
             if j > i:  # linear interpolation between grid points
                 outputs.append(self.stepper.dense(step, [(tt - t0) / step.h for tt in t_out[i:j]]))
                 i = j
-            if self.step_log is not None:
-                self.step_log(t0, t1, step, self.stepper)
+            if hooks.on_step is not None:
+                hooks.on_step(t0, t1, step, self.stepper)
             y = step.y1
         return outputs
 

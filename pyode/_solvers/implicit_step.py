@@ -4,7 +4,7 @@ the same interface as :class:`~pyode._solvers.rk_step.RKStepper` (``attempt``, `
 
 Stage equations are solved by simplified Newton (:mod:`pyode._solvers.newton`) under ``torch.no_grad``;
 when autograd records, the converged stages get their gradient from the implicit function theorem
-(:mod:`pyode._gradients.implicit_step`), never by differentiating the iterations. The stage combination,
+(:mod:`pyode._solvers.implicit_grad`), never by differentiating the iterations. The stage combination,
 ``y1`` and the error norm use the kernels (``lincomb_row``, ``rk_finish``).
 """
 
@@ -208,7 +208,7 @@ class ImplicitStepper:
     def attempt(self, t0: float, y0: Tensor, f0: Tensor, h: float, ends_at_jump: bool = False) -> StepResult:
         """One step of size ``h`` from ``(t0, y0)`` with ``f0 = f(t0, y0)``. A failed Newton solve rejects the
         step (the adaptive loop halves it, see NEWTON_FAILURE_BASE; a fixed grid raises)."""
-        from pyode._gradients.implicit_step import stages_with_gradient
+        from pyode._solvers.implicit_grad import stages_with_gradient
 
         tab = self.tableau
         t_end = self.fn.nudge(t0 + h, -1.0) if ends_at_jump else t0 + h  # one ulp before a discontinuity

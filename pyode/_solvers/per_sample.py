@@ -34,6 +34,7 @@ from pyode._solvers.controller import (
     step_factor,
     zero_scale_hint,
 )
+from pyode._solvers.hooks import NO_HOOKS, LoopHooks
 from pyode._solvers.rk_step import RKStepper
 from pyode.errors import MaxStepsError, NonFiniteStateError, StepSizeUnderflowError
 
@@ -48,6 +49,8 @@ class PerSampleLoop:
         ``stats.per_sample_accepted`` / ``per_sample_rejected``, the number of rounds in
         ``stats.n_iterations``); time_sign: -1 for decreasing time.
     """
+
+    SUPPORTED_HOOKS: frozenset[str] = frozenset()  # rows step at their own times: no joint step to hand out
 
     def __init__(self, stepper: RKStepper, opts, stats, time_sign: float):
         if stepper.fn.is_tuple or len(stepper.fn.shapes[0]) < 1:
@@ -117,7 +120,8 @@ class PerSampleLoop:
                 and self.callbacks is None  # the hooks run between the tensor-op rounds
                 and self.opts.on_failure == "raise")  # "mark" keeps failed rows out of the tensor-op rounds
 
-    def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
+    def integrate(self, y0: Tensor, t_out: list[float], hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
+        """The states at ``t_out`` as (m, n) blocks (``hooks`` must be empty: see ``SUPPORTED_HOOKS``)."""
         batch = self.shape[0]
         check_step_resolution(self.opts, t_out[0], self.sign)
         if y0.numel() == 0:

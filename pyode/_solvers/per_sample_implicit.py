@@ -13,7 +13,7 @@ stepper's, row by row: a row keeps its Jacobian while Newton converges fast, ref
 retries a failed step once with a fresh one before rejecting it.
 
 Gradients: backprop through the rounds; an ESDIRK step's stages get theirs from the implicit function theorem (one
-transposed solve per row and step, :class:`~pyode._gradients.implicit_step.StageAdjoint`), a Rosenbrock step is
+transposed solve per row and step, :class:`~pyode._solvers.implicit_grad.StageAdjoint`), a Rosenbrock step is
 differentiated as it is computed (its Jacobian built with ``create_graph``).
 """
 
@@ -189,8 +189,8 @@ class ESDIRKRows:
 
     def _with_gradient(self, t: Tensor, y: Tensor, f0: Tensor, h: Tensor, t_new: Tensor, ks: list) -> list:
         """Newton's stages with the implicit-function-theorem graph to y, f0 and func's parameters
-        (pyode._gradients.implicit_step.stages_with_gradient, each row its own h): ``λ = M_b⁻ᵀ g`` per row."""
-        from pyode._gradients.implicit_step import StageAdjoint
+        (pyode._solvers.implicit_grad.stages_with_gradient, each row its own h): ``λ = M_b⁻ᵀ g`` per row."""
+        from pyode._solvers.implicit_grad import StageAdjoint
 
         tab, s = self.tab, self.tab.num_stages
         hcol = h.to(y.dtype)[:, None]

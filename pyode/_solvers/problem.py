@@ -13,6 +13,7 @@ from pyode import _validation as check
 from pyode._kernels import Segments, get_backend, reference
 from pyode._solvers import core_loop, tolerances
 from pyode._solvers.adaptive import AdaptiveLoop, AdaptiveOptions
+from pyode._solvers.alf import AlfLoop
 from pyode._solvers.events import EventLocator
 from pyode._solvers.fixed_grid import (
     AdamsLoop,
@@ -23,6 +24,7 @@ from pyode._solvers.fixed_grid import (
     make_grid,
 )
 from pyode._solvers.flat_func import FlatFunc
+from pyode._solvers.hooks import NO_HOOKS, LoopHooks, require
 from pyode._solvers.implicit_auto import AutoSwitchStepper
 from pyode._solvers.implicit_rosenbrock import RosenbrockStepper
 from pyode._solvers.implicit_step import ImplicitStepper
@@ -211,8 +213,6 @@ def _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, user)
     if not isinstance(opts.perturb, bool):
         raise TypeError(f"options['perturb'] must be True or False, got {opts.perturb!r}")
     if method == "alf":
-        from pyode._gradients.reversible import AlfLoop  # the reversible scheme lives with its gradient
-
         return AlfLoop(fn, kern, t_out, opts.step_size, stats, sign)
     grid = _fixed_grid(opts, *user, t_out, sign)
     if method in ADAMS_METHODS:
@@ -308,12 +308,14 @@ def _scipy_loop(fn, options, rtol, atol, stats, sign) -> ScipyLoop:
     return ScipyLoop(fn, opts, rtol, atol, stats, sign)
 
 
-def integrate(problem: Problem, y0: Tensor | None = None) -> Tensor:
-    """Runs the loop from ``y0`` (default: the problem's) and returns the flat outputs (T, n)."""
+def integrate(problem: Problem, y0: Tensor | None = None, hooks: LoopHooks = NO_HOOKS) -> Tensor:
+    """Runs the loop from ``y0`` (default: the problem's) and returns the flat outputs (T, n). ``hooks``: what
+    the caller watches per step (:mod:`pyode._solvers.hooks`); ValueError if the loop never calls one."""
     y0 = problem.y0 if y0 is None else y0
+    require(problem.loop, hooks)
     if len(problem.t_out) == 1:
         return y0.unsqueeze(0)
-    return concatenate_outputs(problem.loop.integrate(y0, problem.t_out))
+    return concatenate_outputs(problem.loop.integrate(y0, problem.t_out, hooks=hooks))
 
 
 def concatenate_outputs(blocks: list[Tensor]) -> Tensor:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from pyode import _validation as check
+from pyode._solvers.hooks import NO_HOOKS, LoopHooks
 from pyode.errors import ODESolverError
 from pyode.solution import SolverStats
 
@@ -63,6 +64,8 @@ class ScipyLoop:
         time_sign: -1 for decreasing time.
     """
 
+    SUPPORTED_HOOKS: frozenset[str] = frozenset()  # solve_ivp does not hand its steps out
+
     def __init__(self, fn, opts: ScipyOptions, rtol: float, atol: float, stats: SolverStats, time_sign: float):
         self.fn, self.opts, self.rtol, self.atol, self.stats, self.time_sign = fn, opts, rtol, atol, stats, time_sign
 
@@ -76,8 +79,8 @@ class ScipyLoop:
 
         return rhs
 
-    def integrate(self, y0: Tensor, t_out: list[float]) -> list[Tensor]:
-        """Returns the states at ``t_out`` as one (T, n) block (no autograd graph)."""
+    def integrate(self, y0: Tensor, t_out: list[float], hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
+        """Returns the states at ``t_out`` as one (T, n) block (no autograd graph; ``hooks`` must be empty)."""
         from scipy.integrate import solve_ivp
 
         extra = {"max_step": self.opts.max_step}
