@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "pyode/arg_checks.h"
+#include "pyode/dispatch.h"
 
 #include "cuda_kernels.h"
 
@@ -38,10 +39,11 @@ void lincomb(uintptr_t out, int64_t out_size, int64_t out_row_stride, uintptr_t 
   const pyode::LincombArgs args{reinterpret_cast<void*>(out), out_row_stride, reinterpret_cast<const void*>(base),
                                 terms.data(), static_cast<int64_t>(terms.size()), w.data(), m, n};
   const pyode::cuda::Launch launch = make_launch(device, stream);
+  const pyode::DType type = pyode::dtype_from_code(dtype, "lincomb");
   py::gil_scoped_release no_gil;
-  if (dtype == static_cast<int>(pyode::DType::kFloat32)) pyode::cuda::lincomb_cuda<float>(args, launch);
-  else if (dtype == static_cast<int>(pyode::DType::kFloat64)) pyode::cuda::lincomb_cuda<double>(args, launch);
-  else check(false, "lincomb: unsupported dtype code " + std::to_string(dtype));
+  pyode::dispatch_floating(type, [&](auto tag) {
+    pyode::cuda::lincomb_cuda<typename decltype(tag)::type>(args, launch);
+  });
 }
 
 // The buffers of one rk_finish call besides the state: segment tables, partial sums and norms.
@@ -87,10 +89,11 @@ void rk_finish_async(uintptr_t y1, int64_t y1_size, uintptr_t err_out, int64_t e
   const pyode::cuda::FinishWork work{reinterpret_cast<const int64_t*>(buf.chunk_starts), buf.nchunks,
                                      reinterpret_cast<double*>(buf.partials), norms};
   const pyode::cuda::Launch launch = make_launch(device, stream);
+  const pyode::DType type = pyode::dtype_from_code(dtype, "rk_finish");
   py::gil_scoped_release no_gil;
-  if (dtype == static_cast<int>(pyode::DType::kFloat32)) pyode::cuda::rk_finish_cuda<float>(args, work, launch);
-  else if (dtype == static_cast<int>(pyode::DType::kFloat64)) pyode::cuda::rk_finish_cuda<double>(args, work, launch);
-  else check(false, "rk_finish: unsupported dtype code " + std::to_string(dtype));
+  pyode::dispatch_floating(type, [&](auto tag) {
+    pyode::cuda::rk_finish_cuda<typename decltype(tag)::type>(args, work, launch);
+  });
 }
 
 }  // namespace
