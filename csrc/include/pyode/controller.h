@@ -20,16 +20,38 @@ constexpr double kRejectFactorMax = 0.9; // a rejected step shrinks at least thi
 // h_next / h after a step with error ratio `ratio`; prev1, prev2: the ratios of the last two accepted steps.
 // Clipped to [1, ifactor] after an accepted step, to [dfactor, min(safety, 0.9)] after a rejected one (dfactor
 // wins where they cross). Evaluated in log space, so no gain and no ratio can overflow; a NaN/inf ratio shrinks
-// by dfactor.
-inline double step_factor(const ControllerGains& g, double ratio, double prev1, double prev2, bool accepted) {
+// by dfactor. A history term whose gain is 0 (the default I controller) is skipped, as in Python: prev1, prev2
+// are finite and >= kHistoryFloor, so it would subtract exactly ±0. log_safety = log(safety), log_cap =
+// min(log(ifactor) + 1, kLogCap), reject_upper = min(safety, kRejectFactorMax): controller.py's Gains fields.
+inline double step_factor_formula(const ControllerGains& g, double log_safety, double log_cap, double reject_upper,
+                                  double ratio, double prev1, double prev2, bool accepted) {
   if (!std::isfinite(ratio)) return g.dfactor;
   const double r = std::max(ratio, kRatioFloor);
-  const double log_factor = std::log(g.safety) - g.b1 * std::log(r) - g.b2 * std::log(prev1) - g.b3 * std::log(prev2);
-  const double cap = std::min(std::log(g.ifactor) + 1.0, kLogCap);
-  const double factor = std::exp(std::min(std::max(log_factor, -kLogCap), cap));
-  const double upper = accepted ? g.ifactor : std::min(g.safety, kRejectFactorMax);
+  double log_factor = log_safety - g.b1 * std::log(r);
+  if (g.b2 != 0.0) log_factor -= g.b2 * std::log(prev1);
+  if (g.b3 != 0.0) log_factor -= g.b3 * std::log(prev2);
+  const double factor = std::exp(std::min(std::max(log_factor, -kLogCap), log_cap));
+  const double upper = accepted ? g.ifactor : reject_upper;
   const double lower = accepted ? 1.0 : g.dfactor;
   return std::max(std::min(std::max(factor, 0.0), upper), lower);
+}
+
+inline double step_factor(const ControllerGains& g, double ratio, double prev1, double prev2, bool accepted) {
+  return step_factor_formula(g, std::log(g.safety), std::min(std::log(g.ifactor) + 1.0, kLogCap),
+                             std::min(g.safety, kRejectFactorMax), ratio, prev1, prev2, accepted);
+}
+
+// The gains with what step_factor derives from them, computed once for a solve (the formula runs every step).
+struct ControllerConstants {
+  ControllerGains g;
+  double log_safety, log_cap, reject_upper;
+  explicit ControllerConstants(const ControllerGains& gains)
+      : g(gains), log_safety(std::log(gains.safety)), log_cap(std::min(std::log(gains.ifactor) + 1.0, kLogCap)),
+        reject_upper(std::min(gains.safety, kRejectFactorMax)) {}
+};
+
+inline double step_factor(const ControllerConstants& c, double ratio, double prev1, double prev2, bool accepted) {
+  return step_factor_formula(c.g, c.log_safety, c.log_cap, c.reject_upper, ratio, prev1, prev2, accepted);
 }
 
 // The ratio history after a step: an accepted step with a finite ratio pushes max(ratio, kHistoryFloor).

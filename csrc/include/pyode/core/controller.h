@@ -20,11 +20,7 @@ struct ControllerParams {
 
 class PIDController {
  public:
-  explicit PIDController(const ControllerParams& p) : p_(p) {
-    const double k = static_cast<double>(p.order);
-    g_ = {(p.pcoeff + p.icoeff + p.dcoeff) / k, -(p.pcoeff + 2.0 * p.dcoeff) / k, p.dcoeff / k,
-          p.safety, p.ifactor, p.dfactor};
-  }
+  explicit PIDController(const ControllerParams& p) : p_(p), g_(gains(p)) {}
 
   // The next step size after a step of size h (> 0) with error ratio `ratio` (accept when <= 1).
   double next_step(double h, double ratio, bool accepted) {
@@ -34,8 +30,14 @@ class PIDController {
   }
 
  private:
+  static pyode::ControllerGains gains(const ControllerParams& p) {
+    const double k = static_cast<double>(p.order);
+    return {(p.pcoeff + p.icoeff + p.dcoeff) / k, -(p.pcoeff + 2.0 * p.dcoeff) / k, p.dcoeff / k,
+            p.safety, p.ifactor, p.dfactor};
+  }
+
   ControllerParams p_;
-  pyode::ControllerGains g_{};
+  pyode::ControllerConstants g_;  // the gains and their logs, derived once
   double prev1_ = 1.0, prev2_ = 1.0;  // r_{n-1}, r_{n-2}
 };
 

@@ -4,13 +4,15 @@
 
 #include <cmath>
 #include <limits>
+#include <utility>
 
 namespace pyode::core {
 
 // Factors the row-major n x n matrix A in place (L unit lower, U upper; piv[k] the row swapped into k). The
 // diagonal holds 1 / u_kk: a solve then multiplies instead of dividing (a division's latency, n per solve and
-// 8 solves per rodas5 step, was the largest single cost of a step at n = 2, ~20%). Returns false when A has a NaN/inf or is singular to working precision (min |u_kk| <= eps * max |u_kk|,
-// the test of newton.py's factor()), so the caller rejects the step and tries a smaller one.
+// 8 solves per rodas5 step, was the largest single cost of a step at n = 2, ~20%). Returns false when A has a
+// NaN/inf or is singular to working precision (min |u_kk| <= eps * max |u_kk|, the test of newton.py's factor()),
+// so the caller rejects the step and tries a smaller one.
 inline bool lu_factor(double* A, int n, int* piv) {
   for (long q = 0; q < static_cast<long>(n) * n; ++q)
     if (!std::isfinite(A[q])) return false;
@@ -41,6 +43,25 @@ inline bool lu_factor(double* A, int n, int* piv) {
     }
   }
   return n == 0 || dmin > dmax * std::numeric_limits<double>::epsilon();
+}
+
+// lu_solve for a compile-time n on x[0..N) (a local array the caller keeps in registers): the same operations
+// in the same order, the row swaps by constant indices. A small Rosenbrock state's stages solve this way (the
+// generic loop stores and reloads b[k] at every step, since b might alias LU).
+template <int N>
+inline void lu_solve_fixed(const double* LU, const int* piv, double* x) {
+  for (int k = 0; k < N; ++k) {
+    for (int j = k + 1; j < N; ++j)
+      if (piv[k] == j) std::swap(x[k], x[j]);
+    double acc = x[k];
+    for (int j = 0; j < k; ++j) acc -= LU[k * N + j] * x[j];
+    x[k] = acc;
+  }
+  for (int k = N - 1; k >= 0; --k) {
+    double acc = x[k];
+    for (int j = k + 1; j < N; ++j) acc -= LU[k * N + j] * x[j];
+    x[k] = acc * LU[k * N + k];
+  }
 }
 
 // Solves A x = b in place (b becomes x) with the factors of lu_factor (the diagonal holding 1 / u_kk).

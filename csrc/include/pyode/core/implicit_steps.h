@@ -69,7 +69,8 @@ bool RowSolver<Rhs>::factor(double h) {
 
 // RODAS-type step: W u_i = f(t0 + α_i h, y0 + Σ a_ij u_j) + Σ (c_ij / h) u_j + h d_i f_t with W = I/(hγ) - J;
 // y1 = y0 + Σ m_i u_i, error Σ m_err_i u_i. J and f_t (forward difference in t) are computed once per step
-// start and kept while a rejected step is retried. K[0] = f0; the u_i go to ws_.U.
+// start and kept while a rejected step is retried. K[0] = f0; the u_i go to ws_.U. The sums run over the
+// non-zero coefficients only (ws_.coef), in increasing j: combine's arithmetic, without rescanning the tableau.
 template <class Rhs>
 double RowSolver<Rhs>::attempt_rosenbrock(double t0, const double* y0, double h, double* K, double* y1,
                                           double t_end) {
@@ -83,29 +84,72 @@ double RowSolver<Rhs>::attempt_rosenbrock(double t0, const double* y0, double h,
     for (int i = 0; i < n_; ++i) ft[i] = (ws_.fp[i] - f0[i]) / dt;
   }
   if (!factor(h)) return INFINITY;
+  switch (n_) {  // a small state: its stage vectors in registers (lu_solve_fixed)
+    case 1: rosenbrock_stages<1>(t0, y0, h, f0, t_end); break;
+    case 2: rosenbrock_stages<2>(t0, y0, h, f0, t_end); break;
+    case 3: rosenbrock_stages<3>(t0, y0, h, f0, t_end); break;
+    case 4: rosenbrock_stages<4>(t0, y0, h, f0, t_end); break;
+    default: rosenbrock_stages<0>(t0, y0, h, f0, t_end);
+  }
+  const SparseRows& coef = ws_.coef;
+  const double* U = ws_.U.data();
+  double* err = ws_.probe.data();
+  const int rb = 2 * s, re = 2 * s + 1;
+  for (int e = 0; e < n_; ++e) {
+    double acc = y0[e], acc_err = 0.0;
+    for (int q = 0; q < coef.size(rb); ++q) acc += coef.weight(rb)[q] * U[static_cast<long>(coef.index(rb)[q]) * n_ + e];
+    for (int q = 0; q < coef.size(re); ++q)
+      acc_err += coef.weight(re)[q] * U[static_cast<long>(coef.index(re)[q]) * n_ + e];
+    y1[e] = acc;
+    err[e] = acc_err;
+  }
+  return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
+}
+
+// The increments u_i of attempt_rosenbrock into ws_.U; N > 0: n = N known at compile time.
+template <class Rhs>
+template <int N>
+void RowSolver<Rhs>::rosenbrock_stages(double t0, const double* y0, double h, const double* f0, double t_end) {
+  const int s = m_.s;
+  const long n = N > 0 ? N : n_;
+  const SparseRows& coef = ws_.coef;
+  const double* ft = ws_.ft.data();
   double* U = ws_.U.data();
-  double* w = ws_.w.data();
+  double wc[kMaxStages];
+  int jc[kMaxStages];
   for (int i = 0; i < s; ++i) {
     const double* fi = f0;
     if (i > 0) {
-      for (int j = 0; j < i; ++j) w[j] = m_.a[i * s + j];
-      combine(y0, U, w, i, n_, ws_.stage.data());
+      combine_terms(y0, U, coef.index(i), coef.weight(i), coef.size(i), static_cast<int>(n), ws_.stage.data());
       eval(m_.c[i] == 1.0 ? t_end : t0 + m_.c[i] * h, ws_.stage.data(), ws_.fp.data());
       fi = ws_.fp.data();
     }
-    double* ui = U + static_cast<long>(i) * n_;
-    for (int j = 0; j < i; ++j) w[j] = m_.ros_c[i * s + j] / h;
-    combine(fi, U, w, i, n_, ui);
+    // c_ij / h, a quotient that underflowed to 0 skipped as combine skips zero weights.
+    int terms = 0;
+    for (int q = 0; q < coef.size(s + i); ++q) {
+      const double w = coef.weight(s + i)[q] / h;
+      if (w != 0.0) { wc[terms] = w; jc[terms++] = coef.index(s + i)[q]; }
+    }
+    double* ui = U + i * n;
     const double hd = h * m_.ros_d[i];
-    if (hd != 0.0)
-      for (int q = 0; q < n_; ++q) ui[q] += hd * ft[q];
-    lu_solve(ws_.LU.data(), ws_.piv.data(), n_, ui);
+    if constexpr (N > 0) {  // terms outer, the N elements inner (unrolled): x stays in registers
+      double x[N];
+      for (int e = 0; e < N; ++e) x[e] = fi[e];
+      for (int q = 0; q < terms; ++q)
+        for (int e = 0; e < N; ++e) x[e] += wc[q] * U[jc[q] * N + e];
+      if (hd != 0.0)
+        for (int e = 0; e < N; ++e) x[e] += hd * ft[e];
+      lu_solve_fixed<N>(ws_.LU.data(), ws_.piv.data(), x);
+      for (int e = 0; e < N; ++e) ui[e] = x[e];
+    } else {
+      for (long e = 0; e < n; ++e) {
+        double acc = fi[e];
+        for (int q = 0; q < terms; ++q) acc += wc[q] * U[jc[q] * n + e];
+        ui[e] = hd != 0.0 ? acc + hd * ft[e] : acc;
+      }
+      lu_solve(ws_.LU.data(), ws_.piv.data(), static_cast<int>(n), ui);
+    }
   }
-  combine(y0, U, m_.b, s, n_, y1);
-  double* err = ws_.probe.data();
-  for (int q = 0; q < n_; ++q) err[q] = 0.0;
-  combine(err, U, m_.b_err, s, n_, err);
-  return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
 }
 
 // ESDIRK step: the stages by simplified Newton (solve_esdirk), y1 = y0 + Σ h b_j K_j, and the error

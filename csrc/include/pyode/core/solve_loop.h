@@ -27,6 +27,7 @@
 #include "pyode/core/initial_step.h"
 #include "pyode/core/method.h"
 #include "pyode/core/norms.h"
+#include "pyode/core/sparse_rows.h"
 
 namespace pyode::core {
 
@@ -108,7 +109,16 @@ struct Workspace {
   LineVector<double> K, K2, y, y1, y1b, stage, w, probe, event_y;
   LineVector<double> J, LU, U, ft, z, dz, res, fp;
   LineVector<int> piv;
+  // Rosenbrock: the non-zero a_ij (rows 0..s-1), c_ij (rows s..2s-1), m (row 2s) and m_err (row 2s+1).
+  SparseRows coef;
   void resize(const Method& m, int n) {
+    coef.clear();
+    if (m.kind == Kind::kRosenbrock) {
+      for (int i = 0; i < m.s; ++i) coef.add(m.a + i * m.s, i);
+      for (int i = 0; i < m.s; ++i) coef.add(m.ros_c + i * m.s, i);
+      coef.add(m.b, m.s);
+      coef.add(m.b_err, m.s);
+    }
     const bool stiff = m.kind != Kind::kExplicit;
     const size_t nn = stiff ? static_cast<size_t>(n) * n : 0, nv = stiff ? static_cast<size_t>(n) : 0;
     J.assign(nn, 0.0); LU.assign(nn, 0.0); piv.assign(nv, 0);
@@ -182,6 +192,8 @@ class RowSolver {
   void jacobian_at(double t0, const double* y0, const double* f0);
   bool factor(double h);
   double attempt_rosenbrock(double t0, const double* y0, double h, double* K, double* y1, double t_end);
+  template <int N>
+  void rosenbrock_stages(double t0, const double* y0, double h, const double* f0, double t_end);
   double attempt_esdirk(double t0, const double* y0, double h, double* K, double* y1, double t_end);
   bool solve_esdirk(double t0, const double* y0, double h, double* K, double t_end);
   bool newton_stage(double t_i, const double* base, double hg, const double* y0, double* y_stage);

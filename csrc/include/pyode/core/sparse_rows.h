@@ -1,0 +1,46 @@
+// A method's coefficient rows with their zeros dropped (index and weight of each non-zero entry, in increasing
+// index), derived once per solve, so a step combines only the terms that count instead of copying and
+// scanning an s x s tableau at every stage (combine's zero skip, done once).
+#pragma once
+
+#include <vector>
+
+namespace pyode::core {
+
+class SparseRows {
+ public:
+  void clear() {
+    start_.assign(1, 0);
+    index_.clear();
+    weight_.clear();
+  }
+  // Appends row w[0..terms) as the next row.
+  void add(const double* w, int terms) {
+    for (int j = 0; j < terms; ++j)
+      if (w[j] != 0.0) {
+        index_.push_back(j);
+        weight_.push_back(w[j]);
+      }
+    start_.push_back(static_cast<int>(index_.size()));
+  }
+  int size(int row) const { return start_[row + 1] - start_[row]; }
+  const int* index(int row) const { return index_.data() + start_[row]; }
+  const double* weight(int row) const { return weight_.data() + start_[row]; }
+
+ private:
+  std::vector<int> start_{0}, index_;
+  std::vector<double> weight_;
+};
+
+// out = base + Σ_q weight[q] K_index[q] per element, terms in the given (increasing) order: combine's arithmetic
+// for the same non-zero weights. K: contiguous arrays of n.
+inline void combine_terms(const double* base, const double* K, const int* index, const double* weight, int terms,
+                          int n, double* out) {
+  for (int e = 0; e < n; ++e) {
+    double acc = base[e];
+    for (int q = 0; q < terms; ++q) acc += weight[q] * K[static_cast<long>(index[q]) * n + e];
+    out[e] = acc;
+  }
+}
+
+}  // namespace pyode::core
