@@ -149,8 +149,8 @@ def test_reversible_equals_backprop_of_alf():
 
 
 def test_alf_is_second_order_and_exactly_invertible():
-    from pyode._gradients.reversible import alf_inverse, alf_step
     from pyode._kernels import get_backend
+    from pyode._solvers.alf import alf_inverse, alf_step
 
     kern = get_backend(torch.device("cpu"))
     fn = lambda t, y: torch.stack([y[1], -torch.sin(y[0])])

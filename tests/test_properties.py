@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 import pyode
 from pyode import _kernels
-from pyode._gradients.reversible import alf_inverse, alf_step
 from pyode._kernels import Segments, reference
+from pyode._solvers.alf import alf_inverse, alf_step
 
 compiled = pytest.importorskip("pyode._kernels.compiled", reason="compiled extension not built")
 

@@ -11,8 +11,8 @@ no Python reference and no other tensor on its storage (the stage input handed t
 last stage's buffer, a step record, func keeping its input). The check is made at each
 take, so nobody has to give buffers back or know who still looks at them.
 
-The pool keeps at most ``limit_bytes`` (default ``pyode._tuning.POOL_LIMIT_BYTES``, 1 GiB) of buffers after a solve, like torch's CUDA caching
-allocator keeps device memory; :func:`pyode.empty_cache` releases them.
+The pool keeps at most ``limit_bytes`` (default ``pyode._tuning.POOL_LIMIT_BYTES``, 1 GiB) of buffers after
+a solve, like torch's CUDA caching allocator keeps device memory; :func:`pyode.empty_cache` releases them.
 """
 
 from __future__ import annotations
@@ -86,9 +86,9 @@ POOL = ScratchPool()  # large buffers, shared by all solves
 def empty_cache() -> None:
     """Releases the large stage buffers pyode keeps between solves (see :mod:`pyode._solvers.scratch`).
 
-    Solves of large states (>= 256 KiB) keep up to 1 GiB of stage buffers for reuse (both sizes are
-    settable, see :mod:`pyode._tuning`), as torch's CUDA
-    caching allocator keeps device memory; buffers still in use live on as ordinary tensors.
+    Solves of large states (>= 256 KiB) keep up to 1 GiB of stage buffers for reuse, as torch's CUDA
+    caching allocator keeps device memory (both sizes: :mod:`pyode._tuning`); buffers still in use live on
+    as ordinary tensors.
 
     Examples:
         >>> import pyode
