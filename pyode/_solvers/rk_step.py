@@ -80,7 +80,7 @@ class RKStepper:
     def _attempt_fused(self, t0: float, y0: Tensor, f0: Tensor, h: float, t_end: float) -> StepResult | None:
         """:meth:`attempt` through the compiled workspace (one call per stage). None if ``func`` turned out
         to record autograd (the caller then takes the differentiable path)."""
-        tab, fn, n = self.tableau, self.fn, y0.numel()
+        tab, fn = self.tableau, self.fn
         ws = self._workspace or self._make_workspace(y0)
         ws.set_base(y0)
         # Stage inputs are made in the user's shape and func called without reshaping (the kernels see
