@@ -235,9 +235,9 @@ def test_error_carried_by_the_last_stage_gives_the_same_solve(monkeypatch, metho
     pyode.empty_cache()
 
 
-def test_pooled_solutions_never_overwrite_a_solution_still_held():
-    """Large no-grad solutions come from the buffer pool; one the caller still holds (or a view of it) is never
-    handed out again, and one the caller dropped is reused."""
+def test_solutions_are_never_overwritten_by_later_solves():
+    """Large no-grad solutions are fresh tensors the caller owns: a solution still held, or a view of one whose
+    tensor was dropped, keeps its values through later solves of the same size (results are never pooled)."""
     import pyode
 
     y0 = torch.randn(70_000, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -250,14 +250,10 @@ def test_pooled_solutions_never_overwrite_a_solution_still_held():
         first = pyode.odeint(f, y0, t)
         kept = first.clone()
         second = pyode.odeint(f, 2 * y0, t)
-        assert first.data_ptr() != second.data_ptr() and torch.equal(first, kept)
-        view, address = second[1], second.data_ptr()
+        view, view_kept = second[1], second[1].clone()
         del second
-        third = pyode.odeint(f, 3 * y0, t)
-        assert third.data_ptr() != address  # a view keeps the storage busy
-        freed = {address, third.data_ptr()}
-        del view, third
-        assert pyode.odeint(f, 4 * y0, t).data_ptr() in freed  # dropped solutions' memory is reused
+        for k in range(3, 6):
+            pyode.odeint(f, k * y0, t)
+    assert torch.equal(first, kept) and torch.equal(view, view_kept)
     torch.testing.assert_close(first[1], y0 * torch.exp(torch.tensor(-1.0, dtype=torch.float64)),
                                rtol=1e-6, atol=1e-6)
-    pyode.empty_cache()

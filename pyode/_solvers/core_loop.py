@@ -10,8 +10,9 @@ exactly the calls the Python loops would make (the step-parity tests pin the two
 A solve takes this route when nothing in it is recorded for autograd (no gradient flows through the loop:
 the forward solve of the adjoint, any solve under ``torch.no_grad()`` or of inputs that carry no gradient),
 the state is a float64 CPU tensor, and the solve uses only what the C++ loop runs: the kernels' RMS norm
-(no callable norm, per-element tolerances or mixed tuple norm), no func callbacks or ``perturb``, no
-recorder or step log hooks, no event. Everything else runs the Python loops, which remain the reference.
+(no callable norm, per-element tolerances or mixed tuple norm), no func callbacks or ``perturb``, no loop
+hooks (checkpoint's records, a step log), no torch.compile tracing. Terminal events run in it too (``event_fn``
+is a third callback). Everything else runs the Python loops, which remain the reference.
 
 An exception raised by ``func`` (KeyboardInterrupt included) is kept, the loop is cancelled at its next
 step, and the same exception object is raised once the loop has returned.
