@@ -93,13 +93,13 @@ def kernel_bandwidths(n: int, dtype: torch.dtype, device: torch.device, copy_bw:
     y1 = kern.lincomb(y0, ks, [[h * b for b in tab.b]])[0]
     e = [h * x for x in tab.b_err]
     finish_bytes = (2 + sum(1 for x in e if x != 0.0)) * n * size
-    if hasattr(kern, "rk_finish_device"):
+    if kern.async_finish:
         seconds = device_time(lambda: kern.rk_finish_device(y0, y1, ks, None, e, ATOL, RTOL, None), reps=10,
                               device=device)
         rows.append({"kernel": "rk_finish (FSAL error norm, no sync)", "bytes": finish_bytes, "seconds": seconds})
     synced = device_time(lambda: kern.rk_finish(y0, y1, ks, None, e, ATOL, RTOL, None), reps=10, device=device)
     rows.append({"kernel": "rk_finish + norm to host (sync)", "bytes": finish_bytes, "seconds": synced})
-    step = rows[:-1] if hasattr(kern, "rk_finish_device") else rows  # the no-sync finish, if there is one
+    step = rows[:-1] if kern.async_finish else rows  # the no-sync finish, if there is one
     rows.append({"kernel": "whole dopri5 step (kernels only)", "bytes": sum(r["bytes"] for r in step),
                  "seconds": sum(r["seconds"] for r in step)})
     for r in rows:

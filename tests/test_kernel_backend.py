@@ -23,7 +23,7 @@ needs_compiled = pytest.mark.skipif(not COMPILED, reason="compiled CPU backend n
 def test_reference_backend_declares_no_fused_capabilities():
     kern = reference.BACKEND
     assert isinstance(kern, KernelBackend) and kern.name == "reference" and kern.device_type is None
-    assert not (kern.fused_workspace or kern.per_sample_fused or kern.fused_out)
+    assert not (kern.fused_workspace or kern.per_sample_fused or kern.fused_out or kern.async_finish)
     with pytest.raises(NotImplementedError, match="fused_workspace is False"):
         kern.make_workspace(None, 4, torch.float64, None)
     with pytest.raises(NotImplementedError, match="per_sample_fused is False"):
@@ -88,7 +88,7 @@ def test_cuda_backend_imports_without_the_cpu_extension():
         from pyode._kernels import cuda
         assert sys.modules["pyode._C"] is None
         assert cuda.BACKEND.name == "cuda" and cuda.BACKEND.device_type == "cuda"
-        assert not cuda.BACKEND.fused_workspace
+        assert cuda.BACKEND.async_finish and not cuda.BACKEND.fused_workspace
         import importlib, pyode._kernels
         del sys.modules["pyode._kernels.cuda"], pyode._kernels.cuda
         sys.modules["pyode._C_cuda"] = None

@@ -28,6 +28,7 @@ class KernelBackend:
         per_sample_fused: :meth:`make_per_sample_workspace` exists (per-row step sizes in one call per stage).
         fused_out: :meth:`lincomb_raw` writes its result in one pass into a caller's ``out`` buffer (so a
             pooled buffer saves an allocation).
+        async_finish: :meth:`rk_finish_device` exists (the norms stay on the device: no synchronisation).
     """
 
     name: ClassVar[str] = "abstract"
@@ -35,6 +36,7 @@ class KernelBackend:
     fused_workspace: ClassVar[bool] = False
     per_sample_fused: ClassVar[bool] = False
     fused_out: ClassVar[bool] = False
+    async_finish: ClassVar[bool] = False
 
     def lincomb(self, base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
         """``out[r] = base + sum_j weights[r][j] * ks[j]``, differentiable. base: (n,) or None; ks: s (n,);
@@ -62,6 +64,12 @@ class KernelBackend:
     def scaled_norm(self, a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float) -> float:
         """RMS of ``(a - b) / (atol + rtol * |y|)`` (b None: of ``a / scale``); all (n,)."""
         raise NotImplementedError
+
+    def rk_finish_device(self, y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[float] | None,
+                         e: Sequence[float] | None, atol: float, rtol: float, segments: Segments | None,
+                         norms_out: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """:meth:`rk_finish` with the norms left on the device, (1 + nseg,) float64 (only where ``async_finish``)."""
+        raise NotImplementedError(f"the {self.name} backend has no rk_finish_device (async_finish is False)")
 
     def make_workspace(self, tableau, n: int, dtype, segments: Segments | None):
         """A fused per-solve RK step state (only where ``fused_workspace``)."""

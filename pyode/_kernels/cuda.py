@@ -159,8 +159,10 @@ class CudaBackend(FusedBackend):
 
     name = "cuda"
     device_type = "cuda"
+    async_finish = True
     lincomb_raw = staticmethod(lincomb_raw)
     rk_finish = staticmethod(rk_finish)
+    rk_finish_device = staticmethod(rk_finish_device)
     scaled_norm = staticmethod(reference.scaled_norm)  # no kernel of its own: the reference's torch ops
 
 
