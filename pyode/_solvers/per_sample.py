@@ -175,7 +175,7 @@ class PerSampleLoop:
         rounds = 0
         while ws.begin_round() > 0:
             rounds += 1
-            k, ks = f0, []  # ks keeps every registered derivative alive until finish has read it
+            k = f0  # the workspace holds each derivative it was given (pinned) until finish has read it
             for i in stages:
                 y_stage = torch.empty(self.shape, dtype=f0.dtype)
                 ws.stage(i, y_stage, k)
@@ -184,7 +184,6 @@ class PerSampleLoop:
                 k = self._call_user_time(t_stage.to(fn.t_dtype) if convert else t_stage, y_stage)
                 if k.requires_grad:
                     return None
-                ks.append(k)
             _, kind, row, t_row, t_min = ws.finish(y_stage, k)
             self.stats.t_reached = self.sign * t_min
             if kind:
