@@ -9,6 +9,11 @@ the Newton solves by the implicit function theorem (``gradient="backprop"``). Th
 trajectories, so ``options={"jacobian": "rows"}`` gives Newton a block-diagonal Jacobian.
 
     python examples/stiff_neural_ode.py [--smoke] [--out outputs]      # writes stiff_neural_ode.png
+
+A harder case, a network fitted to Robertson's kinetics over ten decades of time (Kim et al. 2021, "Stiff neural
+ordinary differential equations"), is ``python bench/stiff_node.py`` (docs/stiff.md): its loss falls 1106x
+(0.242 -> 2.19e-4, 600 Adam iterations through ``kvaerno5``, seed 0), where ``dopri5`` gets a non-finite gradient
+at the first iteration and hits ``max_num_steps`` on the trained model (20 000 steps reach t = 21.6 of 1e5).
 """
 
 import time
