@@ -12,6 +12,7 @@ import torch
 numba = pytest.importorskip("numba")
 pytest.importorskip("cffi")
 scipy_integrate = pytest.importorskip("scipy.integrate")
+scipy_linalg = pytest.importorskip("scipy.linalg")
 
 import pyode
 import pyode.native as pn
@@ -197,6 +198,51 @@ def test_same_steps_as_torch_path(robertson_ref, method, monkeypatch):
                      atol=1e-10)
     assert (nat.n_accepted[0], nat.n_rejected[0]) == (py.stats.n_accepted, py.stats.n_rejected)
     np.testing.assert_allclose(nat.ys, py.ys.numpy(), rtol=1e-8, atol=1e-16)
+
+
+def _linear(t, y, dy, p):
+    n = y.shape[0]
+    for i in range(n):
+        acc = 0.0
+        for j in range(n):
+            acc += p[i * n + j] * y[j]
+        dy[i] = acc
+
+
+def _linear_jac(t, y, J, p):
+    n = y.shape[0]
+    for i in range(n):
+        for j in range(n):
+            J[i, j] = p[i * n + j]
+
+
+def _pivoting_system(n: int) -> np.ndarray:
+    """A = S diag(-λ) S^-1, λ from 1 to 1e3, S = I + 0.8 (seeded normal): the step matrices I/(hγ) - A need row
+    swaps at the step sizes rodas5 takes (non-adjacent ones too: LAPACK's pivots [3 2 3 3] at n = 4, h = 0.1)."""
+    rng = np.random.default_rng(7)
+    S = np.eye(n) + 0.8 * rng.standard_normal((n, n))
+    return S @ np.diag(-np.logspace(0, 3, n)) @ np.linalg.inv(S)
+
+
+@pytest.mark.parametrize("n", [4, 6])
+def test_rodas5_with_row_swaps_matches_torch_path_and_exact(n, monkeypatch):
+    # n = 4 runs the loop's small-state stages (vectors in registers, lu_solve_fixed), n = 6 the general ones; both
+    # must take the torch path's steps (LAPACK's LU: equal up to rounding, cond(S) <= 175 here) and stay within
+    # the solve's tolerance of expm(tA) y0 (a contractive system: global error ~ the local tolerance; 1e-6 of the
+    # peak is 100 local tolerances).
+    monkeypatch.setenv("PYODE_CORE_LOOP", "0")
+    A = _pivoting_system(n)
+    t = np.linspace(0.0, 10.0, 11)
+    y0 = np.ones(n)
+    nat = pn.solve(_linear, y0, t, A.ravel(), method="rodas5", rtol=1e-8, atol=1e-10, jac=_linear_jac)
+    A_t = torch.tensor(A)
+    py = pyode.solve(lambda tt, y: A_t @ y, torch.tensor(y0), torch.tensor(t), method="rodas5", rtol=1e-8,
+                     atol=1e-10)
+    assert (nat.n_accepted[0], nat.n_rejected[0]) == (py.stats.n_accepted, py.stats.n_rejected)
+    peak = np.abs(nat.ys).max()
+    np.testing.assert_allclose(nat.ys, py.ys.numpy(), rtol=1e-8, atol=1e-10 * peak)
+    exact = np.stack([scipy_linalg.expm(tk * A) @ y0 for tk in t])
+    assert np.abs(nat.ys - exact).max() <= 1e-6 * peak
 
 
 def test_stiff_ensemble_rows_are_independent_solves():
