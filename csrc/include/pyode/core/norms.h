@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 namespace pyode::core {
 
@@ -34,10 +36,21 @@ inline double error_ratio(const double* err, const double* y0, const double* y1,
 inline double py_max(double a, double b) { return b > a ? b : a; }
 inline double py_min(double a, double b) { return b < a ? b : a; }
 
-// Python's math.ulp for a finite x >= 0.
+// Python's math.ulp for a finite x >= 0: the next double up minus x (the last step down at the largest double).
+// By the bits (the loop asks every step; nextafter is a library call): for x >= 0 the next double up is the
+// next integer of its bit pattern, 0 included (its successor is the smallest subnormal).
 inline double py_ulp(double x) {
-  const double up = std::nextafter(x, INFINITY);
-  if (std::isinf(up)) return x - std::nextafter(x, -INFINITY);
+  uint64_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  double up;
+  const uint64_t next = bits + 1;
+  std::memcpy(&up, &next, sizeof up);
+  if (std::isinf(up)) {
+    double down;
+    const uint64_t prev = bits - 1;
+    std::memcpy(&down, &prev, sizeof down);
+    return x - down;
+  }
   return up - x;
 }
 

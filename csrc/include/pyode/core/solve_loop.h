@@ -203,6 +203,10 @@ class RowSolver {
     rhs_(t, y, dy);
   }
   double* k(double* K, int j) const { return K + static_cast<int64_t>(j) * n_; }
+  // dst = src (n values) every step: a loop, not a call to memcpy, for the small states of a fast step
+  void copy(const double* src, double* dst) const {
+    for (int i = 0; i < n_; ++i) dst[i] = src[i];
+  }
 
   // One step of size h from (t0, y0) with K[0] = f(t0, y0) already there: stages into K, y1 into `y1`.
   // Returns the error ratio (0 for fixed-grid methods).
@@ -359,8 +363,8 @@ void RowSolver<Rhs>::run_adaptive(const double* y0_in, const double* t_out, int6
     }
     write_outputs(t, y, h_step, t1, y1, t_out, T, true);
     if (at_jump) eval(std::nextafter(t1, INFINITY), y1, K);  // the next step starts on the right piece
-    else std::memcpy(K, k(K, m_.fsal ? m_.s - 1 : m_.s), sizeof(double) * n_);
-    std::memcpy(y, y1, sizeof(double) * n_);
+    else copy(k(K, m_.fsal ? m_.s - 1 : m_.s), K);
+    copy(y1, y);
     t = t1;
     if (check_progress(t, h, ratio)) return;
   }
