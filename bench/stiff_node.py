@@ -22,7 +22,7 @@ monomials of degree <= 2 of the scaled state (9 features):
 - ``free``: ``dŷ/dt = c ⊙ tanh(W φ(ŷ) + MLP(φ(ŷ)))`` for all three species, started as the decay
   ``-c ⊙ tanh(ŷ)`` (:class:`StiffNODE`).
 
-Usage: ``python bench/stiff_node.py [--model conserving|free] [--iters 600] [--lr 1e-2] [--gradient backprop|adjoint]
+Usage: ``python bench/stiff_node.py [--model conserving|free] [--iters 300] [--lr 1e-2] [--gradient backprop|adjoint]
 [--seed 0] [--quick] [--out bench/results] [--figures docs/figures]``
 Writes ``<out>/stiff_node.json`` (command, seed, losses) and ``<figures>/stiff_node.png`` (loss curves; data and model).
 """
@@ -216,7 +216,7 @@ def make_model(kind: str, s: torch.Tensor) -> nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="conserving", choices=["conserving", "free"])
-    parser.add_argument("--iters", type=int, default=600)
+    parser.add_argument("--iters", type=int, default=300, help="600: 1106x in ~2x the time (docs/stiff.md)")
     parser.add_argument("--n-times", type=int, default=40)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0, help="initial weights (the data are deterministic)")
