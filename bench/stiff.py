@@ -15,13 +15,14 @@ pays one-off costs such as imports). A sweep over ``--rtols`` (atol scaled alike
 **Matched error against fixed grids** (``--matched``, on by default): torchdiffeq 0.2.5 (PyPI's newest release) has
 one implicit fixed-grid method, ``implicit_adams`` (Adams-Bashforth-Moulton, the corrector solved by functional
 iteration, not Newton; ``fixed_adams`` is the same class), besides explicit ones such as ``rk4``. Its stability
-region is bounded, so its step is capped near ``1/|λ|``: Robertson to 1e5 would take ~1e8 steps (hours at
+region is bounded, so its step is capped near ``1/|λ|``: Robertson to 1e5 would take 1e8-1e9 steps (days at
 ~0.5 ms a step). These runs use a shortened horizon, ``t1 = 1`` for Robertson and for Van der Pol (``MATCHED_T1``),
 the same horizon for every solver. Each fixed-grid method is swept over step sizes halving from ``h0`` until its
 error at t1 is at or below the error of pyode's adaptive method (kvaerno5, rodas5) at its headline tolerance; that
 run, the cheapest on the sweep at an error no worse than pyode's, is "matched", and the record
 ``{"study": "matched"}`` gives the ratio of wall times. pyode's own fixed-grid implicit methods (``radauIIA5``,
-``gl6``, ``radauIIA3``, ``trbdf2``: torchdiffeq's main-branch set, not on PyPI) are swept alike.
+``gl6``, ``radauIIA3``, ``trbdf2``: torchdiffeq's main-branch set, not on PyPI) are swept alike. Each point: one
+timed run after a warm-up (``--matched-reps``); an unstable run is not repeated.
 
 Usage: ``python bench/stiff.py [--reps 3] [--rtols 1e-4,1e-6,1e-8] [--methods kvaerno5,rodas5,auto] [--quick]
 [--no-matched] [--out bench/results]``
