@@ -15,7 +15,7 @@ pays one-off costs such as imports). A sweep over ``--rtols`` (atol scaled alike
 **Matched error against fixed grids** (``--matched``, on by default): torchdiffeq 0.2.5 (PyPI's newest release) has
 one implicit fixed-grid method, ``implicit_adams`` (Adams-Bashforth-Moulton, the corrector solved by functional
 iteration, not Newton; ``fixed_adams`` is the same class), besides explicit ones such as ``rk4``. Its stability
-region is bounded, so its step is capped near ``1/|λ|``: Robertson to 1e5 would take 1e8-1e9 steps (days at
+region is bounded, so its step is capped near ``1/|λ|``: Robertson to 1e5 would take 1e8-1e9 steps (hours to days at
 ~0.5 ms a step). These runs use a shortened horizon, ``t1 = 1`` for Robertson and for Van der Pol (``MATCHED_T1``),
 the same horizon for every solver. Each fixed-grid method is swept over step sizes halving from ``h0`` until its
 error at t1 is at or below the error of pyode's adaptive method (kvaerno5, rodas5) at its headline tolerance; that
