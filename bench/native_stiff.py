@@ -15,8 +15,8 @@ and 1e-10. "Speed-up at equal accuracy", by two rules:
   slower rival: a pyode error 4% above a fast run's compares with the next, tighter, run.
 - interpolated (the work-precision comparison): each SciPy method's time at pyode's error, interpolated log-log
   between its two runs that bracket it (on the method's work-precision curve: its runs that no other of its runs
-  beats on both error and time), extrapolated along the last segment up to 2x beyond its least accurate run
-  (farther: that run's time, flagged "at most", an upper bound on the speed-up); pyode against the fastest
+  beats on both error and time), extrapolated along the last segment (no steeper than time ~ 1/error) up to 2x
+  beyond its least accurate run (farther: that run's time, flagged "at most", an upper bound on the speed-up); pyode against the fastest
   method. A method whose runs never reach pyode's error is left out, as in the discrete rule.
 Times are the best of a few repeats (the machine may be shared), wall and process CPU time (the steadier figure
 on a loaded machine). Figures: docs/native.md ("Stiff problems").
@@ -185,8 +185,8 @@ def front(points: list) -> list:
 
 def time_at(curve: list, err: float):
     """(time, how) of a method at error ``err``: log-log interpolation between the two curve points bracketing
-    it ("", or "=" on a point); beyond its least accurate point, along its last segment up to EXTRAPOLATE x that
-    error ("extrapolated"), farther the least accurate point's time ("at most": the method would be faster at
+    it ("", or "=" on a point); beyond its least accurate point, along its last segment (its slope clamped to >= -1)
+    up to EXTRAPOLATE x that error ("extrapolated"), farther the least accurate point's time ("at most": the method would be faster at
     ``err``, so the speed-up against it is an upper bound, as in the discrete rule). None: the method never
     reached ``err`` (more accurate than its best run)."""
     if not curve or err < curve[0][0]:
@@ -201,7 +201,9 @@ def time_at(curve: list, err: float):
     if err > EXTRAPOLATE * e_last or len(curve) < 2:
         return t_last, "at most"
     (e0, t0) = curve[-2]
-    slope = np.log(t_last / t0) / np.log(e_last / e0)
+    # no steeper than time ~ 1/error (a first-order method's): two runs with nearly the same error (a plateau,
+    # as Radau's on Robertson, where atol bounds it) would otherwise extrapolate to any time
+    slope = max(np.log(t_last / t0) / np.log(e_last / e0), -1.0)
     return float(t_last * (err / e_last) ** slope), "extrapolated"
 
 
