@@ -306,6 +306,33 @@ def test_bad_input_messages():
         pn.solve(oscillator, y0, t, P, method="radau")
 
 
+@pytest.mark.parametrize(("t", "match"), [
+    ([0.0, 1.0, 1.0], r"strictly increasing or strictly decreasing \(no repeated times\): t\[1\] = 1, t\[2\] = 1"),
+    ([1.0, 0.5, 0.7], r"strictly .*: t\[1\] = 0.5, t\[2\] = 0.69999"),  # direction from the first pair
+    ([0.0, 2.0, 1.0, 3.0], r"strictly .*: t\[1\] = 2, t\[2\] = 1"),  # monotonic ends, not between
+    ([0.0, 0.0], r"strictly .*: t\[0\] = 0, t\[1\] = 0"),
+    ([0.0, math.nan, 1.0], r"t contains NaN or inf \(t\[1\] = nan\)"),  # inside finite, increasing ends
+    ([0.0, 1.0, math.inf], r"t contains NaN or inf \(t\[2\] = inf\)"),  # increasing, infinite end
+    ([math.inf, 1.0, 0.0], r"t contains NaN or inf \(t\[0\] = inf\)"),
+    ([math.nan], r"t contains NaN or inf"),
+])
+def test_bad_output_times(t, match):
+    """The vectorised check of t (ends and differences) against each way t can be bad, with its message."""
+    with pytest.raises(ValueError, match=match):
+        pn.solve(oscillator, np.array([1.0, 0.0]), np.array(t), P)
+
+
+def test_stats_layout_matches_header():
+    """The record array the C solver fills (and the result's per-trajectory arrays view) has pyode_traj_stats'
+    layout: the same size and field offsets as the header's struct."""
+    from pyode.native._solve import _STATS_DTYPE
+
+    ffi, _ = pn._lib.load()
+    assert _STATS_DTYPE.itemsize == ffi.sizeof("pyode_traj_stats")
+    for name in _STATS_DTYPE.names:
+        assert _STATS_DTYPE.fields[name][1] == ffi.offsetof("pyode_traj_stats", name), name
+
+
 def test_c_entry_checks_sizes():
     ffi, lib = pn._lib.load()
     from pyode.native.nopython import pack

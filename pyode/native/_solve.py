@@ -40,6 +40,9 @@ class NativeSolution:
         t_reached: (M,) the last time each trajectory reached; event_t: (M,) event times (NaN: none).
         y_event: (M, n) state at the event (NaN: none), or None without an event function.
         n_accepted, n_rejected, n_feval: (M,) int64 counters.
+
+    From :func:`pyode.native.solve`, the six (M,) per-trajectory arrays are views of the fields of one (M,)
+    record array that the C solver filled (strided, no copy).
     """
 
     ys: object
@@ -276,7 +279,7 @@ def _run(data, opts_struct, f, ev, prob, jf=None) -> NativeSolution:
     M, n, T = prob.M, prob.n, prob.T
     ys = np.empty((T, M, n))
     y_event = np.empty((M, n)) if ev is not None else None
-    stats = ffi.new("pyode_traj_stats[]", M)
+    stats = np.zeros(M, dtype=_STATS_DTYPE)  # the C pyode_traj_stats[M], written in place; the result views its fields
     p = ffi.new("pyode_problem *")
     p.num_traj, p.n, p.num_params, p.num_times = M, n, prob.k, T
     p.params_stride = prob.k if prob.params_per_traj else 0
@@ -288,7 +291,8 @@ def _run(data, opts_struct, f, ev, prob, jf=None) -> NativeSolution:
         p.y_event, p.y_event_len = _arrays.pointer(ffi, y_event, keep), y_event.size
     args = (_method_struct(ffi, data, keep), opts_struct, ffi.cast("pyode_rhs_fn", f.address),
             ffi.NULL if jf is None else ffi.cast("pyode_jac_fn", jf.address),
-            ffi.NULL if ev is None else ffi.cast("pyode_event_fn", ev.address), p, stats, M)
+            ffi.NULL if ev is None else ffi.cast("pyode_event_fn", ev.address), p,
+            ffi.from_buffer("pyode_traj_stats[]", stats), M)
     # Ctrl-C: in the main thread (where Python raises KeyboardInterrupt), the library wraps Python's SIGINT handler
     # for the call: every trajectory stops at its next step, the call returns, and Python raises the
     # KeyboardInterrupt its own handler recorded (csrc/native/sigint_watch.h). Elsewhere SIGINT is not ours.
@@ -296,12 +300,13 @@ def _run(data, opts_struct, f, ev, prob, jf=None) -> NativeSolution:
     rc = lib.pyode_solve_jac(*args)
     if rc != 0:
         raise ValueError(ffi.string(lib.pyode_last_error()).decode())
-    raw = np.frombuffer(ffi.buffer(stats), dtype=_STATS_DTYPE, count=M)
-    return prob.wrap(ys, y_event, raw)
+    return prob.wrap(ys, y_event, stats)
 
 
 _MAIN_THREAD_ID = threading.main_thread().ident
 
+# pyode_traj_stats (csrc/include/pyode/pyode_native.h), field for field (tests/test_native.py checks the offsets
+# against the header's).
 _STATS_DTYPE = np.dtype([("status", "<i4"), ("reserved", "<i4"), ("t_reached", "<f8"), ("event_t", "<f8"),
                          ("n_accepted", "<i8"), ("n_rejected", "<i8"), ("n_feval", "<i8")])
 
