@@ -5,7 +5,8 @@
 - HIRES to t = 321.8122 (rtol 1e-6, atol 1e-10).
 
 pyode solves with a torch ``func`` (float64 CPU tensors, one row); SciPy with the same right-hand side written in
-NumPy. Errors are measured at the final time against SciPy's Radau at rtol 1e-12 (computed once and cached in
+NumPy, and (``Radau[torch f]``, ``BDF[torch f]``) with pyode's torch ``func`` itself, converted from and to NumPy
+at each call: the solvers compared on the same function. Errors are measured at the final time against SciPy's Radau at rtol 1e-12 (computed once and cached in
 ``<out>/stiff_reference.json``): Robertson and HIRES per component relative to the component (Robertson's
 y2 ~ 7e-8 included), Van der Pol as ``max|y - ref| / max|ref|``. ``func_s``: evaluations x the cost of one call of the right-hand side
 alone (torch or NumPy), the floor under the wall time. Wall times are medians over ``--reps`` runs after one warm-up run (which
@@ -50,7 +51,9 @@ if __package__ in (None, ""):
 
 import pyode
 
-SCIPY_METHODS = ("Radau", "BDF", "LSODA")
+TORCH_F = "[torch f]"
+# SciPy's methods on the NumPy right-hand side, and BDF/Radau on pyode's torch one (the same function both solve).
+SCIPY_METHODS = ("Radau", "BDF", "LSODA", "Radau" + TORCH_F, "BDF" + TORCH_F)
 
 
 def robertson_torch(t, y):
@@ -138,9 +141,23 @@ def run_pyode(problem: Problem, method: str, rtol: float, atol: float) -> tuple[
     return time.perf_counter() - start, sol.ys[-1].numpy(), sol.stats.nfe
 
 
+def torch_rhs_for_scipy(torch_rhs):
+    """The torch right-hand side as SciPy calls one (float, ndarray) -> ndarray: the solver comparison on the same
+    function pyode is given (``BDF[torch f]`` and so on)."""
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return torch_rhs(torch.tensor(t, dtype=torch.float64), torch.from_numpy(y)).numpy()
+
+    return rhs
+
+
 def run_scipy(problem: Problem, method: str, rtol: float, atol: float) -> tuple[float, np.ndarray, int]:
+    """``method``: a SciPy method, on the NumPy right-hand side, or ``"<method>[torch f]"`` on the torch one."""
+    rhs = problem.numpy_rhs
+    if method.endswith(TORCH_F):
+        method, rhs = method[:-len(TORCH_F)], torch_rhs_for_scipy(problem.torch_rhs)
     start = time.perf_counter()
-    sol = solve_ivp(problem.numpy_rhs, (0.0, problem.t1), problem.y0, method=method, rtol=rtol, atol=atol)
+    sol = solve_ivp(rhs, (0.0, problem.t1), problem.y0, method=method, rtol=rtol, atol=atol)
     wall = time.perf_counter() - start
     if not sol.success:
         raise RuntimeError(f"scipy {method} failed on {problem.name}: {sol.message}")
@@ -150,9 +167,12 @@ def run_scipy(problem: Problem, method: str, rtol: float, atol: float) -> tuple[
 def call_cost(problem: Problem, library: str) -> float:
     """Seconds per call of the right-hand side alone (torch for pyode, NumPy for SciPy): ``nfe x call_cost`` is
     the floor under a solve's wall time, the rest is the solver's own overhead."""
-    rhs = problem.torch_rhs if library == "pyode" else problem.numpy_rhs
-    y = torch.tensor(problem.y0, dtype=torch.float64) if library == "pyode" else np.array(problem.y0)
-    t = torch.tensor(0.0, dtype=torch.float64) if library == "pyode" else 0.0
+    if library == "scipy-torch":
+        rhs, y, t = torch_rhs_for_scipy(problem.torch_rhs), np.array(problem.y0), 0.0
+    else:
+        rhs = problem.torch_rhs if library == "pyode" else problem.numpy_rhs
+        y = torch.tensor(problem.y0, dtype=torch.float64) if library == "pyode" else np.array(problem.y0)
+        t = torch.tensor(0.0, dtype=torch.float64) if library == "pyode" else 0.0
     rhs(t, y)
     start = time.perf_counter()
     for _ in range(500):
@@ -165,14 +185,22 @@ def measure(problem: Problem, solver: str, rtol: float, atol: float, ref: np.nda
     run = run_scipy if solver in SCIPY_METHODS else run_pyode
     library = "scipy" if solver in SCIPY_METHODS else "pyode"
     try:
-        runs = [run(problem, solver, rtol, atol) for _ in range(reps + 1)][1:]
+        runs = [_with_cpu_time(run, problem, solver, rtol, atol) for _ in range(reps + 1)][1:]
     except (RuntimeError, pyode.ODESolverError) as exc:
         return {"problem": problem.name, "library": library, "method": solver, "rtol": rtol, "atol": atol,
                 "failed": str(exc)}
     wall = statistics.median(r[0] for r in runs)
     return {"problem": problem.name, "library": library, "method": solver, "rtol": rtol, "atol": atol,
-            "wall_s": wall, "nfe": runs[0][2], "error": problem.error(runs[0][1], ref),
-            "func_s": runs[0][2] * call_cost(problem, library)}
+            "wall_s": wall, "cpu_s": statistics.median(r[3] for r in runs), "nfe": runs[0][2],
+            "error": problem.error(runs[0][1], ref),
+            "func_s": runs[0][2] * call_cost(problem, "scipy-torch" if solver.endswith(TORCH_F) else library)}
+
+
+def _with_cpu_time(run, *args) -> tuple:
+    """``run(*args)``'s (wall, y, nfe) plus the process CPU time it took (steadier than wall on a shared machine)."""
+    start = time.process_time()
+    result = run(*args)
+    return (*result, time.process_time() - start)
 
 
 # --- matched error against fixed-grid methods (torchdiffeq 0.2.5 and pyode's fixed-grid implicit set) ---
@@ -295,6 +323,29 @@ def print_matched(records: list[dict]) -> None:
                  if m else r["note"]))
 
 
+def markdown(records: list[dict], meta: dict) -> str:
+    """The headline records as Markdown tables, one per problem: wall [CPU] (right-hand side alone) / evaluations
+    / error per solver and tolerance."""
+    head = (f"Command: `{meta['command']}` ({meta['threads']} torch thread; medians of the timed runs after a "
+            "warm-up). Cells: wall time [CPU time] (the right-hand side's own cost) / evaluations / error.")
+    lines = [head, ""]
+    solved = [r for r in records if "error" in r and "step_size" not in r and "@" not in r["problem"]]
+    for name in dict.fromkeys(r["problem"] for r in solved):
+        rows = [r for r in solved if r["problem"] == name]
+        rtols = sorted({r["rtol"] for r in rows}, reverse=True)
+        lines += [f"**{name}**", "", "| solver | " + " | ".join(f"rtol {x:g}" for x in rtols) + " |",
+                  "|---|" + "---|" * len(rtols)]
+        for lib, method in dict.fromkeys((r["library"], r["method"]) for r in rows):
+            cells = []
+            for rtol in rtols:
+                r = next((r for r in rows if (r["library"], r["method"], r["rtol"]) == (lib, method, rtol)), None)
+                cells.append("–" if r is None else f"{r['wall_s'] * 1e3:.0f} ms [{r.get('cpu_s', float('nan')) * 1e3:.0f}] "
+                             f"({r['func_s'] * 1e3:.0f}) / {r['nfe']} / {r['error']:.1e}")
+            lines.append(f"| {lib} `{method}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def plot(records: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -374,8 +425,9 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         pass
     (out / "stiff.json").write_text(json.dumps({"meta": meta, "records": records}, indent=1))
+    (out / "stiff.md").write_text(markdown(records, meta))
     plot(records, out / "stiff_work_precision.png")
-    print(f"wrote {out / 'stiff.json'} and {out / 'stiff_work_precision.png'}")
+    print(f"wrote {out / 'stiff.json'}, {out / 'stiff.md'} and {out / 'stiff_work_precision.png'}")
 
 
 if __name__ == "__main__":
