@@ -159,3 +159,22 @@ def test_a_hooked_solve_runs_in_the_python_loop(monkeypatch):
         assert calls == [1]
     torch.testing.assert_close(hooked.ys, plain.ys, rtol=1e-13, atol=1e-13)
     assert hooked.stats.n_accepted == plain.stats.n_accepted
+
+
+@pytest.mark.parametrize("gradient", ["checkpoint", "reversible"])
+def test_replayed_evaluations_count_as_backward(gradient):
+    """A backward pass that replays steps through func counts them in ``nfe_backward`` (FlatFunc's
+    backward_counting), leaving the forward count as it was when the forward pass ended."""
+    lin = torch.nn.Linear(2, 2).double()
+    kwargs = {"method": "alf", "options": {"step_size": 0.1}} if gradient == "reversible" else {}
+    y0 = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    sol = pyode.solve(lambda t, y: lin(y), y0, torch.tensor([0.0, 1.0], dtype=torch.float64), gradient=gradient,
+                      adjoint_params=tuple(lin.parameters()), **kwargs)
+    forward = sol.stats.nfe
+    assert sol.stats.nfe_backward == 0
+    sol.ys.sum().backward()
+    assert sol.stats.nfe == forward
+    # checkpoint replays every accepted step from its recorded start: dopri5's 7 stages, f(t0, y0) included;
+    # ALF: one evaluation per step inverse and one per step VJP (10 steps), plus f(t0, y0)
+    expected = 7 * sol.stats.n_accepted if gradient == "checkpoint" else 2 * 10 + 1
+    assert sol.stats.nfe_backward == expected

@@ -52,13 +52,10 @@ class CheckpointSolve(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_ys):  # type: ignore[override]
         params = ctx.saved_tensors
-        stats = ctx.problem.stats
-        nfe_forward = stats.nfe  # replays count as backward evaluations
         a = torch.zeros_like(grad_ys[0])
         g = [torch.zeros_like(p) for p in params]
-        for rec in reversed(ctx.records):
-            a, g_step = _replay(ctx.problem, rec, params, a, grad_ys)
-            g = [acc if d is None else acc + d for acc, d in zip(g, g_step)]
-        stats.nfe_backward += stats.nfe - nfe_forward
-        stats.nfe = nfe_forward
+        with ctx.problem.fn.backward_counting():  # replays count as backward evaluations
+            for rec in reversed(ctx.records):
+                a, g_step = _replay(ctx.problem, rec, params, a, grad_ys)
+                g = [acc if d is None else acc + d for acc, d in zip(g, g_step)]
         return (None, None, a + grad_ys[0], *g)

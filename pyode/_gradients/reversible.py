@@ -40,25 +40,29 @@ class ReversibleSolve(torch.autograd.Function):
     def backward(ctx, grad_ys):  # type: ignore[override]
         y, v, y0, *params = ctx.saved_tensors
         loop, t_out = ctx.problem.loop, ctx.problem.t_out
-        stats = ctx.problem.stats
-        nfe_forward = stats.nfe  # replays count as backward evaluations
-        a_y, a_v = grad_ys[-1].clone(), torch.zeros_like(grad_ys[-1])
-        g = [torch.zeros_like(p) for p in params]
-        for i in range(len(t_out) - 1, 0, -1):
-            n, h = loop.sizes[i - 1]
-            for k in range(n - 1, -1, -1):
-                t = t_out[i - 1] + k * h
-                with torch.no_grad():
-                    y, v = alf_inverse(loop.fn, loop.kern, t, y, v, h)
-                a_y, a_v, *dg = _step_vjp(loop, t, y, v, h, params, a_y, a_v)
-                g = [acc if d is None else acc + d for acc, d in zip(g, dg)]
-            a_y = a_y + grad_ys[i - 1]
-        # v0 = f(t0, y0): route a_v into y0 and the parameters. The stored y0 is used (not the
-        # reconstruction), so rounding in the reconstruction never reaches this last product.
-        with torch.enable_grad():
-            y_leaf = y0.detach().requires_grad_(True)
-            vjp = torch.autograd.grad(loop.fn(t_out[0], y_leaf), (y_leaf, *params), a_v, allow_unused=True)
-        g = [acc if d is None else acc + d for acc, d in zip(g, vjp[1:])]
-        stats.nfe_backward += stats.nfe - nfe_forward
-        stats.nfe = nfe_forward
+        with loop.fn.backward_counting():  # replays count as backward evaluations
+            a_y, g, vjp = _reverse(loop, t_out, y, v, y0, params, grad_ys)
         return (None, a_y + vjp[0], *g)
+
+
+def _reverse(loop, t_out, y, v, y0, params, grad_ys):
+    """The reversible backward pass: ALF steps reconstructed backwards, each step's VJP accumulated. Returns
+    (a_y before the last product, the parameter gradients, the VJP of ``f(t0, y0)`` by a_v)."""
+    a_y, a_v = grad_ys[-1].clone(), torch.zeros_like(grad_ys[-1])
+    g = [torch.zeros_like(p) for p in params]
+    for i in range(len(t_out) - 1, 0, -1):
+        n, h = loop.sizes[i - 1]
+        for k in range(n - 1, -1, -1):
+            t = t_out[i - 1] + k * h
+            with torch.no_grad():
+                y, v = alf_inverse(loop.fn, loop.kern, t, y, v, h)
+            a_y, a_v, *dg = _step_vjp(loop, t, y, v, h, params, a_y, a_v)
+            g = [acc if d is None else acc + d for acc, d in zip(g, dg)]
+        a_y = a_y + grad_ys[i - 1]
+    # v0 = f(t0, y0): route a_v into y0 and the parameters. The stored y0 is used (not the
+    # reconstruction), so rounding in the reconstruction never reaches this last product.
+    with torch.enable_grad():
+        y_leaf = y0.detach().requires_grad_(True)
+        vjp = torch.autograd.grad(loop.fn(t_out[0], y_leaf), (y_leaf, *params), a_v, allow_unused=True)
+    g = [acc if d is None else acc + d for acc, d in zip(g, vjp[1:])]
+    return a_y, g, vjp

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -45,6 +46,17 @@ class FlatFunc:
         self.structured = is_tuple or self.is_complex
         self.pass_perturb = accepts_perturb(func)
         self._nudged: dict[float, Perturb] = {}
+        self._counter = "nfe"  # the SolverStats field a call counts in (backward_counting: "nfe_backward")
+
+    @contextlib.contextmanager
+    def backward_counting(self):
+        """Within the block, calls count as backward evaluations (``stats.nfe_backward``): a gradient method that
+        replays steps through this function (checkpoint, reversible) is counted where it belongs."""
+        previous, self._counter = self._counter, "nfe_backward"
+        try:
+            yield
+        finally:
+            self._counter = previous
 
     def nudge(self, s: float, direction: float) -> float:
         """Solver time one ulp of the time dtype after (``direction`` +1) or before (-1) ``s``: evaluating
@@ -59,7 +71,11 @@ class FlatFunc:
 
     def _call_user(self, s: float, y):
         """``func`` at solver time ``s`` on ``y`` in the user's structure (counted)."""
-        self.stats.nfe += 1
+        stats = self.stats
+        if self._counter == "nfe":
+            stats.nfe += 1
+        else:
+            stats.nfe_backward += 1
         if self.pass_perturb:
             return self.func(self.time_tensor(s), y, perturb=self._nudged.get(s, Perturb.NONE))
         return self.func(self.time_tensor(s), y)
