@@ -22,19 +22,9 @@ try:
 except ImportError as exc:  # pragma: no cover - the build always ships it
     pytest.skip(f"native library not built: {exc}", allow_module_level=True)
 
+from bench.native_stiff import robertson, robertson_jac, vdp, vdp_jac  # the benchmark's right-hand sides
+
 STIFF = ("rodas5", "kvaerno5")
-
-
-def robertson(t, y, dy, p):
-    dy[0] = -0.04 * y[0] + 1e4 * y[1] * y[2]
-    dy[1] = 0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2
-    dy[2] = 3e7 * y[1] ** 2
-
-
-def robertson_jac(t, y, J, p):
-    J[0, 0], J[0, 1], J[0, 2] = -0.04, 1e4 * y[2], 1e4 * y[1]
-    J[1, 0], J[1, 1], J[1, 2] = 0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]
-    J[2, 0], J[2, 1], J[2, 2] = 0.0, 6e7 * y[1], 0.0
 
 
 def robertson_np(t, y):
@@ -43,16 +33,6 @@ def robertson_np(t, y):
 
 def robertson_torch(t, y):
     return torch.stack(robertson_np(t, y))
-
-
-def vdp(t, y, dy, p):
-    dy[0] = y[1]
-    dy[1] = p[0] * (1.0 - y[0] ** 2) * y[1] - y[0]
-
-
-def vdp_jac(t, y, J, p):
-    J[0, 0], J[0, 1] = 0.0, 1.0
-    J[1, 0], J[1, 1] = -2.0 * p[0] * y[0] * y[1] - 1.0, p[0] * (1.0 - y[0] ** 2)
 
 
 ROB_T = np.array([0.0, 0.4, 4.0, 40.0, 400.0, 4e3, 4e4, 1e5])

@@ -230,7 +230,7 @@ def _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, user)
                                       jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
         else:
             stepper = RKStepper(TABLEAUX[method], fn, kern, interp=opts.interp)
-        core = None if method in IMPLICIT_TABLEAUX else core_loop.fixed_solver(fn, kern, method, opts, stats, sign)
+        core = core_loop.fixed_solver(fn, kern, method, opts, stats, sign)  # None for the implicit methods
         loop = FixedGridLoop(stepper, grid, stats, sign, perturb=opts.perturb, core=core)
     loop.step_size, loop.max_num_steps = opts.step_size, opts.max_num_steps  # for the event search
     return loop

@@ -281,10 +281,11 @@ class FixedStepODENet(ControlSystem):
         self.func = func
         self.step_size = (float(t1) - float(t0)) / self.num_steps
         self.method = method
+        self._tableau = tableau_rows(_TABLEAUX[method])  # (a, b, c) as floats, once
         self.running_cost = running_cost
 
     def step(self, t: int, x: Tensor) -> Tensor:
-        a, b, c = tableau_rows(_TABLEAUX[self.method])
+        a, b, c = self._tableau
         return explicit_rk_step(self.func, self.t0 + t * self.step_size, x, self.step_size, a, b, c)
 
     def control(self, t: int) -> nn.Module:

@@ -87,9 +87,10 @@ class RungeKuttaBlock(nn.Module):
         self.h = check_positive("h", h)
         self.a = [check_finite_sequence(f"a[{i}]", row) for i, row in enumerate(a)]
         self.b = check_finite_sequence("b", b)
+        self._c = [0.0] * len(self.b)  # an autonomous layer: its f never sees the stage times
 
     def forward(self, x: Tensor) -> Tensor:
-        return explicit_rk_step(self._field, 0.0, x, self.h, self.a, self.b, [0.0] * len(self.b))
+        return explicit_rk_step(self._field, 0.0, x, self.h, self.a, self.b, self._c)
 
     def _field(self, t: float, x: Tensor) -> Tensor:
         return eval_same_shape("f", self.f, x)  # autonomous: a layer's f sees only x
