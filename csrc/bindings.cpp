@@ -288,12 +288,15 @@ void bind_workspaces(py::module_& m) {
 #include <omp.h>
 #endif
 
+void bind_native_call(py::module_& m);  // native_call.cpp
+
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyode compiled CPU kernels (raw-buffer API; use pyode._kernels, not this module directly)";
   m.def("lincomb", &lincomb, "out[r] = base + sum_j w[r, j] * k_j");
   m.def("rk_finish", &rk_finish, "y1, error and scaled RMS error norm of a Runge-Kutta step in one pass");
   m.def("scaled_norm", &scaled_norm, "RMS of (a - b) / (atol + rtol |y|)");
   bind_workspaces(m);
+  bind_native_call(m);
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

@@ -360,11 +360,10 @@ def test_cancel_flag_stops_every_trajectory():
 
     ffi, _ = pn._lib.load()
     prob = pn._arrays.Problem.build(np.array([1.0, 0.0]), np.array(T_OUT), P)
-    opts, _threads = _solve._parse_options("dopri5", None, 1.0)
-    o = _solve._options_struct(ffi, "dopri5", opts, 1e-7, 1e-9, 1, 1.0, [])
+    plan = _solve._build_plan(oscillator, None, None, "dopri5", None, 1e-7, 1e-9, prob)  # uncached: ours alone
     flag = ffi.new("int32_t *", 1)  # already set: the solve stops before its first step
-    o.cancel = flag
-    out = _solve._run(pn._methods.method_data("dopri5", "auto"), o, pn.compile_rhs(oscillator, 2, 2), None, prob)
+    plan.options.cancel = flag
+    out = plan.run(prob)
     assert out.status_names() == ["cancelled"] and out.n_accepted[0] == 0
     np.testing.assert_array_equal(out.ys[0], [1.0, 0.0])
     assert np.isnan(out.ys[1:]).all()
@@ -432,10 +431,38 @@ def test_no_params_njit_rhs_and_torch_ensembles():
 def test_typed_entry_refuses_a_foreign_options_struct():
     from pyode.native import _solve
 
-    ffi, _ = pn._lib.load()
     prob = pn._arrays.Problem.build(np.array([1.0, 0.0]), np.array(T_OUT), P)
-    opts, _threads = _solve._parse_options("dopri5", None, 1.0)
-    o = _solve._options_struct(ffi, "dopri5", opts, 1e-7, 1e-9, 1, 1.0, [])
-    o.struct_size = 8  # a caller compiled against another layout
+    plan = _solve._build_plan(oscillator, None, None, "dopri5", None, 1e-7, 1e-9, prob)  # uncached: ours alone
+    plan.options.struct_size = 8  # a caller compiled against another layout
     with pytest.raises(ValueError, match="struct_size"):
-        _solve._run(pn._methods.method_data("dopri5", "auto"), o, pn.compile_rhs(oscillator, 2, 2), None, prob)
+        plan.run(prob)
+
+
+def test_native_call_checks_every_array_against_the_problem():
+    # pyode._C.NativeCall.run is the one door from Python into the solver: each array is checked against the sizes
+    # the solver will touch (never read or written out of bounds), its dtype and its layout.
+    from pyode.native import _solve
+
+    prob = pn._arrays.Problem.build(np.array([1.0, 0.0]), np.array(T_OUT), P)
+    plan = _solve._build_plan(oscillator, None, None, "dopri5", None, 1e-7, 1e-9, prob)
+    T = len(T_OUT)
+
+    def run(y0=prob.y0, params=prob.params, t=prob.t, ys=None, stats=None, M=1, n=2):
+        ys = np.empty((T, 1, 2)) if ys is None else ys
+        stats = np.zeros(1, dtype=_solve._STATS_DTYPE) if stats is None else stats
+        return plan.call.run(y0, M, n, params, 2, 0, t, ys, None, stats, False)
+
+    assert run() == 0
+    for kwargs, message in [({"ys": np.empty((T - 1, 1, 2))}, "ys is shorter"),
+                            ({"y0": np.zeros((1, 1))}, "y0 is shorter"),
+                            ({"params": np.zeros(1)}, "params is shorter"),
+                            ({"y0": np.zeros((1, 2), dtype=np.float32)}, "y0 must be float64"),
+                            ({"t": np.repeat(np.array(T_OUT), 2)[::2]}, "t must be C-contiguous"),
+                            ({"stats": np.zeros(1)}, "stats must be"),
+                            ({"M": 2}, "y0 is shorter")]:
+        with pytest.raises(ValueError, match=message):
+            run(**kwargs)
+    readonly = np.empty((T, 1, 2))
+    readonly.flags.writeable = False
+    with pytest.raises(ValueError, match="ys must be writable"):
+        run(ys=readonly)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,52 +39,49 @@ def _as_array(x, name: str) -> tuple[np.ndarray, str, object]:
     return np.ascontiguousarray(x, dtype=np.float64), kind, dtype
 
 
-@dataclass
 class Problem:
-    """Checked shapes of a solve: y0 (M, n), params (M or 1, k), t (T,), and how to return results."""
+    """Checked shapes of a solve: y0 (M, n), params (M or 1, k), t (T,), and how to return results.
 
-    y0: np.ndarray
-    params: np.ndarray
-    t: np.ndarray
-    ensemble: bool
-    params_per_traj: bool
-    kind: str
-    dtype: object
-    t_in: object
+    Attributes are plain values computed once (a small solve's whole Python layer is a few microseconds):
+    M, n, k, T, sign (+1 forward, -1 backward in time), ensemble, params_per_traj, and for the result the input's
+    kind ("numpy" / "torch"), whether y0 was float32 and the output times as given.
+    """
 
-    @property
-    def float32(self) -> bool:
-        """The caller's y0 is float32 (results go back as float32). By the scalar type: comparing dtypes (or their
-        names) costs ~2 us, a tenth of a small solve's Python."""
-        return getattr(self.dtype, "type", None) is np.float32 or self.dtype is _torch_float32()
+    __slots__ = (
+        "M",
+        "T",
+        "ensemble",
+        "float32",
+        "k",
+        "kind",
+        "n",
+        "params",
+        "params_per_traj",
+        "sign",
+        "t",
+        "t_out",
+        "y0",
+    )
 
-    @property
-    def M(self) -> int:
-        return self.y0.shape[0]
-
-    @property
-    def n(self) -> int:
-        return self.y0.shape[1]
-
-    @property
-    def k(self) -> int:
-        return self.params.shape[-1]
-
-    @property
-    def T(self) -> int:
-        return self.t.shape[0]
-
-    @property
-    def sign(self) -> float:
-        return -1.0 if self.T > 1 and self.t[1] < self.t[0] else 1.0
+    def __init__(self, y0: np.ndarray, params: np.ndarray, t: np.ndarray, ensemble: bool, kind: str, dtype, t_in):
+        self.y0, self.params, self.t, self.ensemble, self.kind = y0, params, t, ensemble, kind
+        self.params_per_traj = params.ndim == 2
+        # by the scalar type: comparing dtypes (or their names) costs ~2 us, a tenth of a small solve's Python
+        self.float32 = getattr(dtype, "type", None) is np.float32 or dtype is _torch_float32()
+        self.t_out = t_in if _is_tensor(t_in) else t
+        self.M, self.n = y0.shape
+        self.k, self.T = params.shape[-1], t.shape[0]
+        self.sign = -1.0 if self.T > 1 and t.item(1) < t.item(0) else 1.0
 
     @classmethod
     def build(cls, y0, t, params) -> Problem:
+        """The checked problem; ``t``'s values (finite, strictly monotonic) are checked by the solver, or by
+        :func:`check_times` (which names the first bad entry)."""
         y, kind, dtype = _as_array(y0, "y0")
         if y.ndim not in (1, 2) or y.shape[-1] == 0:
             raise ValueError(f"y0 must have shape (n,) for one trajectory or (M, n) for an ensemble (n >= 1), got "
                              f"{y.shape}; reshape a structured state to one flat vector per trajectory")
-        p = np.zeros((0,)) if params is None else _as_array(params, "params")[0]
+        p = _NO_PARAMS if params is None else _as_array(params, "params")[0]
         if p.ndim not in (1, 2):
             raise ValueError(f"params must have shape (k,) (shared) or (M, k) (one row per trajectory), got {p.shape}")
         ensemble = y.ndim == 2 or p.ndim == 2
@@ -97,8 +93,7 @@ class Problem:
                              f"shape ({y.shape[0]}, k) or a shared (k,) vector")
         if y.shape[0] == 0:
             raise ValueError("y0 has no trajectories (shape (0, n)); pass at least one")
-        tt = _times(t)
-        return cls(y, p, tt, ensemble, p.ndim == 2, kind, dtype, t)
+        return cls(y, p, _times(t), ensemble, kind, dtype, t)
 
     def wrap(self, ys: np.ndarray, y_event, stats: np.ndarray):
         """The :class:`NativeSolution` in the caller's kind; (T, n) for a single trajectory. ``stats``: the (M,)
@@ -109,10 +104,10 @@ class Problem:
         if not self.ensemble:
             ys = ys[:, 0]
             y_event = None if y_event is None else y_event[0]
-        return NativeSolution(self._out(ys), self.t_in if _is_tensor(self.t_in) else self.t,
-                              stats["status"], stats["t_reached"], stats["event_t"],
-                              None if y_event is None else self._out(y_event), stats["n_accepted"],
-                              stats["n_rejected"], stats["n_feval"])
+        if self.float32 or self.kind == "torch":
+            ys, y_event = self._out(ys), None if y_event is None else self._out(y_event)
+        return NativeSolution(ys, self.t_out, stats["status"], stats["t_reached"], stats["event_t"], y_event,
+                              stats["n_accepted"], stats["n_rejected"], stats["n_feval"])
 
     def _out(self, x: np.ndarray):
         if self.float32:
@@ -122,6 +117,10 @@ class Problem:
 
             return torch.from_numpy(x)
         return x
+
+
+_NO_PARAMS = np.zeros((0,))
+_NO_PARAMS.flags.writeable = False
 
 
 def _torch_float32():
@@ -135,11 +134,16 @@ def _is_tensor(x) -> bool:
 
 
 def _times(t) -> np.ndarray:
-    """``t`` as a (T,) float64 array, checked finite and strictly monotonic by a handful of whole-array NumPy calls
-    (~1.5 us at any T; a Python loop over the times cost ~5-10 us of a small solve)."""
+    """``t`` as a (T,) float64 array (its values are checked by :func:`check_times` or the solver)."""
     tt = _as_array(t, "t")[0]
     if tt.ndim != 1 or tt.size == 0:
         raise ValueError(f"t must be a 1-D array of output times with at least the initial time, got shape {tt.shape}")
+    return tt
+
+
+def check_times(tt: np.ndarray) -> None:
+    """Raises a ValueError naming the first bad entry unless ``tt`` is finite and strictly monotonic; a handful of
+    whole-array NumPy calls (~1.5 us at any T)."""
     first, last = tt.item(0), tt.item(-1)
     # Strictly monotonic with finite ends is strictly monotonic and finite: a NaN anywhere (or inf - inf) makes a
     # difference NaN, which the ufunc reductions propagate and which fails "> 0"; an inf inside finite ends cannot
@@ -148,7 +152,6 @@ def _times(t) -> np.ndarray:
     gap = math.inf if d.size == 0 else np.minimum.reduce(d) if last >= first else -np.maximum.reduce(d)
     if not (gap > 0 and math.isfinite(first) and math.isfinite(last)):
         _raise_bad_times(tt)
-    return tt
 
 
 def _raise_bad_times(tt: np.ndarray) -> None:

@@ -150,25 +150,6 @@ def _build_method_struct(ffi, data, keep: list):
     return m
 
 
-_OPTIONS_STRUCTS: dict = {}  # (method, id(opts), rtol, atol, threads, sign) -> (opts, struct, arrays)
-
-
-def _options_struct(ffi, method: str, opts, rtol: float, atol: float, threads: int, sign: float, keep: list):
-    """The C options, a fresh struct the caller may modify (cancel, stop_on_sigint); ``keep`` holds the arrays it
-    points to for the call. A copy of one built once per (method, options, tolerances): building it field by field
-    was ~10 us of a small solve's ~45 us of Python."""
-    key = (method, id(opts), rtol, atol, threads, sign)
-    hit = _OPTIONS_STRUCTS.get(key)
-    if hit is None or hit[0] is not opts:
-        if len(_OPTIONS_STRUCTS) >= 256:  # a sweep over tolerances: start over rather than grow
-            _OPTIONS_STRUCTS.clear()
-        arrays: list = []
-        hit = _OPTIONS_STRUCTS[key] = (opts, _build_options_struct(ffi, method, opts, rtol, atol, threads, sign,
-                                                                   arrays), arrays)
-    keep.append(hit)
-    return ffi.new("pyode_options *", hit[1][0])
-
-
 def _build_options_struct(ffi, method: str, opts, rtol: float, atol: float, threads: int, sign: float, keep: list):
     o = ffi.new("pyode_options *")
     o.struct_size = ffi.sizeof("pyode_options")
@@ -239,6 +220,30 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
     Returns:
         :class:`NativeSolution`; ``ys`` is (T, n) or (T, M, n), float64 (or y0's float32 when given float32).
     """
+    prob = _arrays.Problem.build(y0, t, params)
+    if device == "cpu":
+        plan = _plan(rhs, jac, event, method, options, rtol, atol, prob)
+        if method in FIXED:
+            _arrays.check_times(prob.t)
+            check_step_count([prob.sign * x for x in prob.t.tolist()], plan.opts.step_size, plan.opts.max_num_steps,
+                             prob.sign)
+        out = plan.run(prob)
+    elif device == "cuda":
+        _arrays.check_times(prob.t)
+        data, opts, _, rtol, atol = _validated(method, jac, event, options, rtol, atol, prob.sign)
+        if method in STIFF:
+            raise ValueError(f"device='cuda' runs explicit methods only; solve the stiff method {method!r} on "
+                             "device='cpu'")
+        out = _run_cuda(rhs, data, opts, rtol, atol, prob, event)
+    else:
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if raise_on_failure or (raise_on_failure is None and not prob.ensemble):
+        _raise_failures(out.status, out.t_reached, prob.ensemble)
+    return out
+
+
+def _validated(method: str, jac, event, options: dict | None, rtol, atol, sign: float):
+    """Checked arguments that do not depend on the arrays: (method data, options, num_threads, rtol, atol)."""
     if method not in ADAPTIVE + FIXED + STIFF:
         raise ValueError(f"unknown method {method!r} for pyode.native.solve; valid: "
                          f"{', '.join(ADAPTIVE + FIXED + STIFF)}")
@@ -247,60 +252,85 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
     rtol, atol = check.check_tolerance("rtol", rtol), check.check_tolerance("atol", atol)
     if method in ADAPTIVE + STIFF and rtol == 0 and atol == 0:
         raise ValueError("rtol and atol cannot both be 0 for an adaptive method; set atol > 0 (e.g. 1e-9)")
-    prob = _arrays.Problem.build(y0, t, params)
-    opts, threads = _parse_options(method, options, prob.sign)
-    if method in FIXED:
-        check_step_count([prob.sign * x for x in prob.t.tolist()], opts.step_size, opts.max_num_steps, prob.sign)
+    opts, threads = _parse_options(method, options, sign)
     if event is not None and method not in ADAPTIVE + STIFF:
         raise ValueError("event needs an adaptive method (e.g. method='dopri5')")
     data = stiff_method_data(method, opts.interp) if method in STIFF else method_data(method, opts.interp)
-    if device == "cuda" and method in STIFF:
-        raise ValueError(f"device='cuda' runs explicit methods only; solve the stiff method {method!r} on device='cpu'")
-    if device == "cuda":
-        out = _run_cuda(rhs, data, opts, rtol, atol, prob, event)
-    elif device == "cpu":
-        f = native_function(rhs, "rhs", prob.n, prob.k)
-        ev = None if event is None else native_function(event, "event", prob.n, prob.k)
-        jf = None if jac is None else native_function(jac, "jac", prob.n, prob.k)
-        keep: list = []
-        o = _options_struct(load()[0], method, opts, rtol, atol, threads, prob.sign, keep)
-        out = _run(data, o, f, ev, prob, jf)
-    else:
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    ensemble = prob.ensemble
-    if raise_on_failure or (raise_on_failure is None and not ensemble):
-        _raise_failures(out.status, out.t_reached, ensemble)
-    return out
+    return data, opts, threads, rtol, atol
 
 
-def _run(data, opts_struct, f, ev, prob, jf=None) -> NativeSolution:
+@dataclass(frozen=True)
+class _Plan:
+    """Everything of a CPU solve but its arrays: the checked options, the compiled functions and the C structs,
+    bound to the solver in ``call`` (:class:`pyode._C.NativeCall`). Built once per (functions, method, options,
+    tolerances, n, k, direction) and reused: a small solve's C part is tens of microseconds, and checking and
+    building all this again was as much."""
+
+    opts: object
+    call: object
+    has_event: bool
+    options: object  # the C options ``call`` reads at every run (its ``cancel`` flag: see the tests)
+
+    def run(self, prob: _arrays.Problem) -> NativeSolution:
+        M, n = prob.M, prob.n
+        ys = np.empty((prob.T, M, n))
+        y_event = np.empty((M, n)) if self.has_event else None
+        stats = np.zeros(M, dtype=_STATS_DTYPE)  # the C pyode_traj_stats[M], written in place; the result views it
+        # Ctrl-C: in the main thread (where Python raises KeyboardInterrupt), the library wraps Python's SIGINT
+        # handler for the call: every trajectory stops at its next step, the call returns, and Python raises the
+        # KeyboardInterrupt its own handler recorded (csrc/native/sigint_watch.h). Elsewhere SIGINT is not ours.
+        rc = self.call.run(prob.y0, M, n, prob.params, prob.k, prob.k if prob.params_per_traj else 0, prob.t, ys,
+                           y_event, stats, threading.get_ident() == _MAIN_THREAD_ID)
+        if rc != 0:  # the solver refused its input: t's values are checked there, named here
+            _arrays.check_times(prob.t)
+            ffi, lib = load()
+            raise ValueError(ffi.string(lib.pyode_last_error()).decode())
+        return prob.wrap(ys, y_event, stats)
+
+
+_PLANS: dict = {}
+
+
+def _plan(rhs, jac, event, method: str, options: dict | None, rtol, atol, prob: _arrays.Problem) -> _Plan:
+    """The cached :class:`_Plan` of a CPU solve (built when new; options with list values are never cached)."""
+    try:
+        key = (_identity(rhs), _identity(jac), _identity(event), method, rtol, atol, prob.n, prob.k, prob.sign,
+               None if options is None else tuple(sorted(options.items())))
+        plan = _PLANS.get(key)
+    except TypeError:  # unhashable: a list-valued option (step_t, ...)
+        key = plan = None
+    if plan is None:
+        plan = _build_plan(rhs, jac, event, method, options, rtol, atol, prob)
+        if key is not None:
+            if len(_PLANS) >= 256:  # a sweep over tolerances or functions: start over rather than grow
+                _PLANS.clear()
+            _PLANS[key] = plan
+    return plan
+
+
+def _identity(fn):
+    """``fn`` as a cache key: cffi pointers compare equal by address whatever their C type, so theirs is in the key."""
+    if type(fn).__module__ == "_cffi_backend":
+        return fn, load()[0].typeof(fn)
+    return fn
+
+
+def _build_plan(rhs, jac, event, method: str, options: dict | None, rtol, atol, prob: _arrays.Problem) -> _Plan:
+    from pyode import _C
+
+    data, opts, threads, rtol, atol = _validated(method, jac, event, options, rtol, atol, prob.sign)
+    f = native_function(rhs, "rhs", prob.n, prob.k)
+    ev = None if event is None else native_function(event, "event", prob.n, prob.k)
+    jf = None if jac is None else native_function(jac, "jac", prob.n, prob.k)
     ffi, lib = load()
-    keep: list = []
-    M, n, T = prob.M, prob.n, prob.T
-    ys = np.empty((T, M, n))
-    y_event = np.empty((M, n)) if ev is not None else None
-    stats = np.zeros(M, dtype=_STATS_DTYPE)  # the C pyode_traj_stats[M], written in place; the result views its fields
-    p = ffi.new("pyode_problem *")
-    p.num_traj, p.n, p.num_params, p.num_times = M, n, prob.k, T
-    p.params_stride = prob.k if prob.params_per_traj else 0
-    p.y0, p.y0_len = _arrays.pointer(ffi, prob.y0, keep), prob.y0.size
-    p.params, p.params_len = _arrays.pointer(ffi, prob.params, keep), prob.params.size
-    p.t, p.t_len = _arrays.pointer(ffi, prob.t, keep), T
-    p.ys, p.ys_len = _arrays.pointer(ffi, ys, keep), ys.size
-    if y_event is not None:
-        p.y_event, p.y_event_len = _arrays.pointer(ffi, y_event, keep), y_event.size
-    args = (_method_struct(ffi, data, keep), opts_struct, ffi.cast("pyode_rhs_fn", f.address),
-            ffi.NULL if jf is None else ffi.cast("pyode_jac_fn", jf.address),
-            ffi.NULL if ev is None else ffi.cast("pyode_event_fn", ev.address), p,
-            ffi.from_buffer("pyode_traj_stats[]", stats), M)
-    # Ctrl-C: in the main thread (where Python raises KeyboardInterrupt), the library wraps Python's SIGINT handler
-    # for the call: every trajectory stops at its next step, the call returns, and Python raises the
-    # KeyboardInterrupt its own handler recorded (csrc/native/sigint_watch.h). Elsewhere SIGINT is not ours.
-    opts_struct.stop_on_sigint = threading.get_ident() == _MAIN_THREAD_ID
-    rc = lib.pyode_solve_jac(*args)
-    if rc != 0:
-        raise ValueError(ffi.string(lib.pyode_last_error()).decode())
-    return prob.wrap(ys, y_event, stats)
+    keep: list = [f, ev, jf, lib]
+    m = _method_struct(ffi, data, keep)
+    o = _build_options_struct(ffi, method, opts, rtol, atol, threads, prob.sign, keep)
+    keep += [m, o]
+    address = lambda x: int(ffi.cast("uintptr_t", x))
+    call = _C.NativeCall(address(lib.pyode_solve_jac), address(m), address(o), f.address,
+                         0 if jf is None else jf.address, 0 if ev is None else ev.address, keep)
+    return _Plan(opts, call, ev is not None, o)
 
 
 _MAIN_THREAD_ID = threading.main_thread().ident
