@@ -155,6 +155,7 @@ def summary(rows: list) -> None:
         else:
             print(f"  {label:<24} rtol {rtol:.0e}: no SciPy run reached its error {err:.1e}")
     interpolated_summary(rows)
+    curves_summary(rows)
     # The other direction of the same work-precision comparison: for each SciPy run, the fastest pyode rodas5 run
     # (compiled jac, outputs interpolated) at least as accurate.
     print("the same from SciPy's side (each SciPy run vs the fastest pyode rodas5 run with error <= its error):")
@@ -232,6 +233,30 @@ def interpolated_summary(rows: list) -> None:
             note += " (its least accurate run, 2x more accurate or better: an upper bound)"
         print(f"  {label:<24} rtol {rtol:.0e}: {wall / dt:6.0f}x / {c / cpu:4.0f}x  (fastest {m_wall[6:]} / "
               f"{m_cpu[6:]}{note}; cpu ms at error {err:.1e}: {each})")
+
+
+def curves_summary(rows: list) -> None:
+    """The two work-precision curves against each other, CPU time: pyode rodas5's front and, at each error, the
+    fastest SciPy method's front there (each interpolated log-log between its own runs, never extrapolated), over
+    a log grid of the errors both reach; the smallest speed-up and the error where it is."""
+    ours = front([(e, c) for lab, r, d, e, c in rows if lab == "pyode rodas5"])
+    theirs = [front([(e, c) for lab, r, d, e, c in rows if lab == m]) for m in {lab for lab, *_ in rows
+                                                                                 if lab.startswith("scipy")}]
+
+    def inside(curve, err):
+        return time_at(curve, err)[0] if curve and curve[0][0] <= err <= curve[-1][0] else None
+
+    lo = max(ours[0][0], min(c[0][0] for c in theirs if c))
+    hi = min(ours[-1][0], max(c[-1][0] for c in theirs if c))
+    ratios = []
+    for err in np.geomspace(lo, hi, 60) if lo <= hi else []:
+        rival = [t for t in (inside(c, err) for c in theirs) if t is not None]
+        if rival and inside(ours, err) is not None:
+            ratios.append((min(rival) / inside(ours, err), err))
+    if ratios:
+        worst, at = min(ratios)
+        print(f"work-precision curves (pyode rodas5's front vs the fastest SciPy front, cpu, errors {lo:.1e} to "
+              f"{hi:.1e}): speed-up {worst:.0f}x at least (at error {at:.1e}), {max(ratios)[0]:.0f}x at most")
 
 
 def main() -> None:
