@@ -100,6 +100,24 @@ def test_stiff_methods_take_the_python_loops_steps(monkeypatch, method):
     assert ((got.ys - ref.ys).abs() / scale).max().item() <= 1e4 * ref.stats.n_steps * EPS
 
 
+def test_a_func_that_solves_inside_the_loop_gets_its_own_workspace(monkeypatch):
+    """A one-trajectory solve reuses its thread's workspace from the previous solve; a func that itself solves
+    (an inner ODE per evaluation) re-enters the loop in the same thread while the outer solve holds that
+    workspace, so the inner one must get fresh buffers. Outer and inner steps equal to the Python loops'."""
+    inner_t = torch.tensor([0.0, 0.3], dtype=F64)
+
+    def inner_flow(y):  # y after 0.3 of the spiral: nonlinear in y, so the outer field depends on the inner solve
+        return pyode.solve(spiral, y, inner_t, rtol=1e-8, atol=1e-10).ys[-1]
+
+    def outer(t, y):
+        return inner_flow(y) - y
+
+    t = torch.linspace(0.0, 1.0, 4, dtype=F64)
+    ref, got = solve_both(monkeypatch, outer, torch.tensor([1.0, 0.5], dtype=F64), t, rtol=1e-7, atol=1e-9)
+    # each evaluation's inner solve carries its own rounding (bounded as above) into the outer field
+    assert_same_solve(ref, got, ref.stats.n_steps * 50, 7)
+
+
 def test_tuple_state_with_rms_norm_and_batched_module(monkeypatch):
     lin = torch.nn.Linear(3, 3).double()
     y0 = (torch.ones(4, 3, dtype=F64), torch.zeros(2, dtype=F64))

@@ -41,7 +41,9 @@ struct InvalidArgument {
   std::string what;
 };
 
-void require(bool ok, const std::string& what) {
+// A literal message: nothing is built unless the check fails (a std::string argument would allocate at every
+// call, and a small solve makes dozens of checks).
+void require(bool ok, const char* what) {
   if (!ok) throw InvalidArgument{what};
 }
 
@@ -188,10 +190,11 @@ void check_problem(const pyode_problem* pp, int64_t stats_len) {
 
 // step_t / jump_t in solver time (sign * t), finite, sorted, without repeats.
 std::vector<double> solver_times(const double* values, int64_t count, double sign, const char* name) {
-  require(count >= 0 && (count == 0 || values != nullptr), std::string(name) + " is NULL or has a negative length");
+  if (count < 0 || (count > 0 && values == nullptr))
+    throw InvalidArgument{std::string(name) + " is NULL or has a negative length"};
   std::vector<double> out(values, values + count);
   for (double& x : out) {
-    require(std::isfinite(x), std::string(name) + " contains NaN or inf");
+    if (!std::isfinite(x)) throw InvalidArgument{std::string(name) + " contains NaN or inf"};
     x *= sign;
   }
   std::sort(out.begin(), out.end());
@@ -246,11 +249,36 @@ struct Job {
   }
 };
 
+// A workspace no larger than this stays with its thread for the next solve (tuning: about the buffers of an
+// n = 180 implicit solve; an explicit one of n = 16k).
+constexpr size_t kKeepWorkspaceBytes = size_t{1} << 19;
+
+// All rows in the calling thread with the workspace this thread kept from its previous solve: its buffers keep
+// their capacity, so a small solve allocates nothing (allocating and freeing them was half the fixed cost of a
+// one-trajectory solve). False when that workspace is in use: a right-hand side that itself solves (a torch
+// func calling pyode.solve) re-enters here, and the inner solve must not share the outer one's buffers.
+bool run_rows_reusing(const Job& job, const Method& m, int64_t M) {
+  thread_local Workspace kept;
+  thread_local bool busy = false;
+  if (busy) return false;
+  struct Release {
+    ~Release() {
+      if (kept.bytes() > kKeepWorkspaceBytes) kept = Workspace();  // a large state's buffers go back
+      busy = false;
+    }
+  } release;
+  busy = true;
+  kept.resize(m, static_cast<int>(job.p.n));
+  for (int64_t r = 0; r < M; ++r) job.row(r, kept);
+  return true;
+}
+
 // Rows handed out one at a time from a shared counter: each thread takes the next unsolved trajectory,
 // so slow trajectories (many steps) do not hold up a fixed share. Workspaces are allocated here, in the
 // calling thread, so an allocation failure reaches the caller instead of terminating a worker; if the
 // system refuses a thread, the ones that started (and this one) do all the rows.
 void run_rows(const Job& job, const Method& m, int64_t M, int threads) {
+  if (threads == 1 && run_rows_reusing(job, m, M)) return;
   std::vector<Workspace> workspaces(threads);
   for (auto& ws : workspaces) ws.resize(m, static_cast<int>(job.p.n));
   std::atomic<int64_t> next{0};

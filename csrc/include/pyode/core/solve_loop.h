@@ -131,6 +131,13 @@ struct Workspace {
     event_y.assign(n, 0.0);
     w.assign(terms, 0.0);
   }
+  // The memory the buffers hold (their capacity), in bytes.
+  size_t bytes() const {
+    size_t doubles = 0;
+    for (const auto* v : {&K, &K2, &y, &y1, &y1b, &stage, &w, &probe, &event_y, &J, &LU, &U, &ft, &z, &dz, &res, &fp})
+      doubles += v->capacity();
+    return doubles * sizeof(double) + piv.capacity() * sizeof(int);
+  }
 };
 
 // Whether rhs has a compiled Jacobian: `bool jacobian(t, y, J)` (false: none, use finite differences).
