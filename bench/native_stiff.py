@@ -18,8 +18,8 @@ and 1e-10. "Speed-up at equal accuracy", by two rules:
   beats on both error and time), extrapolated along the last segment (no steeper than time ~ 1/error) up to 2x
   beyond its least accurate run (farther: that run's time, flagged "at most", an upper bound on the speed-up); pyode against the fastest
   method. A method whose runs never reach pyode's error is left out, as in the discrete rule.
-Times are the best of a few repeats (the machine may be shared), wall and process CPU time (the steadier figure
-on a loaded machine). Figures: docs/native.md ("Stiff problems").
+Times are the best of a few repeats (the machine may be shared), each the mean of a batch of calls lasting about
+2 ms (one call for anything slower), wall and process CPU time (the steadier figure on a loaded machine). Figures: docs/native.md ("Stiff problems").
 """
 
 from __future__ import annotations
@@ -84,17 +84,23 @@ PROBLEMS = {
 }
 
 
-def best(fn, repeats: int, budget_s: float = 2.0):
-    """The fastest of up to ``repeats`` calls (at least 2; fewer only once they took ``budget_s``) and the last
-    result. SciPy and pyode get the same rule: on a shared machine the best of more repeats is faster, so giving
-    one side more repeats would bias the ratio.
-    Returns (wall s, process CPU s of that fastest call, result): on a loaded machine wall time includes waiting
-    for a core, CPU time does not (both sides here run on one thread)."""
-    times, out = [], None
-    while len(times) < max(repeats, 2) and (len(times) < 2 or sum(t for t, _ in times) < budget_s):
+def best(fn, repeats: int, budget_s: float = 2.0, batch_s: float = 2e-3):
+    """The fastest of up to ``repeats`` timings (at least 2; fewer only once they took ``budget_s``) and the last
+    result. Each timing is of a batch of calls, as many as take about ``batch_s`` (one call for anything slower:
+    every SciPy run here), and counts their mean: a 40 us solve timed alone is at the mercy of one interrupt.
+    SciPy and pyode get the same rule: on a shared machine the best of more repeats is faster, so giving one side
+    more repeats would bias the ratio (a batch's mean is no faster than its fastest call).
+    Returns (wall s, process CPU s of that fastest timing, per call, result): on a loaded machine wall time
+    includes waiting for a core, CPU time does not (both sides here run on one thread)."""
+    t0 = time.perf_counter()
+    out = fn()
+    batch = max(1, int(batch_s / max(time.perf_counter() - t0, 1e-9)))
+    times = []
+    while len(times) < max(repeats, 2) and (len(times) < 2 or sum(t for t, _ in times) * batch < budget_s):
         c0, t0 = time.process_time(), time.perf_counter()
-        out = fn()
-        times.append((time.perf_counter() - t0, time.process_time() - c0))
+        for _ in range(batch):
+            out = fn()
+        times.append(((time.perf_counter() - t0) / batch, (time.process_time() - c0) / batch))
     wall, cpu = min(times)
     return wall, cpu, out
 
