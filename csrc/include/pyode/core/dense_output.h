@@ -17,20 +17,21 @@ inline void dense_weights(const Method& m, double theta, double h, double* w) {
 }
 
 // out = y0 + Σ_j w_j K_j over the terms K (num_terms arrays of n, contiguous with stride n), summed per
-// element in increasing j from y0, as pyode's lincomb kernels. Zero weights are skipped (exact: adding
-// 0 * finite changes nothing, and unused f1 terms may be unset); per element, so a small state keeps its
-// running sum in a register.
-inline void combine(const double* y0, const double* K, const double* w, int terms, int n, double* out) {
+// element in increasing j from y0, as pyode's lincomb kernels: in the state's type T, each weight rounded to T
+// first (lincomb_cpu<T>). Zero weights are skipped (exact: adding 0 * finite changes nothing, and unused f1
+// terms may be unset); per element, so a small state keeps its running sum in a register.
+template <class T>
+inline void combine(const T* y0, const T* K, const double* w, int terms, int n, T* out) {
   int idx[kMaxTerms];
-  double wt[kMaxTerms];
+  T wt[kMaxTerms];
   int nz = 0;
   for (int j = 0; j < terms && j < kMaxTerms; ++j)  // terms <= kMaxTerms: checked at the entry points
     if (w[j] != 0.0) {
       idx[nz] = j;
-      wt[nz++] = w[j];
+      wt[nz++] = static_cast<T>(w[j]);
     }
   for (int i = 0; i < n; ++i) {
-    double acc = y0[i];
+    T acc = y0[i];
     for (int q = 0; q < nz; ++q) acc += wt[q] * K[static_cast<long>(idx[q]) * n + i];
     out[i] = acc;
   }
