@@ -387,6 +387,19 @@ def test_float32_fixed_grid_methods_take_the_python_loops_steps(monkeypatch, met
     assert_same_solve_f32(ref, got, method)
 
 
+def test_float32_state_over_several_kernel_blocks(monkeypatch):
+    """n = 5000: the error norm sums three kernel blocks (2048 elements each, float lanes within a block, double
+    across), so its summation order is the kernels' only if the loop blocks the sum as they do."""
+    y0 = torch.rand(5000, generator=torch.Generator().manual_seed(0))
+
+    def decay(t, y):
+        return -y * (1 + 0.5 * torch.sin(3 * t + y))
+
+    ref, got = solve_both(monkeypatch, decay, y0, torch.linspace(0, 2, 5), rtol=1e-6, atol=1e-8)
+    assert ref.stats.n_rejected > 0  # the norm decided a rejection, too
+    assert_same_solve_f32(ref, got, "dopri5")
+
+
 def test_float32_tuple_state_and_batched_module(monkeypatch):
     """A tuple state (RMS norm over everything) of a batched module: flattened, viewed as float32 per call."""
     lin = torch.nn.Linear(3, 3)
@@ -435,6 +448,18 @@ def test_float32_exception_from_func_propagates_and_leaves_no_state():
     assert info.value is error and calls
     again = pyode.solve(spiral, y0, t)
     assert torch.equal(again.ys, fresh.ys) and again.stats == fresh.stats
+
+
+def test_float32_stall_at_the_edge_of_the_range_raises_the_python_loops_error(monkeypatch):
+    """y' = 100 y from 1e30 in float32: once f overflows, the steps that stay finite no longer change y. The C++
+    loop's stall rule (pyode's StallWatch) stops the row, and the Python loop's rerun raises its error."""
+    errors = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("PYODE_CORE_LOOP", flag)
+        with torch.no_grad(), pytest.raises(pyode.NonFiniteStateError, match="overflows torch.float32") as info:
+            pyode.solve(lambda t, y: 100 * y, torch.full((4,), 1e30), torch.tensor([0.0, 0.3]))
+        errors.append(info.value)
+    assert str(errors[0]) == str(errors[1]) and errors[0].t_reached == errors[1].t_reached
 
 
 def test_float32_entry_refuses_stiff_methods_and_short_buffers():

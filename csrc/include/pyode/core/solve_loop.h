@@ -174,7 +174,8 @@ struct StiffState {
 template <class Rhs, class T = double>
 class RowSolver {
   static_assert(std::is_same_v<T, double> || std::is_same_v<T, float>, "the state is float or double");
-  // The stiff kinds' LU, Newton and Jacobian work in double: they run only with double states.
+  // The stiff kinds' LU, Newton and Jacobian work in double: they run only with double states (the float
+  // entry point, pyode_solve_f32, refuses them before a row starts).
   static constexpr bool kStiff = std::is_same_v<T, double>;
 
  public:
@@ -209,6 +210,7 @@ class RowSolver {
   int64_t written_ = 0;
   double sign0_ = 1.0;
   StiffState st_;
+  int64_t non_finite_ = 0, stalled_ = 0;  // the stall rule's counters (stalled)
 
   // Implicit steppers (implicit_steps.h).
   void jacobian_at(double t0, const double* y0, const double* f0);
@@ -330,6 +332,21 @@ class RowSolver {
     return false;
   }
 
+  // pyode's StallWatch (adaptive.py): at the edge of T's range every step that changes the state overflows (a
+  // NaN/inf error ratio, rejected) and the steps that stay finite no longer change it, so t would creep on for
+  // ever. After a NaN/inf rejection, kStallLimit accepted steps that leave y bitwise unchanged (== per element,
+  // as torch.equal) stop the row as non-finite. Costs nothing until an error ratio is NaN/inf.
+  static constexpr int64_t kStallLimit = 4;
+  bool stalled(const T* y, const T* y1) {
+    if (non_finite_ == 0) return false;
+    for (int i = 0; i < n_; ++i)
+      if (!(y[i] == y1[i])) {
+        non_finite_ = stalled_ = 0;
+        return false;
+      }
+    return ++stalled_ >= kStallLimit;
+  }
+
   template <class Event>
   bool event_value(Event& ev, double t, const T* y, double* v) {
     *v = ev.value(t, y);
@@ -373,12 +390,14 @@ void RowSolver<Rhs, T>::run_adaptive(const T* y0_in, const double* t_out, int64_
     h = ctrl_.next_step(h_step, ratio, accepted);
     if (!accepted) {
       ++stats_.n_rejected;
+      if (!std::isfinite(ratio)) ++non_finite_;
       if (check_progress(t, h, ratio)) return;
       if (h >= h_step) { fail(Status::kStepUnderflow, t); return; }  // the controller cannot shrink it
       continue;
     }
     ++stats_.n_accepted;
     const double t1 = py_min(t_end, t + h_step);
+    if (stalled(y, y1)) { fail(Status::kNonFinite, t1); return; }
     const bool at_jump = is_jump(t1);
     if (!m_.fsal && !at_jump) eval(t + h_step, y1, k(K, m_.s));  // f1: the interpolant's term s, the next f0
     if (!m_.fsal && at_jump && m_.needs_f1()) eval(std::nextafter(t1, -INFINITY), y1, k(K, m_.s));  // left piece
