@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import pyode
+from pyode import _tuning
 from pyode._solvers import core_loop
 from pyode._solvers.problem import build_problem
 from pyode._solvers.tableaux import get_tableau
@@ -293,13 +294,17 @@ def test_many_solves_leave_rss_flat():
 
 
 def test_core_solver_is_built_only_where_it_runs():
-    """float32 stiff methods, float32 jump_t, callable norms and the auto-switching method keep the Python loops;
-    float32 explicit methods (adaptive and fixed grid) run in the C++ loop."""
+    """float32 stiff methods, float32 jump_t, float32 states over CORE_LOOP_F32_MAX_BYTES, callable norms and the
+    auto-switching method keep the Python loops; float32 explicit methods (adaptive and fixed grid) run in the
+    C++ loop."""
     t = torch.tensor([0.0, 1.0])
     assert build_problem(spiral, torch.ones(2), t).loop.core is not None  # float32, explicit
     assert build_problem(spiral, torch.ones(2), t, method="rk4", options={"step_size": 0.1}).loop.core is not None
     assert build_problem(spiral, torch.ones(2), t, method="rodas5").loop.core is None  # float32, stiff
     assert build_problem(spiral, torch.ones(2), t, options={"jump_t": [0.5]}).loop.core is None  # float32 times
+    limit = _tuning.CORE_LOOP_F32_MAX_BYTES // 4
+    assert build_problem(spiral, torch.ones(limit), t).loop.core is not None
+    assert build_problem(spiral, torch.ones(limit + 1), t).loop.core is None  # faster in the fused kernels
     assert build_problem(spiral, torch.ones(2, dtype=F64), t.double()).loop.core is not None
     assert build_problem(spiral, torch.ones(2, dtype=F64), t.double(), options={"norm": lambda y: y.abs().max()}
                          ).loop.core is None
@@ -389,7 +394,9 @@ def test_float32_fixed_grid_methods_take_the_python_loops_steps(monkeypatch, met
 
 def test_float32_state_over_several_kernel_blocks(monkeypatch):
     """n = 5000: the error norm sums three kernel blocks (2048 elements each, float lanes within a block, double
-    across), so its summation order is the kernels' only if the loop blocks the sum as they do."""
+    across), so its summation order is the kernels' only if the loop blocks the sum as they do. The stage sums
+    take combine's blocked path (n >= 64)."""
+    monkeypatch.setattr(_tuning, "CORE_LOOP_F32_MAX_BYTES", 1 << 20)  # 20 kB: above the default limit
     y0 = torch.rand(5000, generator=torch.Generator().manual_seed(0))
 
     def decay(t, y):
