@@ -35,12 +35,10 @@ class NotAvailable(Exception):
     """The library cannot run this method / mode; the message says why."""
 
 
-class TimedFunc(nn.Module):
-    """Wraps ``func(t, y)``: accumulates the seconds spent inside it and the number of calls.
-
-    Also implements torchdiffeq's step callbacks (forward and adjoint), which is how torchdiffeq's
-    accepted/rejected steps are counted; other libraries ignore them.
-    """
+class PlainTimedFunc(nn.Module):
+    """Wraps ``func(t, y)``: accumulates the seconds spent inside it and the number of calls. Defines no step
+    callbacks: for libraries that count their own steps (pyode, whose C++ loop runs no callbacks, so a func
+    defining them would keep its no-grad solves in the Python loop and the benchmark would not measure it)."""
 
     def __init__(self, inner: nn.Module):
         super().__init__()
@@ -64,6 +62,11 @@ class TimedFunc(nn.Module):
     # Called directly, not through nn.Module.__call__ (no hooks here): its ~2 us of dispatch per call lies
     # outside the timed region too.
     __call__ = forward
+
+
+class TimedFunc(PlainTimedFunc):
+    """:class:`PlainTimedFunc` with torchdiffeq's step callbacks (forward and adjoint), which is how
+    torchdiffeq's accepted/rejected steps are counted."""
 
     def callback_accept_step(self, t0, y0, dt) -> None:
         self.accepted += 1
@@ -115,6 +118,7 @@ class Peer(ABC):
     name = "peer"
     modes: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
+    timed_func: type[PlainTimedFunc] = TimedFunc  # the wrapper that times func (and counts steps by callbacks)
 
     def unavailable_reason(self, case: Case, method: str, mode: str) -> str | None:
         """Why this library cannot run (method, mode) on ``case``, or None if it can."""
@@ -129,7 +133,7 @@ class Peer(ABC):
         reason = self.unavailable_reason(case, method, mode)
         if reason:
             raise NotAvailable(reason)
-        func = TimedFunc(case.func)
+        func = self.timed_func(case.func)
         grad_mode = mode not in FORWARD_MODES
         for p in case.params:
             p.grad = None
@@ -282,6 +286,7 @@ class PyodePeer(Peer):
 
     name = "pyode"
     modes = ALL_MODES
+    timed_func = PlainTimedFunc  # pyode's steps come from its SolverStats
 
     def unavailable_reason(self, case, method, mode):
         import pyode

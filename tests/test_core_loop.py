@@ -19,14 +19,18 @@ import pytest
 import torch
 
 import pyode
+from pyode import _tuning
 from pyode._solvers import core_loop
 from pyode._solvers.problem import build_problem
+from pyode._solvers.tableaux import get_tableau
 from pyode.native._methods import ADAPTIVE, FIXED, STIFF
 
 pytestmark = pytest.mark.skipif(not core_loop.available() or os.environ.get("PYODE_BACKEND") == "reference",
                                 reason="the C++ loop needs the native library and the compiled backend")
 F64 = torch.float64
 EPS = torch.finfo(F64).eps
+F32 = torch.float32
+EPS32 = torch.finfo(F32).eps
 
 
 def spiral(t, y):
@@ -290,9 +294,17 @@ def test_many_solves_leave_rss_flat():
 
 
 def test_core_solver_is_built_only_where_it_runs():
-    """float32 states, callable norms and the auto-switching method keep the Python loops."""
+    """float32 stiff methods, float32 jump_t, float32 states over CORE_LOOP_F32_MAX_BYTES, callable norms and the
+    auto-switching method keep the Python loops; float32 explicit methods (adaptive and fixed grid) run in the
+    C++ loop."""
     t = torch.tensor([0.0, 1.0])
-    assert build_problem(spiral, torch.ones(2), t).loop.core is None  # float32
+    assert build_problem(spiral, torch.ones(2), t).loop.core is not None  # float32, explicit
+    assert build_problem(spiral, torch.ones(2), t, method="rk4", options={"step_size": 0.1}).loop.core is not None
+    assert build_problem(spiral, torch.ones(2), t, method="rodas5").loop.core is None  # float32, stiff
+    assert build_problem(spiral, torch.ones(2), t, options={"jump_t": [0.5]}).loop.core is None  # float32 times
+    limit = _tuning.CORE_LOOP_F32_MAX_BYTES // 4
+    assert build_problem(spiral, torch.ones(limit), t).loop.core is not None
+    assert build_problem(spiral, torch.ones(limit + 1), t).loop.core is None  # faster in the fused kernels
     assert build_problem(spiral, torch.ones(2, dtype=F64), t.double()).loop.core is not None
     assert build_problem(spiral, torch.ones(2, dtype=F64), t.double(), options={"norm": lambda y: y.abs().max()}
                          ).loop.core is None
@@ -339,3 +351,135 @@ def test_terminal_events_are_located_as_the_python_loop_does(monkeypatch, method
     tol = 0.0 if method != "rodas5" else 1e-10
     assert abs(float(t_got) - float(t_ref)) <= tol
     torch.testing.assert_close(y_got, y_ref, rtol=0, atol=1e3 * EPS + 10 * tol)
+
+
+# ---- float32 states (pyode_solve_f32): the C++ loop computes each step as the compiled float32 kernels do
+# (stage sums in float, weights h a_ij rounded to float, the error norm summed in float lanes per block), so the
+# accepted/rejected steps and evaluations are the Python float32 loop's.
+
+
+def assert_same_solve_f32(ref, got, method: str):
+    """Same steps and evaluations as the Python float32 loop; outputs equal to float32 rounding. Bound: both loops
+    add the same float32 terms in the same order (lincomb_cpu<float>'s per-element order), so they agree
+    exactly unless a compiler evaluates one sum differently (e.g. contracts a product into an FMA); each stage
+    sum then differs by at most a few ulps (8 eps32 per stage, as the float64 bound above), carried through the
+    flow for every stage of every step, the flow's growth over the test intervals < 10:
+    10 x steps x stages x 8 x eps32 relative to each component's largest magnitude."""
+    assert got.ys.dtype == F32
+    assert (got.stats.n_accepted, got.stats.n_rejected, got.stats.nfe) == \
+        (ref.stats.n_accepted, ref.stats.n_rejected, ref.stats.nfe)
+    bound = 10 * max(ref.stats.n_steps, 1) * get_tableau(method).num_stages * 8 * EPS32
+    scale = ref.ys.abs().amax(0).clamp_min(torch.finfo(F32).tiny)
+    assert ((got.ys - ref.ys).abs() / scale).max().item() <= bound
+    assert got.stats.t_reached == ref.stats.t_reached
+
+
+@pytest.mark.parametrize("method", ADAPTIVE)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_float32_adaptive_methods_take_the_python_loops_steps(monkeypatch, method, reverse):
+    t = torch.linspace(0.0, 3.0, 7, dtype=F32)
+    t = t.flip(0) if reverse else t
+    ref, got = solve_both(monkeypatch, spiral, torch.tensor([1.0, 0.5], dtype=F32), t, rtol=1e-5, atol=1e-7,
+                          method=method, options={"step_t": [1.234 * (-1 if reverse else 1)], "max_step": 0.4})
+    assert_same_solve_f32(ref, got, method)
+
+
+@pytest.mark.parametrize("method", FIXED)
+def test_float32_fixed_grid_methods_take_the_python_loops_steps(monkeypatch, method):
+    t = torch.tensor([0.0, 0.37, 1.0, 2.05], dtype=F32)
+    ref, got = solve_both(monkeypatch, spiral, torch.tensor([1.0, 0.5], dtype=F32), t, method=method,
+                          options={"step_size": 0.05})
+    assert_same_solve_f32(ref, got, method)
+
+
+def test_float32_state_over_several_kernel_blocks(monkeypatch):
+    """n = 5000: the error norm sums three kernel blocks (2048 elements each, float lanes within a block, double
+    across), so its summation order is the kernels' only if the loop blocks the sum as they do. The stage sums
+    take combine's blocked path (n >= 64)."""
+    monkeypatch.setattr(_tuning, "CORE_LOOP_F32_MAX_BYTES", 1 << 20)  # 20 kB: above the default limit
+    y0 = torch.rand(5000, generator=torch.Generator().manual_seed(0))
+
+    def decay(t, y):
+        return -y * (1 + 0.5 * torch.sin(3 * t + y))
+
+    ref, got = solve_both(monkeypatch, decay, y0, torch.linspace(0, 2, 5), rtol=1e-6, atol=1e-8)
+    assert ref.stats.n_rejected > 0  # the norm decided a rejection, too
+    assert_same_solve_f32(ref, got, "dopri5")
+
+
+def test_float32_tuple_state_and_batched_module(monkeypatch):
+    """A tuple state (RMS norm over everything) of a batched module: flattened, viewed as float32 per call."""
+    lin = torch.nn.Linear(3, 3)
+    y0 = (torch.ones(4, 3), torch.zeros(2))
+
+    def func(t, y):
+        return torch.tanh(lin(y[0])), -y[1] + t
+
+    ref, got = solve_both(monkeypatch, func, y0, torch.linspace(0, 1, 5), options={"norm": "rms"}, rtol=1e-5,
+                          atol=1e-7)
+    assert (got.stats.n_accepted, got.stats.n_rejected, got.stats.nfe) == \
+        (ref.stats.n_accepted, ref.stats.n_rejected, ref.stats.nfe)
+    bound = 10 * ref.stats.n_steps * 7 * 8 * EPS32  # as assert_same_solve_f32, dopri5's 7 stages, |y| <= ~2
+    for a, b in zip(ref.ys, got.ys):
+        assert b.dtype == F32
+        torch.testing.assert_close(b, a, rtol=0, atol=2 * bound)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5"])
+def test_float32_terminal_events_are_located_as_the_python_loop_does(monkeypatch, method):
+    """The same float32 interpolant and the same bisection: the same event time; the state at it equal to the
+    float32 rounding of assert_same_solve_f32."""
+    ref, got = solve_both(monkeypatch, spiral, torch.tensor([1.0, 0.5], dtype=F32), torch.tensor([0.0, 5.0], dtype=F32),
+                          event_fn=lambda t, y: y[0] - 0.25, method=method, rtol=1e-5, atol=1e-7)
+    assert got.event_t is not None and float(got.event_t) == float(ref.event_t)
+    assert_same_solve_f32(ref, got, method)
+
+
+def test_float32_exception_from_func_propagates_and_leaves_no_state():
+    """func raises mid-solve in the float32 loop: the same exception object, then a solve equal to a fresh one."""
+    t, y0 = torch.linspace(0.0, 2.0, 5), torch.tensor([1.0, 0.5])
+    fresh = pyode.solve(spiral, y0, t)
+    error, count = Boom("from func"), [0]
+
+    def func(t, y):
+        count[0] += 1
+        if count[0] == fresh.stats.nfe // 2:
+            raise error
+        return spiral(t, y)
+
+    calls = []
+    original = core_loop.CoreSolver.integrate
+    with pytest.MonkeyPatch.context() as mp, pytest.raises(Boom) as info:
+        mp.setattr(core_loop.CoreSolver, "integrate", lambda self, *a: calls.append(1) or original(self, *a))
+        pyode.solve(func, y0, t)
+    assert info.value is error and calls
+    again = pyode.solve(spiral, y0, t)
+    assert torch.equal(again.ys, fresh.ys) and again.stats == fresh.stats
+
+
+def test_float32_stall_at_the_edge_of_the_range_raises_the_python_loops_error(monkeypatch):
+    """y' = 100 y from 1e30 in float32: once f overflows, the steps that stay finite no longer change y. The C++
+    loop's stall rule (pyode's StallWatch) stops the row, and the Python loop's rerun raises its error."""
+    errors = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv("PYODE_CORE_LOOP", flag)
+        with torch.no_grad(), pytest.raises(pyode.NonFiniteStateError, match="overflows torch.float32") as info:
+            pyode.solve(lambda t, y: 100 * y, torch.full((4,), 1e30), torch.tensor([0.0, 0.3]))
+        errors.append(info.value)
+    assert str(errors[0]) == str(errors[1]) and errors[0].t_reached == errors[1].t_reached
+
+
+def test_float32_entry_refuses_stiff_methods_and_short_buffers():
+    """pyode_solve_f32 checks its arguments as pyode_solve_jac does, and refuses the stiff kinds (double only)."""
+    ffi, lib = core_loop._native()
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    explicit = build_problem(spiral, torch.ones(2), t.float()).loop.core
+    stiff = build_problem(spiral, torch.ones(2, dtype=F64), t, method="rodas5").loop.core
+    rhs = ffi.callback("pyode_rhs_f32_fn", lambda *a: None)
+    stats = ffi.new("pyode_traj_stats[]", 1)
+    problem, _, _ = core_loop._problem(ffi, torch.ones(2), [0.0, 1.0], False)
+    assert lib.pyode_solve_f32(stiff.method, stiff.opts, rhs, ffi.NULL, problem.struct, stats, 1) == -1
+    assert "explicit method" in ffi.string(lib.pyode_last_error()).decode()
+    problem.struct.ys_len = 3  # (T, n) needs 4
+    assert lib.pyode_solve_f32(explicit.method, explicit.opts, rhs, ffi.NULL, problem.struct, stats, 1) == -1
+    assert "ys is NULL or shorter" in ffi.string(lib.pyode_last_error()).decode()

@@ -10,6 +10,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "native_error.h"
@@ -30,10 +31,10 @@ namespace {
 
 using pyode::core::LoopOptions;
 using pyode::core::Method;
-using pyode::core::RowOutput;
+using pyode::core::RowOutputOf;
 using pyode::core::RowSolver;
 using pyode::core::RowStats;
-using pyode::core::Workspace;
+using pyode::core::WorkspaceOf;
 
 using pyode::native::set_last_error;
 
@@ -47,34 +48,58 @@ void require(bool ok, const char* what) {
   if (!ok) throw InvalidArgument{what};
 }
 
+// The C types of a solve whose state is T: pyode_solve's for double, pyode_solve_f32's for float.
+template <class T>
+struct Abi;
+template <>
+struct Abi<double> {
+  using Rhs = pyode_rhs_fn;
+  using Event = pyode_event_fn;
+  using Problem = pyode_problem;
+  static constexpr const char* kName = "pyode_solve: ";
+};
+template <>
+struct Abi<float> {
+  using Rhs = pyode_rhs_f32_fn;
+  using Event = pyode_event_f32_fn;
+  using Problem = pyode_problem_f32;
+  static constexpr const char* kName = "pyode_solve_f32: ";
+};
+
 // The user's f in solver time s = sign * t: f_solver(s, y) = sign * f(sign * s, y) (pyode's FlatFunc).
-// Its Jacobian likewise: J_solver(s, y) = sign * J(sign * s, y); false when there is no compiled jac.
+// Its Jacobian likewise: J_solver(s, y) = sign * J(sign * s, y); false when there is no compiled jac (always
+// for float states: the stiff kinds run in double only).
+template <class T>
 struct FnPtrRhs {
-  pyode_rhs_fn f;
-  const double* p;
+  typename Abi<T>::Rhs f;
+  const T* p;
   double sign;
   int n;
   pyode_jac_fn jac = nullptr;
-  void operator()(double s, const double* y, double* dy) const {
+  void operator()(double s, const T* y, T* dy) const {
     f(sign * s, y, dy, p);
     if (sign < 0)
       for (int i = 0; i < n; ++i) dy[i] = -dy[i];
   }
   bool jacobian(double s, const double* y, double* J) const {
-    if (jac == nullptr) return false;
-    jac(sign * s, y, J, p);
-    if (sign < 0)
-      for (long q = 0; q < static_cast<long>(n) * n; ++q) J[q] = -J[q];
-    return true;
+    if constexpr (std::is_same_v<T, double>) {
+      if (jac == nullptr) return false;
+      jac(sign * s, y, J, p);
+      if (sign < 0)
+        for (long q = 0; q < static_cast<long>(n) * n; ++q) J[q] = -J[q];
+      return true;
+    }
+    return false;
   }
 };
 
+template <class T>
 struct FnPtrEvent {
   static constexpr bool active = true;
-  pyode_event_fn e;
-  const double* p;
+  typename Abi<T>::Event e;
+  const T* p;
   double sign;
-  double value(double s, const double* y) const { return e(sign * s, y, p); }
+  double value(double s, const T* y) const { return e(sign * s, y, p); }
 };
 
 // The implicit kinds' extra data (method.h): Rosenbrock needs ros_c, ros_d, b_err and gamma > 0; ESDIRK a
@@ -165,7 +190,8 @@ LoopOptions check_options(const pyode_options* po, const Method& m) {
   return o;
 }
 
-void check_problem(const pyode_problem* pp, int64_t stats_len) {
+template <class Problem>
+void check_problem(const Problem* pp, int64_t stats_len) {
   require(pp != nullptr, "problem is NULL");
   const int64_t M = pp->num_traj, n = pp->n, k = pp->num_params, T = pp->num_times;
   require(M >= 1 && n >= 0 && n < (int64_t{1} << 30) && k >= 0 && T >= 1, "need num_traj >= 1, n >= 0, "
@@ -213,38 +239,39 @@ pyode_traj_stats to_c(const RowStats& r, double sign) {
   return out;
 }
 
+template <class T>
 struct Job {
   const Method& m;
   const LoopOptions& o;
-  pyode_rhs_fn rhs;
+  typename Abi<T>::Rhs rhs;
   pyode_jac_fn jac;
-  pyode_event_fn event;
-  const pyode_problem& p;
+  typename Abi<T>::Event event;
+  const typename Abi<T>::Problem& p;
   const std::vector<double>& t_out;  // solver times
   double sign;
   pyode_traj_stats* stats;
 
-  void row(int64_t r, Workspace& ws) const {
+  void row(int64_t r, WorkspaceOf<T>& ws) const {
     const int n = static_cast<int>(p.n);
-    const double* params = p.num_params == 0 ? nullptr : p.params + r * p.params_stride;
-    FnPtrRhs f{rhs, params, sign, n, jac};
-    RowSolver<FnPtrRhs> solver(m, o, f, ws, n);
-    RowOutput out{p.ys + r * p.n, p.num_traj * p.n, p.y_event ? p.y_event + r * p.n : nullptr};
+    const T* params = p.num_params == 0 ? nullptr : p.params + r * p.params_stride;
+    FnPtrRhs<T> f{rhs, params, sign, n, jac};
+    RowSolver<FnPtrRhs<T>, T> solver(m, o, f, ws, n);
+    RowOutputOf<T> out{p.ys + r * p.n, p.num_traj * p.n, p.y_event ? p.y_event + r * p.n : nullptr};
     RowStats rs;
     if (pyode::core::cancelled(o)) {  // never started: nothing written but y0
       for (int64_t k = 0; k < p.num_times; ++k)
-        for (int i = 0; i < n; ++i) out.ys[k * out.stride + i] = k == 0 ? p.y0[r * p.n + i] : NAN;
+        for (int i = 0; i < n; ++i) out.ys[k * out.stride + i] = k == 0 ? p.y0[r * p.n + i] : static_cast<T>(NAN);
       rs.status = pyode::core::Status::kCancelled;
       rs.t_reached = t_out[0];
     } else if (event != nullptr) {
-      FnPtrEvent ev{event, params, sign};
+      FnPtrEvent<T> ev{event, params, sign};
       rs = solver.run(p.y0 + r * p.n, t_out.data(), p.num_times, out, ev);
     } else {
       pyode::core::NoEvent ev;
       rs = solver.run(p.y0 + r * p.n, t_out.data(), p.num_times, out, ev);
     }
     if (out.y_event != nullptr && rs.status != pyode::core::Status::kEvent)
-      for (int i = 0; i < n; ++i) out.y_event[i] = NAN;
+      for (int i = 0; i < n; ++i) out.y_event[i] = static_cast<T>(NAN);
     stats[r] = to_c(rs, sign);
   }
 };
@@ -257,13 +284,14 @@ constexpr size_t kKeepWorkspaceBytes = size_t{1} << 19;
 // their capacity, so a small solve allocates nothing (allocating and freeing them was half the fixed cost of a
 // one-trajectory solve). False when that workspace is in use: a right-hand side that itself solves (a torch
 // func calling pyode.solve) re-enters here, and the inner solve must not share the outer one's buffers.
-bool run_rows_reusing(const Job& job, const Method& m, int64_t M) {
-  thread_local Workspace kept;
+template <class T>
+bool run_rows_reusing(const Job<T>& job, const Method& m, int64_t M) {
+  thread_local WorkspaceOf<T> kept;
   thread_local bool busy = false;
   if (busy) return false;
   struct Release {
     ~Release() {
-      if (kept.bytes() > kKeepWorkspaceBytes) kept = Workspace();  // a large state's buffers go back
+      if (kept.bytes() > kKeepWorkspaceBytes) kept = WorkspaceOf<T>();  // a large state's buffers go back
       busy = false;
     }
   } release;
@@ -277,9 +305,10 @@ bool run_rows_reusing(const Job& job, const Method& m, int64_t M) {
 // so slow trajectories (many steps) do not hold up a fixed share. Workspaces are allocated here, in the
 // calling thread, so an allocation failure reaches the caller instead of terminating a worker; if the
 // system refuses a thread, the ones that started (and this one) do all the rows.
-void run_rows(const Job& job, const Method& m, int64_t M, int threads) {
+template <class T>
+void run_rows(const Job<T>& job, const Method& m, int64_t M, int threads) {
   if (threads == 1 && run_rows_reusing(job, m, M)) return;
-  std::vector<Workspace> workspaces(threads);
+  std::vector<WorkspaceOf<T>> workspaces(threads);
   for (auto& ws : workspaces) ws.resize(m, static_cast<int>(job.p.n));
   std::atomic<int64_t> next{0};
   auto worker = [&](int q) {
@@ -295,9 +324,13 @@ void run_rows(const Job& job, const Method& m, int64_t M, int threads) {
   for (auto& th : pool) th.join();
 }
 
-int32_t solve_impl(const pyode_method* pm, const pyode_options* po, pyode_rhs_fn rhs, pyode_jac_fn jac,
-                   pyode_event_fn event, const pyode_problem* pp, pyode_traj_stats* stats, int64_t stats_len) {
+template <class T>
+int32_t solve_impl(const pyode_method* pm, const pyode_options* po, typename Abi<T>::Rhs rhs, pyode_jac_fn jac,
+                   typename Abi<T>::Event event, const typename Abi<T>::Problem* pp, pyode_traj_stats* stats,
+                   int64_t stats_len) {
   const Method m = check_method(pm);
+  require(std::is_same_v<T, double> || m.kind == pyode::core::Kind::kExplicit,
+          "float32 states need an explicit method (method.kind 0); the stiff kinds run in float64");
   LoopOptions o = check_options(po, m);
   require(rhs != nullptr, "rhs is NULL");
   require(stats != nullptr, "stats is NULL");
@@ -326,9 +359,27 @@ int32_t solve_impl(const pyode_method* pm, const pyode_options* po, pyode_rhs_fn
   const pyode::native::SigintWatch sigint(po->stop_on_sigint != 0);
   o.interrupts = sigint.counter();
   o.interrupts_at = sigint.start();
-  Job job{m, o, rhs, jac, event, *pp, t_out, sign, stats};
+  Job<T> job{m, o, rhs, jac, event, *pp, t_out, sign, stats};
   run_rows(job, m, M, threads);
   return PYODE_OK;
+}
+
+// A C entry's body: its exceptions become return codes and pyode_last_error's message (prefixed with name).
+template <class F>
+int32_t guarded(const char* name, F&& solve) {
+  try {
+    set_last_error("");
+    return solve();
+  } catch (const InvalidArgument& e) {
+    set_last_error(name + e.what);
+    return PYODE_EINVAL;
+  } catch (const std::bad_alloc&) {
+    set_last_error(std::string(name) + "out of memory");
+    return PYODE_ENOMEM;
+  } catch (const std::exception& e) {  // std::thread creation failure and the like
+    set_last_error(name + std::string(e.what()));
+    return PYODE_ENOMEM;
+  }
 }
 
 }  // namespace
@@ -348,19 +399,17 @@ int32_t pyode_solve(const pyode_method* method, const pyode_options* options, py
 int32_t pyode_solve_jac(const pyode_method* method, const pyode_options* options, pyode_rhs_fn rhs,
                         pyode_jac_fn jac, pyode_event_fn event, const pyode_problem* problem,
                         pyode_traj_stats* stats, int64_t stats_len) {
-  try {
-    set_last_error("");
-    return solve_impl(method, options, rhs, jac, event, problem, stats, stats_len);
-  } catch (const InvalidArgument& e) {
-    set_last_error("pyode_solve: " + e.what);
-    return PYODE_EINVAL;
-  } catch (const std::bad_alloc&) {
-    set_last_error("pyode_solve: out of memory");
-    return PYODE_ENOMEM;
-  } catch (const std::exception& e) {  // std::thread creation failure and the like
-    set_last_error(std::string("pyode_solve: ") + e.what());
-    return PYODE_ENOMEM;
-  }
+  return guarded(Abi<double>::kName, [&] {
+    return solve_impl<double>(method, options, rhs, jac, event, problem, stats, stats_len);
+  });
+}
+
+int32_t pyode_solve_f32(const pyode_method* method, const pyode_options* options, pyode_rhs_f32_fn rhs,
+                        pyode_event_f32_fn event, const pyode_problem_f32* problem, pyode_traj_stats* stats,
+                        int64_t stats_len) {
+  return guarded(Abi<float>::kName, [&] {
+    return solve_impl<float>(method, options, rhs, nullptr, event, problem, stats, stats_len);
+  });
 }
 
 }  // extern "C"

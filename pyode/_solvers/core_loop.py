@@ -3,16 +3,21 @@
 The C++ loop (``csrc/include/pyode/core``, the one :mod:`pyode.native` runs with compiled right-hand sides)
 takes a right-hand side as a C function pointer. Here that pointer is a cffi callback around the solve's
 :class:`~pyode._solvers.flat_func.FlatFunc`: the loop runs with the GIL released and takes it back only to
-call ``func`` (and, for the stiff kinds, the Jacobian), on float64 views of the loop's own buffers. Step
+call ``func`` (and, for the stiff kinds, the Jacobian), on views of the loop's own buffers. Step
 size control, the initial step, accept/reject, dense output and step_t/jump_t are the loop's; ``func`` sees
 exactly the calls the Python loops would make (the step-parity tests pin the two together).
 
 A solve takes this route when nothing in it is recorded for autograd (no gradient flows through the loop:
 the forward solve of the adjoint, any solve under ``torch.no_grad()`` or of inputs that carry no gradient),
-the state is a float64 CPU tensor, and the solve uses only what the C++ loop runs: the kernels' RMS norm
-(no callable norm, per-element tolerances or mixed tuple norm), no func callbacks or ``perturb``, no loop
-hooks (checkpoint's records, a step log), no torch.compile tracing. Terminal events run in it too (``event_fn``
-is a third callback). Everything else runs the Python loops, which remain the reference.
+the state is a CPU tensor of float64 (every method the loop has, stiff ones included) or float32 (the explicit
+methods, adaptive and fixed grid, up to ``_tuning.CORE_LOOP_F32_MAX_BYTES``: ``pyode_solve_f32``, whose state,
+stages and outputs are float and whose steps are computed as the compiled float32 kernels compute them; float32
+stiff solves and larger float32 states stay in Python), and the solve
+uses only what the C++ loop runs: the kernels' RMS norm (no callable norm, per-element tolerances or mixed tuple
+norm), no func callbacks or ``perturb``, no loop hooks (checkpoint's records, a step log), no torch.compile
+tracing, and jump_t only with float64 times (the loop nudges past a jump by a float64 ulp; the Python loop by
+one of the time dtype). Terminal events run in it too (``event_fn`` is a third callback). Everything else runs
+the Python loops, which remain the reference.
 
 An exception raised by ``func`` (KeyboardInterrupt included) is kept, the loop is cancelled at its next
 step, and the same exception object is raised once the loop has returned.
@@ -26,6 +31,8 @@ import os
 
 import torch
 from torch import Tensor
+
+from pyode import _tuning
 
 
 @functools.lru_cache(maxsize=1)
@@ -43,18 +50,27 @@ def available() -> bool:
     return _native() is not None
 
 
-class _Views:
-    """Tensors over the loop's buffers, one per address: the loop reuses a handful of buffers for a whole
-    solve, so each view is made once. A cdata pointer hashes and compares by its address."""
+# The C side of each state dtype the loop runs: (C scalar, rhs and event callback types, problem struct).
+_C_TYPES = {
+    torch.float64: ("double", "pyode_rhs_fn", "pyode_event_fn", "pyode_problem"),
+    torch.float32: ("float", "pyode_rhs_f32_fn", "pyode_event_f32_fn", "pyode_problem_f32"),
+}
 
-    def __init__(self, ffi, shape: tuple[int, ...]):
+
+class _Views:
+    """Tensors of ``dtype`` over the loop's buffers, one per address: the loop reuses a handful of buffers for
+    a whole solve, so each view is made once. A cdata pointer hashes and compares by its address."""
+
+    def __init__(self, ffi, shape: tuple[int, ...], dtype: torch.dtype = torch.float64):
         self.ffi, self.shape, self.numel, self.cache = ffi, shape, math.prod(shape), {}
+        self.dtype, self.c_ptr = dtype, _C_TYPES[dtype][0] + " *"
+        self.nbytes = self.numel * dtype.itemsize
 
     def __call__(self, ptr) -> Tensor:
         view = self.cache.get(ptr)
         if view is None:
-            buf = self.ffi.buffer(self.ffi.cast("double *", ptr), 8 * self.numel)
-            view = self.cache[ptr] = torch.frombuffer(buf, dtype=torch.float64).view(self.shape)
+            buf = self.ffi.buffer(self.ffi.cast(self.c_ptr, ptr), self.nbytes)
+            view = self.cache[ptr] = torch.frombuffer(buf, dtype=self.dtype).view(self.shape)
         return view
 
 
@@ -78,7 +94,7 @@ class CoreSolver:
         """The right-hand side callback: ``func`` on a view shaped like y0, written into the loop's ``dy``."""
         fn = self.fn
         shaped = not fn.structured
-        views = _Views(ffi, fn.shapes[0] if shaped else (n,))
+        views = _Views(ffi, fn.shapes[0] if shaped else (n,), fn.dtype)
         call = fn.call_shaped if shaped else fn
 
         def rhs(s, y_ptr, dy_ptr, _p):
@@ -124,6 +140,22 @@ class CoreSolver:
 
         return event
 
+    def _callbacks(self, ffi, n: int, onerror, events) -> tuple:
+        """The C callbacks of one solve for the state's dtype: (rhs, jac or NULL, event or NULL)."""
+        _, rhs_type, event_type, _ = _C_TYPES[self.fn.dtype]
+        rhs, views = self._rhs(ffi, n)
+        jac = ffi.NULL if self.jacobian is None else \
+            ffi.callback("pyode_jac_fn", self._jac(ffi, n, views), onerror=onerror)
+        event = ffi.NULL if events is None else \
+            ffi.callback(event_type, self._event(events, views), onerror=onerror)
+        return ffi.callback(rhs_type, rhs, onerror=onerror), jac, event
+
+    def _call(self, lib, rhs, jac, event, problem, stats) -> int:
+        """The C entry for the state's dtype (float32: ``pyode_solve_f32``, explicit methods, no Jacobian)."""
+        if self.fn.dtype == torch.float32:
+            return lib.pyode_solve_f32(self.method, self.opts, rhs, event, problem, stats, 1)
+        return lib.pyode_solve_jac(self.method, self.opts, rhs, jac, event, problem, stats, 1)
+
     def integrate(self, y0: Tensor, t_out: list[float], f0: Tensor | None = None, events=None) -> list[Tensor] | None:
         """Solves from ``y0`` (n,) through the solver times ``t_out`` (increasing); returns ``[ys]``, (T, n), or
         with ``events`` (:class:`~pyode._solvers.events.EventLocator`) that stopped the solve ``[y_event]``,
@@ -137,20 +169,14 @@ class CoreSolver:
         ffi, lib = _native()
         n = y0.numel()
         flag = ffi.new("int32_t *", 0)
-        onerror = self._onerror(flag)
-        rhs, views = self._rhs(ffi, n)
-        callbacks = [ffi.callback("pyode_rhs_fn", rhs, onerror=onerror),
-                     ffi.NULL if self.jacobian is None else
-                     ffi.callback("pyode_jac_fn", self._jac(ffi, n, views), onerror=onerror),
-                     ffi.NULL if events is None else
-                     ffi.callback("pyode_event_fn", self._event(events, views), onerror=onerror)]
+        rhs, jac, event = self._callbacks(ffi, n, self._onerror(flag), events)
         problem, ys, y_event = _problem(ffi, y0.detach().contiguous(), t_out, events is not None)
         stats = ffi.new("pyode_traj_stats[]", 1)
         self.f0 = None if f0 is None else (t_out[0], f0.detach())
         nfe_before = self.stats.nfe
         self.opts.cancel = flag
         try:
-            rc = lib.pyode_solve_jac(self.method, self.opts, *callbacks, problem.struct, stats, 1)
+            rc = self._call(lib, rhs, jac, event, problem.struct, stats)
         finally:
             self.opts.cancel, self.f0 = ffi.NULL, None
         if self.error is not None:
@@ -179,18 +205,20 @@ class _Problem:
 
 
 def _problem(ffi, y0: Tensor, t_out: list[float], with_event: bool) -> tuple[_Problem, Tensor, Tensor | None]:
-    """(problem, ys (T, n), y_event (n,) or None) for the C loop: outputs in fresh tensors the caller owns."""
+    """(problem, ys (T, n), y_event (n,) or None) for the C loop: outputs in fresh tensors of y0's dtype (float64:
+    a ``pyode_problem``, float32: a ``pyode_problem_f32``; times float64 in both) that the caller owns."""
     n, T = y0.numel(), len(t_out)
-    ys = torch.empty((T, n), dtype=torch.float64)
-    y_event = torch.empty(n, dtype=torch.float64) if with_event else None
+    scalar, _, _, struct = _C_TYPES[y0.dtype]
+    ys = torch.empty((T, n), dtype=y0.dtype)
+    y_event = torch.empty(n, dtype=y0.dtype) if with_event else None
     times = torch.tensor(t_out, dtype=torch.float64)
-    p = ffi.new("pyode_problem *")
+    p = ffi.new(struct + " *")
     p.num_traj, p.n, p.num_params, p.params_stride, p.num_times = 1, n, 0, 0, T
-    p.y0, p.y0_len = ffi.cast("double *", y0.data_ptr()), n
+    p.y0, p.y0_len = ffi.cast(scalar + " *", y0.data_ptr()), n
     p.t, p.t_len = ffi.cast("double *", times.data_ptr()), T
-    p.ys, p.ys_len = ffi.cast("double *", ys.data_ptr()), T * n
+    p.ys, p.ys_len = ffi.cast(scalar + " *", ys.data_ptr()), T * n
     if y_event is not None:
-        p.y_event, p.y_event_len = ffi.cast("double *", y_event.data_ptr()), n
+        p.y_event, p.y_event_len = ffi.cast(scalar + " *", y_event.data_ptr()), n
     return _Problem(p, y0, ys, y_event, times), ys, y_event
 
 
@@ -199,22 +227,30 @@ def _static_eligible(fn, kern) -> bool:
     from pyode._solvers.callbacks import step_callbacks
 
     return (os.environ.get("PYODE_CORE_LOOP", "1") != "0" and kern.name == "cpu"
-            and fn.dtype == torch.float64 and fn.device.type == "cpu" and sum(fn.sizes) > 0 and not fn.pass_perturb
-            and step_callbacks(fn) is None and available())
+            and fn.dtype in _C_TYPES and fn.device.type == "cpu" and sum(fn.sizes) > 0 and _size_ok(fn)
+            and not fn.pass_perturb and step_callbacks(fn) is None and available())
+
+
+def _size_ok(fn) -> bool:
+    """float32 states up to ``_tuning.CORE_LOOP_F32_MAX_BYTES`` (larger ones are faster in the Python loop's
+    fused kernels; see :mod:`pyode._tuning`); float64 states of any size."""
+    return fn.dtype != torch.float32 or sum(fn.sizes) * fn.dtype.itemsize <= _tuning.CORE_LOOP_F32_MAX_BYTES
 
 
 def adaptive_solver(stepper, kern, method: str, opts, extra: dict, segments, rtol: float, atol: float, stats,
                     time_sign: float) -> CoreSolver | None:
-    """The C++ loop for an adaptive solve (explicit, or rodas5/kvaerno5/kvaerno3 with the Python stepper's
-    Jacobian, ``stepper.jac``), or None when the Python loop must run it."""
+    """The C++ loop for an adaptive solve (explicit, or for float64 states rodas5/kvaerno5/kvaerno3 with the
+    Python stepper's Jacobian, ``stepper.jac``), or None when the Python loop must run it."""
     fn = stepper.fn
     if segments is not None or opts.per_sample or not _static_eligible(fn, kern):
+        return None
+    if opts.jump_t and fn.t_dtype != torch.float64:  # the Python loop nudges by an ulp of the time dtype
         return None
     from pyode.native._methods import ADAPTIVE, STIFF, method_data, stiff_method_data
 
     stiff = method in STIFF
-    if stiff and (extra.get("max_iters") is not None or extra.get("jacobian") not in (None, "dense")
-                  or opts.interp not in ("auto", "cubic")):
+    if stiff and (fn.dtype != torch.float64 or extra.get("max_iters") is not None
+                  or extra.get("jacobian") not in (None, "dense") or opts.interp not in ("auto", "cubic")):
         return None
     if not stiff and method not in ADAPTIVE:
         return None

@@ -65,5 +65,5 @@ def load():
     return ffi, lib
 
 
-ABI_VERSION = 3
+ABI_VERSION = 4
 PACKED_HEADER = 24

@@ -118,9 +118,34 @@ int32_t pyode_solve_packed(const double* packed, int64_t packed_len, uint64_t rh
                            const double* y0, int64_t y0_len, const double* params, int64_t params_len,
                            const double* t, int64_t t_len, double* ys, int64_t ys_len,
                            double* stats_out, int64_t stats_len);
+
+/* float32 states (the torch path's float32 solves, pyode/_solvers/core_loop.py): the state, stages, outputs
+ * and parameters in float, each step computed as pyode's compiled float32 kernels compute it (stage sums in
+ * float, tableau weights h * a_ij rounded to float; error norm summed in float per block, across blocks in
+ * double); time, step size, tolerances and the controller in double. Explicit methods only (kind 0): the
+ * stiff kinds are refused (PYODE_EINVAL). Sizes and checks as pyode_solve's. */
+typedef void (*pyode_rhs_f32_fn)(double t, const float* y, float* dy, const float* p);
+typedef double (*pyode_event_f32_fn)(double t, const float* y, const float* p);
+
+typedef struct pyode_problem_f32 {
+    int64_t num_traj;       /* M >= 1 trajectories */
+    int64_t n;              /* state size */
+    int64_t num_params;     /* k, parameters per trajectory */
+    int64_t params_stride;  /* 0: one parameter vector shared by all; k: one row each */
+    int64_t num_times;      /* T >= 1 output times, strictly monotonic (t[0] is the initial time) */
+    const float* y0;        int64_t y0_len;      /* (M, n) */
+    const float* params;    int64_t params_len;  /* (k) or (M, k); may be NULL when k == 0 */
+    const double* t;        int64_t t_len;       /* (T) */
+    float* ys;              int64_t ys_len;      /* (T, M, n) output; NaN where a trajectory stopped */
+    float* y_event;         int64_t y_event_len; /* (M, n) state at the event, or NULL */
+} pyode_problem_f32;
+
+int32_t pyode_solve_f32(const pyode_method* method, const pyode_options* options, pyode_rhs_f32_fn rhs,
+                        pyode_event_f32_fn event, const pyode_problem_f32* problem, pyode_traj_stats* stats,
+                        int64_t stats_len);
 /* CDEF END */
 
-#define PYODE_NATIVE_ABI 3
+#define PYODE_NATIVE_ABI 4
 #define PYODE_PACKED_VERSION 1  /* header[0] of pyode_solve_packed's array */
 #define PYODE_PACKED_HEADER 24
 

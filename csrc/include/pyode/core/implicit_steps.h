@@ -22,8 +22,8 @@ constexpr int kNewtonIters = 10;
 constexpr double kNewtonFailureBase = 0.9 / 0.5;
 
 // J at the step start (t0, y0) with f0 = f(t0, y0): the compiled jac if rhs has one, else forward differences.
-template <class Rhs>
-void RowSolver<Rhs>::jacobian_at(double t0, const double* y0, const double* f0) {
+template <class Rhs, class T>
+void RowSolver<Rhs, T>::jacobian_at(double t0, const double* y0, const double* f0) {
   bool done = false;
   if constexpr (HasJacobian<Rhs>::value) done = rhs_.jacobian(t0, y0, ws_.J.data());
   if (!done) {
@@ -46,8 +46,8 @@ void RowSolver<Rhs>::jacobian_at(double t0, const double* y0, const double* f0) 
 
 // LU of the step's matrix for step size h, kept while J and h are unchanged: I/(hγ) - J (Rosenbrock) or
 // I - hγJ (ESDIRK; newton.py's stage_matrix). False: singular or non-finite (the step is rejected).
-template <class Rhs>
-bool RowSolver<Rhs>::factor(double h) {
+template <class Rhs, class T>
+bool RowSolver<Rhs, T>::factor(double h) {
   if (st_.lu_jac == st_.jac_id && st_.lu_h == h) return st_.lu_ok;
   const long nn = static_cast<long>(n_) * n_;
   double* LU = ws_.LU.data();
@@ -71,8 +71,8 @@ bool RowSolver<Rhs>::factor(double h) {
 // y1 = y0 + Σ m_i u_i, error Σ m_err_i u_i. J and f_t (forward difference in t) are computed once per step
 // start and kept while a rejected step is retried. K[0] = f0; the u_i go to ws_.U. The sums run over the
 // non-zero coefficients only (ws_.coef), in increasing j: combine's arithmetic, without rescanning the tableau.
-template <class Rhs>
-double RowSolver<Rhs>::attempt_rosenbrock(double t0, const double* y0, double h, double* K, double* y1,
+template <class Rhs, class T>
+double RowSolver<Rhs, T>::attempt_rosenbrock(double t0, const double* y0, double h, double* K, double* y1,
                                           double t_end) {
   const int s = m_.s;
   const double* f0 = K;
@@ -107,9 +107,9 @@ double RowSolver<Rhs>::attempt_rosenbrock(double t0, const double* y0, double h,
 }
 
 // The increments u_i of attempt_rosenbrock into ws_.U; N > 0: n = N known at compile time.
-template <class Rhs>
+template <class Rhs, class T>
 template <int N>
-void RowSolver<Rhs>::rosenbrock_stages(double t0, const double* y0, double h, const double* f0, double t_end) {
+void RowSolver<Rhs, T>::rosenbrock_stages(double t0, const double* y0, double h, const double* f0, double t_end) {
   const int s = m_.s;
   const long n = N > 0 ? N : n_;
   const SparseRows& coef = ws_.coef;
@@ -155,8 +155,8 @@ void RowSolver<Rhs>::rosenbrock_stages(double t0, const double* y0, double h, co
 // ESDIRK step: the stages by simplified Newton (solve_esdirk), y1 = y0 + Σ h b_j K_j, and the error
 // Σ h b_err_j K_j filtered by (I - hγJ)^-1 (Hairer & Wanner IV.8, eq. 8.20, as implicit_step.py does for a
 // single-γ pair): the raw estimate overstates the error of the stiff components that the stages damp.
-template <class Rhs>
-double RowSolver<Rhs>::attempt_esdirk(double t0, const double* y0, double h, double* K, double* y1,
+template <class Rhs, class T>
+double RowSolver<Rhs, T>::attempt_esdirk(double t0, const double* y0, double h, double* K, double* y1,
                                       double t_end) {
   const int s = m_.s;
   if (!solve_esdirk(t0, y0, h, K, t_end)) return std::pow(kNewtonFailureBase, m_.order);
@@ -173,8 +173,8 @@ double RowSolver<Rhs>::attempt_esdirk(double t0, const double* y0, double h, dou
 
 // All stages (K[0] = f0 is the explicit first stage); with a stale Jacobian that fails, once more with a
 // fresh one (implicit_step.py, _solve_stages). False: Newton failed or I - hγJ is singular.
-template <class Rhs>
-bool RowSolver<Rhs>::solve_esdirk(double t0, const double* y0, double h, double* K, double t_end) {
+template <class Rhs, class T>
+bool RowSolver<Rhs, T>::solve_esdirk(double t0, const double* y0, double h, double* K, double t_end) {
   const int s = m_.s;
   bool force = false;
   double* base = ws_.stage.data();
@@ -218,8 +218,8 @@ bool RowSolver<Rhs>::solve_esdirk(double t0, const double* y0, double h, double*
 
 // Simplified Newton for Y = base + hg f(t_i, Y) from y_stage (overwritten with the solution): newton.py's
 // NewtonState.iterate (rate θ, predicted error η|Δ| <= κ, early stop when it cannot converge in time).
-template <class Rhs>
-bool RowSolver<Rhs>::newton_stage(double t_i, const double* base, double hg, const double* y0, double* z) {
+template <class Rhs, class T>
+bool RowSolver<Rhs, T>::newton_stage(double t_i, const double* base, double hg, const double* y0, double* z) {
   double* dz = ws_.dz.data();
   double eta = std::pow(py_max(st_.eta_old, 1e-16), 0.8);
   double previous = -1.0;

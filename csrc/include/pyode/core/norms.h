@@ -1,9 +1,17 @@
 // Scaled RMS norms of the error and of the initial-step probes (pyode/_kernels/reference.py).
+// float64 states: one running sum in double. float32 states: the compiled kernels' own arithmetic
+// (scaled_norm_cpu<float>, rk_finish_cpu<float>), so a float32 solve accepts exactly the steps the Python
+// loop's kernels accept.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+
+#include "pyode/common.h"
+#include "pyode/rk_math.h"
+#include "pyode/stream_terms.h"
 
 namespace pyode::core {
 
@@ -29,6 +37,33 @@ inline double error_ratio(const double* err, const double* y0, const double* y1,
     sum += d * d;
   }
   return std::sqrt(sum / n);
+}
+
+// sqrt(Σ value(i)² / n) as the float32 kernels sum it: squares in float in pyode::sum_of_squares' 16
+// interleaved lanes per block of pyode::kBlock elements (a block whose float sum overflows is summed again
+// in double), the block sums added in double in block order. n == 0 gives 0.
+template <class Value>
+double kernel_rms_f32(int n, Value&& value) {
+  if (n <= 0) return 0.0;
+  double total = 0.0;
+  for (int64_t start = 0; start < n; start += pyode::kBlock) {
+    const int64_t end = std::min<int64_t>(n, start + pyode::kBlock);
+    total += pyode::sum_of_squares<float>(start, end, value);
+  }
+  return std::sqrt(total / static_cast<double>(n));
+}
+
+// scaled_norm for float32 states: scaled_norm_cpu<float> (tolerances rounded to float, quotients in float).
+inline double scaled_norm(const float* a, const float* b, const float* y, int n, double atol, double rtol) {
+  const float at = static_cast<float>(atol), rt = static_cast<float>(rtol);
+  if (b == nullptr) return kernel_rms_f32(n, [&](int64_t i) { return a[i] / (at + rt * pyode::abs_value(y[i])); });
+  return kernel_rms_f32(n, [&](int64_t i) { return (a[i] - b[i]) / (at + rt * pyode::abs_value(y[i])); });
+}
+
+// error_ratio for float32 states: rk_finish_cpu<float>'s norm (pyode::scaled_error in float).
+inline double error_ratio(const float* err, const float* y0, const float* y1, int n, double atol, double rtol) {
+  const float at = static_cast<float>(atol), rt = static_cast<float>(rtol);
+  return kernel_rms_f32(n, [&](int64_t i) { return pyode::scaled_error(err[i], y0[i], y1[i], at, rt); });
 }
 
 // Python's max(a, b) / min(a, b): the first argument unless the second compares greater / smaller

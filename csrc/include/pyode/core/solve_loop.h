@@ -10,6 +10,11 @@
 // `static constexpr bool active` and value(t, y) -> double), so a function pointer, a Python callback or a
 // device function can plug in without another loop; the stiff kinds use rhs.jacobian(t, y, J) -> bool when
 // it has one (a compiled Jacobian), else forward differences.
+//
+// And templated on the state's scalar T: double, or float for the explicit kinds (the torch path's float32
+// states). The state, stages, outputs, stage sums, error terms and dense output are in T, computed as the
+// compiled kernels compute them for T (combine, norms.h); time, step size, tableau weights (h a_ij, rounded to
+// T per term), controller and error ratio stay double. The stiff kinds run only with T = double.
 #pragma once
 
 #include <algorithm>
@@ -68,16 +73,19 @@ struct RowStats {
   int64_t n_accepted = 0, n_rejected = 0, n_feval = 0;
 };
 
-// Where one row writes: output k at ys + k * stride (n values each); the state at an event at y_event.
-struct RowOutput {
-  double* ys = nullptr;
+// Where one row writes: output k at ys + k * stride (n values of T each); the state at an event at y_event.
+template <class T>
+struct RowOutputOf {
+  T* ys = nullptr;
   int64_t stride = 0;
-  double* y_event = nullptr;  // may be nullptr
+  T* y_event = nullptr;  // may be nullptr
 };
+using RowOutput = RowOutputOf<double>;
 
 struct NoEvent {
   static constexpr bool active = false;
-  double value(double, const double*) const { return 1.0; }
+  template <class T>
+  double value(double, const T*) const { return 1.0; }
 };
 
 // Scratch of one row; a thread reuses one for all its rows. The implicit kinds add the Jacobian J, the LU
@@ -105,9 +113,11 @@ struct LineAllocator {
 template <class T>
 using LineVector = std::vector<T, LineAllocator<T>>;
 
-struct Workspace {
-  LineVector<double> K, K2, y, y1, y1b, stage, w, probe, event_y;
-  LineVector<double> J, LU, U, ft, z, dz, res, fp;
+// The state buffers are in T; the weights w and the implicit kinds' buffers (T = double only) in double.
+template <class T>
+struct WorkspaceOf {
+  LineVector<T> K, K2, y, y1, y1b, stage, probe, event_y;
+  LineVector<double> w, J, LU, U, ft, z, dz, res, fp;
   LineVector<int> piv;
   // Rosenbrock: the non-zero a_ij (rows 0..s-1), c_ij (rows s..2s-1), m (row 2s) and m_err (row 2s+1).
   SparseRows coef;
@@ -133,12 +143,13 @@ struct Workspace {
   }
   // The memory the buffers hold (their capacity), in bytes.
   size_t bytes() const {
-    size_t doubles = 0;
-    for (const auto* v : {&K, &K2, &y, &y1, &y1b, &stage, &w, &probe, &event_y, &J, &LU, &U, &ft, &z, &dz, &res, &fp})
-      doubles += v->capacity();
-    return doubles * sizeof(double) + piv.capacity() * sizeof(int);
+    size_t states = 0, doubles = 0;
+    for (const auto* v : {&K, &K2, &y, &y1, &y1b, &stage, &probe, &event_y}) states += v->capacity();
+    for (const auto* v : {&w, &J, &LU, &U, &ft, &z, &dz, &res, &fp}) doubles += v->capacity();
+    return states * sizeof(T) + doubles * sizeof(double) + piv.capacity() * sizeof(int);
   }
 };
+using Workspace = WorkspaceOf<double>;
 
 // Whether rhs has a compiled Jacobian: `bool jacobian(t, y, J)` (false: none, use finite differences).
 template <class R, class = void>
@@ -160,25 +171,30 @@ struct StiffState {
   double eta_old = 1.0, theta_max = 0.0;  // Newton's rate memory (Hairer & Wanner IV.8)
 };
 
-template <class Rhs>
+template <class Rhs, class T = double>
 class RowSolver {
+  static_assert(std::is_same_v<T, double> || std::is_same_v<T, float>, "the state is float or double");
+  // The stiff kinds' LU, Newton and Jacobian work in double: they run only with double states (the float
+  // entry point, pyode_solve_f32, refuses them before a row starts).
+  static constexpr bool kStiff = std::is_same_v<T, double>;
+
  public:
-  RowSolver(const Method& m, const LoopOptions& o, Rhs& rhs, Workspace& ws, int n)
+  RowSolver(const Method& m, const LoopOptions& o, Rhs& rhs, WorkspaceOf<T>& ws, int n)
       : m_(m), o_(o), rhs_(rhs), ws_(ws), n_(n), ctrl_(o.controller) {}
 
-  // Integrates from y0 at t_out[0] through the increasing solver times t_out (T >= 1).
+  // Integrates from y0 at t_out[0] through the increasing solver times t_out (num_times >= 1).
   template <class Event>
-  RowStats run(const double* y0, const double* t_out, int64_t T, RowOutput out, Event& ev) {
+  RowStats run(const T* y0, const double* t_out, int64_t num_times, RowOutputOf<T> out, Event& ev) {
     out_ = out;
-    std::memcpy(out.ys, y0, sizeof(double) * n_);
+    std::memcpy(out.ys, y0, sizeof(T) * n_);
     written_ = 1;
     stats_.t_reached = t_out[0];
-    if (T > 1) {
-      if (m_.adaptive()) run_adaptive(y0, t_out, T, ev);
-      else run_fixed(y0, t_out, T);
+    if (num_times > 1) {
+      if (m_.adaptive()) run_adaptive(y0, t_out, num_times, ev);
+      else run_fixed(y0, t_out, num_times);
     }
-    for (int64_t k = written_; k < T; ++k)  // outputs the row never reached
-      for (int i = 0; i < n_; ++i) out.ys[k * out.stride + i] = NAN;
+    for (int64_t k = written_; k < num_times; ++k)  // outputs the row never reached
+      for (int i = 0; i < n_; ++i) out.ys[k * out.stride + i] = static_cast<T>(NAN);
     return stats_;
   }
 
@@ -186,14 +202,15 @@ class RowSolver {
   const Method& m_;
   const LoopOptions& o_;
   Rhs& rhs_;
-  Workspace& ws_;
+  WorkspaceOf<T>& ws_;
   int n_;
   PIDController ctrl_;
   RowStats stats_;
-  RowOutput out_;
+  RowOutputOf<T> out_;
   int64_t written_ = 0;
   double sign0_ = 1.0;
   StiffState st_;
+  int64_t non_finite_ = 0, stalled_ = 0;  // the stall rule's counters (stalled)
 
   // Implicit steppers (implicit_steps.h).
   void jacobian_at(double t0, const double* y0, const double* f0);
@@ -205,25 +222,27 @@ class RowSolver {
   bool solve_esdirk(double t0, const double* y0, double h, double* K, double t_end);
   bool newton_stage(double t_i, const double* base, double hg, const double* y0, double* y_stage);
 
-  void eval(double t, const double* y, double* dy) {
+  void eval(double t, const T* y, T* dy) {
     ++stats_.n_feval;
     rhs_(t, y, dy);
   }
-  double* k(double* K, int j) const { return K + static_cast<int64_t>(j) * n_; }
+  T* k(T* K, int j) const { return K + static_cast<int64_t>(j) * n_; }
   // dst = src (n values) every step: a loop, not a call to memcpy, for the small states of a fast step
-  void copy(const double* src, double* dst) const {
+  void copy(const T* src, T* dst) const {
     for (int i = 0; i < n_; ++i) dst[i] = src[i];
   }
 
   // One step of size h from (t0, y0) with K[0] = f(t0, y0) already there: stages into K, y1 into `y1`.
   // Returns the error ratio (0 for fixed-grid methods).
-  double attempt(double t0, const double* y0, double h, double* K, double* y1, bool ends_at_jump = false) {
+  double attempt(double t0, const T* y0, double h, T* K, T* y1, bool ends_at_jump = false) {
     const int s = m_.s;
     const double t_end = ends_at_jump ? std::nextafter(t0 + h, -INFINITY) : t0 + h;
-    if (m_.kind == Kind::kRosenbrock) return attempt_rosenbrock(t0, y0, h, K, y1, t_end);
-    if (m_.kind == Kind::kEsdirk) return attempt_esdirk(t0, y0, h, K, y1, t_end);
+    if constexpr (kStiff) {
+      if (m_.kind == Kind::kRosenbrock) return attempt_rosenbrock(t0, y0, h, K, y1, t_end);
+      if (m_.kind == Kind::kEsdirk) return attempt_esdirk(t0, y0, h, K, y1, t_end);
+    }
     for (int i = 1; i < s; ++i) {
-      double* in = (m_.fsal && i == s - 1) ? y1 : ws_.stage.data();
+      T* in = (m_.fsal && i == s - 1) ? y1 : ws_.stage.data();
       for (int j = 0; j < i; ++j) ws_.w[j] = h * m_.a[i * s + j];
       combine(y0, K, ws_.w.data(), i, n_, in);
       eval(m_.c[i] == 1.0 ? t_end : t0 + m_.c[i] * h, in, k(K, i));
@@ -234,8 +253,8 @@ class RowSolver {
     }
     if (!m_.adaptive()) return 0.0;
     // err = Σ_j (h b_err_j) K_j per element (from 0, increasing j, zero weights skipped as in combine).
-    const double zero = 0.0;
-    double* err = ws_.probe.data();
+    const T zero = 0;
+    T* err = ws_.probe.data();
     for (int j = 0; j < s; ++j) ws_.w[j] = h * m_.b_err[j];
     for (int i = 0; i < n_; ++i) err[i] = zero;
     combine(err, K, ws_.w.data(), s, n_, err);
@@ -243,36 +262,41 @@ class RowSolver {
   }
 
   // The step's interpolant at θ into `dst` (the step: t0, y0, size h, stages in ws_.K, f1 in K[s]).
-  void dense(double t0, const double* y0, double h, double theta, double* dst) {
+  void dense(double t0, const T* y0, double h, double theta, T* dst) {
     if (m_.restep) {  // a fresh step of size θh from the step's start (the method's own order)
-      std::memcpy(ws_.K2.data(), ws_.K.data(), sizeof(double) * n_);
-      double* y1 = m_.fsal ? dst : ws_.y1b.data();
+      std::memcpy(ws_.K2.data(), ws_.K.data(), sizeof(T) * n_);
+      T* y1 = m_.fsal ? dst : ws_.y1b.data();
       attempt(t0, y0, theta * h, ws_.K2.data(), y1);
-      if (y1 != dst) std::memcpy(dst, y1, sizeof(double) * n_);
+      if (y1 != dst) std::memcpy(dst, y1, sizeof(T) * n_);
       return;
     }
-    if (m_.kind == Kind::kRosenbrock && m_.interp_degree > 0) {  // the method's own: weights on the increments
-      dense_weights(m_, theta, 1.0, ws_.w.data());
-      combine(y0, ws_.U.data(), ws_.w.data(), m_.s, n_, dst);
-      return;
-    }
-    if (m_.kind == Kind::kRosenbrock) {  // cubic Hermite through (y0, f0 = K_0) and (y1, f1 = K_s)
-      const double th = theta, a = 3 * th * th - 2 * th * th * th;
-      const double b = h * (th * th * th - 2 * th * th + th), c = h * (th * th * th - th * th);
-      const double *y1 = ws_.y1.data(), *f0 = ws_.K.data(), *f1 = k(ws_.K.data(), m_.s);
-      for (int i = 0; i < n_; ++i) dst[i] = ((y0[i] + a * (y1[i] - y0[i])) + b * f0[i]) + c * f1[i];
-      return;
+    if constexpr (kStiff) {
+      if (m_.kind == Kind::kRosenbrock) return dense_rosenbrock(y0, h, theta, dst);
     }
     dense_weights(m_, theta, h, ws_.w.data());
     combine(y0, ws_.K.data(), ws_.w.data(), m_.num_terms, n_, dst);
   }
 
+  // Rosenbrock's dense output: its own interpolant (weights on the increments U), or the cubic Hermite.
+  void dense_rosenbrock(const double* y0, double h, double theta, double* dst) {
+    if (m_.interp_degree > 0) {  // the method's own: weights on the increments
+      dense_weights(m_, theta, 1.0, ws_.w.data());
+      combine(y0, ws_.U.data(), ws_.w.data(), m_.s, n_, dst);
+      return;
+    }
+    // cubic Hermite through (y0, f0 = K_0) and (y1, f1 = K_s)
+    const double th = theta, a = 3 * th * th - 2 * th * th * th;
+    const double b = h * (th * th * th - 2 * th * th + th), c = h * (th * th * th - th * th);
+    const double *y1 = ws_.y1.data(), *f0 = ws_.K.data(), *f1 = k(ws_.K.data(), m_.s);
+    for (int i = 0; i < n_; ++i) dst[i] = ((y0[i] + a * (y1[i] - y0[i])) + b * f0[i]) + c * f1[i];
+  }
+
   // Writes every output time in (t0, t1] the step owes; an output exactly at t1 is y1 itself.
-  void write_outputs(double t0, const double* y0, double h, double t1, const double* y1, const double* t_out,
-                     int64_t T, bool inclusive) {
-    while (written_ < T && (inclusive ? t_out[written_] <= t1 : t_out[written_] < t1)) {
-      double* dst = out_.ys + written_ * out_.stride;
-      if (t_out[written_] == t1) std::memcpy(dst, y1, sizeof(double) * n_);
+  void write_outputs(double t0, const T* y0, double h, double t1, const T* y1, const double* t_out,
+                     int64_t num_times, bool inclusive) {
+    while (written_ < num_times && (inclusive ? t_out[written_] <= t1 : t_out[written_] < t1)) {
+      T* dst = out_.ys + written_ * out_.stride;
+      if (t_out[written_] == t1) std::memcpy(dst, y1, sizeof(T) * n_);
       else dense(t0, y0, h, (t_out[written_] - t0) / h, dst);
       ++written_;
     }
@@ -308,32 +332,47 @@ class RowSolver {
     return false;
   }
 
+  // pyode's StallWatch (adaptive.py): at the edge of T's range every step that changes the state overflows (a
+  // NaN/inf error ratio, rejected) and the steps that stay finite no longer change it, so t would creep on for
+  // ever. After a NaN/inf rejection, kStallLimit accepted steps that leave y bitwise unchanged (== per element,
+  // as torch.equal) stop the row as non-finite. Costs nothing until an error ratio is NaN/inf.
+  static constexpr int64_t kStallLimit = 4;
+  bool stalled(const T* y, const T* y1) {
+    if (non_finite_ == 0) return false;
+    for (int i = 0; i < n_; ++i)
+      if (!(y[i] == y1[i])) {
+        non_finite_ = stalled_ = 0;
+        return false;
+      }
+    return ++stalled_ >= kStallLimit;
+  }
+
   template <class Event>
-  bool event_value(Event& ev, double t, const double* y, double* v) {
+  bool event_value(Event& ev, double t, const T* y, double* v) {
     *v = ev.value(t, y);
     if (std::isnan(*v)) return !fail(Status::kNonFinite, t);  // a NaN has no sign: stop the row
     return true;
   }
 
   template <class Event>
-  void run_adaptive(const double* y0_in, const double* t_out, int64_t T, Event& ev);
+  void run_adaptive(const T* y0_in, const double* t_out, int64_t num_times, Event& ev);
   template <class Event>
-  bool locate_event(Event& ev, double t0, double h, const double* t_out, int64_t T);
-  void run_fixed(const double* y0_in, const double* t_out, int64_t T);
+  bool locate_event(Event& ev, double t0, double h, const double* t_out, int64_t num_times);
+  void run_fixed(const T* y0_in, const double* t_out, int64_t num_times);
 };
 
-template <class Rhs>
+template <class Rhs, class T>
 template <class Event>
-void RowSolver<Rhs>::run_adaptive(const double* y0_in, const double* t_out, int64_t T, Event& ev) {
-  double* K = ws_.K.data();
-  double *y = ws_.y.data(), *y1 = ws_.y1.data();
-  std::memcpy(y, y0_in, sizeof(double) * n_);
+void RowSolver<Rhs, T>::run_adaptive(const T* y0_in, const double* t_out, int64_t num_times, Event& ev) {
+  T* K = ws_.K.data();
+  T *y = ws_.y.data(), *y1 = ws_.y1.data();
+  std::memcpy(y, y0_in, sizeof(T) * n_);
   double t = t_out[0];
-  const double t_end = t_out[T - 1];
+  const double t_end = t_out[num_times - 1];
   eval(is_jump(t) ? std::nextafter(t, INFINITY) : t, y, K);  // a jump at t0: its right piece
   double h = o_.first_step;
   if (!(h > 0.0)) {
-    auto f = [this](double tt, const double* yy, double* dy) { eval(tt, yy, dy); };
+    auto f = [this](double tt, const T* yy, T* dy) { eval(tt, yy, dy); };
     h = initial_step(f, t, y, K, n_, m_.order, o_.rtol, o_.atol, ws_.probe.data(), k(K, m_.s));
   }
   // min_step and max_step bound every step, the first included (a NaN h stays NaN).
@@ -344,19 +383,21 @@ void RowSolver<Rhs>::run_adaptive(const double* y0_in, const double* t_out, int6
     if (!event_value(ev, t, y, &v)) return;
     sign0_ = std::copysign(1.0, v);
   }
-  while (t < t_end && written_ < T) {
+  while (t < t_end && written_ < num_times) {
     const double h_step = clamp(t, h, t_end);
     const double ratio = attempt(t, y, h_step, K, y1, is_jump(t + h_step));
     const bool accepted = ratio <= 1.0;
     h = ctrl_.next_step(h_step, ratio, accepted);
     if (!accepted) {
       ++stats_.n_rejected;
+      if (!std::isfinite(ratio)) ++non_finite_;
       if (check_progress(t, h, ratio)) return;
       if (h >= h_step) { fail(Status::kStepUnderflow, t); return; }  // the controller cannot shrink it
       continue;
     }
     ++stats_.n_accepted;
     const double t1 = py_min(t_end, t + h_step);
+    if (stalled(y, y1)) { fail(Status::kNonFinite, t1); return; }
     const bool at_jump = is_jump(t1);
     if (!m_.fsal && !at_jump) eval(t + h_step, y1, k(K, m_.s));  // f1: the interpolant's term s, the next f0
     if (!m_.fsal && at_jump && m_.needs_f1()) eval(std::nextafter(t1, -INFINITY), y1, k(K, m_.s));  // left piece
@@ -364,11 +405,11 @@ void RowSolver<Rhs>::run_adaptive(const double* y0_in, const double* t_out, int6
       double v;
       if (!event_value(ev, t + h_step, y1, &v)) return;  // pyode evaluates it at t0 + h
       if (v == 0.0 || std::copysign(1.0, v) != sign0_) {
-        locate_event(ev, t, h_step, t_out, T);
+        locate_event(ev, t, h_step, t_out, num_times);
         return;
       }
     }
-    write_outputs(t, y, h_step, t1, y1, t_out, T, true);
+    write_outputs(t, y, h_step, t1, y1, t_out, num_times, true);
     if (at_jump) eval(std::nextafter(t1, INFINITY), y1, K);  // the next step starts on the right piece
     else copy(k(K, m_.fsal ? m_.s - 1 : m_.s), K);
     copy(y1, y);
@@ -379,11 +420,11 @@ void RowSolver<Rhs>::run_adaptive(const double* y0_in, const double* t_out, int6
 
 // Bisects the step's interpolant for the sign change (pyode/_solvers/events.py), writes the outputs
 // before the event and the state at it.
-template <class Rhs>
+template <class Rhs, class T>
 template <class Event>
-bool RowSolver<Rhs>::locate_event(Event& ev, double t0, double h, const double* t_out, int64_t T) {
-  const double* y = ws_.y.data();
-  double* tmp = ws_.event_y.data();
+bool RowSolver<Rhs, T>::locate_event(Event& ev, double t0, double h, const double* t_out, int64_t num_times) {
+  const T* y = ws_.y.data();
+  T* tmp = ws_.event_y.data();
   double lo = 0.0, hi = 1.0;
   const double tol = o_.event_tol > 0.0 ? o_.event_tol : 0.0;
   const int64_t iters = tol <= 0.0 ? 0 : static_cast<int64_t>(std::ceil(std::log2(py_max(h / tol, 1.0))));
@@ -397,7 +438,7 @@ bool RowSolver<Rhs>::locate_event(Event& ev, double t0, double h, const double* 
     if ((hi - lo) * h <= tol) break;
   }
   const double t_event = t0 + hi * h;
-  write_outputs(t0, y, h, t_event, ws_.y1.data(), t_out, T, false);  // outputs strictly before the event
+  write_outputs(t0, y, h, t_event, ws_.y1.data(), t_out, num_times, false);  // outputs strictly before the event
   if (out_.y_event != nullptr) dense(t0, y, h, hi, out_.y_event);
   stats_.status = Status::kEvent;
   stats_.t_reached = stats_.event_t = t_event;
@@ -406,12 +447,12 @@ bool RowSolver<Rhs>::locate_event(Event& ev, double t0, double h, const double* 
 
 // torchdiffeq's grid (pyode/_solvers/fixed_grid.py, make_grid): t0 + k * step_size while below the end,
 // then the end; one step per interval, outputs by the method's interpolant.
-template <class Rhs>
-void RowSolver<Rhs>::run_fixed(const double* y0_in, const double* t_out, int64_t T) {
-  double* K = ws_.K.data();
-  double *y = ws_.y.data(), *y1 = ws_.y1.data();
-  std::memcpy(y, y0_in, sizeof(double) * n_);
-  const double t0 = t_out[0], t_end = t_out[T - 1];
+template <class Rhs, class T>
+void RowSolver<Rhs, T>::run_fixed(const T* y0_in, const double* t_out, int64_t num_times) {
+  T* K = ws_.K.data();
+  T *y = ws_.y.data(), *y1 = ws_.y1.data();
+  std::memcpy(y, y0_in, sizeof(T) * n_);
+  const double t0 = t_out[0], t_end = t_out[num_times - 1];
   const double span = std::ceil((t_end - t0) / o_.step_size - 1e-9);
   const int64_t n_steps = span > 1.0 ? static_cast<int64_t>(span) : 1;
   const bool needs_f1 = m_.needs_f1();
@@ -426,9 +467,9 @@ void RowSolver<Rhs>::run_fixed(const double* y0_in, const double* t_out, int64_t
     stats_.t_reached = g1;
     for (int i = 0; i < n_; ++i)
       if (!std::isfinite(y1[i])) { fail(Status::kNonFinite, g1); return; }
-    if (needs_f1 && written_ < T && t_out[written_] < g1) eval(g0 + h, y1, k(K, m_.s));
-    write_outputs(g0, y, h, g1, y1, t_out, T, true);
-    std::memcpy(y, y1, sizeof(double) * n_);
+    if (needs_f1 && written_ < num_times && t_out[written_] < g1) eval(g0 + h, y1, k(K, m_.s));
+    write_outputs(g0, y, h, g1, y1, t_out, num_times, true);
+    std::memcpy(y, y1, sizeof(T) * n_);
   }
 }
 
