@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -59,7 +60,28 @@ _C_TYPES = {
 
 class _Views:
     """Tensors of ``dtype`` over the loop's buffers, one per address: the loop reuses a handful of buffers for
-    a whole solve, so each view is made once. A cdata pointer hashes and compares by its address."""
+    a whole solve, so each view is made once. A cdata pointer hashes and compares by its address.
+
+    One instance per layout (shape, dtype) is shared by every solve (:meth:`shared`): a one-trajectory solve
+    reuses its thread's workspace, so the next solve of the same layout passes the same addresses, and making
+    a dozen views (~5 us each) was a large part of a short solve's overhead. A view is only ever used for an
+    address the loop passes in a callback, which the loop guarantees holds ``shape`` elements then; entries for
+    addresses no longer in use are never read (and are dropped with the rest past ``_MAX_VIEWS``)."""
+
+    _MAX_VIEWS = 256
+    _instances: ClassVar[dict] = {}
+
+    @classmethod
+    def shared(cls, ffi, shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> _Views:
+        key = (tuple(shape), dtype)
+        views = cls._instances.get(key)
+        if views is None:
+            if len(cls._instances) >= 64:  # many layouts: start over rather than grow
+                cls._instances.clear()
+            views = cls._instances[key] = cls(ffi, tuple(shape), dtype)
+        elif len(views.cache) >= cls._MAX_VIEWS:
+            views.cache.clear()
+        return views
 
     def __init__(self, ffi, shape: tuple[int, ...], dtype: torch.dtype = torch.float64):
         self.ffi, self.shape, self.numel, self.cache = ffi, shape, math.prod(shape), {}
@@ -94,23 +116,27 @@ class CoreSolver:
         """The right-hand side callback: ``func`` on a view shaped like y0, written into the loop's ``dy``."""
         fn = self.fn
         shaped = not fn.structured
-        views = _Views(ffi, fn.shapes[0] if shaped else (n,), fn.dtype)
+        views = _Views.shared(ffi, fn.shapes[0] if shaped else (n,), fn.dtype)
         call = fn.call_shaped if shaped else fn
+
+        cached = views.cache.get  # (the views' own lookup, without a method call: twice per evaluation)
 
         def rhs(s, y_ptr, dy_ptr, _p):
             if self.error is not None:  # cancelled: the loop stops at its next step, its values are discarded
                 return
-            dy = views(dy_ptr)
+            dy, y = cached(dy_ptr), cached(y_ptr)
+            if dy is None or y is None:
+                dy, y = views(dy_ptr), views(y_ptr)
             if self.f0 is not None and s == self.f0[0]:
                 dy.copy_(self.f0[1].view(dy.shape))
                 self.f0 = None
                 return
-            dy.copy_(call(s, views(y_ptr)))
+            dy.copy_(call(s, y))
 
         return rhs, views
 
     def _jac(self, ffi, n: int, y_views: _Views):
-        J_views = _Views(ffi, (n, n))
+        J_views = _Views.shared(ffi, (n, n))
         flat = y_views.shape != (n,)
 
         def jac(s, y_ptr, J_ptr, _p):

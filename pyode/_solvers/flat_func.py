@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -12,6 +13,9 @@ from pyode._solvers.perturb import Perturb, accepts_perturb, nudge
 from pyode.solution import SolverStats
 
 _MAX_NUDGED = 256  # nudged times remembered for func's perturb keyword (each is used by the next few calls)
+# Time dtypes whose CPU 0-dim tensors are made over a fresh NumPy scalar array: ~0.4 us less per call than
+# torch.scalar_tensor, a tenth of what the C++ loop spends around a small func.
+_NUMPY_TIME = {torch.float64: np.float64, torch.float32: np.float32}
 
 
 class FlatFunc:
@@ -42,6 +46,7 @@ class FlatFunc:
         self.sizes = [s.numel() * (2 if self.is_complex else 1) for s in self.shapes]
         self.shape_args = tuple(self.shapes[0])  # a plain tuple: Tensor.view(tuple) beats view(torch.Size)
         self._time_options = {"dtype": t_dtype, "device": device}
+        self._numpy_time = _NUMPY_TIME.get(t_dtype) if torch.device(device).type == "cpu" else None
         # Complex states take the structured path (real pairs <-> complex views) everywhere.
         self.structured = is_tuple or self.is_complex
         self.pass_perturb = accepts_perturb(func)
@@ -81,7 +86,10 @@ class FlatFunc:
         return self.func(self.time_tensor(s), y)
 
     def time_tensor(self, s: float) -> Tensor:
-        """The user's time for solver time ``s`` (0-dim tensor, filled on the device: no host-to-device copy)."""
+        """The user's time for solver time ``s`` (0-dim tensor, filled on the device: no host-to-device copy;
+        each call a fresh tensor, so a func may keep the ones it gets)."""
+        if self._numpy_time is not None and not torch.compiler.is_compiling():
+            return torch.from_numpy(np.array(-s if self.reverse else s, dtype=self._numpy_time))
         return torch.scalar_tensor(-s if self.reverse else s, **self._time_options)
 
     def unflatten(self, y: Tensor) -> Tensor | tuple[Tensor, ...]:
