@@ -41,13 +41,13 @@ Python thresholds (bytes are of the state, ``numel * element_size``):
     Up to this many rows per block, a Newton solve multiplies by the inverse (formed once per factorisation)
     instead of calling ``lu_solve``: ~3 us against ~35 us for Robertson's 3 x 3 matrix (a kvaerno5 step makes
     ~20 solves); the inverse's rounding, cond(M) eps |r|, is the LU solve's.
-``CORE_LOOP_F32_MAX_BYTES`` (16 KiB; :mod:`pyode._solvers.core_loop`)
-    float32 states up to this size run their no-grad explicit solves in the C++ loop; larger ones in the Python
-    loop, whose fused kernels (each stage one vectorised pass; y1, error and norm one pass) outrun the C++
-    loop's separate stage, error and norm passes plus the callback's copy of func's output. Measured with
-    y' = -y, dopri5, 1 thread, time per evaluation, Python loop / C++ loop: n = 2048 1.22x, 4096 0.96x, 8192
-    0.87x, 16384 0.86x (n = 2: 1.18x). Both loops take the same steps, bitwise. float64 states have no such
-    limit (their routing predates it; the same measurement gives 0.92x at n = 2048 and 0.77x at 16384).
+``CORE_LOOP_MAX_ELEMENTS`` (2048; :mod:`pyode._solvers.core_loop`)
+    States of up to this many (real) elements run their no-grad solves in the C++ loop; larger ones in the
+    Python loop, whose fused kernels (each stage one vectorised pass; y1, error and norm one pass) outrun the
+    C++ loop's separate stage, error and norm passes plus the callback's copy of func's output. Measured with
+    y' = -y, dopri5, 1 thread, time per evaluation, Python loop / C++ loop: float32 n = 2 1.18x, 2048 1.22x,
+    4096 0.96x, 8192 0.87x, 16384 0.86x; float64 n = 256 1.54x, 1024 1.32x, 2048 1.02x, 4096 1.00x, 8192 0.76x,
+    32768 0.56x. Both loops take the same steps.
 ``NON_TEMPORAL_MIN_BYTES`` (16 MiB; an override is handed to ``pyode._C.set_non_temporal`` at import)
     Single-row kernel outputs (stage inputs) of at least this size are written with non-temporal stores. Half
     the 32 MB L3: a larger output is evicted before ``func`` reads it anyway; +2-13% counted bandwidth at 1e7
@@ -82,7 +82,7 @@ _DEFAULTS: dict[str, int] = {
     "JACOBIAN_VJP_MAX_ROWS": 64,
     "NEWTON_INVERSE_MAX_ROWS": 8,
     "NON_TEMPORAL_MIN_BYTES": 16 << 20,
-    "CORE_LOOP_F32_MAX_BYTES": 1 << 14,
+    "CORE_LOOP_MAX_ELEMENTS": 2048,
 }
 
 
@@ -117,7 +117,7 @@ NATIVE_GRAD_MAX_ELEMENTS: int = _values["NATIVE_GRAD_MAX_ELEMENTS"]
 JACOBIAN_VJP_MAX_ROWS: int = _values["JACOBIAN_VJP_MAX_ROWS"]
 NEWTON_INVERSE_MAX_ROWS: int = _values["NEWTON_INVERSE_MAX_ROWS"]
 NON_TEMPORAL_MIN_BYTES: int = _values["NON_TEMPORAL_MIN_BYTES"]
-CORE_LOOP_F32_MAX_BYTES: int = _values["CORE_LOOP_F32_MAX_BYTES"]
+CORE_LOOP_MAX_ELEMENTS: int = _values["CORE_LOOP_MAX_ELEMENTS"]
 
 
 if "NON_TEMPORAL_MIN_BYTES" in OVERRIDES:  # the one C++ threshold settable at run time

@@ -269,9 +269,10 @@ def _rss_kb() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
 
 
-def test_many_solves_leave_rss_flat():
+def test_many_solves_leave_rss_flat(monkeypatch):
     """10 000 small solves and 200 large ones after a warm-up: RSS within 5 % (no leaked callbacks, views or
-    workspaces)."""
+    workspaces). The large ones run in the C++ loop too (above its default size limit)."""
+    monkeypatch.setattr(_tuning, "CORE_LOOP_MAX_ELEMENTS", 1 << 20)
     small, t = torch.tensor([1.0, 0.5], dtype=F64), torch.tensor([0.0, 0.5], dtype=F64)
     large = torch.rand(100_000, dtype=F64)
     t_large = torch.linspace(0, 0.1, 5, dtype=F64)
@@ -294,7 +295,7 @@ def test_many_solves_leave_rss_flat():
 
 
 def test_core_solver_is_built_only_where_it_runs():
-    """float32 stiff methods, float32 jump_t, float32 states over CORE_LOOP_F32_MAX_BYTES, callable norms and the
+    """float32 stiff methods, float32 jump_t, states over CORE_LOOP_MAX_ELEMENTS, callable norms and the
     auto-switching method keep the Python loops; float32 explicit methods (adaptive and fixed grid) run in the
     C++ loop."""
     t = torch.tensor([0.0, 1.0])
@@ -302,9 +303,10 @@ def test_core_solver_is_built_only_where_it_runs():
     assert build_problem(spiral, torch.ones(2), t, method="rk4", options={"step_size": 0.1}).loop.core is not None
     assert build_problem(spiral, torch.ones(2), t, method="rodas5").loop.core is None  # float32, stiff
     assert build_problem(spiral, torch.ones(2), t, options={"jump_t": [0.5]}).loop.core is None  # float32 times
-    limit = _tuning.CORE_LOOP_F32_MAX_BYTES // 4
-    assert build_problem(spiral, torch.ones(limit), t).loop.core is not None
-    assert build_problem(spiral, torch.ones(limit + 1), t).loop.core is None  # faster in the fused kernels
+    limit = _tuning.CORE_LOOP_MAX_ELEMENTS
+    for dtype in (F32, F64):
+        assert build_problem(spiral, torch.ones(limit, dtype=dtype), t.to(dtype)).loop.core is not None
+        assert build_problem(spiral, torch.ones(limit + 1, dtype=dtype), t.to(dtype)).loop.core is None  # fused
     assert build_problem(spiral, torch.ones(2, dtype=F64), t.double()).loop.core is not None
     assert build_problem(spiral, torch.ones(2, dtype=F64), t.double(), options={"norm": lambda y: y.abs().max()}
                          ).loop.core is None
@@ -316,6 +318,7 @@ def test_a_result_held_only_as_a_numpy_view_is_never_overwritten(monkeypatch, co
     """A large no-grad solution kept only through ``.numpy()`` (the tensor itself dropped) keeps its values
     through later solves of the same size (results are never pooled buffers)."""
     monkeypatch.setenv("PYODE_CORE_LOOP", core)
+    monkeypatch.setattr(_tuning, "CORE_LOOP_MAX_ELEMENTS", 1 << 20)  # the large state in the C++ loop too
     y0, t = torch.ones(50_000, dtype=F64), torch.linspace(0, 1, 4, dtype=F64)
     with torch.no_grad():
         kept = pyode.odeint(lambda t, y: -y, y0, t).numpy()
@@ -396,7 +399,7 @@ def test_float32_state_over_several_kernel_blocks(monkeypatch):
     """n = 5000: the error norm sums three kernel blocks (2048 elements each, float lanes within a block, double
     across), so its summation order is the kernels' only if the loop blocks the sum as they do. The stage sums
     take combine's blocked path (n >= 64)."""
-    monkeypatch.setattr(_tuning, "CORE_LOOP_F32_MAX_BYTES", 1 << 20)  # 20 kB: above the default limit
+    monkeypatch.setattr(_tuning, "CORE_LOOP_MAX_ELEMENTS", 1 << 20)  # above the default limit
     y0 = torch.rand(5000, generator=torch.Generator().manual_seed(0))
 
     def decay(t, y):

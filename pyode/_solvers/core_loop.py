@@ -9,11 +9,11 @@ exactly the calls the Python loops would make (the step-parity tests pin the two
 
 A solve takes this route when nothing in it is recorded for autograd (no gradient flows through the loop:
 the forward solve of the adjoint, any solve under ``torch.no_grad()`` or of inputs that carry no gradient),
-the state is a CPU tensor of float64 (every method the loop has, stiff ones included) or float32 (the explicit
-methods, adaptive and fixed grid, up to ``_tuning.CORE_LOOP_F32_MAX_BYTES``: ``pyode_solve_f32``, whose state,
-stages and outputs are float and whose steps are computed as the compiled float32 kernels compute them; float32
-stiff solves and larger float32 states stay in Python), and the solve
-uses only what the C++ loop runs: the kernels' RMS norm (no callable norm, per-element tolerances or mixed tuple
+the state is a CPU tensor of at most ``_tuning.CORE_LOOP_MAX_ELEMENTS`` elements (larger ones are faster in the
+Python loop's fused kernels) of float64 (every method the loop has, stiff ones included) or float32 (the
+explicit methods, adaptive and fixed grid: ``pyode_solve_f32``, whose state, stages and outputs are float and
+whose steps are computed as the compiled float32 kernels compute them; float32 stiff solves stay in Python), and
+the solve uses only what the C++ loop runs: the kernels' RMS norm (no callable norm, per-element tolerances or mixed tuple
 norm), no func callbacks or ``perturb``, no loop hooks (checkpoint's records, a step log), no torch.compile
 tracing, and jump_t only with float64 times (the loop nudges past a jump by a float64 ulp; the Python loop by
 one of the time dtype). Terminal events run in it too (``event_fn`` is a third callback). Everything else runs
@@ -258,9 +258,9 @@ def _static_eligible(fn, kern) -> bool:
 
 
 def _size_ok(fn) -> bool:
-    """float32 states up to ``_tuning.CORE_LOOP_F32_MAX_BYTES`` (larger ones are faster in the Python loop's
-    fused kernels; see :mod:`pyode._tuning`); float64 states of any size."""
-    return fn.dtype != torch.float32 or sum(fn.sizes) * fn.dtype.itemsize <= _tuning.CORE_LOOP_F32_MAX_BYTES
+    """States up to ``_tuning.CORE_LOOP_MAX_ELEMENTS`` (larger ones are faster in the Python loop's fused kernels;
+    see :mod:`pyode._tuning`)."""
+    return sum(fn.sizes) <= _tuning.CORE_LOOP_MAX_ELEMENTS
 
 
 def adaptive_solver(stepper, kern, method: str, opts, extra: dict, segments, rtol: float, atol: float, stats,
