@@ -59,14 +59,18 @@ def solve_both(monkeypatch, func, y0, t, **kwargs):
 
 
 def assert_same_solve(ref, got, steps: int, stages: int):
-    """Same accepted/rejected steps and evaluations; outputs equal to rounding. Both loops do the same float64
-    operations; only the order of the stage sums may differ (the C++ loop's combine vs the fused kernels), so
-    each stage can differ by a few ulps, carried through the flow: steps x stages x 8 eps relative, growth
-    of the flow over the test intervals < 10."""
+    """Same accepted/rejected steps and evaluations; outputs equal to rounding in their dtype (eps). Both loops
+    do the same operations; only the order of the stage sums may differ (float64: the C++ loop's combine vs the
+    fused kernels; float32: the same order as lincomb_cpu<float>, unless a compiler evaluates a sum differently,
+    e.g. contracts a product into an FMA), so each stage can differ by a few ulps, carried through the flow:
+    steps x stages x 8 eps relative to each component's largest magnitude, growth of the flow over the test
+    intervals < 10."""
+    assert got.ys.dtype == ref.ys.dtype
     assert (got.stats.n_accepted, got.stats.n_rejected, got.stats.nfe) == \
         (ref.stats.n_accepted, ref.stats.n_rejected, ref.stats.nfe)
-    bound = 10 * max(steps, 1) * stages * 8 * EPS
-    scale = ref.ys.abs().amax(0).clamp_min(1e-300)
+    info = torch.finfo(ref.ys.dtype)
+    bound = 10 * max(steps, 1) * stages * 8 * info.eps
+    scale = ref.ys.abs().amax(0).clamp_min(info.tiny)
     assert ((got.ys - ref.ys).abs() / scale).max().item() <= bound
     assert got.stats.t_reached == ref.stats.t_reached
 
@@ -362,19 +366,9 @@ def test_terminal_events_are_located_as_the_python_loop_does(monkeypatch, method
 
 
 def assert_same_solve_f32(ref, got, method: str):
-    """Same steps and evaluations as the Python float32 loop; outputs equal to float32 rounding. Bound: both loops
-    add the same float32 terms in the same order (lincomb_cpu<float>'s per-element order), so they agree
-    exactly unless a compiler evaluates one sum differently (e.g. contracts a product into an FMA); each stage
-    sum then differs by at most a few ulps (8 eps32 per stage, as the float64 bound above), carried through the
-    flow for every stage of every step, the flow's growth over the test intervals < 10:
-    10 x steps x stages x 8 x eps32 relative to each component's largest magnitude."""
+    """:func:`assert_same_solve` for a float32 solve with ``method`` (its stages, the reference's steps)."""
     assert got.ys.dtype == F32
-    assert (got.stats.n_accepted, got.stats.n_rejected, got.stats.nfe) == \
-        (ref.stats.n_accepted, ref.stats.n_rejected, ref.stats.nfe)
-    bound = 10 * max(ref.stats.n_steps, 1) * get_tableau(method).num_stages * 8 * EPS32
-    scale = ref.ys.abs().amax(0).clamp_min(torch.finfo(F32).tiny)
-    assert ((got.ys - ref.ys).abs() / scale).max().item() <= bound
-    assert got.stats.t_reached == ref.stats.t_reached
+    assert_same_solve(ref, got, ref.stats.n_steps, get_tableau(method).num_stages)
 
 
 @pytest.mark.parametrize("method", ADAPTIVE)
