@@ -44,17 +44,24 @@ def robertson(t, y):
 
 
 def solve_both(monkeypatch, func, y0, t, **kwargs):
-    """(Python loop's solution, C++ loop's solution), both without autograd; checks the C++ loop ran."""
+    """(Python loop's solution, C++ loop's solution), both without autograd; checks the C++ loop ran and
+    finished: a C++ solve that fails is rerun by the Python loop, which would make the comparison vacuous."""
     monkeypatch.setenv("PYODE_CORE_LOOP", "0")
     with torch.no_grad():
         ref = pyode.solve(func, y0, t, **kwargs)
     monkeypatch.setenv("PYODE_CORE_LOOP", "1")
-    calls = []
+    results = []
     original = core_loop.CoreSolver.integrate
-    monkeypatch.setattr(core_loop.CoreSolver, "integrate", lambda self, *a: calls.append(1) or original(self, *a))
+
+    def integrate(self, *args):
+        results.append(original(self, *args))
+        return results[-1]
+
+    monkeypatch.setattr(core_loop.CoreSolver, "integrate", integrate)
     with torch.no_grad():
         got = pyode.solve(func, y0, t, **kwargs)
-    assert calls, "the C++ loop did not run this solve"
+    assert results, "the C++ loop did not run this solve"
+    assert all(r is not None for r in results), "the C++ loop failed and the Python loop reran the solve"
     return ref, got
 
 
@@ -111,17 +118,20 @@ def test_stiff_methods_take_the_python_loops_steps(monkeypatch, method):
 def test_a_func_that_solves_inside_the_loop_gets_its_own_workspace(monkeypatch):
     """A one-trajectory solve reuses its thread's workspace from the previous solve; a func that itself solves
     (an inner ODE per evaluation) re-enters the loop in the same thread while the outer solve holds that
-    workspace, so the inner one must get fresh buffers. Outer and inner steps equal to the Python loops'."""
+    workspace, so the inner one must get fresh buffers. Outer and inner steps equal to the Python loops'. Both
+    solves are capped at 1000 steps (they take tens), so shared buffers fail the test instead of hanging it."""
     inner_t = torch.tensor([0.0, 0.3], dtype=F64)
+    cap = {"max_num_steps": 1000}
 
     def inner_flow(y):  # y after 0.3 of the spiral: nonlinear in y, so the outer field depends on the inner solve
-        return pyode.solve(spiral, y, inner_t, rtol=1e-8, atol=1e-10).ys[-1]
+        return pyode.solve(spiral, y, inner_t, rtol=1e-8, atol=1e-10, options=cap).ys[-1]
 
     def outer(t, y):
         return inner_flow(y) - y
 
     t = torch.linspace(0.0, 1.0, 4, dtype=F64)
-    ref, got = solve_both(monkeypatch, outer, torch.tensor([1.0, 0.5], dtype=F64), t, rtol=1e-7, atol=1e-9)
+    ref, got = solve_both(monkeypatch, outer, torch.tensor([1.0, 0.5], dtype=F64), t, rtol=1e-7, atol=1e-9,
+                          options=cap)
     # each evaluation's inner solve carries its own rounding (bounded as above) into the outer field
     assert_same_solve(ref, got, ref.stats.n_steps * 50, 7)
 
