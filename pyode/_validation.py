@@ -189,6 +189,9 @@ def adaptive_options(opts, sign: float) -> None:
     if opts.ifactor < 1.0:
         raise ValueError(f"options['ifactor'] must be >= 1 (the largest growth of the step), got {opts.ifactor}")
     pid_coefficients(opts)
+    if opts.controller not in ("auto", "pid", "predictive"):
+        raise ValueError(f"options['controller'] must be 'auto' (predictive for the stiff methods, PID otherwise), "
+                         f"'pid' or 'predictive', got {opts.controller!r}")
 
 
 PID_COEFF_MAX = 10.0  # |pcoeff|, |icoeff|, |dcoeff|: a gain beyond 10/order on the error ratio is no controller

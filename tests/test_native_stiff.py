@@ -111,17 +111,21 @@ def test_van_der_pol_stiff_matches_radau():
 
 
 @pytest.mark.parametrize("method", STIFF)
-def test_finite_difference_jacobian_takes_the_same_steps_on_van_der_pol(method):
+def test_finite_difference_jacobian_takes_the_steps_of_the_exact_one_on_van_der_pol(method):
     # Forward differences are accurate to ~sqrt(eps) relative, far below what Newton and the Rosenbrock
-    # stages notice, so the steps are those of the exact Jacobian. (Differences against an ESDIRK's f0, a stage
-    # derivative carrying Newton's error / hγ, instead of f(t0, y0) made J wrong by ~1e3 here and the steps
+    # stages notice, so the steps are those of the exact Jacobian up to a few controller decisions near ratio 1
+    # (rodas5 with the predictive controller: 409 + 29 against 407 + 27). (Differences against an ESDIRK's f0, a
+    # stage derivative carrying Newton's error / hγ, instead of f(t0, y0) made J wrong by ~1e3 here and the steps
     # collapse near t = 806.)
     t = np.linspace(0.0, 3000.0, 4)
     args = (vdp, np.array([2.0, 0.0]), t, np.array([1000.0]))
     exact = pn.solve(*args, method=method, rtol=1e-6, atol=1e-6, jac=vdp_jac)
     fd = pn.solve(*args, method=method, rtol=1e-6, atol=1e-6)
-    assert (fd.n_accepted[0], fd.n_rejected[0]) == (exact.n_accepted[0], exact.n_rejected[0])
-    np.testing.assert_allclose(fd.ys, exact.ys, rtol=1e-6, atol=1e-6)  # within the solve's own tolerances
+    for count in ("n_accepted", "n_rejected"):
+        assert abs(int(getattr(fd, count)[0]) - int(getattr(exact, count)[0])) <= 0.02 * int(exact.n_accepted[0])
+    # two solves whose steps differ agree to their global errors, not to rtol: ~4e-5 of the peak |y0| = 2 here
+    # (bench/native_stiff.py's Van der Pol error at rtol 1e-6)
+    np.testing.assert_allclose(fd.ys, exact.ys, rtol=0, atol=2e-4)
 
 
 def _forced(t, y, dy, p):

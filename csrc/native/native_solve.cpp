@@ -177,11 +177,15 @@ LoopOptions check_options(const pyode_options* po, const Method& m) {
   require(m.adaptive() || (std::isfinite(po->step_size) && po->step_size > 0.0),
           "a fixed-grid method needs options.step_size > 0");
   require(po->num_threads >= 0, "options.num_threads must be >= 0");
+  require(po->controller >= PYODE_CONTROLLER_DEFAULT && po->controller <= PYODE_CONTROLLER_PREDICTIVE,
+          "options.controller must be 0 (default), 1 (PID) or 2 (predictive)");
   LoopOptions o;
   o.rtol = po->rtol;
   o.atol = po->atol;
   o.controller = {m.order, po->safety, po->ifactor, po->dfactor, po->pcoeff, po->icoeff, po->dcoeff,
-                  po->min_step, po->max_step};
+                  po->min_step, po->max_step,
+                  po->controller == PYODE_CONTROLLER_PREDICTIVE ||
+                      (po->controller == PYODE_CONTROLLER_DEFAULT && m.kind != pyode::core::Kind::kExplicit)};
   o.first_step = po->first_step;
   o.max_num_steps = po->max_num_steps;
   o.step_size = po->step_size;

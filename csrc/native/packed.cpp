@@ -15,9 +15,9 @@ namespace {
 enum Field {
   kVersion, kStages, kOrder, kFsal, kDegree, kTerms, kRestep, kHasErr,
   kRtol, kAtol, kFirstStep, kSafety, kIfactor, kDfactor, kPcoeff, kIcoeff, kDcoeff, kMinStep, kMaxStep,
-  kMaxNumSteps, kStepSize, kEventTol, kNumThreads, kReserved
+  kMaxNumSteps, kStepSize, kEventTol, kNumThreads, kController
 };
-static_assert(kReserved + 1 == PYODE_PACKED_HEADER, "packed header size");
+static_assert(kController + 1 == PYODE_PACKED_HEADER, "packed header size");
 
 bool is_count(double x, double lo, double hi) { return std::isfinite(x) && x == std::floor(x) && x >= lo && x <= hi; }
 
@@ -36,7 +36,8 @@ extern "C" int32_t pyode_solve_packed(const double* packed, int64_t packed_len, 
   if (packed == nullptr || packed_len < PYODE_PACKED_HEADER) return fail("packed header too short");
   const double* h = packed;
   if (h[kVersion] != PYODE_PACKED_VERSION || !is_count(h[kStages], 1, 64) || !is_count(h[kDegree], 0, 16) ||
-      !is_count(h[kTerms], 1, 65) || !is_count(h[kMaxNumSteps], 1, 1.0e300) || !is_count(h[kNumThreads], 0, 65536))
+      !is_count(h[kTerms], 1, 65) || !is_count(h[kMaxNumSteps], 1, 1.0e300) || !is_count(h[kNumThreads], 0, 65536) ||
+      !is_count(h[kController], 0, 2))
     return fail("packed header is invalid");
   const int64_t s = static_cast<int64_t>(h[kStages]);
   const int64_t degree = static_cast<int64_t>(h[kDegree]), terms = static_cast<int64_t>(h[kTerms]);
@@ -73,6 +74,7 @@ extern "C" int32_t pyode_solve_packed(const double* packed, int64_t packed_len, 
   o.step_size = h[kStepSize];
   o.event_tol = h[kEventTol];
   o.num_threads = static_cast<int32_t>(h[kNumThreads]);
+  o.controller = static_cast<int32_t>(h[kController]);
   pyode_problem p{};
   p.num_traj = num_traj;
   p.n = n;

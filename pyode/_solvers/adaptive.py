@@ -16,7 +16,13 @@ import torch
 from torch import Tensor
 
 from pyode._solvers.callbacks import step_callbacks
-from pyode._solvers.controller import PIDController, initial_step, initial_step_error, zero_scale_hint
+from pyode._solvers.controller import (
+    PIDController,
+    initial_step,
+    initial_step_error,
+    uses_predictive,
+    zero_scale_hint,
+)
 from pyode._solvers.events import EventLocator
 from pyode._solvers.hooks import NO_HOOKS, LoopHooks
 from pyode._solvers.rk_step import RKStepper, StepRecord, StepResult, step_outputs
@@ -35,6 +41,7 @@ class AdaptiveOptions:
     pcoeff: float = 0.0
     icoeff: float = 1.0
     dcoeff: float = 0.0
+    controller: str = "auto"     # "pid", "predictive" (Gustafsson), "auto": predictive for the stiff methods
     min_step: float = 0.0
     max_step: float = math.inf
     max_num_steps: int = 2**31 - 1
@@ -127,7 +134,8 @@ class AdaptiveLoop:
         order = stepper.tableau.order
         self.controller = PIDController(order=order, safety=opts.safety, ifactor=opts.ifactor,
                                         dfactor=opts.dfactor, pcoeff=opts.pcoeff, icoeff=opts.icoeff,
-                                        dcoeff=opts.dcoeff, min_step=opts.min_step, max_step=opts.max_step)
+                                        dcoeff=opts.dcoeff, min_step=opts.min_step, max_step=opts.max_step,
+                                        predictive=uses_predictive(opts.controller, stepper))
         self.stops = sorted(set(opts.step_t) | set(opts.jump_t))
         self.jumps = set(opts.jump_t)
         self.stall = StallWatch(time_sign)

@@ -66,6 +66,12 @@ class _FloatOps:
     def clip(x, lo, hi):
         return min(max(x, lo), hi)
 
+    minimum = staticmethod(min)
+
+    @staticmethod
+    def both(a, b):
+        return a and b
+
 
 class _TensorOps:
     """The same on (batch,) float64 tensors (the per-sample loop: every row at once)."""
@@ -81,6 +87,14 @@ class _TensorOps:
     @staticmethod
     def clip(x, lo, hi):
         return torch.clamp(torch.clamp(x, min=lo), max=hi)
+
+    @staticmethod
+    def minimum(a, b):
+        return torch.clamp(a, max=b) if not isinstance(b, Tensor) else torch.minimum(a, b)
+
+    @staticmethod
+    def both(a, b):
+        return a & b
 
 
 FLOAT_OPS, TENSOR_OPS = _FloatOps, _TensorOps
@@ -110,6 +124,45 @@ def step_factor(ops, g: Gains, ratio, prev1, prev2, accepted):
     return ops.where(finite, factor, g.dfactor)
 
 
+PREDICTIVE_RATIO_FLOOR = 1e-2  # the last accepted ratio is kept at least this large (as in RADAU5 and RODAS)
+
+
+def predictive_factor(ops, g: Gains, order: int, factor, h, ratio, accepted, state):
+    """Gustafsson's predictive controller (Hairer & Wanner II, IV.8, (8.25); RADAU5's and RODAS's default) on
+    top of :func:`step_factor`'s ``factor``. After an accepted step of size ``h`` with ratio ``r``, whose previous
+    accepted step had size ``h_acc`` and ratio ``r_acc``, the factor is at most
+    ``safety * (h / h_acc) * (r_acc / r^2)^(1/order)`` (clipped to ``[dfactor, ifactor]``; it may be below 1),
+    and at most 1 right after a rejected step. It damps the step growth that a sudden drop of the error estimate
+    would cause, which is where stiff solves misjudge steps.
+
+    Args:
+        state: ``(h_acc, r_acc, after_reject)``; ``h_acc = 0``: no accepted step yet; ``after_reject``: the last
+            step was rejected. Floats (FLOAT_OPS) or (batch,) tensors (TENSOR_OPS).
+    Returns:
+        (factor, state after this step). Twin of ``predictive_bound`` in ``csrc/include/pyode/controller.h``."""
+    h_acc, r_acc, after_reject = state
+    good = ops.both(accepted, ops.isfinite(ratio))
+    r = ops.clip(ops.where(ops.isfinite(ratio), ratio, 1.0), RATIO_FLOOR, math.inf)
+    have = h_acc > 0.0
+    log_bound = g.log_safety + ops.log(h / ops.where(have, h_acc, h)) + (ops.log(r_acc) - 2.0 * ops.log(r)) / order
+    bound = ops.clip(ops.exp(ops.clip(log_bound, -_LOG_CAP, _LOG_CAP)), g.dfactor, g.ifactor)
+    factor = ops.where(ops.both(good, have), ops.minimum(factor, bound), factor)
+    factor = ops.where(ops.both(good, after_reject), ops.minimum(factor, 1.0), factor)
+    state = (ops.where(good, h, h_acc), ops.where(good, ops.clip(r, PREDICTIVE_RATIO_FLOOR, math.inf), r_acc),
+             ops.where(good, False, True) if ops is FLOAT_OPS else ~good)
+    return factor, state
+
+
+CONTROLLERS = ("auto", "pid", "predictive")  # options["controller"]; "auto": the stepper's default_controller
+
+
+def uses_predictive(choice: str, stepper) -> bool:
+    """Whether a solve adds :func:`predictive_factor` to the PID controller: ``options["controller"]`` is
+    "predictive", or "auto" and the stepper's ``default_controller`` is (the stiff methods', as in RADAU5 and
+    RODAS; explicit methods keep torchdiffeq's controller, so both libraries take the same steps)."""
+    return choice == "predictive" or (choice == "auto" and getattr(stepper, "default_controller", "pid") == "predictive")
+
+
 def next_history(ops, ratio, prev1, prev2, accepted):
     """``(prev1, prev2)`` after a step: an accepted step with a finite ratio pushes ``max(ratio, 1e-10)``."""
     push = ops.isfinite(ratio) & accepted if ops is TENSOR_OPS else (accepted and math.isfinite(ratio))
@@ -136,15 +189,20 @@ class PIDController:
     dcoeff: float = 0.0
     min_step: float = 0.0
     max_step: float = math.inf
+    predictive: bool = False  # Gustafsson's bound on top (predictive_factor)
 
     def __post_init__(self):
         self.gains = pid_gains(self.order, self.pcoeff, self.icoeff, self.dcoeff, self.safety, self.ifactor,
                                self.dfactor)
         self._prev = (1.0, 1.0)  # r_{n-1}, r_{n-2}
+        self._predictive_state = (0.0, 1.0, False)
 
     def next_step(self, h: float, ratio: float, accepted: bool) -> float:
         """The next step size after a step of size ``h`` (> 0) with error ratio ``ratio``."""
         factor = step_factor(FLOAT_OPS, self.gains, ratio, *self._prev, accepted)
+        if self.predictive:
+            factor, self._predictive_state = predictive_factor(FLOAT_OPS, self.gains, self.order, factor, h, ratio,
+                                                               accepted, self._predictive_state)
         self._prev = next_history(FLOAT_OPS, ratio, *self._prev, accepted)
         return min(max(h * factor, self.min_step), self.max_step)
 

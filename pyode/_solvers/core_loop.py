@@ -276,12 +276,14 @@ def adaptive_solver(stepper, kern, method: str, opts, extra: dict, segments, rto
 
     stiff = method in STIFF
     if stiff and (fn.dtype != torch.float64 or extra.get("max_iters") is not None
-                  or extra.get("jacobian") not in (None, "dense") or opts.interp not in ("auto", "cubic")):
+                  or extra.get("jacobian") not in (None, "dense", "differences") or opts.interp not in ("auto", "cubic")):
         return None
     if not stiff and method not in ADAPTIVE:
         return None
     data = stiff_method_data(method, opts.interp) if stiff else method_data(method, opts.interp)
-    jacobian = stepper.jac if stiff else None
+    # "differences": no Jacobian callback; the loop differences func itself (fd_jacobian, the twin of
+    # Jacobian._differences), one callback per column
+    jacobian = stepper.jac if stiff and extra.get("jacobian") != "differences" else None
     return _solver(fn, data, method, opts, rtol, atol, jacobian, stats, time_sign)
 
 

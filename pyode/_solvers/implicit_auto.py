@@ -58,6 +58,8 @@ class AutoSwitchStepper:
         switches: ``(t, "stiff" | "nonstiff")`` for every switch, in the caller's time.
     """
 
+    default_controller = "pid"  # options["controller"] = "auto" (pyode._solvers.controller.uses_predictive)
+
     def __init__(self, explicit, stiff, time_sign: float):
         self.explicit, self.stiff, self.time_sign = explicit, stiff, time_sign
         self.tableau, self.fn, self.kern = explicit.tableau, explicit.fn, explicit.kern

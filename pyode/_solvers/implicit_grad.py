@@ -59,7 +59,7 @@ def stages_with_gradient(stepper, t0: float, y0: Tensor, f0: Tensor, h: float, t
             continue
         y_stage = stepper.kern.lincomb_row(y0, k_values, [h * a for a in tab.a[i]])
         graph.append(fn(times[i], y_stage))
-        jacobians.append(stepper.jac(times[i], y_stage.detach()))  # exact J at the converged stage
+        jacobians.append(stepper.jac.exact(times[i], y_stage.detach()))  # exact J at the converged stage
     with torch.no_grad():
         lu, pivots = torch.linalg.lu_factor(_stage_matrix(tab, jacobians, h))
     out = StageAdjoint.apply(torch.stack(k_values), lu, pivots, torch.stack(graph))

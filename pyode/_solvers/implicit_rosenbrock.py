@@ -18,7 +18,7 @@ from torch import Tensor
 from pyode._kernels.segments import Segments
 from pyode._solvers import interpolation
 from pyode._solvers.implicit_tableaux import RosenbrockTableau
-from pyode._solvers.newton import ImplicitSolveError, Jacobian, factor, solve_stages
+from pyode._solvers.newton import ImplicitSolveError, factor, jacobian_for, solve_stages
 from pyode._solvers.rk_step import StepResult
 
 
@@ -31,6 +31,8 @@ class RosenbrockStepper:
         interp: "auto" (the tableau's own continuous extension, ``RosenbrockTableau.dense``; rodas5: 4th order) or
             "cubic" (Hermite through (y0, f0), (y1, f1), 3rd order; also used by a tableau without ``dense``).
     """
+
+    default_controller = "predictive"  # options["controller"] = "auto" (pyode._solvers.controller.uses_predictive)
 
     def __init__(self, tableau: RosenbrockTableau, fn, kern, time_sign: float, rtol: float, atol: float,
                  segments: Segments | None = None, norm_segments: int | None = None, jacobian_rows: int | None = None,
@@ -47,7 +49,7 @@ class RosenbrockStepper:
             raise ValueError(f"options['jacobian']='gmres' (Newton-Krylov) is for the Newton iterations of "
                              f"diagonally implicit methods (kvaerno3, kvaerno5); {tableau.name} factors its matrix "
                              "once per step: use 'dense' (or 'rows')")
-        self.jac = Jacobian(fn, jacobian_rows)
+        self.jac = jacobian_for(fn, jacobian_rows)
         self.failure: ImplicitSolveError | None = None
         self._at, self._jac_ft, self._lu_key, self._lu = None, None, None, None
 

@@ -17,7 +17,7 @@ from pyode._kernels.segments import Segments
 from pyode._solvers import interpolation
 from pyode._solvers.implicit_tableaux import ImplicitTableau
 from pyode._solvers.krylov import JacobianProducts, gmres
-from pyode._solvers.newton import ImplicitSolveError, Jacobian, NewtonMatrix, NewtonState, solve_stages
+from pyode._solvers.newton import ImplicitSolveError, NewtonMatrix, NewtonState, jacobian_for, solve_stages
 from pyode._solvers.rk_step import StepResult
 
 # Recompute the Jacobian at the next step when Newton contracted slower than this (Hairer & Wanner IV.8
@@ -51,8 +51,11 @@ class ImplicitStepper:
         max_iters: Newton iterations per solve before the step fails.
         jacobian_rows: B when the rows of a (B, *state) state are independent: the Jacobian is B diagonal
             blocks, factored as a batch (see :class:`Jacobian`); None: one dense block; "gmres": matrix-free
-            Newton-Krylov (:mod:`pyode._solvers.krylov`; DIRK tableaux only).
+            Newton-Krylov (:mod:`pyode._solvers.krylov`; DIRK tableaux only); "differences": one dense block by
+            forward differences (:func:`~pyode._solvers.newton.jacobian_for`).
     """
+
+    default_controller = "predictive"  # options["controller"] = "auto" (pyode._solvers.controller.uses_predictive)
 
     def __init__(self, tableau: ImplicitTableau, fn, kern, time_sign: float, rtol: float = 0.0, atol: float = 0.0,
                  segments: Segments | None = None, norm_segments: int | None = None, interp: str = "auto",
@@ -69,7 +72,7 @@ class ImplicitStepper:
         if self.krylov is not None and not tableau.diagonal:
             raise ValueError(f"options['jacobian']='gmres' needs a diagonally implicit method (kvaerno3, kvaerno5, "
                              f"sdirk2, trbdf2, implicit_euler, ...), not {tableau.name}; use 'dense' for it")
-        self.jac = Jacobian(fn, None if self.krylov is not None else jacobian_rows)
+        self.jac = jacobian_for(fn, None if self.krylov is not None else jacobian_rows)
         # A func that declares its Jacobian zero outside some columns (the interpolated adjoint's augmented
         # dynamics): Newton factors only that block (NewtonMatrix.solver).
         self._columns = getattr(getattr(fn, "func", None), "jacobian_columns", None) if jacobian_rows is None else None
@@ -107,7 +110,9 @@ class ImplicitStepper:
             self._J = True
             self._jac_id, self._jac_at, self._stale = self._jac_id + 1, (t0, y0.data_ptr()), False
             return True
-        self._J, self._jac_id, self._jac_at, self._stale = self.jac(t0, y0, f0), self._jac_id + 1, (t0, y0.data_ptr()), False
+        # f0 is not passed: an ESDIRK's f0 is its last stage derivative, (Y_s - base) / hγ, carrying Newton's error
+        # over hγ, which forward differences would divide by their small step again (J off by ~1e3 on Van der Pol)
+        self._J, self._jac_id, self._jac_at, self._stale = self.jac(t0, y0), self._jac_id + 1, (t0, y0.data_ptr()), False
         return True
 
     def _tolerances(self, y0: Tensor) -> tuple[float, float, float]:

@@ -18,6 +18,16 @@ from torch import Tensor
 from pyode import _tuning
 from pyode.errors import ImplicitSolveError
 
+FD_FLOOR = 1e-5  # forward differences perturb y_j by sqrt(eps max(|y_j|, FD_FLOOR)) (Hairer's RADAU5 and RODAS)
+
+
+def jacobian_for(fn, spec) -> Jacobian:
+    """The Jacobian of ``fn`` that ``options["jacobian"]`` asks for: ``spec`` None (dense, exact), B (a block per
+    batch row, exact) or "differences" (dense, forward differences)."""
+    if spec == "differences":
+        return Jacobian(fn, None, mode="differences")
+    return Jacobian(fn, spec)
+
 
 class Jacobian:
     """``J = ∂fn/∂y`` at ``(t, y)`` as diagonal blocks (B, m, m): one block (1, n, n) for the whole state, or
@@ -31,23 +41,41 @@ class Jacobian:
     it). Where ``func``
     cannot be differentiated (it leaves autograd, e.g. through NumPy, or calls autograd itself, like the adjoint's
     augmented dynamics) it falls back, for the rest of the solve, to forward differences (m evaluations; a
-    simplified Newton iteration needs only an approximate Jacobian). A ``func`` with a ``flat_jacobian(t, y)
-    -> (n, n)`` method (user time, flat state) supplies its own (the interpolated adjoint's, which is exact).
+    simplified Newton iteration needs only an approximate Jacobian). ``mode="differences"``
+    (``options["jacobian"] = "differences"``) asks for forward differences from the start: for a small state they
+    cost m evaluations of ``func`` against the reverse passes' m backward sweeps (Robertson: ~80 against
+    ~300-700 us), as SciPy's Radau/BDF and Hairer's codes compute theirs by default. That applies to the steps'
+    Jacobians only: gradients (:meth:`exact`, :meth:`with_graph`) stay exact. A ``func`` with a
+    ``flat_jacobian(t, y) -> (n, n)`` method (user time, flat state) supplies its own (the interpolated adjoint's,
+    which is exact).
 
     Args:
-        fn: the flat function ``fn(t: float, y: (n,)) -> (n,)``; rows: B for a block per batch row, or None.
+        fn: the flat function ``fn(t: float, y: (n,)) -> (n,)``; rows: B for a block per batch row, or None;
+        mode: "autograd" or "differences" (the steps' Jacobians).
     """
 
-    def __init__(self, fn, rows: int | None = None):
-        self.fn, self.rows, self.mode, self.evaluations = fn, rows or 1, "autograd", 0
+    def __init__(self, fn, rows: int | None = None, mode: str = "autograd"):
+        self.fn, self.rows, self.evaluations = fn, rows or 1, 0
+        self.steps_by_differences = mode == "differences"
+        self.mode = "autograd"  # "differences" once func turned out not to be differentiable
 
     def __call__(self, t: float, y: Tensor, f: Tensor | None = None) -> Tensor:
-        """(B, m, m) at ``(t, y)``; ``f = fn(t, y)`` if known (saves an evaluation of the fallback)."""
+        """(B, m, m) at ``(t, y)`` for a step; ``f = fn(t, y)`` if known (saves an evaluation of the differences)."""
+        if self.steps_by_differences and not self._has_hook():
+            self.evaluations += 1
+            return self._differences(t, y.detach(), f)
+        return self.exact(t, y, f)
+
+    def _has_hook(self) -> bool:
+        return self.rows == 1 and getattr(getattr(self.fn, "func", None), "flat_jacobian", None) is not None
+
+    def exact(self, t: float, y: Tensor, f: Tensor | None = None) -> Tensor:
+        """(B, m, m) at ``(t, y)`` by autograd whatever the steps use (the implicit function theorem's gradients),
+        by differences only where ``func`` cannot be differentiated."""
         self.evaluations += 1
         y = y.detach()
-        hook = getattr(getattr(self.fn, "func", None), "flat_jacobian", None)
-        if hook is not None and self.rows == 1:  # a function that knows its Jacobian (the interpolated adjoint)
-            J = hook(self.fn.time_tensor(t), y)
+        if self._has_hook():  # a function that knows its Jacobian (the interpolated adjoint)
+            J = self.fn.func.flat_jacobian(self.fn.time_tensor(t), y)
             return (-J if self.fn.reverse else J).unsqueeze(0)
         if self.mode == "autograd":
             try:
@@ -85,23 +113,22 @@ class Jacobian:
         return torch.stack(blocks, dim=1)
 
     def _differences(self, t: float, y: Tensor, f: Tensor | None, keep_graph: bool = False) -> Tensor:
-        # Step sqrt(eps) * max(|y_j|, 1): balances truncation (~δ|f''|) and rounding (~eps|f|/δ) errors. With
-        # independent rows, column j of every block comes from one evaluation (all rows perturbed at once).
+        """Forward differences, column j of every block from one evaluation (with independent rows, all rows
+        perturbed at once): the step δ_j = sqrt(eps max(|y_j|, 1e-5)) of Hairer's RADAU5/RODAS balances truncation
+        (~δ|f''|) against rounding (~eps|f|/δ) relative to y_j itself, so a small component (Robertson's y2 ~ 1e-5)
+        is not perturbed by 1e-3 of itself; divided by the step as represented. Twin of ``fd_jacobian`` in
+        ``csrc/include/pyode/core/dense_lu.h`` (same steps, same arithmetic)."""
         rows, m = self.rows, y.numel() // self.rows
         with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
             f = (self.fn(t, y) if f is None else f).reshape(rows, m)
-            eps = torch.finfo(y.dtype).eps
             base = y.detach().reshape(rows, m)
-            cols = []
-            for j in range(m):
-                step = torch.zeros_like(base)
-                step[:, j] = math.sqrt(eps) * torch.clamp(base[:, j].abs(), min=1.0)
-                step = (base + step)[:, j] - base[:, j]  # the step as represented (exact divisor)
-                bump = torch.zeros_like(base)
-                bump[:, j] = step
-                yj = y + bump.reshape(-1)
-                cols.append((self.fn(t, yj).reshape(rows, m) - f) / step[:, None])
-            return torch.stack(cols, dim=2)
+            steps = (base + torch.sqrt(torch.finfo(y.dtype).eps * base.abs().clamp(min=FD_FLOOR))) - base
+            points = base.expand(m, rows, m).clone()          # (j, row, component): y with column j bumped
+            points.diagonal(dim1=0, dim2=2).copy_(base + steps)
+            if keep_graph:  # differentiable in y as well (approximately), as the exact path is
+                points = points + (y.reshape(rows, m) - base)
+            cols = torch.stack([self.fn(t, points[j].reshape(-1)).reshape(rows, m) for j in range(m)], dim=2)
+            return (cols - f[:, :, None]) / steps[:, None, :]
 
 
 def factor(matrix: Tensor, t: float, time_sign: float) -> tuple[Tensor, Tensor]:

@@ -31,7 +31,9 @@ from pyode._solvers.controller import (
     initial_step_error,
     next_history,
     pid_gains,
+    predictive_factor,
     step_factor,
+    uses_predictive,
     zero_scale_hint,
 )
 from pyode._solvers.hooks import NO_HOOKS, LoopHooks
@@ -59,6 +61,7 @@ class PerSampleLoop:
         self.shape = tuple(stepper.fn.shapes[0])
         self.gains = pid_gains(stepper.tableau.order, opts.pcoeff, opts.icoeff, opts.dcoeff, opts.safety,
                                opts.ifactor, opts.dfactor)
+        self.predictive = uses_predictive(opts.controller, stepper)
         self.callbacks = step_callbacks(stepper.fn)  # func's callbacks (row times and steps), or None
         self.rows = row_stepper(stepper, self._call, self.shape[0])
 
@@ -81,6 +84,9 @@ class PerSampleLoop:
     def _next_h(self, h: Tensor, ratio: Tensor, accept: Tensor, rows: _RowControl) -> Tensor:
         """Every row's next step size (the joint loop's controller, row-wise); updates the rows' ratio history."""
         factor = step_factor(TENSOR_OPS, self.gains, ratio, rows.prev1, rows.prev2, accept)
+        if self.predictive:
+            factor, rows.predictive = predictive_factor(TENSOR_OPS, self.gains, self.st.tableau.order, factor, h,
+                                                        ratio, accept, rows.predictive)
         rows.prev1, rows.prev2 = next_history(TENSOR_OPS, ratio, rows.prev1, rows.prev2, accept)
         return (h * factor).clamp(min=self.opts.min_step, max=self.opts.max_step)
 
@@ -118,6 +124,7 @@ class PerSampleLoop:
                 and y.dtype in (torch.float32, torch.float64) and y.device.type == "cpu"
                 and not (torch.is_grad_enabled() and (y.requires_grad or f0.requires_grad))
                 and self.callbacks is None  # the hooks run between the tensor-op rounds
+                and not self.predictive  # the fused rounds run the PID controller only
                 and self.opts.on_failure == "raise")  # "mark" keeps failed rows out of the tensor-op rounds
 
     def integrate(self, y0: Tensor, t_out: list[float], hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
@@ -320,6 +327,8 @@ class _RowControl:
 
     def __init__(self, like: Tensor):
         self.prev1, self.prev2 = torch.ones_like(like), torch.ones_like(like)
+        self.predictive = (torch.zeros_like(like), torch.ones_like(like), torch.zeros(like.shape, dtype=torch.bool,
+                                                                                     device=like.device))
         self.non_finite = torch.zeros(like.shape, dtype=torch.long, device=like.device)
         self.stalled = torch.zeros_like(self.non_finite)
 

@@ -44,9 +44,11 @@ def implicit_rows(stepper, call, batch: int):
                      "dense or 'rows' Jacobian); use one of them or leave per_sample unset")
 
 
-def _row_jacobian(call, batch: int) -> Jacobian:
-    """Block-diagonal Jacobian of ``call`` (B blocks), each row's block at the row's own time t (B,)."""
-    return Jacobian(lambda t, y: call(t, y.view(batch, -1)).reshape(-1), rows=batch)
+def _row_jacobian(call, batch: int, joint: Jacobian) -> Jacobian:
+    """Block-diagonal Jacobian of ``call`` (B blocks), each row's block at the row's own time t (B,), computed as
+    the joint stepper's ``joint`` computes its steps' Jacobians (autograd or forward differences)."""
+    mode = "differences" if joint.steps_by_differences else "autograd"
+    return Jacobian(lambda t, y: call(t, y.view(batch, -1)).reshape(-1), rows=batch, mode=mode)
 
 
 def _lincomb(base: Tensor | None, ks: list[Tensor], weights) -> Tensor:
@@ -69,7 +71,7 @@ class ESDIRKRows:
     def __init__(self, stepper: ImplicitStepper, call, batch: int):
         self.st, self.tab, self.call = stepper, stepper.tableau, call
         self.P = stepper._P  # cubic Hermite (or linear) on the stages, f(t1) last: the joint stepper's
-        self.jac = _row_jacobian(call, batch)
+        self.jac = _row_jacobian(call, batch, stepper.jac)
         self.newton: RowNewton | None = None
         self.J: Tensor | None = None  # (B, m, m) blocks
         self.jac_t: Tensor | None = None  # (B,) the time at which each row's block was computed
@@ -86,7 +88,7 @@ class ESDIRKRows:
         """Recomputes the blocks of ``rows`` (B,) bool at their current (t, y): one batch Jacobian, kept where asked."""
         if not bool(rows.any()):
             return
-        J = self.jac(t, y.reshape(-1), f0.reshape(-1))
+        J = self.jac(t, y.reshape(-1))  # not f0: a stage derivative (see ImplicitStepper.jacobian)
         self.J = J if self.J is None else torch.where(rows[:, None, None], J, self.J)
         self.jac_t = torch.where(rows, t, self.jac_t)
 
@@ -204,7 +206,7 @@ class ESDIRKRows:
                 continue
             y_i = y + hcol * _lincomb(None, values, tab.a[i])
             graph.append(self.call(t_i, y_i))
-            jacobians.append(self.jac(t_i, y_i.detach().reshape(-1)))  # exact J at the converged stage
+            jacobians.append(self.jac.exact(t_i, y_i.detach().reshape(-1)))  # exact J at the converged stage
         with torch.no_grad():
             M = stage_matrix(jacobians, h.to(y.dtype).view(-1, 1, 1, 1, 1), tab.a)  # (B, s*m, s*m)
             lu, pivots = torch.linalg.lu_factor(M)
@@ -228,7 +230,7 @@ class RosenbrockRows:
         self.st, self.tab, self.call = stepper, stepper.tableau, call
         self.own = getattr(stepper, "_P", None)  # the method's interpolant on the increments (h = 1), or None
         self.P = self.HERMITE if self.own is None else self.own
-        self.jac = _row_jacobian(call, batch)
+        self.jac = _row_jacobian(call, batch, stepper.jac)
         self._at, self._held = None, None
         self.failed: Tensor | None = None  # (B,) rows whose last matrix was singular or not finite
 

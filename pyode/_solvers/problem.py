@@ -171,15 +171,17 @@ def _check_implicit_dtype(fn: FlatFunc, method: str) -> None:
 
 
 def _jacobian_rows(value, fn: FlatFunc) -> int | str | None:
-    """``options['jacobian']`` of an implicit method: "dense" (default), or "rows" for a (batch, *state) y0 whose
+    """``options['jacobian']`` of an implicit method: "dense" (default; exact, by autograd), "differences" (dense,
+    by forward differences: n evaluations of func, no autograd), or "rows" for a (batch, *state) y0 whose
     rows evolve independently (a batch of trajectories): the Jacobian is then block-diagonal, one (m, m) block per
-    row from m products instead of n, and factored as a batch of small LUs. Returns the batch size or None."""
+    row from m products instead of n, and factored as a batch of small LUs. Returns the batch size, the string
+    ("gmres", "differences") or None."""
     if value is None or value == "dense":
         return None
-    if value == "gmres":  # matrix-free Newton-Krylov: the steppers take it (pyode._solvers.krylov)
-        return value
+    if value in ("gmres", "differences"):  # matrix-free Newton-Krylov (pyode._solvers.krylov), or a dense J by
+        return value                       # forward differences (pyode._solvers.newton.jacobian_for)
     if value != "rows":
-        raise ValueError(f"options['jacobian'] must be 'dense', 'rows' or 'gmres', got {value!r}")
+        raise ValueError(f"options['jacobian'] must be 'dense', 'differences', 'rows' or 'gmres', got {value!r}")
     if fn.is_tuple or len(fn.shapes[0]) < 2:
         raise ValueError("options['jacobian']='rows' needs a tensor y0 of shape (batch, *state) whose rows evolve "
                          "independently; use 'dense' for other states")

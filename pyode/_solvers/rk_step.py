@@ -51,6 +51,8 @@ class RKStepper:
             spoil dopri8's accuracy between steps), else "cubic".
     """
 
+    default_controller = "pid"  # options["controller"] = "auto" (pyode._solvers.controller.uses_predictive)
+
     def __init__(self, tableau: ButcherTableau, fn, kern, rtol: float = 0.0, atol: float = 0.0,
                  segments: Segments | None = None, norm_segments: int | None = None, interp: str = "auto"):
         self.tableau, self.fn, self.kern = tableau, fn, kern

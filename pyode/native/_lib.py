@@ -65,5 +65,5 @@ def load():
     return ffi, lib
 
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 PACKED_HEADER = 24

@@ -150,6 +150,9 @@ def _build_method_struct(ffi, data, keep: list):
     return m
 
 
+_CONTROLLER_CODES = {"auto": 0, "pid": 1, "predictive": 2}  # PYODE_CONTROLLER_* in pyode_native.h
+
+
 def _build_options_struct(ffi, method: str, opts, rtol: float, atol: float, threads: int, sign: float, keep: list):
     o = ffi.new("pyode_options *")
     o.struct_size = ffi.sizeof("pyode_options")
@@ -164,6 +167,7 @@ def _build_options_struct(ffi, method: str, opts, rtol: float, atol: float, thre
         o.first_step = opts.first_step or 0.0
         for name in ("safety", "ifactor", "dfactor", "pcoeff", "icoeff", "dcoeff", "min_step", "max_step"):
             setattr(o, name, float(getattr(opts, name)))
+        o.controller = _CONTROLLER_CODES[opts.controller]
     else:
         o.step_size = opts.step_size
     return o
@@ -347,6 +351,9 @@ def _run_cuda(rhs, data, opts, rtol, atol, prob, event) -> NativeSolution:
 
     if event is not None or getattr(opts, "step_t", None) or getattr(opts, "jump_t", None):
         raise ValueError("event, step_t and jump_t are not supported with device='cuda' yet; solve with device='cpu'")
+    if getattr(opts, "controller", "auto") == "predictive":
+        raise ValueError("options['controller']='predictive' is not supported with device='cuda' (its kernel runs the "
+                         "PID controller); use 'pid' or 'auto', or solve with device='cpu'")
     py = getattr(rhs, "py_func", rhs)
     if not callable(py) or type(py).__name__ != "function":
         raise TypeError("device='cuda' compiles rhs as a numba CUDA device function: pass the plain Python (or njit) "

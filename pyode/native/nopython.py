@@ -24,7 +24,7 @@ import numpy as np
 
 from pyode.native._lib import PACKED_HEADER, load
 from pyode.native._methods import ADAPTIVE, FIXED, method_data
-from pyode.native._solve import _parse_options
+from pyode.native._solve import _CONTROLLER_CODES, _parse_options
 
 ffi, lib = load()
 solve_packed = lib.pyode_solve_packed
@@ -45,7 +45,8 @@ def pack(method: str = "dopri5", *, rtol: float = 1e-6, atol: float = 1e-9, opti
              opts.min_step, opts.max_step] if adaptive else [0.0, 0.9, 10.0, 0.2, 0.0, 1.0, 0.0, 0.0, math.inf])
     header = [1, s, data.tableau.order, int(data.tableau.fsal), data.P.shape[0], data.P.shape[1], int(data.restep),
               int(adaptive), float(rtol), float(atol), *ctrl, opts.max_num_steps,
-              0.0 if adaptive else opts.step_size, float(atol), threads, 0]
+              0.0 if adaptive else opts.step_size, float(atol), threads,
+              _CONTROLLER_CODES[opts.controller] if adaptive else 0]
     assert len(header) == PACKED_HEADER
     b_err = data.b_err if data.b_err is not None else np.zeros(s)
     return np.concatenate([np.asarray(header, dtype=np.float64), data.c, data.a.ravel(), data.b, b_err,

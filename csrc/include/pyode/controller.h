@@ -54,6 +54,21 @@ inline double step_factor(const ControllerConstants& c, double ratio, double pre
   return step_factor_formula(c.g, c.log_safety, c.log_cap, c.reject_upper, ratio, prev1, prev2, accepted);
 }
 
+// Gustafsson's predictive bound (Hairer & Wanner II, IV.8, (8.25); RADAU5's and RODAS's default) on h_next / h
+// after an accepted step of size h with ratio r, the previous accepted step having had size h_acc and ratio r_acc
+// (kept >= kPredictiveRatioFloor): safety * (h / h_acc) * (r_acc / r^2)^(1/order), clipped to [dfactor, ifactor].
+// The caller takes the smaller of this and step_factor's; after a rejected step the next accepted one does not
+// grow. Twin of predictive_bound in pyode/_solvers/controller.py.
+constexpr double kPredictiveRatioFloor = 1e-2;
+
+inline double predictive_bound(const ControllerGains& g, double order, double h, double h_acc, double ratio,
+                               double ratio_acc) {
+  const double r = std::max(ratio, kRatioFloor);
+  double log_factor = std::log(g.safety) + std::log(h / h_acc) + (std::log(ratio_acc) - 2.0 * std::log(r)) / order;
+  log_factor = std::min(std::max(log_factor, -kLogCap), kLogCap);
+  return std::max(std::min(std::exp(log_factor), g.ifactor), g.dfactor);
+}
+
 // The ratio history after a step: an accepted step with a finite ratio pushes max(ratio, kHistoryFloor).
 inline void push_history(double ratio, bool accepted, double& prev1, double& prev2) {
   if (!accepted || !std::isfinite(ratio)) return;

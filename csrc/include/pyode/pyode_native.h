@@ -66,6 +66,9 @@ typedef struct pyode_options {
                                unfinished trajectories get status PYODE_CANCELLED */
     const double* step_t;   int64_t num_step_t;  /* times every step lands on (adaptive methods), any order */
     const double* jump_t;   int64_t num_jump_t;  /* the same where f is discontinuous */
+    int32_t controller;     /* PYODE_CONTROLLER_*: 0 the method's default (predictive for the stiff kinds, PID for
+                               explicit ones), 1 PID only, 2 PID with Gustafsson's predictive bound */
+    int32_t reserved_options;
 } pyode_options;
 
 typedef struct pyode_problem {
@@ -145,7 +148,10 @@ int32_t pyode_solve_f32(const pyode_method* method, const pyode_options* options
                         int64_t stats_len);
 /* CDEF END */
 
-#define PYODE_NATIVE_ABI 4
+#define PYODE_NATIVE_ABI 5
+#define PYODE_CONTROLLER_DEFAULT 0
+#define PYODE_CONTROLLER_PID 1
+#define PYODE_CONTROLLER_PREDICTIVE 2
 #define PYODE_PACKED_VERSION 1  /* header[0] of pyode_solve_packed's array */
 #define PYODE_PACKED_HEADER 24
 

@@ -16,6 +16,7 @@ struct ControllerParams {
   double safety = 0.9, ifactor = 10.0, dfactor = 0.2;
   double pcoeff = 0.0, icoeff = 1.0, dcoeff = 0.0;
   double min_step = 0.0, max_step = INFINITY;
+  bool predictive = false;  // Gustafsson's predictive bound on accepted steps (pyode/controller.h)
 };
 
 class PIDController {
@@ -24,7 +25,8 @@ class PIDController {
 
   // The next step size after a step of size h (> 0) with error ratio `ratio` (accept when <= 1).
   double next_step(double h, double ratio, bool accepted) {
-    const double factor = pyode::step_factor(g_, ratio, prev1_, prev2_, accepted);
+    double factor = pyode::step_factor(g_, ratio, prev1_, prev2_, accepted);
+    if (p_.predictive) factor = predict(factor, h, ratio, accepted);
     pyode::push_history(ratio, accepted, prev1_, prev2_);
     return py_min(py_max(h * factor, p_.min_step), p_.max_step);
   }
@@ -36,9 +38,25 @@ class PIDController {
             p.safety, p.ifactor, p.dfactor};
   }
 
+  // The predictive controller's step factor from the PID one (controller.py, PIDController._predict).
+  double predict(double factor, double h, double ratio, bool accepted) {
+    if (!accepted || !std::isfinite(ratio)) {
+      after_reject_ = true;
+      return factor;
+    }
+    if (h_acc_ > 0.0) factor = py_min(factor, pyode::predictive_bound(g_.g, p_.order, h, h_acc_, ratio, ratio_acc_));
+    if (after_reject_) factor = py_min(factor, 1.0);
+    h_acc_ = h;
+    ratio_acc_ = py_max(ratio, pyode::kPredictiveRatioFloor);
+    after_reject_ = false;
+    return factor;
+  }
+
   ControllerParams p_;
   pyode::ControllerConstants g_;  // the gains and their logs, derived once
   double prev1_ = 1.0, prev2_ = 1.0;  // r_{n-1}, r_{n-2}
+  double h_acc_ = 0.0, ratio_acc_ = 1.0;  // the last accepted step's size and ratio (predictive; 0: none yet)
+  bool after_reject_ = false;             // the last step was rejected (predictive)
 };
 
 }  // namespace pyode::core

@@ -82,14 +82,18 @@ inline void lu_solve(const double* LU, const int* piv, int n, double* b) {
 }
 
 // J (row-major n x n) = ∂f/∂y at (t, y) by forward differences with f = f(t, y) given: column j from one
-// evaluation at y + δ_j e_j, δ_j = sqrt(eps) max(|y_j|, 1) (balances truncation ~δ|f''| against rounding
-// ~eps|f|/δ), divided by the step as represented. `yp` and `fp` are scratch arrays of n.
+// evaluation at y + δ_j e_j, δ_j = sqrt(eps max(|y_j|, 1e-5)) (Hairer's RADAU5/RODAS: balances truncation
+// ~δ|f''| against rounding ~eps|f|/δ relative to y_j itself, so a small component is not perturbed by a large
+// part of itself), divided by the step as represented. `yp` and `fp` are scratch arrays of n. Twin of
+// Jacobian._differences in pyode/_solvers/newton.py.
+constexpr double kFdFloor = 1e-5;
+
 template <class Eval>
 void fd_jacobian(Eval& eval, double t, const double* y, const double* f, int n, double* J, double* yp, double* fp) {
-  const double root_eps = std::sqrt(std::numeric_limits<double>::epsilon());
+  const double eps = std::numeric_limits<double>::epsilon();
   for (int i = 0; i < n; ++i) yp[i] = y[i];
   for (int j = 0; j < n; ++j) {
-    const double step = (y[j] + root_eps * std::fmax(std::fabs(y[j]), 1.0)) - y[j];
+    const double step = (y[j] + std::sqrt(eps * std::fmax(std::fabs(y[j]), kFdFloor))) - y[j];
     yp[j] = y[j] + step;
     eval(t, yp, fp);
     yp[j] = y[j];
