@@ -25,7 +25,13 @@ run, the cheapest on the sweep at an error no worse than pyode's, is "matched", 
 ``gl6``, ``radauIIA3``, ``trbdf2``: torchdiffeq's main-branch set, not on PyPI) are swept alike. Each point: one
 timed run after a warm-up (``--matched-reps``); an unstable run is not repeated.
 
-Usage: ``python bench/stiff.py [--reps 3] [--rtols 1e-4,1e-6,1e-8] [--methods kvaerno5,rodas5,auto] [--quick]
+pyode's methods run with exact Jacobians (autograd) and, as ``kvaerno5:differences`` and ``rodas5:differences``,
+with the steps' Jacobians by forward differences (``options["jacobian"] = "differences"``), as SciPy's Radau and
+BDF compute theirs when no ``jac`` is given (here none is). The stiff issue's target, pyode with a torch func no
+slower than SciPy's BDF on NumPy code on Robertson and Van der Pol, is printed and written under the tables: at the
+headline rtol, and at BDF's error there (pyode's CPU time interpolated on its own runs).
+
+Usage: ``python bench/stiff.py [--reps 3] [--rtols 1e-4,1e-5,1e-6,1e-7,1e-8] [--methods kvaerno5,rodas5,...] [--quick]
 [--no-matched] [--out bench/results]``
 """
 
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import statistics
@@ -133,11 +140,14 @@ def reference(problem: Problem, cache: Path) -> np.ndarray:
 
 
 def run_pyode(problem: Problem, method: str, rtol: float, atol: float) -> tuple[float, np.ndarray, int]:
+    """``method``: a pyode method, or ``"<method>:<jacobian>"`` with ``options["jacobian"]`` (e.g.
+    ``rodas5:differences``: the steps' Jacobians by forward differences, as SciPy's Radau/BDF compute theirs)."""
+    method, _, jacobian = method.partition(":")
     y0 = torch.tensor(problem.y0, dtype=torch.float64)
     t = torch.tensor([0.0, problem.t1], dtype=torch.float64)
+    options = {"max_num_steps": 10**6, **({"jacobian": jacobian} if jacobian else {})}
     start = time.perf_counter()
-    sol = pyode.solve(problem.torch_rhs, y0, t, method=method, rtol=rtol, atol=atol,
-                      options={"max_num_steps": 10**6})
+    sol = pyode.solve(problem.torch_rhs, y0, t, method=method, rtol=rtol, atol=atol, options=options)
     return time.perf_counter() - start, sol.ys[-1].numpy(), sol.stats.nfe
 
 
@@ -323,6 +333,41 @@ def print_matched(records: list[dict]) -> None:
                  if m else r["note"]))
 
 
+BDF_TARGET_PROBLEMS = ("robertson", "vdp1000")  # the stiff issue's target: pyode with a torch func <= SciPy BDF
+
+
+def log_interp(points: list[tuple[float, float]], x: float) -> float | None:
+    """y at x, log-log linear between the two (x, y) points (sorted by x) that bracket x; None outside them."""
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if x0 <= x <= x1 and x0 < x1:
+            w = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return math.exp(math.log(y0) + w * (math.log(y1) - math.log(y0)))
+        if x0 == x == x1:
+            return min(y0, y1)
+    return None
+
+
+def bdf_target(records: list[dict], headline: dict) -> list[str]:
+    """pyode (torch func) against SciPy BDF (NumPy right-hand side), CPU time: at the headline rtol, and at BDF's
+    error there (each pyode method's CPU time interpolated log-log between its runs that bracket that error)."""
+    lines = []
+    for name in BDF_TARGET_PROBLEMS:
+        rows = [r for r in records if r["problem"] == name and "error" in r and "step_size" not in r]
+        bdf = next((r for r in rows if r["method"] == "BDF" and r["rtol"] == headline[name]), None)
+        if bdf is None:
+            continue
+        for method in dict.fromkeys(r["method"] for r in rows if r["library"] == "pyode"):
+            same = next((r for r in rows if r["method"] == method and r["rtol"] == headline[name]), None)
+            curve = sorted((r["error"], r["cpu_s"]) for r in rows if r["method"] == method)
+            front = [p for i, p in enumerate(curve) if all(q[1] > p[1] for q in curve[:i])]  # error asc, time desc
+            matched = log_interp(front, bdf["error"])
+            lines.append(f"{name} {method}: at rtol {headline[name]:g} {same['cpu_s'] * 1e3:.1f} ms (error "
+                         f"{same['error']:.1e}) vs BDF {bdf['cpu_s'] * 1e3:.1f} ms (error {bdf['error']:.1e}): "
+                         f"{bdf['cpu_s'] / same['cpu_s']:.2f}x; at BDF's error: "
+                         + (f"{matched * 1e3:.1f} ms, {bdf['cpu_s'] / matched:.2f}x" if matched else "not bracketed"))
+    return lines
+
+
 def markdown(records: list[dict], meta: dict) -> str:
     """The headline records as Markdown tables, one per problem: wall [CPU] (right-hand side alone) / evaluations
     / error per solver and tolerance."""
@@ -343,6 +388,10 @@ def markdown(records: list[dict], meta: dict) -> str:
                              f"({r['func_s'] * 1e3:.0f}) / {r['nfe']} / {r['error']:.1e}")
             lines.append(f"| {lib} `{method}` | " + " | ".join(cells) + " |")
         lines.append("")
+    target = bdf_target(records, {p.name: p.rtol for p in PROBLEMS.values()})
+    if target:
+        lines += ["pyode with the torch func against SciPy BDF on NumPy code, CPU time (x > 1: pyode faster):", ""]
+        lines += [f"- {line}" for line in target] + [""]
     return "\n".join(lines)
 
 
@@ -378,8 +427,9 @@ def plot(records: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--rtols", default="1e-4,1e-6,1e-8", help="sweep; atol is scaled by the same factor")
-    parser.add_argument("--methods", default="kvaerno5,rodas5,auto", help="pyode methods")
+    parser.add_argument("--rtols", default="1e-4,1e-5,1e-6,1e-7,1e-8", help="sweep; atol is scaled by the same factor")
+    parser.add_argument("--methods", default="kvaerno5,rodas5,kvaerno5:differences,rodas5:differences,auto",
+                        help="pyode methods (method:jacobian sets options['jacobian'])")
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="one tolerance, one repetition (smoke test)")
@@ -417,6 +467,7 @@ def main(argv: list[str] | None = None) -> None:
             records += matched_study(short, reference(short, out / "stiff_reference.json"), args.matched_reps,
                                      sorted(set(rtols) | {short.rtol}, reverse=True))
         print_matched(records)
+    print("\n".join(bdf_target(records, {p.name: p.rtol for p in PROBLEMS.values()})))
     meta = {"command": "python " + " ".join(sys.argv), "torch": torch.__version__, "threads": args.threads}
     try:
         import torchdiffeq

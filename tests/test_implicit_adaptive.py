@@ -242,6 +242,6 @@ def test_row_jacobian_refuses_a_flat_state():
     with pytest.raises(ValueError, match="jacobian.*batch"):
         pyode.odeint(_mild, torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.0, 1.0]),
                      method="kvaerno5", options={"jacobian": "rows"})
-    with pytest.raises(ValueError, match="'dense', 'rows' or 'gmres'"):
+    with pytest.raises(ValueError, match="'dense', 'differences', 'rows' or 'gmres'"):
         pyode.odeint(_mild, torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.0, 1.0]),
                      method="kvaerno5", options={"jacobian": "blocks"})

@@ -59,5 +59,5 @@ def test_rejects_methods_without_a_newton_iteration_per_stage():
         pyode.odeint(rhs, u0, t, method="rodas5", options={"jacobian": "gmres"})
     with pytest.raises(ValueError, match="diagonally implicit"):
         pyode.odeint(rhs, u0, t, method="radauIIA5", options={"jacobian": "gmres", "step_size": 0.1})
-    with pytest.raises(ValueError, match="'dense', 'rows' or 'gmres'"):
+    with pytest.raises(ValueError, match="'dense', 'differences', 'rows' or 'gmres'"):
         pyode.odeint(rhs, u0, t, method="kvaerno5", options={"jacobian": "krylov"})

@@ -21,7 +21,7 @@ def test_differences_match_the_exact_jacobian_on_small_components(y2):
     """Robertson's y2 is ~1e-5 and smaller. Its column's truncation error is 3e7 δ (f has 3e7 y2²): a step of
     sqrt(eps) max(|y2|, 1) = 1.5e-8 made that 0.45, 7% of J[2, 1] = 6 at y2 = 1e-7; sqrt(eps max(|y2|, 1e-5))
     = 4.7e-11 makes it 1.4e-3."""
-    fn = lambda t, y: robertson(torch.tensor(t, dtype=F64), y)  # noqa: E731
+    fn = lambda t, y: robertson(torch.tensor(t, dtype=F64), y)
     y = torch.tensor([0.9, y2, 0.1], dtype=F64)
     exact = Jacobian(fn).exact(0.0, y)[0]
     fd = Jacobian(fn, mode="differences")(0.0, y)[0]
