@@ -37,7 +37,7 @@ def test_cxx_loop_takes_the_python_loops_steps(monkeypatch, method):
     same perturbed states, so the same evaluations, steps and (to LU rounding) outputs."""
     pytest.importorskip("pyode.native")
     y0, t = torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 1e-3, 1.0, 100.0], dtype=F64)
-    kw = dict(method=method, rtol=1e-6, atol=1e-10, options={"jacobian": "differences"})
+    kw = {"method": method, "rtol": 1e-6, "atol": 1e-10, "options": {"jacobian": "differences"}}
     monkeypatch.setenv("PYODE_CORE_LOOP", "0")
     py = pyode.solve(robertson, y0, t, **kw)
     monkeypatch.setenv("PYODE_CORE_LOOP", "1")
