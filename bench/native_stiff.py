@@ -12,16 +12,22 @@ Van der Pol: the position y0, since y0' jumps by ~1e3 in t ~ 1e-3 where any phas
 at rtol 1e-12. pyode runs with the compiled jac, with forward differences ("FD jac"), and with steps landing on
 the output times ("landing": options step_t = t, so outputs are step ends, not the interpolant:
 rodas5's 4th-order continuous extension, kvaerno5's cubic Hermite). Radau and BDF at rtol 1e-5 to 1e-8; LSODA, the
-fastest SciPy method here, and pyode rodas5 (compiled jac, the rows the rules compare) at half decades from 1e-5 to
-1e-10, so each side's runs reach the other's errors; the other pyode variants at 1e-5 to 1e-8. "Speed-up at equal accuracy", by two rules:
-- discrete: pyode's time against the fastest SciPy run that is at least as accurate (and from SciPy's side, each
-  SciPy run against the fastest pyode rodas5 run at least as accurate). A near tie in error can pick a much
-  slower rival: a pyode error 4% above a fast run's compares with the next, tighter, run.
-- interpolated (the work-precision comparison): each SciPy method's time at pyode's error, interpolated log-log
-  between its two runs that bracket it (on the method's work-precision curve: its runs that no other of its runs
-  beats on both error and time), extrapolated along the last segment (no steeper than time ~ 1/error) up to 2x
-  beyond its least accurate run (farther: that run's time, flagged "at most", an upper bound on the speed-up); pyode against the fastest
-  method. A method whose runs never reach pyode's error is left out, as in the discrete rule.
+fastest SciPy method here, and pyode rodas5 with the compiled jac (interpolated and landing: OURS, the runs the
+rules compare) at half decades from 1e-5 to 1e-10, so each side's runs reach the other's errors; the other pyode
+variants at 1e-5 to 1e-8. "Speed-up at equal accuracy" compares pyode's work-precision front (the runs of OURS
+that no other run of OURS beats on both error and time: at tight tolerances the interpolant's error, not the
+steps', sets rodas5's, and landing on the outputs is the faster way to an accuracy) with SciPy's runs, by four
+rules:
+- discrete: each run on pyode's front against the fastest SciPy run that is at least as accurate. A near tie in
+  error can pick a much slower rival: a pyode error 4% above a fast run's compares with the next, tighter, run.
+- interpolated (the work-precision comparison): each SciPy method's time at that run's error, interpolated
+  log-log between its two runs that bracket it (on the method's work-precision curve: its runs that no other of
+  its runs beats on both error and time), extrapolated along the last segment (no steeper than time ~ 1/error)
+  up to 2x beyond its least accurate run (farther: that run's time, flagged "at most", an upper bound on the
+  speed-up); pyode against the fastest method. A method whose runs never reach the error is left out, as in the
+  discrete rule.
+- SciPy's side: each SciPy run against the fastest run of OURS at least as accurate.
+- curves: pyode's front against the fastest SciPy front at every error both reach (log-log, never extrapolated).
 Times are the best of a few repeats (the machine may be shared), each the mean of a batch of calls lasting about
 2 ms (one call for anything slower), wall and process CPU time (the steadier figure on a loaded machine). Figures: docs/native.md ("Stiff problems").
 """
@@ -139,7 +145,7 @@ def run_problem(name: str, quick: bool) -> None:
     for method in ("rodas5", "kvaerno5"):
         for use_jac, land, suffix in variants:
             label = f"pyode {method}{suffix}"
-            for rtol in fine if label == "pyode rodas5" else rtols:
+            for rtol in fine if label in OURS else rtols:
                 kw = {"method": method, "rtol": rtol, "atol": pr["atol"](rtol), "jac": pr["jac"] if use_jac else None,
                       "raise_on_failure": False, "options": {"step_t": list(t)} if land else None}
                 pn.solve(pr["rhs"], pr["y0"], t, p, **kw)  # compile and cache
@@ -151,14 +157,28 @@ def run_problem(name: str, quick: bool) -> None:
     summary(rows)
 
 
+# pyode's runs in the rules: rodas5 with the compiled jac, outputs interpolated or landed (options step_t = t),
+# whichever is faster at an accuracy (a user picks the configuration, as SciPy's side picks the fastest method).
+OURS = ("pyode rodas5", "pyode rodas5 landing")
+
+
+def pyode_front(rows: list) -> list:
+    """The rows of OURS that no other row of OURS beats on both error and CPU time (pyode's work-precision
+    front): a dominated run is never the configuration to use at its accuracy."""
+    ours = sorted((r for r in rows if r[0] in OURS and np.isfinite(r[3])), key=lambda r: (r[3], r[4]))
+    out = []
+    for r in ours:
+        if not out or r[4] < out[-1][4]:
+            out.append(r)
+    return out
+
+
 def summary(rows: list) -> None:
     """Speed-ups at equal accuracy from the (label, rtol, wall, error, cpu) rows, by two rules (see the module
     docstring), and the discrete rule from SciPy's side."""
-    print("speed-up at equal accuracy, discrete rule (pyode vs the fastest SciPy run with error <= pyode's), "
-          "wall / cpu:")
-    for label, rtol, dt, err, cpu in rows:
-        if not label.startswith("pyode") or not np.isfinite(err):
-            continue
+    print("speed-up at equal accuracy, discrete rule (each run on pyode's front vs the fastest SciPy run with error "
+          "<= its error), wall / cpu:")
+    for label, rtol, dt, err, cpu in pyode_front(rows):
         rivals = [(d, lab, r, c) for lab, r, d, e, c in rows if lab.startswith("scipy") and e <= err]
         if rivals:
             d, lab, r, c = min(rivals)
@@ -167,17 +187,18 @@ def summary(rows: list) -> None:
             print(f"  {label:<24} rtol {rtol:.0e}: no SciPy run reached its error {err:.1e}")
     interpolated_summary(rows)
     curves_summary(rows)
-    # The other direction of the same work-precision comparison: for each SciPy run, the fastest pyode rodas5 run
-    # (compiled jac, outputs interpolated) at least as accurate.
-    print("the same from SciPy's side (each SciPy run vs the fastest pyode rodas5 run with error <= its error):")
+    # The other direction of the same work-precision comparison: for each SciPy run, the fastest pyode run of
+    # OURS at least as accurate.
+    print("the same from SciPy's side (each SciPy run vs the fastest pyode rodas5 run, interpolated or landing, with "
+          "error <= its error):")
     for label, rtol, dt, err, cpu in rows:
         if not label.startswith("scipy") or not np.isfinite(err):
             continue
-        ours = [(d, r, c) for lab, r, d, e, c in rows if lab == "pyode rodas5" and e <= err]
+        ours = [(d, r, c, lab) for lab, r, d, e, c in rows if lab in OURS and e <= err]
         if ours:
-            d, r, c = min(ours)
+            d, r, c, lab = min(ours)
             print(f"  {label:<24} rtol {rtol:.0e} ({dt * 1e3:7.1f} ms, error {err:.1e}): {dt / d:6.0f}x / {cpu / c:4.0f}x  "
-                  f"(pyode rodas5 rtol {r:.0e}, {d * 1e3:.3f} ms)")
+                  f"({lab} rtol {r:.0e}, {d * 1e3:.3f} ms)")
         else:
             print(f"  {label:<24} rtol {rtol:.0e}: no pyode rodas5 run reached its error {err:.1e}")
 
@@ -222,14 +243,12 @@ def time_at(curve: list, err: float):
 def interpolated_summary(rows: list) -> None:
     """The work-precision rule: each SciPy method's time at pyode's error, interpolated log-log between its two
     runs bracketing that error (time_at), wall and CPU separately; pyode against the fastest method."""
-    print("speed-up at equal accuracy, interpolated rule (pyode vs each SciPy method's time interpolated log-log at "
-          "pyode's error, the fastest method), wall / cpu:")
+    print("speed-up at equal accuracy, interpolated rule (each run on pyode's front vs each SciPy method's time "
+          "interpolated log-log at its error, the fastest method), wall / cpu:")
     methods = sorted({lab for lab, *_ in rows if lab.startswith("scipy")})
     curves = {(m, q): front([(e, c if q else d) for lab, r, d, e, c in rows if lab == m]) for m in methods
               for q in (0, 1)}
-    for label, rtol, dt, err, cpu in rows:
-        if not label.startswith("pyode") or not np.isfinite(err):
-            continue
+    for label, rtol, dt, err, cpu in pyode_front(rows):
         per = {m: (time_at(curves[(m, 0)], err), time_at(curves[(m, 1)], err)) for m in methods}
         per = {m: v for m, v in per.items() if v[0] is not None and v[1] is not None}
         if not per:
@@ -250,7 +269,7 @@ def curves_summary(rows: list) -> None:
     """The two work-precision curves against each other, CPU time: pyode rodas5's front and, at each error, the
     fastest SciPy method's front there (each interpolated log-log between its own runs, never extrapolated), over
     a log grid of the errors both reach; the smallest speed-up and the error where it is."""
-    ours = front([(e, c) for lab, r, d, e, c in rows if lab == "pyode rodas5"])
+    ours = front([(e, c) for lab, r, d, e, c in rows if lab in OURS])
     theirs = [front([(e, c) for lab, r, d, e, c in rows if lab == m]) for m in {lab for lab, *_ in rows
                                                                                  if lab.startswith("scipy")}]
 
@@ -266,7 +285,7 @@ def curves_summary(rows: list) -> None:
             ratios.append((min(rival) / inside(ours, err), err))
     if ratios:
         worst, at = min(ratios)
-        print(f"work-precision curves (pyode rodas5's front vs the fastest SciPy front, cpu, errors {lo:.1e} to "
+        print(f"work-precision curves (pyode's front vs the fastest SciPy front, cpu, errors {lo:.1e} to "
               f"{hi:.1e}): speed-up {worst:.0f}x at least (at error {at:.1e}), {max(ratios)[0]:.0f}x at most")
 
 

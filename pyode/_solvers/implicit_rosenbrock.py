@@ -89,14 +89,14 @@ class RosenbrockStepper:
         except ImplicitSolveError as exc:
             self.failure = exc
             return StepResult(t0, h, y0, y0, [f0], math.inf)
-        us = []
+        us, inv_h = [], 1.0 / h  # c_ij / h as c_ij * (1/h): the C++ loop's arithmetic (one division a step)
         for i in range(tab.num_stages):
             if i == 0:
                 f_i = f0
             else:
                 y_i = lincomb_row(y0, us, list(tab.a[i]))
                 f_i = fn(t_end if tab.alpha[i] == 1.0 else t0 + tab.alpha[i] * h, y_i)
-            rhs = lincomb_row(f_i, [*us, f_t], [c / h for c in tab.c[i]] + [h * tab.d[i]])
+            rhs = lincomb_row(f_i, [*us, f_t], [c * inv_h for c in tab.c[i]] + [h * tab.d[i]])
             us.append(solve_stages(lu, pivots, rhs))
         terms = [*us, f0]  # f0 rides along (weight 0) for the dense output
         y1, norm, seg = self.kern.rk_finish(y0, None, terms, [*tab.m, 0.0], [*tab.m_err, 0.0], self.atol, self.rtol,

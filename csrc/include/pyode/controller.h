@@ -61,10 +61,11 @@ inline double step_factor(const ControllerConstants& c, double ratio, double pre
 // grow. Twin of predictive_bound in pyode/_solvers/controller.py.
 constexpr double kPredictiveRatioFloor = 1e-2;
 
-inline double predictive_bound(const ControllerGains& g, double order, double h, double h_acc, double ratio,
-                               double ratio_acc) {
-  const double r = std::max(ratio, kRatioFloor);
-  double log_factor = std::log(g.safety) + std::log(h / h_acc) + (std::log(ratio_acc) - 2.0 * std::log(r)) / order;
+// log_safety = log(safety), log_ratio = log(max(ratio, kRatioFloor)), log_ratio_acc = log(ratio_acc): the caller's
+// (computed once a step for the PID factor too).
+inline double predictive_bound(const ControllerGains& g, double log_safety, double order, double h, double h_acc,
+                               double log_ratio, double log_ratio_acc) {
+  double log_factor = log_safety + std::log(h / h_acc) + (log_ratio_acc - 2.0 * log_ratio) / order;
   log_factor = std::min(std::max(log_factor, -kLogCap), kLogCap);
   return std::max(std::min(std::exp(log_factor), g.ifactor), g.dfactor);
 }

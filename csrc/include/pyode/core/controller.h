@@ -44,10 +44,14 @@ class PIDController {
       after_reject_ = true;
       return factor;
     }
-    if (h_acc_ > 0.0) factor = py_min(factor, pyode::predictive_bound(g_.g, p_.order, h, h_acc_, ratio, ratio_acc_));
+    const double log_ratio = std::log(py_max(ratio, pyode::kRatioFloor));
+    if (h_acc_ > 0.0)
+      factor = py_min(factor, pyode::predictive_bound(g_.g, g_.log_safety, p_.order, h, h_acc_, log_ratio,
+                                                      log_ratio_acc_));
     if (after_reject_) factor = py_min(factor, 1.0);
     h_acc_ = h;
-    ratio_acc_ = py_max(ratio, pyode::kPredictiveRatioFloor);
+    // log(max(ratio, floor)) without a second log: log is monotonic
+    log_ratio_acc_ = ratio >= pyode::kPredictiveRatioFloor ? log_ratio : kLogPredictiveFloor;
     after_reject_ = false;
     return factor;
   }
@@ -55,7 +59,9 @@ class PIDController {
   ControllerParams p_;
   pyode::ControllerConstants g_;  // the gains and their logs, derived once
   double prev1_ = 1.0, prev2_ = 1.0;  // r_{n-1}, r_{n-2}
-  double h_acc_ = 0.0, ratio_acc_ = 1.0;  // the last accepted step's size and ratio (predictive; 0: none yet)
+  // the last accepted step's size (0: none yet) and log of its ratio, kept >= kPredictiveRatioFloor (predictive)
+  double h_acc_ = 0.0, log_ratio_acc_ = 0.0;
+  inline static const double kLogPredictiveFloor = std::log(pyode::kPredictiveRatioFloor);
   bool after_reject_ = false;             // the last step was rejected (predictive)
 };
 

@@ -117,6 +117,7 @@ void RowSolver<Rhs, T>::rosenbrock_stages(double t0, const double* y0, double h,
   double* U = ws_.U.data();
   double wc[kMaxStages];
   int jc[kMaxStages];
+  const double inv_h = 1.0 / h;  // c_ij / h as c_ij * (1/h), as implicit_rosenbrock.py: one division a step
   for (int i = 0; i < s; ++i) {
     const double* fi = f0;
     if (i > 0) {
@@ -124,10 +125,10 @@ void RowSolver<Rhs, T>::rosenbrock_stages(double t0, const double* y0, double h,
       eval(m_.c[i] == 1.0 ? t_end : t0 + m_.c[i] * h, ws_.stage.data(), ws_.fp.data());
       fi = ws_.fp.data();
     }
-    // c_ij / h, a quotient that underflowed to 0 skipped as combine skips zero weights.
+    // c_ij / h, a product that underflowed to 0 skipped as combine skips zero weights.
     int terms = 0;
     for (int q = 0; q < coef.size(s + i); ++q) {
-      const double w = coef.weight(s + i)[q] / h;
+      const double w = coef.weight(s + i)[q] * inv_h;
       if (w != 0.0) { wc[terms] = w; jc[terms++] = coef.index(s + i)[q]; }
     }
     double* ui = U + i * n;
