@@ -153,9 +153,6 @@ def predictive_factor(ops, g: Gains, order: int, factor, h, ratio, accepted, sta
     return factor, state
 
 
-CONTROLLERS = ("auto", "pid", "predictive")  # options["controller"]; "auto": the stepper's default_controller
-
-
 def uses_predictive(choice: str, stepper) -> bool:
     """Whether a solve adds :func:`predictive_factor` to the PID controller: ``options["controller"]`` is
     "predictive", or "auto" and the stepper's ``default_controller`` is (the stiff methods', as in RADAU5 and
