@@ -12,8 +12,11 @@ namespace pyode::core {
 // diagonal holds 1 / u_kk: a solve then multiplies instead of dividing (a division's latency, n per solve and
 // 8 solves per rodas5 step, was the largest single cost of a step at n = 2, ~20%). Returns false when A has a
 // NaN/inf or is singular to working precision (min |u_kk| <= eps * max |u_kk|, the test of newton.py's factor()),
-// so the caller rejects the step and tries a smaller one.
-inline bool lu_factor(double* A, int n, int* piv) {
+// so the caller rejects the step and tries a smaller one. N > 0: n = N known at compile time (the loops unrolled,
+// the same arithmetic).
+template <int N>
+inline bool lu_factor_n(double* A, int n_runtime, int* piv) {
+  const int n = N > 0 ? N : n_runtime;
   for (long q = 0; q < static_cast<long>(n) * n; ++q)
     if (!std::isfinite(A[q])) return false;
   double dmin = INFINITY, dmax = 0.0;
@@ -44,6 +47,9 @@ inline bool lu_factor(double* A, int n, int* piv) {
   }
   return n == 0 || dmin > dmax * std::numeric_limits<double>::epsilon();
 }
+
+// n known at run time only.
+inline bool lu_factor(double* A, int n, int* piv) { return lu_factor_n<0>(A, n, piv); }
 
 // lu_solve for a compile-time n on x[0..N) (a local array the caller keeps in registers): the same operations
 // in the same order, the row swaps by constant indices. A small Rosenbrock state's stages solve this way (the

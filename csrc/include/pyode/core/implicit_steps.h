@@ -61,7 +61,12 @@ bool RowSolver<Rhs, T>::factor(double h) {
     for (long q = 0; q < nn; ++q) LU[q] = coef * J[q];
     for (int i = 0; i < n_; ++i) LU[static_cast<long>(i) * n_ + i] += 1.0;
   }
-  st_.lu_ok = lu_factor(LU, n_, ws_.piv.data());
+  switch (n_) {  // a small matrix: the loops unrolled (the same arithmetic)
+    case 2: st_.lu_ok = lu_factor_n<2>(LU, n_, ws_.piv.data()); break;
+    case 3: st_.lu_ok = lu_factor_n<3>(LU, n_, ws_.piv.data()); break;
+    case 4: st_.lu_ok = lu_factor_n<4>(LU, n_, ws_.piv.data()); break;
+    default: st_.lu_ok = lu_factor(LU, n_, ws_.piv.data());
+  }
   st_.lu_jac = st_.jac_id;
   st_.lu_h = h;
   return st_.lu_ok;
@@ -74,7 +79,6 @@ bool RowSolver<Rhs, T>::factor(double h) {
 template <class Rhs, class T>
 double RowSolver<Rhs, T>::attempt_rosenbrock(double t0, const double* y0, double h, double* K, double* y1,
                                           double t_end) {
-  const int s = m_.s;
   const double* f0 = K;
   double* ft = ws_.ft.data();
   if (!(st_.have_jac && st_.jac_t == t0 && st_.jac_step == stats_.n_accepted)) {
@@ -85,23 +89,36 @@ double RowSolver<Rhs, T>::attempt_rosenbrock(double t0, const double* y0, double
   }
   if (!factor(h)) return INFINITY;
   switch (n_) {  // a small state: its stage vectors in registers (lu_solve_fixed)
-    case 1: rosenbrock_stages<1>(t0, y0, h, f0, t_end); break;
-    case 2: rosenbrock_stages<2>(t0, y0, h, f0, t_end); break;
-    case 3: rosenbrock_stages<3>(t0, y0, h, f0, t_end); break;
-    case 4: rosenbrock_stages<4>(t0, y0, h, f0, t_end); break;
-    default: rosenbrock_stages<0>(t0, y0, h, f0, t_end);
+    case 1: rosenbrock_stages<1>(t0, y0, h, f0, t_end); return rosenbrock_finish<1>(y0, y1);
+    case 2: rosenbrock_stages<2>(t0, y0, h, f0, t_end); return rosenbrock_finish<2>(y0, y1);
+    case 3: rosenbrock_stages<3>(t0, y0, h, f0, t_end); return rosenbrock_finish<3>(y0, y1);
+    case 4: rosenbrock_stages<4>(t0, y0, h, f0, t_end); return rosenbrock_finish<4>(y0, y1);
+    default: rosenbrock_stages<0>(t0, y0, h, f0, t_end); return rosenbrock_finish<0>(y0, y1);
   }
+}
+
+// y1 = y0 + Σ m_i u_i, the error Σ m_err_i u_i (each element summed in increasing i, zero weights skipped) and
+// the error ratio; N > 0: n = N known at compile time (the terms outer, the sums in registers).
+template <class Rhs, class T>
+template <int N>
+double RowSolver<Rhs, T>::rosenbrock_finish(const double* y0, double* y1) {
   const SparseRows& coef = ws_.coef;
   const double* U = ws_.U.data();
   double* err = ws_.probe.data();
-  const int rb = 2 * s, re = 2 * s + 1;
-  for (int e = 0; e < n_; ++e) {
-    double acc = y0[e], acc_err = 0.0;
-    for (int q = 0; q < coef.size(rb); ++q) acc += coef.weight(rb)[q] * U[static_cast<long>(coef.index(rb)[q]) * n_ + e];
-    for (int q = 0; q < coef.size(re); ++q)
-      acc_err += coef.weight(re)[q] * U[static_cast<long>(coef.index(re)[q]) * n_ + e];
-    y1[e] = acc;
-    err[e] = acc_err;
+  const int rb = 2 * m_.s, re = 2 * m_.s + 1;
+  if constexpr (N > 0) {
+    combine_terms_fixed<N>(y0, U, coef.index(rb), coef.weight(rb), coef.size(rb), y1);
+    const double zero[N] = {};
+    combine_terms_fixed<N>(zero, U, coef.index(re), coef.weight(re), coef.size(re), err);
+  } else {
+    for (int e = 0; e < n_; ++e) {
+      double acc = y0[e], acc_err = 0.0;
+      for (int q = 0; q < coef.size(rb); ++q) acc += coef.weight(rb)[q] * U[static_cast<long>(coef.index(rb)[q]) * n_ + e];
+      for (int q = 0; q < coef.size(re); ++q)
+        acc_err += coef.weight(re)[q] * U[static_cast<long>(coef.index(re)[q]) * n_ + e];
+      y1[e] = acc;
+      err[e] = acc_err;
+    }
   }
   return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
 }
@@ -121,7 +138,10 @@ void RowSolver<Rhs, T>::rosenbrock_stages(double t0, const double* y0, double h,
   for (int i = 0; i < s; ++i) {
     const double* fi = f0;
     if (i > 0) {
-      combine_terms(y0, U, coef.index(i), coef.weight(i), coef.size(i), static_cast<int>(n), ws_.stage.data());
+      if constexpr (N > 0)
+        combine_terms_fixed<N>(y0, U, coef.index(i), coef.weight(i), coef.size(i), ws_.stage.data());
+      else
+        combine_terms(y0, U, coef.index(i), coef.weight(i), coef.size(i), static_cast<int>(n), ws_.stage.data());
       eval(m_.c[i] == 1.0 ? t_end : t0 + m_.c[i] * h, ws_.stage.data(), ws_.fp.data());
       fi = ws_.fp.data();
     }

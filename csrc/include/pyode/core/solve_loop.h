@@ -218,6 +218,8 @@ class RowSolver {
   double attempt_rosenbrock(double t0, const double* y0, double h, double* K, double* y1, double t_end);
   template <int N>
   void rosenbrock_stages(double t0, const double* y0, double h, const double* f0, double t_end);
+  template <int N>
+  double rosenbrock_finish(const double* y0, double* y1);
   double attempt_esdirk(double t0, const double* y0, double h, double* K, double* y1, double t_end);
   bool solve_esdirk(double t0, const double* y0, double h, double* K, double t_end);
   bool newton_stage(double t_i, const double* base, double hg, const double* y0, double* y_stage);

@@ -43,4 +43,19 @@ inline void combine_terms(const double* base, const double* K, const int* index,
   }
 }
 
+// The same for n = N known at compile time: terms outer, the N accumulators in registers (each element still
+// sums its terms in increasing q, so the result is combine_terms' bit for bit).
+template <int N>
+inline void combine_terms_fixed(const double* base, const double* K, const int* index, const double* weight,
+                                int terms, double* out) {
+  double acc[N];
+  for (int e = 0; e < N; ++e) acc[e] = base[e];
+  for (int q = 0; q < terms; ++q) {
+    const double w = weight[q];
+    const double* kq = K + static_cast<long>(index[q]) * N;
+    for (int e = 0; e < N; ++e) acc[e] += w * kq[e];
+  }
+  for (int e = 0; e < N; ++e) out[e] = acc[e];
+}
+
 }  // namespace pyode::core
