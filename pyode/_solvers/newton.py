@@ -61,12 +61,13 @@ class Jacobian:
 
     def __call__(self, t: float, y: Tensor, f: Tensor | None = None) -> Tensor:
         """(B, m, m) at ``(t, y)`` for a step; ``f = fn(t, y)`` if known (saves an evaluation of the differences)."""
-        if self.steps_by_differences and not self._has_hook():
+        if self.steps_by_differences and not self.has_own_jacobian():
             self.evaluations += 1
             return self._differences(t, y.detach(), f)
         return self.exact(t, y, f)
 
-    def _has_hook(self) -> bool:
+    def has_own_jacobian(self) -> bool:
+        """Whether func supplies its own exact Jacobian (``flat_jacobian``: the interpolated adjoint's)."""
         return self.rows == 1 and getattr(getattr(self.fn, "func", None), "flat_jacobian", None) is not None
 
     def exact(self, t: float, y: Tensor, f: Tensor | None = None) -> Tensor:
@@ -74,7 +75,7 @@ class Jacobian:
         by differences only where ``func`` cannot be differentiated."""
         self.evaluations += 1
         y = y.detach()
-        if self._has_hook():  # a function that knows its Jacobian (the interpolated adjoint)
+        if self.has_own_jacobian():  # a function that knows its Jacobian (the interpolated adjoint)
             J = self.fn.func.flat_jacobian(self.fn.time_tensor(t), y)
             return (-J if self.fn.reverse else J).unsqueeze(0)
         if self.mode == "autograd":
