@@ -58,6 +58,10 @@ def van_der_pol(t, y):
     return torch.stack([y[..., 1], 5.0 * (1 - y[..., 0] ** 2) * y[..., 1] - y[..., 0]], dim=-1)
 
 
+def pendulum(t, y):
+    return torch.stack([y[..., 1], -torch.sin(y[..., 0])], dim=-1)
+
+
 Y0 = torch.tensor([2.0, 0.0], dtype=F64)
 T = torch.linspace(0.0, 6.0, 7, dtype=F64)
 
@@ -80,16 +84,19 @@ def test_default_is_predictive_for_the_stiff_methods_only(method):
 
 
 @pytest.mark.parametrize("method", ["dopri5", "kvaerno5", "rodas5"])
-def test_cxx_loop_takes_the_python_loops_steps(method, monkeypatch):
-    """The C++ loop (solves autograd does not record) against the Python reference loop. The stiff methods' LU
-    differs (torch's LAPACK vs the loop's own), so their outputs agree to rounding times the Newton matrices'
-    condition, not bitwise."""
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cxx_loop_takes_the_python_loops_steps(method, reverse, monkeypatch):
+    """The C++ loop (solves autograd does not record) against the Python reference loop, forward and reverse
+    time. The stiff methods' LU differs (torch's LAPACK vs the loop's own), so their outputs agree to rounding
+    times the Newton matrices' condition, not bitwise."""
     pytest.importorskip("pyode.native")
     options = {"controller": "predictive"}
+    # reverse time: a pendulum (Van der Pol leaves its limit cycle backwards and blows up in finite time)
+    func, t = (pendulum, T.flip(0)) if reverse else (van_der_pol, T)
     monkeypatch.setenv("PYODE_CORE_LOOP", "0")
-    py = pyode.solve(van_der_pol, Y0, T, method=method, rtol=1e-7, atol=1e-9, options=options)
+    py = pyode.solve(func, Y0, t, method=method, rtol=1e-7, atol=1e-9, options=options)
     monkeypatch.setenv("PYODE_CORE_LOOP", "1")
-    cxx = pyode.solve(van_der_pol, Y0, T, method=method, rtol=1e-7, atol=1e-9, options=options)
+    cxx = pyode.solve(func, Y0, t, method=method, rtol=1e-7, atol=1e-9, options=options)
     assert _steps(cxx) == _steps(py)
     torch.testing.assert_close(cxx.ys, py.ys, rtol=1e-9, atol=1e-9)
 
