@@ -136,16 +136,9 @@ def test_predictive_default_keeps_robertsons_error_within_its_tolerance():
     2.2x as its error estimate dropped, and from rtol 3e-7 on y2 carried ~1.1e-5 of its peak (4 atol); the
     predictive bound (rodas5's default) keeps it near 1e-6 (0.4 atol)."""
     pn = pytest.importorskip("pyode.native")
-
-    def rhs(t, y, dy, p):
-        dy[0] = -0.04 * y[0] + 1e4 * y[1] * y[2]
-        dy[1] = 0.04 * y[0] - 1e4 * y[1] * y[2] - 3e7 * y[1] ** 2
-        dy[2] = 3e7 * y[1] ** 2
-
-    def jac(t, y, J, p):
-        J[0, 0], J[0, 1], J[0, 2] = -0.04, 1e4 * y[2], 1e4 * y[1]
-        J[1, 0], J[1, 1], J[1, 2] = 0.04, -1e4 * y[2] - 6e7 * y[1], -1e4 * y[1]
-        J[2, 0], J[2, 1], J[2, 2] = 0.0, 6e7 * y[1], 0.0
+    pytest.importorskip("scipy")  # bench.native_stiff imports it
+    from bench.native_stiff import robertson as rhs  # the benchmark's compiled problem
+    from bench.native_stiff import robertson_jac as jac
 
     t = np.concatenate([[0.0], np.logspace(-4, 5, 37)])
     y0, p = np.array([1.0, 0.0, 0.0]), np.zeros(1)
