@@ -36,14 +36,20 @@ Times are the best of a few repeats (the machine may be shared), each the mean o
 from __future__ import annotations
 
 import argparse
-import itertools
+import sys
 import time
+from pathlib import Path
 
 import numba
 import numpy as np
 from scipy.integrate import solve_ivp
 
 import pyode.native as pn
+
+if __package__ in (None, ""):  # run as a script: the repository root, for the bench package
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+from bench.curves import front, time_at
 
 
 def robertson(t, y, dy, p):
@@ -169,12 +175,9 @@ OURS = ("pyode rodas5", "pyode rodas5 landing")
 def pyode_front(rows: list) -> list:
     """The rows of OURS that no other row of OURS beats on both error and CPU time (pyode's work-precision
     front): a dominated run is never the configuration to use at its accuracy."""
-    ours = sorted((r for r in rows if r[0] in OURS and np.isfinite(r[3])), key=lambda r: (r[3], r[4]))
-    out = []
-    for r in ours:
-        if not out or r[4] < out[-1][4]:
-            out.append(r)
-    return out
+    ours = [r for r in rows if r[0] in OURS]
+    kept = set(front([(r[3], r[4]) for r in ours]))
+    return sorted((r for r in ours if (r[3], r[4]) in kept), key=lambda r: (r[3], r[4]))
 
 
 def summary(rows: list) -> None:
@@ -205,43 +208,6 @@ def summary(rows: list) -> None:
                   f"({lab} rtol {r:.0e}, {d * 1e3:.3f} ms)")
         else:
             print(f"  {label:<24} rtol {rtol:.0e}: no pyode rodas5 run reached its error {err:.1e}")
-
-
-EXTRAPOLATE = 2.0  # a method's time is extrapolated at most this factor in error beyond its least accurate run
-
-
-def front(points: list) -> list:
-    """The (error, time) points of one SciPy method that no other of its points beats on both, by error
-    ascending (so time descends): its work-precision curve."""
-    out = []
-    for e, t in sorted(points):
-        if np.isfinite(e) and (not out or t < out[-1][1]):
-            out.append((e, t))
-    return out
-
-
-def time_at(curve: list, err: float):
-    """(time, how) of a method at error ``err``: log-log interpolation between the two curve points bracketing
-    it ("", or "=" on a point); beyond its least accurate point, along its last segment (its slope clamped to >= -1)
-    up to EXTRAPOLATE x that error ("extrapolated"), farther the least accurate point's time ("at most": the method would be faster at
-    ``err``, so the speed-up against it is an upper bound, as in the discrete rule). None: the method never
-    reached ``err`` (more accurate than its best run)."""
-    if not curve or err < curve[0][0]:
-        return None
-    for (e0, t0), (e1, t1) in itertools.pairwise(curve):
-        if e0 <= err <= e1:
-            w = np.log(err / e0) / np.log(e1 / e0)
-            return float(np.exp(np.log(t0) + w * np.log(t1 / t0))), ""
-    e_last, t_last = curve[-1]
-    if err == e_last:
-        return t_last, "="
-    if err > EXTRAPOLATE * e_last or len(curve) < 2:
-        return t_last, "at most"
-    (e0, t0) = curve[-2]
-    # no steeper than time ~ 1/error (a first-order method's): two runs with nearly the same error (a plateau,
-    # as Radau's on Robertson, where atol bounds it) would otherwise extrapolate to any time
-    slope = max(np.log(t_last / t0) / np.log(e_last / e0), -1.0)
-    return float(t_last * (err / e_last) ** slope), "extrapolated"
 
 
 def interpolated_summary(rows: list) -> None:

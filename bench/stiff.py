@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import math
 import statistics
@@ -57,6 +56,7 @@ if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 import pyode
+from bench.curves import front, time_at
 
 TORCH_F = "[torch f]"
 # SciPy's methods on the NumPy right-hand side, and BDF/Radau on pyode's torch one (the same function both solve).
@@ -336,17 +336,6 @@ def print_matched(records: list[dict]) -> None:
 BDF_TARGET_PROBLEMS = ("robertson", "vdp1000")  # the stiff issue's target: pyode with a torch func <= SciPy BDF
 
 
-def log_interp(points: list[tuple[float, float]], x: float) -> float | None:
-    """y at x, log-log linear between the two (x, y) points (sorted by x) that bracket x; None outside them."""
-    for (x0, y0), (x1, y1) in itertools.pairwise(points):
-        if x0 <= x <= x1 and x0 < x1:
-            w = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
-            return math.exp(math.log(y0) + w * (math.log(y1) - math.log(y0)))
-        if x0 == x == x1:
-            return min(y0, y1)
-    return None
-
-
 def bdf_target(records: list[dict], headline: dict) -> list[str]:
     """pyode (torch func) against SciPy BDF (NumPy right-hand side), CPU time: at the headline rtol, and at BDF's
     error there (each pyode method's CPU time interpolated log-log between its runs that bracket that error)."""
@@ -358,9 +347,8 @@ def bdf_target(records: list[dict], headline: dict) -> list[str]:
             continue
         for method in dict.fromkeys(r["method"] for r in rows if r["library"] == "pyode"):
             same = next((r for r in rows if r["method"] == method and r["rtol"] == headline[name]), None)
-            curve = sorted((r["error"], r["cpu_s"]) for r in rows if r["method"] == method)
-            front = [p for i, p in enumerate(curve) if all(q[1] > p[1] for q in curve[:i])]  # error asc, time desc
-            matched = log_interp(front, bdf["error"])
+            at = time_at(front([(r["error"], r["cpu_s"]) for r in rows if r["method"] == method]), bdf["error"])
+            matched = at[0] if at is not None and at[1] in ("", "=") else None  # bracketed by pyode's own runs
             lines.append(f"{name} {method}: at rtol {headline[name]:g} {same['cpu_s'] * 1e3:.1f} ms (error "
                          f"{same['error']:.1e}) vs BDF {bdf['cpu_s'] * 1e3:.1f} ms (error {bdf['error']:.1e}): "
                          f"{bdf['cpu_s'] / same['cpu_s']:.2f}x; at BDF's error: "

@@ -283,8 +283,8 @@ def adaptive_solver(stepper, kern, method: str, opts, extra: dict, segments, rto
     data = stiff_method_data(method, opts.interp) if stiff else method_data(method, opts.interp)
     # "differences": no Jacobian callback; the loop differences func itself (fd_jacobian, the twin of
     # Jacobian._differences), one callback per column. A func with its own exact Jacobian keeps it, as in Python.
-    by_differences = extra.get("jacobian") == "differences" and not stepper.jac.has_own_jacobian() if stiff else False
-    jacobian = stepper.jac if stiff and not by_differences else None
+    callback = stiff and (extra.get("jacobian") != "differences" or stepper.jac.has_own_jacobian())
+    jacobian = stepper.jac if callback else None
     return _solver(fn, data, method, opts, rtol, atol, jacobian, stats, time_sign)
 
 

@@ -84,7 +84,7 @@ class ESDIRKRows:
         """Rows whose block was computed at their current point (rows only move forward, so the time says it)."""
         return self.jac_t == t
 
-    def _refresh(self, t: Tensor, y: Tensor, f0: Tensor, rows: Tensor) -> None:
+    def _refresh(self, t: Tensor, y: Tensor, rows: Tensor) -> None:
         """Recomputes the blocks of ``rows`` (B,) bool at their current (t, y): one batch Jacobian, kept where asked."""
         if not bool(rows.any()):
             return
@@ -142,12 +142,12 @@ class ESDIRKRows:
             self.newton = RowNewton(KAPPA, self.st.newton.max_iters, KAPPA, t.shape[0])
             self.stale, self.bad_matrix = torch.ones_like(active), torch.zeros_like(active)
             self.jac_t = torch.full_like(t, math.nan)
-        self._refresh(t, y, f0, active & ~self._fresh(t) & self.stale)
+        self._refresh(t, y, active & ~self._fresh(t) & self.stale)
         self.newton.theta_max[active.cpu().numpy()] = 0.0
         ks, failed, solve = self._stages(t, y, f0, h, t_new, active)
         retry = failed & ~self._fresh(t)
         if bool(retry.any()):
-            self._refresh(t, y, f0, retry)
+            self._refresh(t, y, retry)
             self.newton.theta_max[retry.cpu().numpy()] = 0.0
             ks2, failed2, _ = self._stages(t, y, f0, h, t_new, retry)
             ks = [torch.where(retry[:, None], b, a) for a, b in zip(ks, ks2, strict=True)]

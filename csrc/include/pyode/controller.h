@@ -58,7 +58,7 @@ inline double step_factor(const ControllerConstants& c, double ratio, double pre
 // after an accepted step of size h with ratio r, the previous accepted step having had size h_acc and ratio r_acc
 // (kept >= kPredictiveRatioFloor): safety * (h / h_acc) * (r_acc / r^2)^(1/order), clipped to [dfactor, ifactor].
 // The caller takes the smaller of this and step_factor's; after a rejected step the next accepted one does not
-// grow. Twin of predictive_bound in pyode/_solvers/controller.py.
+// grow. Twin of the bound in predictive_factor, pyode/_solvers/controller.py.
 constexpr double kPredictiveRatioFloor = 1e-2;
 
 // log_safety = log(safety), log_ratio = log(max(ratio, kRatioFloor)), log_ratio_acc = log(ratio_acc): the caller's

@@ -38,7 +38,7 @@ class PIDController {
             p.safety, p.ifactor, p.dfactor};
   }
 
-  // The predictive controller's step factor from the PID one (controller.py, PIDController._predict).
+  // The predictive controller's step factor from the PID one (controller.py, predictive_factor).
   double predict(double factor, double h, double ratio, bool accepted) {
     if (!accepted || !std::isfinite(ratio)) {
       after_reject_ = true;

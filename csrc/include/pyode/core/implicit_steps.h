@@ -98,7 +98,7 @@ double RowSolver<Rhs, T>::attempt_rosenbrock(double t0, const double* y0, double
 }
 
 // y1 = y0 + Σ m_i u_i, the error Σ m_err_i u_i (each element summed in increasing i, zero weights skipped) and
-// the error ratio; N > 0: n = N known at compile time (the terms outer, the sums in registers).
+// the error ratio; N > 0: n = N known at compile time.
 template <class Rhs, class T>
 template <int N>
 double RowSolver<Rhs, T>::rosenbrock_finish(const double* y0, double* y1) {
@@ -106,20 +106,8 @@ double RowSolver<Rhs, T>::rosenbrock_finish(const double* y0, double* y1) {
   const double* U = ws_.U.data();
   double* err = ws_.probe.data();
   const int rb = 2 * m_.s, re = 2 * m_.s + 1;
-  if constexpr (N > 0) {
-    combine_terms_fixed<N>(y0, U, coef.index(rb), coef.weight(rb), coef.size(rb), y1);
-    const double zero[N] = {};
-    combine_terms_fixed<N>(zero, U, coef.index(re), coef.weight(re), coef.size(re), err);
-  } else {
-    for (int e = 0; e < n_; ++e) {
-      double acc = y0[e], acc_err = 0.0;
-      for (int q = 0; q < coef.size(rb); ++q) acc += coef.weight(rb)[q] * U[static_cast<long>(coef.index(rb)[q]) * n_ + e];
-      for (int q = 0; q < coef.size(re); ++q)
-        acc_err += coef.weight(re)[q] * U[static_cast<long>(coef.index(re)[q]) * n_ + e];
-      y1[e] = acc;
-      err[e] = acc_err;
-    }
-  }
+  combine_terms<N>(y0, U, coef.index(rb), coef.weight(rb), coef.size(rb), n_, y1);
+  combine_terms<N>(nullptr, U, coef.index(re), coef.weight(re), coef.size(re), n_, err);
   return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
 }
 
@@ -138,10 +126,7 @@ void RowSolver<Rhs, T>::rosenbrock_stages(double t0, const double* y0, double h,
   for (int i = 0; i < s; ++i) {
     const double* fi = f0;
     if (i > 0) {
-      if constexpr (N > 0)
-        combine_terms_fixed<N>(y0, U, coef.index(i), coef.weight(i), coef.size(i), ws_.stage.data());
-      else
-        combine_terms(y0, U, coef.index(i), coef.weight(i), coef.size(i), static_cast<int>(n), ws_.stage.data());
+      combine_terms<N>(y0, U, coef.index(i), coef.weight(i), coef.size(i), static_cast<int>(n), ws_.stage.data());
       eval(m_.c[i] == 1.0 ? t_end : t0 + m_.c[i] * h, ws_.stage.data(), ws_.fp.data());
       fi = ws_.fp.data();
     }

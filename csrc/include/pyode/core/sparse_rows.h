@@ -32,30 +32,29 @@ class SparseRows {
   std::vector<double> weight_;
 };
 
-// out = base + Σ_q weight[q] K_index[q] per element, terms in the given (increasing) order: combine's arithmetic
-// for the same non-zero weights. K: contiguous arrays of n.
+// out = base + Σ_q weight[q] K_index[q] per element (base NULL: 0), terms in the given (increasing) order:
+// combine's arithmetic for the same non-zero weights. K: contiguous arrays of n. N > 0: n = N known at compile
+// time, the terms outer and the N sums in registers (each element still sums its terms in increasing q, so the
+// result is the same bit for bit).
+template <int N>
 inline void combine_terms(const double* base, const double* K, const int* index, const double* weight, int terms,
                           int n, double* out) {
-  for (int e = 0; e < n; ++e) {
-    double acc = base[e];
-    for (int q = 0; q < terms; ++q) acc += weight[q] * K[static_cast<long>(index[q]) * n + e];
-    out[e] = acc;
+  if constexpr (N > 0) {
+    double acc[N];
+    for (int e = 0; e < N; ++e) acc[e] = base != nullptr ? base[e] : 0.0;
+    for (int q = 0; q < terms; ++q) {
+      const double w = weight[q];
+      const double* kq = K + static_cast<long>(index[q]) * N;
+      for (int e = 0; e < N; ++e) acc[e] += w * kq[e];
+    }
+    for (int e = 0; e < N; ++e) out[e] = acc[e];
+  } else {
+    for (int e = 0; e < n; ++e) {
+      double acc = base != nullptr ? base[e] : 0.0;
+      for (int q = 0; q < terms; ++q) acc += weight[q] * K[static_cast<long>(index[q]) * n + e];
+      out[e] = acc;
+    }
   }
-}
-
-// The same for n = N known at compile time: terms outer, the N accumulators in registers (each element still
-// sums its terms in increasing q, so the result is combine_terms' bit for bit).
-template <int N>
-inline void combine_terms_fixed(const double* base, const double* K, const int* index, const double* weight,
-                                int terms, double* out) {
-  double acc[N];
-  for (int e = 0; e < N; ++e) acc[e] = base[e];
-  for (int q = 0; q < terms; ++q) {
-    const double w = weight[q];
-    const double* kq = K + static_cast<long>(index[q]) * N;
-    for (int e = 0; e < N; ++e) acc[e] += w * kq[e];
-  }
-  for (int e = 0; e < N; ++e) out[e] = acc[e];
 }
 
 }  // namespace pyode::core
