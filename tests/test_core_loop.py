@@ -115,6 +115,21 @@ def test_stiff_methods_take_the_python_loops_steps(monkeypatch, method):
     assert ((got.ys - ref.ys).abs() / scale).max().item() <= 1e4 * ref.stats.n_steps * EPS
 
 
+def test_a_last_step_that_lands_within_ulps_of_t_end_finishes_the_solve(monkeypatch):
+    """Van der Pol (mu = 1000) with kvaerno5 to t = 3000: the last full step ended at 3000 - 4.5e-13, a sliver step
+    of 4.5e-13 followed, the predictive controller proposed 9e-14 for a step never taken, and the C++ loop flagged
+    a step underflow at t = 3000 (the Python loop, a few ulps apart, happened to land exactly and reran the
+    solve: twice the evaluations). A remainder below the resolution of t now joins the step before it, and a row
+    at t_end is not checked for the next step's size."""
+    def vdp(t, y):
+        return torch.stack([y[1], 1000.0 * (1.0 - y[0] * y[0]) * y[1] - y[0]])
+
+    ref, got = solve_both(monkeypatch, vdp, torch.tensor([2.0, 0.0], dtype=F64), torch.tensor([0.0, 3000.0], dtype=F64),
+                          rtol=1e-6, atol=1e-6, method="kvaerno5", options={"jacobian": "differences"})
+    assert got.stats.status == "success" and got.stats.t_reached == 3000.0
+    assert (got.stats.n_accepted, got.stats.n_rejected) == (ref.stats.n_accepted, ref.stats.n_rejected)
+
+
 def test_a_func_that_solves_inside_the_loop_gets_its_own_workspace(monkeypatch):
     """A one-trajectory solve reuses its thread's workspace from the previous solve; a func that itself solves
     (an inner ODE per evaluation) re-enters the loop in the same thread while the outer solve holds that

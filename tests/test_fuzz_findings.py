@@ -195,6 +195,20 @@ def test_a_step_shortened_to_a_step_t_point_lands_on_it_exactly(backend):
     assert sol.stats.n_accepted == 3  # 0 -> 0.0101 -> 0.15 -> 1 (f = 0: every step is accepted, grows 100x)
 
 
+def test_a_step_that_would_leave_a_sliver_before_t_end_stretches_to_it(backend, rounds):
+    """f = 1 with steps of 0.1 (first_step = max_step) to t = 0.8: seven steps reach 0.7999999999999999, one ulp
+    short, and an eighth step of 1.1e-16 followed (with a shrinking controller the step after such a sliver is
+    a step underflow at t_end). The seventh step now stretches to 0.8: 8 steps, the same in every loop."""
+    t = torch.tensor([0.0, 0.8], dtype=F64)
+    options = {"first_step": 0.1, "max_step": 0.1}
+    sol = pyode.solve(lambda t, y: torch.ones_like(y), torch.zeros(2, dtype=F64), t, options=options)
+    assert sol.stats.n_accepted == 8 and sol.stats.t_reached == 0.8
+    batch = pyode.solve(lambda t, y: torch.ones_like(y), torch.zeros(3, 2, dtype=F64), t,
+                        options={**options, "per_sample": True})
+    assert batch.stats.n_accepted == 3 * 8 and batch.stats.t_reached == 0.8
+    torch.testing.assert_close(batch.ys[-1], torch.full((3, 2), 0.8, dtype=F64), rtol=0, atol=4 * 2.0 ** -52)
+
+
 # ---- uninitialised memory -----------------------------------------------------------------------------------
 
 def test_lincomb_op_refuses_meta_and_complex_weights_naming_them():

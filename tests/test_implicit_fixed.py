@@ -62,6 +62,15 @@ def _slope(errors, steps):
     return math.log(errors[0] / errors[-1]) / math.log(steps[0] / steps[-1])
 
 
+def _rounding_slack(errors, steps, dtype):
+    """How far rounding can move the measured slope: each error is known only to within r = 4 eps of the dtype
+    (|y| <= 1.5, a few steps), so log(e0/e1) to within log(1 + r/e0) + log(1 + r/e1). Negligible in float64 and
+    where the errors are far above rounding; gl6 in float32 ends at ~6e-7, a few eps (its measured slope moves by
+    ~0.3 between CPUs whose float32 kernels round differently)."""
+    r = 4 * torch.finfo(dtype).eps
+    return (math.log1p(r / errors[0]) + math.log1p(r / errors[-1])) / math.log(steps[0] / steps[-1])
+
+
 def _steps(order, dtype):
     """Step sizes (dividing 0.5, so every output time is a grid point) whose errors lie between rounding and the
     asymptotic regime: float64 errors from ~1e-4 down to ~1e-11, float32 from ~1e-2 down to ~1e-5 (a hundred
@@ -83,7 +92,7 @@ def test_convergence_order(method, config):
     steps = _steps(order, dtype)
     errors = _errors(method, dtype, structure, direction, steps)
     slope = _slope(errors, steps)
-    assert abs(slope - order) <= 0.3, (method, config, errors, slope)
+    assert abs(slope - order) <= 0.3 + _rounding_slack(errors, steps, dtype), (method, config, errors, slope)
 
 
 @pytest.mark.parametrize("method", list(FIXED))

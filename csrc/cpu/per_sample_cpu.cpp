@@ -6,6 +6,7 @@
 #include <limits>
 #include <string>
 
+#include "pyode/core/norms.h"
 #include "pyode/dispatch.h"
 #include "pyode/rk_math.h"
 
@@ -59,10 +60,13 @@ void PerSampleWorkspace::set_term(int64_t j, uintptr_t ptr, int64_t numel) {
 
 int64_t PerSampleWorkspace::begin_round() {
   const double t_end = t_out_.back();
+  const double end_resolution = core::step_resolution(t_end);
   int64_t active = 0;
   for (int64_t r = 0; r < rows_; ++r) {
     active_[r] = t_[r] < t_end;
-    h_step_[r] = active_[r] ? std::min(h_[r], t_end - t_[r]) : 0.0;
+    // A step that would leave less than the resolution of t before t_end stretches to it (per_sample.py).
+    const double remaining = t_end - t_[r];
+    h_step_[r] = active_[r] ? (h_[r] < remaining - end_resolution ? h_[r] : remaining) : 0.0;
     active += active_[r];
   }
   return active;
@@ -194,9 +198,12 @@ RoundStatus PerSampleWorkspace::finish_rows(const T* y1, const T* last) {
       }
       h_[r] = next_step(r, h_step_[r], ratio, accept);
       const double tiny = 4.0 * std::numeric_limits<double>::epsilon() * std::max(std::abs(t_[r]), 1.0);
-      // The first failing row, by precedence: PerSampleLoop._check does the same on tensors.
-      if (status.kind == 0 && accepted_[r] + rejected_[r] >= cfg_.max_num_steps) status = {0, 1, r, t_[r], 0.0};
-      if (status.kind == 0 && !(h_[r] > tiny)) status = {0, std::isfinite(ratio) ? 2 : 3, r, t_[r], 0.0};
+      // The first failing row, by precedence: PerSampleLoop._check does the same on tensors. A row that reached
+      // t_end is done: its step count and next h no longer matter.
+      const bool running = t_[r] < t_end;
+      if (status.kind == 0 && running && accepted_[r] + rejected_[r] >= cfg_.max_num_steps)
+        status = {0, 1, r, t_[r], 0.0};
+      if (status.kind == 0 && running && !(h_[r] > tiny)) status = {0, std::isfinite(ratio) ? 2 : 3, r, t_[r], 0.0};
       if (status.kind == 0 && !accept && h_[r] >= h_step_[r]) status = {0, 4, r, t_[r], 0.0};
       if (status.kind == 0 && stalled_[r] >= cfg_.stall_limit) status = {0, 5, r, t_[r], 0.0};
     }

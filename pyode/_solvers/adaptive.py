@@ -52,10 +52,17 @@ class AdaptiveOptions:
     on_failure: str = "raise"    # per_sample: "mark" finishes the other rows when one fails
 
 
+def step_resolution(t: float) -> float:
+    """The smallest step the loops take at time ``t``: 4 ulps of ``max(|t|, 1)``. A proposed step at or below it is
+    a step-size underflow; a remainder below it before the next stop is taken in the step before (no sliver step).
+    Twin: ``step_resolution`` in csrc/include/pyode/core/norms.h."""
+    return 4.0 * math.ulp(max(abs(t), 1.0))
+
+
 def check_step_resolution(opts: AdaptiveOptions, t0: float, time_sign: float) -> None:
     """``first_step`` and ``max_step`` must exceed the resolution of t at ``t0`` (solver time): the
     step-underflow threshold of the loops' progress checks, below which the solver could not advance."""
-    resolution = 4.0 * math.ulp(max(abs(t0), 1.0))
+    resolution = step_resolution(t0)
     for name in ("first_step", "max_step"):
         value = getattr(opts, name)
         if value is not None and value <= resolution:
@@ -155,13 +162,14 @@ class AdaptiveLoop:
     def _clamp(self, t: float, h: float, t_end: float) -> float:
         """Shortens ``h`` to land on the next step_t/jump_t point or the end time, exactly: ``t + (target - t)``
         can round one ulp short of it (for t < target / 2), and the step after it would be one ulp long, its
-        successor below the resolution of t (a StepSizeUnderflowError, or a dozen needless steps)."""
+        successor below the resolution of t (a StepSizeUnderflowError, or a dozen needless steps). A step that
+        would leave less than the resolution of t before the target stretches to it, for the same reason."""
         target = t_end
         if self.stops:
             i = bisect.bisect_right(self.stops, t)
             if i < len(self.stops) and self.stops[i] < target:
                 target = self.stops[i]
-        if h < target - t:
+        if h < target - t - step_resolution(target):
             return h
         h = target - t
         while t + h < target:  # at most a couple of ulps
@@ -174,7 +182,7 @@ class AdaptiveLoop:
             raise MaxStepsError("max_num_steps", self.time_sign * t,
                                 f"max_num_steps={self.opts.max_num_steps} exceeded; raise options['max_num_steps'] "
                                 "or loosen rtol/atol (the problem may be stiff)")
-        if not h > 4.0 * math.ulp(max(abs(t), 1.0)):  # written so that a NaN h stops here too
+        if not h > step_resolution(t):  # written so that a NaN h stops here too
             self._raise_stepper_failure(t)
             if not math.isfinite(step.ratio):
                 hint = zero_scale_hint(self.stepper.atol, self.stepper.rtol, step.y0)
@@ -261,5 +269,7 @@ class AdaptiveLoop:
             t, y = t1, step.y1
             # Just after a jump_t point, f is evaluated on its right piece.
             f0 = st.end_derivative(step) if t not in self.jumps else st.fn(st.fn.nudge(t, 1.0), y)
-            self._check_progress(t, h, step)
+            self.stats.t_reached = self.time_sign * t
+            if t < t_end:  # at the end, the step size proposed next is never taken
+                self._check_progress(t, h, step)
         return outputs

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from pyode._kernels import reference
-from pyode._solvers.adaptive import StallWatch, check_step_resolution, stall_message
+from pyode._solvers.adaptive import StallWatch, check_step_resolution, stall_message, step_resolution
 from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.controller import (
     TENSOR_OPS,
@@ -243,12 +243,14 @@ class PerSampleLoop:
         rows = _RowControl(t)
         rounds = 0
         status = torch.zeros(batch, dtype=torch.long, device=y.device)  # failure codes (on_failure="mark")
+        end_resolution = step_resolution(t_end)
         while True:
             active = (t < t_end) & (status == 0)
             if not bool(active.any()):
                 break
             rounds += 1
-            h_step = torch.where(active, torch.minimum(h, t_end - t), torch.zeros_like(h))
+            remaining = t_end - t  # a step that would leave less than the resolution of t stretches to t_end
+            h_step = torch.where(active, torch.where(h < remaining - end_resolution, h, remaining), torch.zeros_like(h))
             if self.callbacks is not None:
                 self.callbacks.step(t, y, h_step)
             clamped = h_step >= t_end - t
@@ -268,7 +270,7 @@ class PerSampleLoop:
             h = torch.where(active, self._next_h(h_step, ratio, accept, rows), h)
             accepted += accept
             rejected += active & ~accept
-            self._check(t, h, h_step, active, accept, ratio, accepted + rejected, stalled, y, status)
+            self._check(t, h, h_step, active, accept, ratio, accepted + rejected, stalled, y, status, t < t_end)
         self._record_counts(accepted, rejected, rounds)
         if self.opts.on_failure == "mark":
             self._mark_failures(out, times, t, status)
@@ -288,16 +290,17 @@ class PerSampleLoop:
             self.stats.status = "partial"
 
     def _check(self, t: Tensor, h: Tensor, h_step: Tensor, active: Tensor, accept: Tensor, ratio: Tensor,
-               steps: Tensor, stalled: Tensor, y: Tensor, status: Tensor) -> None:
+               steps: Tensor, stalled: Tensor, y: Tensor, status: Tensor, running: Tensor) -> None:
         """After a round: raises for the first row (in row order) that failed, with the fused workspace's codes and
         precedence (see :meth:`_raise_row_failure`); with on_failure="mark", writes the codes into ``status``
-        instead (in place: those rows stop). All arguments are per row, (batch,); y (batch, m)."""
+        instead (in place: those rows stop). ``running``: the rows short of t_end (a row that reached it is done:
+        its step count and next h no longer matter). All arguments are per row, (batch,); y (batch, m)."""
         self.stats.t_reached = self.sign * float(t.min())
         tiny = 4.0 * torch.finfo(torch.float64).eps * t.abs().clamp_min(1.0)
         kind = torch.where(stalled, 5, 0)
         kind = torch.where(~accept & (h >= h_step), 4, kind)  # a rejected step the controller cannot shrink
-        kind = torch.where(~(h > tiny), torch.where(torch.isfinite(ratio), 2, 3), kind)  # a NaN h counts as stuck
-        kind = torch.where(steps >= self.opts.max_num_steps, 1, kind)
+        kind = torch.where(running & ~(h > tiny), torch.where(torch.isfinite(ratio), 2, 3), kind)  # NaN h: stuck
+        kind = torch.where(running & (steps >= self.opts.max_num_steps), 1, kind)
         if self.opts.on_failure == "mark":
             status.copy_(torch.where(active & (kind > 0), kind, status))
             return

@@ -211,7 +211,7 @@ def _kernel(py_rhs, n: int):
             return 3, t, 0, 0, 1
         acc, rej, written = 0, 0, 1
         while t < t_end and written < T:
-            h_step = t_end - t if t_end - t < h else h
+            h_step = h if h < t_end - t - 4.0 * ulp(t_end) else t_end - t  # no sliver step before t_end
             ratio = attempt(tab, meta, fo, sign, p, t, y, h_step, K, y1, stage, w, cnt)
             accepted = ratio <= 1.0
             h = next_step(meta, fo, hist, h_step, ratio, accepted)
@@ -240,9 +240,9 @@ def _kernel(py_rhs, n: int):
                 K[0, i] = K[last, i]
                 y[i] = y1[i]
             t = t1
-            if acc + rej >= fo[11]:
+            if t < t_end and acc + rej >= fo[11]:  # at the end, the next h is never taken
                 return 1, t, acc, rej, written
-            if not h > 4.0 * ulp(t):
+            if t < t_end and not h > 4.0 * ulp(t):
                 return (2 if math.isfinite(ratio) else 3), t, acc, rej, written
         return 0, t, acc, rej, written
 

@@ -89,4 +89,7 @@ inline double py_ulp(double x) {
   return up - x;
 }
 
+// The smallest step the loops take at time t (adaptive.py's step_resolution): 4 ulps of max(|t|, 1).
+inline double step_resolution(double t) { return 4.0 * py_ulp(std::fabs(t) > 1.0 ? std::fabs(t) : 1.0); }
+
 }  // namespace pyode::core

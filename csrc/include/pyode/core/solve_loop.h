@@ -307,12 +307,13 @@ class RowSolver {
   bool is_jump(double t) const { return std::binary_search(o_.jumps, o_.jumps + o_.num_jumps, t); }
 
   // h shortened to land on the next stop (step_t/jump_t) or the end time, exactly (adaptive.py, _clamp):
-  // t + (target - t) can round one ulp short of the target, and the step after it would be one ulp long.
+  // t + (target - t) can round one ulp short of the target, and the step after it would be one ulp long. A
+  // step that would leave less than the resolution of t before the target stretches to it.
   double clamp(double t, double h, double t_end) const {
     double target = t_end;
     const double* next = std::upper_bound(o_.stops, o_.stops + o_.num_stops, t);
     if (next != o_.stops + o_.num_stops && *next < target) target = *next;
-    if (h < target - t) return h;
+    if (h < target - t - step_resolution(target)) return h;
     h = target - t;
     while (t + h < target) h = std::nextafter(h, INFINITY);  // at most a couple of ulps
     return h;
@@ -329,7 +330,7 @@ class RowSolver {
     stats_.t_reached = t;
     if (cancelled(o_)) return fail(Status::kCancelled, t);
     if (stats_.n_accepted + stats_.n_rejected >= o_.max_num_steps) return fail(Status::kMaxSteps, t);
-    if (!(h > 4.0 * py_ulp(py_max(std::fabs(t), 1.0))))  // written so that a NaN h stops here too
+    if (!(h > step_resolution(t)))  // written so that a NaN h stops here too
       return fail(std::isfinite(ratio) ? Status::kStepUnderflow : Status::kNonFinite, t);
     return false;
   }
@@ -416,7 +417,8 @@ void RowSolver<Rhs, T>::run_adaptive(const T* y0_in, const double* t_out, int64_
     else copy(k(K, m_.fsal ? m_.s - 1 : m_.s), K);
     copy(y1, y);
     t = t1;
-    if (check_progress(t, h, ratio)) return;
+    stats_.t_reached = t;
+    if (t < t_end && check_progress(t, h, ratio)) return;  // at the end, the next h is never taken
   }
 }
 
