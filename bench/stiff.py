@@ -29,10 +29,13 @@ pyode's methods run with exact Jacobians (autograd) and, as ``kvaerno5:differenc
 with the steps' Jacobians by forward differences (``options["jacobian"] = "differences"``), as SciPy's Radau and
 BDF compute theirs when no ``jac`` is given (here none is). The stiff issue's target, pyode with a torch func no
 slower than SciPy's BDF on NumPy code on Robertson and Van der Pol, is printed and written under the tables: at the
-headline rtol, and at BDF's error there (pyode's CPU time interpolated on its own runs).
+headline rtol, and at BDF's error there (pyode's CPU time interpolated on its own runs), from the sweep; and at the
+headline rtol in ``--target-rounds`` interleaved rounds (every pyode method and BDF once a round, the order rotated),
+the median of the per-round ratios: the sweep times each solver in its own block, and on a shared machine a slow
+spell during one block moves that ratio by tens of percent.
 
 Usage: ``python bench/stiff.py [--reps 3] [--rtols 1e-4,1e-5,1e-6,1e-7,1e-8] [--methods kvaerno5,rodas5,...] [--quick]
-[--no-matched] [--out bench/results]``
+[--no-matched] [--target-rounds 15] [--out bench/results]``
 """
 
 from __future__ import annotations
@@ -356,6 +359,36 @@ def bdf_target(records: list[dict], headline: dict) -> list[str]:
     return lines
 
 
+TARGET_ROUNDS = 15  # interleaved rounds of the target study (--target-rounds)
+
+
+def target_rounds(problem: Problem, methods: list[str], rounds: int) -> list[dict]:
+    """The BDF target measured against drift: ``rounds`` rounds (after one warm-up round), each running every pyode
+    method in ``methods`` and SciPy's BDF (NumPy right-hand side) once at the headline tolerances, in an order
+    rotated every round, so that a slow spell of the machine hits every solver alike. One record per pyode method
+    (``study: "target"``): the medians of its and BDF's CPU times, and the median over the rounds of the per-round
+    ratio BDF / pyode (x > 1: pyode faster)."""
+    solvers = list(methods) + ["BDF"]
+    cpu = {s: [] for s in solvers}
+    for k in range(rounds + 1):
+        shift = k % len(solvers)
+        for solver in solvers[shift:] + solvers[:shift]:
+            run = run_scipy if solver == "BDF" else run_pyode
+            seconds = _with_cpu_time(run, problem, solver, problem.rtol, problem.atol)[3]
+            if k:  # round 0 warms up
+                cpu[solver].append(seconds)
+    return [{"study": "target", "problem": problem.name, "method": m, "rounds": rounds, "rtol": problem.rtol,
+             "cpu_s": statistics.median(cpu[m]), "bdf_cpu_s": statistics.median(cpu["BDF"]),
+             "ratio": statistics.median(b / p for b, p in zip(cpu["BDF"], cpu[m])),
+             "ratio_min": min(b / p for b, p in zip(cpu["BDF"], cpu[m]))} for m in methods]
+
+
+def target_lines(records: list[dict]) -> list[str]:
+    return [f"{r['problem']} {r['method']}: {r['cpu_s'] * 1e3:.1f} ms vs BDF {r['bdf_cpu_s'] * 1e3:.1f} ms (medians); "
+            f"BDF / pyode per round: median {r['ratio']:.2f}x, lowest {r['ratio_min']:.2f}x ({r['rounds']} rounds)"
+            for r in records if r.get("study") == "target"]
+
+
 def markdown(records: list[dict], meta: dict) -> str:
     """The headline records as Markdown tables, one per problem: wall [CPU] (right-hand side alone) / evaluations
     / error per solver and tolerance."""
@@ -380,6 +413,11 @@ def markdown(records: list[dict], meta: dict) -> str:
     if target:
         lines += ["pyode with the torch func against SciPy BDF on NumPy code, CPU time (x > 1: pyode faster):", ""]
         lines += [f"- {line}" for line in target] + [""]
+    rounds = target_lines(records)
+    if rounds:
+        lines += [("The same comparison at the headline rtol in interleaved rounds (every solver once a round, the "
+                   "order rotated; CPU time):"), ""]
+        lines += [f"- {line}" for line in rounds] + [""]
     return "\n".join(lines)
 
 
@@ -424,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-matched", dest="matched", action="store_false",
                         help="skip the matched-error study against fixed grids (torchdiffeq, pyode)")
     parser.add_argument("--matched-reps", type=int, default=1, help="timed runs per fixed-grid point")
+    parser.add_argument("--target-rounds", type=int, default=TARGET_ROUNDS,
+                        help="interleaved rounds of the BDF target study at the headline rtol (0: skip)")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--plot-only", action="store_true", help="redraw the chart from <out>/stiff.json")
     args = parser.parse_args(argv)
@@ -455,7 +495,10 @@ def main(argv: list[str] | None = None) -> None:
             records += matched_study(short, reference(short, out / "stiff_reference.json"), args.matched_reps,
                                      sorted(set(rtols) | {short.rtol}, reverse=True))
         print_matched(records)
-    print("\n".join(bdf_target(records, {p.name: p.rtol for p in PROBLEMS.values()})))
+    if args.target_rounds:
+        for name in [n for n in args.problems.split(",") if n in BDF_TARGET_PROBLEMS]:
+            records += target_rounds(PROBLEMS[name], [m for m in args.methods.split(",") if m], args.target_rounds)
+    print("\n".join(bdf_target(records, {p.name: p.rtol for p in PROBLEMS.values()}) + target_lines(records)))
     meta = {"command": "python " + " ".join(sys.argv), "torch": torch.__version__, "threads": args.threads}
     try:
         import torchdiffeq
