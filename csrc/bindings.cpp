@@ -1,8 +1,9 @@
 // pybind11 bindings of pyode._C. Registration and argument checking only; the maths lives in cpu/.
 //
-// Buffers arrive as (address, capacity-in-elements) pairs taken from torch tensors by the Python
-// layer, which has already validated dtype, device and contiguity. Here every size is checked again
-// against what the kernel will touch, so a wrong call raises instead of reading out of bounds.
+// Buffers arrive as torch tensors (anything with data_ptr() and numel(); None for "no buffer"), whose address
+// and capacity in elements the binding reads itself (Buffer), with keyword arguments. The Python layer has already
+// validated dtype, device and contiguity. Here every size is checked again against what the kernel will touch,
+// so a wrong call raises instead of reading out of bounds.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -47,54 +48,6 @@ class ReleaseGilIfLarge {
   PyThreadState* state_ = nullptr;
 };
 
-void lincomb(uintptr_t out, int64_t out_size, int64_t out_row_stride, uintptr_t base, int64_t base_size,
-             const Ptrs& ks, const Sizes& k_sizes, const std::vector<double>& w, int64_t m, int64_t n, int dtype) {
-  pyode::check_lincomb_sizes(out_size, out_row_stride, base, base_size, ks.size(), w.size(), m, n);
-  std::vector<const void*> terms = pyode::checked_terms(ks, k_sizes, n, "lincomb");
-  pyode::LincombArgs args{reinterpret_cast<void*>(out), out_row_stride, reinterpret_cast<const void*>(base),
-                          terms.data(), static_cast<int64_t>(terms.size()), w.data(), m, n};
-  const pyode::DType type = pyode::dtype_from_code(dtype, "lincomb");
-  ReleaseGilIfLarge release(n * m);
-  pyode::dispatch_floating(type, [&](auto tag) { pyode::lincomb_cpu<typename decltype(tag)::type>(args); });
-}
-
-double rk_finish(uintptr_t y1, int64_t y1_size, uintptr_t err_out, int64_t err_size, uintptr_t y0, int64_t y0_size,
-                 const Ptrs& ks, const Sizes& k_sizes, const std::vector<double>& b, const std::vector<double>& e,
-                 int64_t n, double atol, double rtol, uintptr_t seg_offsets, int64_t nseg, uintptr_t seg_norms,
-                 int dtype) {
-  pyode::check_finish_sizes(y1_size, err_out, err_size, y0_size, ks.size(), b.size(), e.size(), n, atol, rtol);
-  check(seg_offsets == 0 || nseg >= 1, "rk_finish: nseg must be >= 1 with seg_offsets");
-  const auto* offsets = reinterpret_cast<const int64_t*>(seg_offsets);
-  if (offsets != nullptr) {
-    check(offsets[0] == 0 && offsets[nseg] == n, "rk_finish: seg_offsets must start at 0 and end at n");
-    for (int64_t q = 0; q < nseg; ++q) check(offsets[q] <= offsets[q + 1], "rk_finish: seg_offsets must increase");
-  }
-  std::vector<const void*> terms = pyode::checked_terms(ks, k_sizes, n, "rk_finish");
-  pyode::FinishArgs args{reinterpret_cast<void*>(y1), reinterpret_cast<void*>(err_out),
-                         reinterpret_cast<const void*>(y0), terms.data(), static_cast<int64_t>(terms.size()),
-                         b.empty() ? nullptr : b.data(), e.empty() ? nullptr : e.data(), n, atol, rtol, offsets, nseg,
-                         reinterpret_cast<double*>(seg_norms)};
-  const pyode::DType type = pyode::dtype_from_code(dtype, "rk_finish");
-  ReleaseGilIfLarge release(n);
-  return pyode::dispatch_floating(type, [&](auto tag) {
-    return pyode::rk_finish_cpu<typename decltype(tag)::type>(args);
-  });
-}
-
-
-double scaled_norm(uintptr_t a, int64_t a_size, uintptr_t b, int64_t b_size, uintptr_t y, int64_t y_size, int64_t n,
-                   double atol, double rtol, int dtype) {
-  check(n >= 0 && a_size >= n && y_size >= n && (b == 0 || b_size >= n), "scaled_norm: a buffer is shorter than n");
-  check(n == 0 || (a != 0 && y != 0), "scaled_norm: null pointer");
-  const pyode::DType type = pyode::dtype_from_code(dtype, "scaled_norm");
-  ReleaseGilIfLarge release(n);
-  return pyode::dispatch_floating(type, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    return pyode::scaled_norm_cpu<T>(reinterpret_cast<const T*>(a), reinterpret_cast<const T*>(b),
-                                     reinterpret_cast<const T*>(y), n, atol, rtol);
-  });
-}
-
 // A tensor-like argument (anything with data_ptr() and numel(), e.g. a torch.Tensor; None for "no buffer"): its
 // address, its capacity in elements, and the object itself, which a workspace keeping the address holds on to.
 struct Buffer {
@@ -119,6 +72,78 @@ Buffer buffer_of(py::handle obj) {
   static PyObject* const numel = PyUnicode_InternFromString("numel");
   return {call_method(obj, data_ptr).cast<uintptr_t>(), call_method(obj, numel).cast<int64_t>(),
           py::reinterpret_borrow<py::object>(obj)};
+}
+
+// The addresses and capacities of a list of tensors (a step's stage derivatives).
+std::pair<Ptrs, Sizes> buffers_of(const std::vector<py::handle>& tensors) {
+  Ptrs ptrs;
+  Sizes sizes;
+  for (py::handle t : tensors) {
+    const Buffer b = buffer_of(t);
+    ptrs.push_back(b.ptr);
+    sizes.push_back(b.numel);
+  }
+  return {ptrs, sizes};
+}
+
+// out (rows x n, row-major) = base + w @ ks, w rows x len(ks) row-major; base None: from 0.
+void lincomb(py::handle out_t, int64_t rows, int64_t n, py::handle base_t, const std::vector<py::handle>& ks_t,
+             const std::vector<double>& w, int dtype) {
+  const Buffer out = buffer_of(out_t), base = buffer_of(base_t);
+  const auto [ks, k_sizes] = buffers_of(ks_t);
+  pyode::check_lincomb_sizes(out.numel, n, base.ptr, base.numel, ks.size(), w.size(), rows, n);
+  std::vector<const void*> terms = pyode::checked_terms(ks, k_sizes, n, "lincomb");
+  pyode::LincombArgs args{reinterpret_cast<void*>(out.ptr), n, reinterpret_cast<const void*>(base.ptr),
+                          terms.data(), static_cast<int64_t>(terms.size()), w.data(), rows, n};
+  const pyode::DType type = pyode::dtype_from_code(dtype, "lincomb");
+  ReleaseGilIfLarge release(n * rows);
+  pyode::dispatch_floating(type, [&](auto tag) { pyode::lincomb_cpu<typename decltype(tag)::type>(args); });
+}
+
+// y1 (None: not written), the error (err None: not written) and the scaled RMS error norm of a step from y0 with
+// stage derivatives ks; seg_offsets (int64, nseg + 1 entries) and seg_norms (float64, nseg): per-segment norms.
+double rk_finish(py::handle y1_t, py::handle err_t, py::handle y0_t, const std::vector<py::handle>& ks_t,
+                 const std::vector<double>& b, const std::vector<double>& e, double atol, double rtol,
+                 py::handle seg_offsets_t, py::handle seg_norms_t, int dtype) {
+  const Buffer y1 = buffer_of(y1_t), err = buffer_of(err_t), y0 = buffer_of(y0_t);
+  const Buffer seg_offsets = buffer_of(seg_offsets_t), seg_norms = buffer_of(seg_norms_t);
+  const auto [ks, k_sizes] = buffers_of(ks_t);
+  const int64_t n = y0.numel, nseg = seg_offsets.ptr == 0 ? 0 : seg_offsets.numel - 1;
+  pyode::check_finish_sizes(y1.numel, err.ptr, err.numel, y0.numel, ks.size(), b.size(), e.size(), n, atol, rtol);
+  check(y1.ptr != 0 || n == 0, "rk_finish: y1 is None");
+  check(seg_offsets.ptr == 0 || nseg >= 1, "rk_finish: seg_offsets must hold nseg + 1 >= 2 offsets");
+  check(seg_norms.ptr == 0 || seg_norms.numel >= std::max<int64_t>(nseg, 1),
+        "rk_finish: seg_norms shorter than nseg");
+  const auto* offsets = reinterpret_cast<const int64_t*>(seg_offsets.ptr);
+  if (offsets != nullptr) {
+    check(offsets[0] == 0 && offsets[nseg] == n, "rk_finish: seg_offsets must start at 0 and end at n");
+    for (int64_t q = 0; q < nseg; ++q) check(offsets[q] <= offsets[q + 1], "rk_finish: seg_offsets must increase");
+  }
+  std::vector<const void*> terms = pyode::checked_terms(ks, k_sizes, n, "rk_finish");
+  pyode::FinishArgs args{reinterpret_cast<void*>(y1.ptr), reinterpret_cast<void*>(err.ptr),
+                         reinterpret_cast<const void*>(y0.ptr), terms.data(), static_cast<int64_t>(terms.size()),
+                         b.empty() ? nullptr : b.data(), e.empty() ? nullptr : e.data(), n, atol, rtol, offsets, nseg,
+                         reinterpret_cast<double*>(seg_norms.ptr)};
+  const pyode::DType type = pyode::dtype_from_code(dtype, "rk_finish");
+  ReleaseGilIfLarge release(n);
+  return pyode::dispatch_floating(type, [&](auto tag) {
+    return pyode::rk_finish_cpu<typename decltype(tag)::type>(args);
+  });
+}
+
+// RMS of (a - b) / (atol + rtol |y|) over y's n elements (b None: of a / scale).
+double scaled_norm(py::handle a_t, py::handle b_t, py::handle y_t, double atol, double rtol, int dtype) {
+  const Buffer a = buffer_of(a_t), b = buffer_of(b_t), y = buffer_of(y_t);
+  const int64_t n = y.numel;
+  check(a.numel >= n && (b.ptr == 0 || b.numel >= n), "scaled_norm: a buffer is shorter than n");
+  check(n == 0 || (a.ptr != 0 && y.ptr != 0), "scaled_norm: null pointer");
+  const pyode::DType type = pyode::dtype_from_code(dtype, "scaled_norm");
+  ReleaseGilIfLarge release(n);
+  return pyode::dispatch_floating(type, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    return pyode::scaled_norm_cpu<T>(reinterpret_cast<const T*>(a.ptr), reinterpret_cast<const T*>(b.ptr),
+                                     reinterpret_cast<const T*>(y.ptr), n, atol, rtol);
+  });
 }
 
 // The workspaces as Python sees them: each registered address comes with the object that owns the memory, held
@@ -292,9 +317,14 @@ void bind_native_call(py::module_& m);  // native_call.cpp
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyode compiled CPU kernels (raw-buffer API; use pyode._kernels, not this module directly)";
-  m.def("lincomb", &lincomb, "out[r] = base + sum_j w[r, j] * k_j");
-  m.def("rk_finish", &rk_finish, "y1, error and scaled RMS error norm of a Runge-Kutta step in one pass");
-  m.def("scaled_norm", &scaled_norm, "RMS of (a - b) / (atol + rtol |y|)");
+  // The kernels take tensors (anything with data_ptr() and numel(); None for "no buffer") and keywords only.
+  m.def("lincomb", &lincomb, "out[r] = base + sum_j w[r, j] * k_j", py::kw_only(), py::arg("out"), py::arg("rows"),
+        py::arg("n"), py::arg("base"), py::arg("ks"), py::arg("weights"), py::arg("dtype"));
+  m.def("rk_finish", &rk_finish, "y1, error and scaled RMS error norm of a Runge-Kutta step in one pass",
+        py::kw_only(), py::arg("y1"), py::arg("err"), py::arg("y0"), py::arg("ks"), py::arg("b"), py::arg("e"),
+        py::arg("atol"), py::arg("rtol"), py::arg("seg_offsets"), py::arg("seg_norms"), py::arg("dtype"));
+  m.def("scaled_norm", &scaled_norm, "RMS of (a - b) / (atol + rtol |y|)", py::kw_only(), py::arg("a"),
+        py::arg("b"), py::arg("y"), py::arg("atol"), py::arg("rtol"), py::arg("dtype"));
   bind_workspaces(m);
   bind_native_call(m);
 #ifdef _OPENMP

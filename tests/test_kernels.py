@@ -95,11 +95,25 @@ def test_cpp_layer_rechecks_sizes():
 
     x = torch.zeros(4)
     with pytest.raises(ValueError, match="shorter than n"):
-        _C.lincomb(x.data_ptr(), 4, 4, 0, 0, [x.data_ptr()], [2], [1.0], 1, 4, 0)
+        _C.lincomb(out=x, rows=1, n=4, base=None, ks=[x[:2]], weights=[1.0], dtype=0)
     with pytest.raises(ValueError, match="too small"):
-        _C.lincomb(x.data_ptr(), 4, 4, 0, 0, [x.data_ptr()], [4], [1.0, 1.0], 2, 4, 0)
+        _C.lincomb(out=x, rows=2, n=4, base=None, ks=[x], weights=[1.0, 1.0], dtype=0)
     with pytest.raises(ValueError, match="dtype"):
-        _C.lincomb(x.data_ptr(), 4, 4, 0, 0, [x.data_ptr()], [4], [1.0], 1, 4, 7)
+        _C.lincomb(out=x, rows=1, n=4, base=None, ks=[x], weights=[1.0], dtype=7)
+    with pytest.raises(ValueError, match="base is shorter"):
+        _C.lincomb(out=x, rows=1, n=4, base=x[:3], ks=[x], weights=[1.0], dtype=0)
+    with pytest.raises(ValueError, match="y0/y1 shorter"):
+        _C.rk_finish(y1=x[:3], err=None, y0=x, ks=[x], b=[1.0], e=[], atol=0.0, rtol=0.0, seg_offsets=None,
+                     seg_norms=None, dtype=0)
+    with pytest.raises(ValueError, match="seg_norms shorter"):
+        _C.rk_finish(y1=x, err=None, y0=x, ks=[x], b=[1.0], e=[1.0], atol=1.0, rtol=0.0,
+                     seg_offsets=torch.tensor([0, 2, 4]), seg_norms=torch.zeros(1, dtype=torch.float64), dtype=0)
+    with pytest.raises(ValueError, match="shorter than n"):
+        _C.scaled_norm(a=x[:2], b=None, y=x, atol=1.0, rtol=0.0, dtype=0)
+    with pytest.raises(TypeError, match="expected a tensor"):
+        _C.scaled_norm(a=[0.0] * 4, b=None, y=x, atol=1.0, rtol=0.0, dtype=0)
+    with pytest.raises(TypeError):  # keywords only: no positional argument lists
+        _C.scaled_norm(x, None, x, 1.0, 0.0, 0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,4 +1,5 @@
-"""Compiled CPU backend: thin wrappers that hand raw buffers to ``pyode._C``.
+"""Compiled CPU backend: thin wrappers that hand tensors to ``pyode._C`` by keyword (it reads their addresses
+and sizes itself).
 
 Callers (the public functions in ``pyode._kernels`` and the solvers) have already validated dtype,
 device and contiguity; ``_C`` rechecks sizes. When autograd must see through a kernel, ``lincomb``
@@ -21,14 +22,6 @@ from pyode._kernels.segments import Segments
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 
 
-def _ptr(t: Tensor | None) -> int:
-    return 0 if t is None else t.data_ptr()
-
-
-def _size(t: Tensor | None) -> int:
-    return 0 if t is None else t.numel()
-
-
 def lincomb_raw(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]],
                 like: Tensor, out: Tensor | None = None) -> Tensor:
     """(m, n) result of ``base + W @ ks`` without autograd. ``like``: any (n,) tensor giving dtype/size;
@@ -37,8 +30,7 @@ def lincomb_raw(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Seq
     if out is None:
         out = torch.empty((len(weights), n), dtype=like.dtype, device=like.device)
     flat = [float(w) for row in weights for w in row]
-    _C.lincomb(out.data_ptr(), out.numel(), n, _ptr(base), _size(base), [k.data_ptr() for k in ks],
-               [k.numel() for k in ks], flat, len(weights), n, _DTYPE_CODES[like.dtype])
+    _C.lincomb(out=out, rows=len(weights), n=n, base=base, ks=list(ks), weights=flat, dtype=_DTYPE_CODES[like.dtype])
     return out
 
 
@@ -52,12 +44,10 @@ def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[f
     seg_norms = None
     if segments is not None and e is not None:
         seg_norms = torch.empty(segments.count, dtype=torch.float64)
-    norm = _C.rk_finish(y1.data_ptr(), y1.numel(), 0, 0, y0.data_ptr(), y0.numel(),
-                        [k.data_ptr() for k in ks], [k.numel() for k in ks],
-                        [] if b is None else [float(x) for x in b], [] if e is None else [float(x) for x in e],
-                        y0.numel(), float(atol), float(rtol),
-                        0 if segments is None else segments.buffer.data_ptr(),
-                        0 if segments is None else segments.count, _ptr(seg_norms), _DTYPE_CODES[y0.dtype])
+    norm = _C.rk_finish(y1=y1, err=None, y0=y0, ks=list(ks), b=[] if b is None else [float(x) for x in b],
+                        e=[] if e is None else [float(x) for x in e], atol=float(atol), rtol=float(rtol),
+                        seg_offsets=None if segments is None else segments.buffer, seg_norms=seg_norms,
+                        dtype=_DTYPE_CODES[y0.dtype])
     return y1, norm, seg_norms
 
 
@@ -103,9 +93,7 @@ def make_per_sample_workspace(tableau, P, t_out: Sequence[float], rows: int, wid
 
 def scaled_norm(a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float) -> float:
     """RMS of ``(a - b) / (atol + rtol * |y|)`` (b None: of ``a / scale``); all (n,) of one dtype."""
-    n = y.numel()
-    return _C.scaled_norm(a.data_ptr(), a.numel(), _ptr(b), _size(b), y.data_ptr(), n, n, float(atol), float(rtol),
-                          _DTYPE_CODES[y.dtype])
+    return _C.scaled_norm(a=a, b=b, y=y, atol=float(atol), rtol=float(rtol), dtype=_DTYPE_CODES[y.dtype])
 
 
 class CpuBackend(FusedBackend):
