@@ -456,6 +456,37 @@ def test_func_with_a_perturb_keyword_is_told_the_side():
                  options={"step_size": 0.25, "perturb": True})
 
 
+def test_whether_func_declares_perturb_is_read_per_function():
+    """The answer is remembered per function (a module's forward, a method's function): two modules of different
+    classes, two methods of one class and a partial each get their own, whichever is asked first."""
+    import functools
+
+    from pyode._solvers.perturb import accepts_perturb
+
+    class Plain(torch.nn.Module):
+        def forward(self, t, y):
+            return -y
+
+    class Sided(torch.nn.Module):
+        def forward(self, t, y, perturb=Perturb.NONE):
+            return -y
+
+    class Both:
+        def plain(self, t, y):
+            return -y
+
+        def sided(self, t, y, *, perturb=Perturb.NONE):
+            return -y
+
+    def sided(t, y, scale, perturb=Perturb.NONE):
+        return -scale * y
+
+    for _ in range(2):  # the second round reads what the first one remembered
+        assert not accepts_perturb(Plain()) and accepts_perturb(Sided())
+        assert not accepts_perturb(Both().plain) and accepts_perturb(Both().sided)
+        assert accepts_perturb(functools.partial(sided, scale=2.0)) and not accepts_perturb(torch.neg)
+
+
 @pytest.mark.parametrize("method", ["dopri5", "adaptive_heun", "bosh3"])
 @pytest.mark.parametrize("t_dtype", [F64, torch.float32])
 def test_jump_t_never_evaluates_func_at_the_jump(method, t_dtype):
