@@ -30,7 +30,7 @@ def lincomb_raw(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Seq
     if out is None:
         out = torch.empty((len(weights), n), dtype=like.dtype, device=like.device)
     flat = [float(w) for row in weights for w in row]
-    _C.lincomb(out=out, rows=len(weights), n=n, base=base, ks=list(ks), weights=flat, dtype=_DTYPE_CODES[like.dtype])
+    _C.lincomb(out=out, rows=len(weights), n=n, base=base, ks=ks, weights=flat, dtype=_DTYPE_CODES[like.dtype])
     return out
 
 
@@ -44,7 +44,7 @@ def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[f
     seg_norms = None
     if segments is not None and e is not None:
         seg_norms = torch.empty(segments.count, dtype=torch.float64)
-    norm = _C.rk_finish(y1=y1, err=None, y0=y0, ks=list(ks), b=[] if b is None else [float(x) for x in b],
+    norm = _C.rk_finish(y1=y1, err=None, y0=y0, ks=ks, b=[] if b is None else [float(x) for x in b],
                         e=[] if e is None else [float(x) for x in e], atol=float(atol), rtol=float(rtol),
                         seg_offsets=None if segments is None else segments.buffer, seg_norms=seg_norms,
                         dtype=_DTYPE_CODES[y0.dtype])

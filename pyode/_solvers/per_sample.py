@@ -253,7 +253,7 @@ class PerSampleLoop:
             h_step = torch.where(active, torch.where(h < remaining - end_resolution, h, remaining), torch.zeros_like(h))
             if self.callbacks is not None:
                 self.callbacks.step(t, y, h_step)
-            clamped = h_step >= t_end - t
+            clamped = h_step >= remaining
             t_new = torch.where(clamped, torch.full_like(t, t_end), t + h_step)
             ks, y1, ratio = self.rows.attempt(t, y, f0, h_step, t_new, active)
             # step-size control is not differentiated (as in torchdiffeq): a where() over a detached ratio
