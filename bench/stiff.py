@@ -34,8 +34,13 @@ headline rtol in ``--target-rounds`` interleaved rounds (every pyode method and 
 the median of the per-round ratios: the sweep times each solver in its own block, and on a shared machine a slow
 spell during one block moves that ratio by tens of percent.
 
+Every torch right-hand side (pyode's, torchdiffeq's, ``BDF[torch f]``'s) runs under ``torch.inference_mode()``
+(``--grad-mode inference``, the default: these are forward solves, and PyTorch's mode for code that needs no
+autograd skips its bookkeeping in every op of func) or ``torch.no_grad()`` (``--grad-mode no_grad``); the target
+rounds run pyode under both.
+
 Usage: ``python bench/stiff.py [--reps 3] [--rtols 1e-4,1e-5,1e-6,1e-7,1e-8] [--methods kvaerno5,rodas5,...] [--quick]
-[--no-matched] [--target-rounds 15] [--out bench/results]``
+[--no-matched] [--target-rounds 15] [--grad-mode inference|no_grad] [--out bench/results]``
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ import pyode
 from bench.curves import front, time_at
 
 TORCH_F = "[torch f]"
+# How every torch right-hand side runs (``--grad-mode``): under ``torch.inference_mode()``, as PyTorch recommends for
+# code that needs no autograd (func's ops skip autograd's bookkeeping: Robertson's func ~20 against ~24 us a call
+# here), or under ``torch.no_grad()``. pyode's results are the same in both (tests/test_inference_mode.py).
+GRAD_MODES = {"inference": torch.inference_mode, "no_grad": torch.no_grad}
+grad_mode = "inference"
 # SciPy's methods on the NumPy right-hand side, and BDF/Radau on pyode's torch one (the same function both solve).
 SCIPY_METHODS = ("Radau", "BDF", "LSODA", "Radau" + TORCH_F, "BDF" + TORCH_F)
 
@@ -142,15 +152,18 @@ def reference(problem: Problem, cache: Path) -> np.ndarray:
     return np.array(store[problem.name])
 
 
-def run_pyode(problem: Problem, method: str, rtol: float, atol: float) -> tuple[float, np.ndarray, int]:
+def run_pyode(problem: Problem, method: str, rtol: float, atol: float, mode: str | None = None
+              ) -> tuple[float, np.ndarray, int]:
     """``method``: a pyode method, or ``"<method>:<jacobian>"`` with ``options["jacobian"]`` (e.g.
-    ``rodas5:differences``: the steps' Jacobians by forward differences, as SciPy's Radau/BDF compute theirs)."""
+    ``rodas5:differences``: the steps' Jacobians by forward differences, as SciPy's Radau/BDF compute theirs).
+    ``mode``: a key of ``GRAD_MODES`` (default: ``grad_mode``)."""
     method, _, jacobian = method.partition(":")
     y0 = torch.tensor(problem.y0, dtype=torch.float64)
     t = torch.tensor([0.0, problem.t1], dtype=torch.float64)
     options = {"max_num_steps": 10**6, **({"jacobian": jacobian} if jacobian else {})}
     start = time.perf_counter()
-    sol = pyode.solve(problem.torch_rhs, y0, t, method=method, rtol=rtol, atol=atol, options=options)
+    with GRAD_MODES[mode or grad_mode]():
+        sol = pyode.solve(problem.torch_rhs, y0, t, method=method, rtol=rtol, atol=atol, options=options)
     return time.perf_counter() - start, sol.ys[-1].numpy(), sol.stats.nfe
 
 
@@ -158,7 +171,7 @@ def torch_rhs_for_scipy(torch_rhs):
     """The torch right-hand side as SciPy calls one (float, ndarray) -> ndarray: the solver comparison on the same
     function pyode is given (``BDF[torch f]`` and so on)."""
     def rhs(t: float, y: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with GRAD_MODES[grad_mode]():
             return torch_rhs(torch.tensor(t, dtype=torch.float64), torch.from_numpy(y)).numpy()
 
     return rhs
@@ -186,11 +199,12 @@ def call_cost(problem: Problem, library: str) -> float:
         rhs = problem.torch_rhs if library == "pyode" else problem.numpy_rhs
         y = torch.tensor(problem.y0, dtype=torch.float64) if library == "pyode" else np.array(problem.y0)
         t = torch.tensor(0.0, dtype=torch.float64) if library == "pyode" else 0.0
-    rhs(t, y)
-    start = time.perf_counter()
-    for _ in range(500):
+    with GRAD_MODES[grad_mode]():
         rhs(t, y)
-    return (time.perf_counter() - start) / 500
+        start = time.perf_counter()
+        for _ in range(500):
+            rhs(t, y)
+        return (time.perf_counter() - start) / 500
 
 
 def measure(problem: Problem, solver: str, rtol: float, atol: float, ref: np.ndarray, reps: int) -> dict:
@@ -249,6 +263,12 @@ def run_fixed(problem: Problem, library: str, method: str, extra: dict, step: fl
     t = torch.tensor([0.0, problem.t1], dtype=torch.float64)
     options = {"step_size": step, **extra}
     start = time.perf_counter()
+    with GRAD_MODES[grad_mode]():
+        y1, nfe = _fixed_solve(problem, library, method, options, rtol, atol, y0, t)
+    return time.perf_counter() - start, y1, nfe
+
+
+def _fixed_solve(problem: Problem, library: str, method: str, options: dict, rtol: float, atol: float, y0, t):
     if library == "torchdiffeq":
         import torchdiffeq
 
@@ -261,9 +281,9 @@ def run_fixed(problem: Problem, library: str, method: str, extra: dict, step: fl
         with warnings.catch_warnings():  # "Functional iteration did not converge": the error shows it
             warnings.simplefilter("ignore")
             y1 = torchdiffeq.odeint(rhs, y0, t, method=method, rtol=rtol, atol=atol, options=options)[-1]
-        return time.perf_counter() - start, y1.numpy(), counter["nfe"]
+        return y1.numpy(), counter["nfe"]
     sol = pyode.solve(problem.torch_rhs, y0, t, method=method, options=options)
-    return time.perf_counter() - start, sol.ys[-1].numpy(), sol.stats.nfe
+    return sol.ys[-1].numpy(), sol.stats.nfe
 
 
 def sweep_fixed(problem: Problem, run: tuple, target: float, ref: np.ndarray, reps: int) -> list[dict]:
@@ -364,27 +384,30 @@ TARGET_ROUNDS = 15  # interleaved rounds of the target study (--target-rounds)
 
 def target_rounds(problem: Problem, methods: list[str], rounds: int) -> list[dict]:
     """The BDF target measured against drift: ``rounds`` rounds (after one warm-up round), each running every pyode
-    method in ``methods`` and SciPy's BDF (NumPy right-hand side) once at the headline tolerances, in an order
-    rotated every round, so that a slow spell of the machine hits every solver alike. One record per pyode method
-    (``study: "target"``): the medians of its and BDF's CPU times, and the median over the rounds of the per-round
-    ratio BDF / pyode (x > 1: pyode faster)."""
-    solvers = list(methods) + ["BDF"]
+    method in ``methods`` under each of ``GRAD_MODES`` and SciPy's BDF (NumPy right-hand side) once at the headline
+    tolerances, in an order rotated every round, so that a slow spell of the machine hits every solver alike. One
+    record per pyode method and mode (``study: "target"``): the medians of its and BDF's CPU times, and the median
+    over the rounds of the per-round ratio BDF / pyode (x > 1: pyode faster)."""
+    solvers = [(m, mode) for m in methods for mode in GRAD_MODES] + [("BDF", None)]
     cpu = {s: [] for s in solvers}
     for k in range(rounds + 1):
         shift = k % len(solvers)
-        for solver in solvers[shift:] + solvers[:shift]:
-            run = run_scipy if solver == "BDF" else run_pyode
-            seconds = _with_cpu_time(run, problem, solver, problem.rtol, problem.atol)[3]
+        for method, mode in solvers[shift:] + solvers[:shift]:
+            if mode is None:
+                seconds = _with_cpu_time(run_scipy, problem, method, problem.rtol, problem.atol)[3]
+            else:
+                seconds = _with_cpu_time(run_pyode, problem, method, problem.rtol, problem.atol, mode)[3]
             if k:  # round 0 warms up
-                cpu[solver].append(seconds)
-    return [{"study": "target", "problem": problem.name, "method": m, "rounds": rounds, "rtol": problem.rtol,
-             "cpu_s": statistics.median(cpu[m]), "bdf_cpu_s": statistics.median(cpu["BDF"]),
-             "ratio": statistics.median(b / p for b, p in zip(cpu["BDF"], cpu[m])),
-             "ratio_min": min(b / p for b, p in zip(cpu["BDF"], cpu[m]))} for m in methods]
+                cpu[(method, mode)].append(seconds)
+    bdf = cpu[("BDF", None)]
+    return [{"study": "target", "problem": problem.name, "method": m, "mode": mode, "rounds": rounds,
+             "rtol": problem.rtol, "cpu_s": statistics.median(cpu[(m, mode)]), "bdf_cpu_s": statistics.median(bdf),
+             "ratio": statistics.median(b / p for b, p in zip(bdf, cpu[(m, mode)])),
+             "ratio_min": min(b / p for b, p in zip(bdf, cpu[(m, mode)]))} for m, mode in solvers[:-1]]
 
 
 def target_lines(records: list[dict]) -> list[str]:
-    return [f"{r['problem']} {r['method']}: {r['cpu_s'] * 1e3:.1f} ms vs BDF {r['bdf_cpu_s'] * 1e3:.1f} ms (medians); "
+    return [f"{r['problem']} {r['method']} under {r.get('mode', 'no_grad')}: {r['cpu_s'] * 1e3:.1f} ms vs BDF {r['bdf_cpu_s'] * 1e3:.1f} ms (medians); "
             f"BDF / pyode per round: median {r['ratio']:.2f}x, lowest {r['ratio_min']:.2f}x ({r['rounds']} rounds)"
             for r in records if r.get("study") == "target"]
 
@@ -392,7 +415,8 @@ def target_lines(records: list[dict]) -> list[str]:
 def markdown(records: list[dict], meta: dict) -> str:
     """The headline records as Markdown tables, one per problem: wall [CPU] (right-hand side alone) / evaluations
     / error per solver and tolerance."""
-    head = (f"Command: `{meta['command']}` ({meta['threads']} torch thread; medians of the timed runs after a "
+    head = (f"Command: `{meta['command']}` ({meta['threads']} torch thread; torch right-hand sides under "
+            f"torch.{GRAD_MODES[meta.get('grad_mode', 'no_grad')].__name__}; medians of the timed runs after a "
             "warm-up). Cells: wall time [CPU time] (the right-hand side's own cost) / evaluations / error.")
     lines = [head, ""]
     solved = [r for r in records if "error" in r and "step_size" not in r and "@" not in r["problem"]]
@@ -464,6 +488,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--matched-reps", type=int, default=1, help="timed runs per fixed-grid point")
     parser.add_argument("--target-rounds", type=int, default=TARGET_ROUNDS,
                         help="interleaved rounds of the BDF target study at the headline rtol (0: skip)")
+    parser.add_argument("--grad-mode", choices=list(GRAD_MODES), default="inference",
+                        help="how the torch right-hand sides run in the sweeps (the target rounds run both)")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--plot-only", action="store_true", help="redraw the chart from <out>/stiff.json")
     args = parser.parse_args(argv)
@@ -471,6 +497,8 @@ def main(argv: list[str] | None = None) -> None:
         plot(json.loads((Path(args.out) / "stiff.json").read_text())["records"], Path(args.out) / "stiff_work_precision.png")
         return
     torch.set_num_threads(args.threads)
+    global grad_mode
+    grad_mode = args.grad_mode
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rtols = [1e-6] if args.quick else [float(x) for x in args.rtols.split(",")]
@@ -499,7 +527,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in [n for n in args.problems.split(",") if n in BDF_TARGET_PROBLEMS]:
             records += target_rounds(PROBLEMS[name], [m for m in args.methods.split(",") if m], args.target_rounds)
     print("\n".join(bdf_target(records, {p.name: p.rtol for p in PROBLEMS.values()}) + target_lines(records)))
-    meta = {"command": "python " + " ".join(sys.argv), "torch": torch.__version__, "threads": args.threads}
+    meta = {"command": "python " + " ".join(sys.argv), "torch": torch.__version__, "threads": args.threads,
+            "grad_mode": grad_mode}
     try:
         import torchdiffeq
 

@@ -92,7 +92,10 @@ class _Views:
         view = self.cache.get(ptr)
         if view is None:
             buf = self.ffi.buffer(self.ffi.cast(self.c_ptr, ptr), self.nbytes)
-            view = self.cache[ptr] = torch.frombuffer(buf, dtype=self.dtype).view(self.shape)
+            # A normal tensor even when made under torch.inference_mode: the cache outlives the solve, and an
+            # inference tensor could not be written or differentiated in a later solve outside that mode.
+            with torch.inference_mode(False):
+                view = self.cache[ptr] = torch.frombuffer(buf, dtype=self.dtype).view(self.shape)
         return view
 
 

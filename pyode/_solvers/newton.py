@@ -97,6 +97,9 @@ class Jacobian:
         return self._differences(t, y, None, keep_graph=True)
 
     def _exact(self, t: float, y: Tensor, create_graph: bool) -> Tensor:
+        if torch.is_inference_mode_enabled():  # a solve the caller runs under torch.inference_mode: J needs autograd
+            with torch.inference_mode(False):
+                return self._exact(t, y.clone() if y.is_inference() else y, create_graph)
         rows, n = self.rows, y.numel()
         m = n // rows
         if rows == 1 and n > _tuning.JACOBIAN_VJP_MAX_ROWS and not create_graph:
