@@ -21,7 +21,7 @@ import torch
 import pyode
 from pyode import _tuning
 from pyode._solvers import core_loop
-from pyode._solvers.problem import build_problem
+from pyode._solvers.problem import build_problem, integrate
 from pyode._solvers.tableaux import get_tableau
 from pyode.native._methods import ADAPTIVE, FIXED, STIFF
 
@@ -109,6 +109,45 @@ def test_stiff_methods_take_the_python_loops_steps(monkeypatch, method):
     t = torch.tensor([0.0, 1e-3, 1.0, 100.0], dtype=F64)
     ref, got = solve_both(monkeypatch, robertson, torch.tensor([1.0, 0.0, 0.0], dtype=F64), t, rtol=1e-6,
                           atol=1e-10, method=method)
+    assert (got.stats.n_accepted, got.stats.n_rejected, got.stats.nfe) == \
+        (ref.stats.n_accepted, ref.stats.n_rejected, ref.stats.nfe)
+    scale = ref.ys.abs().amax(0)
+    assert ((got.ys - ref.ys).abs() / scale).max().item() <= 1e4 * ref.stats.n_steps * EPS
+
+
+def fading_stiffness(t, y):
+    """y' = -λ(t) (y - cos t) - sin t with λ falling from 1e4 to 0.5 by t ~ 3: stiff, then not."""
+    return -(1e4 * torch.exp(-4.0 * t) + 0.5) * (y - torch.cos(t)) - torch.sin(t)
+
+
+def van_der_pol_100(t, y):
+    return torch.stack([y[1], 100.0 * (1.0 - y[0] * y[0]) * y[1] - y[0]])
+
+
+AUTO_CASES = {  # (func, y0, t, rtol, atol, the switches the Python loop makes)
+    "robertson": (robertson, [1.0, 0.0, 0.0], [0.0, 1e-3, 1.0, 100.0], 1e-6, 1e-10, ["stiff"]),
+    "fading": (fading_stiffness, [2.0], [0.0, 2.5, 5.0, 10.0], 1e-7, 1e-9, ["stiff", "nonstiff"]),
+    "fading reversed": (lambda t, y: -fading_stiffness(-t, y), [2.0], [0.0, -2.5, -5.0, -10.0], 1e-7, 1e-9,
+                        ["stiff", "nonstiff"]),
+    "van der pol": (van_der_pol_100, [2.0, 0.0], [0.0, 50.0, 100.0], 1e-6, 1e-8, ["stiff", "nonstiff", "stiff"]),
+}
+
+
+@pytest.mark.parametrize("jacobian", [None, "differences"])
+@pytest.mark.parametrize("case", AUTO_CASES)
+def test_auto_switches_at_the_python_loops_steps(monkeypatch, case, jacobian):
+    """method="auto" in the C++ loop (core/auto_switch.h): the same switches at the same steps as the Python loop's
+    AutoSwitchStepper (its window's Jacobian checks included: every case makes some), seen as the same accepted and
+    rejected steps and evaluations; outputs as test_stiff_methods_take_the_python_loops_steps's."""
+    func, y0, t, rtol, atol, switches = AUTO_CASES[case]
+    y0, t = torch.tensor(y0, dtype=F64), torch.tensor(t, dtype=F64)
+    options = {} if jacobian is None else {"jacobian": jacobian}
+    monkeypatch.setenv("PYODE_CORE_LOOP", "0")
+    problem = build_problem(func, y0, t, method="auto", rtol=rtol, atol=atol, options=options)
+    with torch.no_grad():
+        integrate(problem)
+    assert [label for _, label in problem.loop.stepper.switches][:3] == switches
+    ref, got = solve_both(monkeypatch, func, y0, t, rtol=rtol, atol=atol, method="auto", options=options)
     assert (got.stats.n_accepted, got.stats.n_rejected, got.stats.nfe) == \
         (ref.stats.n_accepted, ref.stats.n_rejected, ref.stats.nfe)
     scale = ref.ys.abs().amax(0)
@@ -324,9 +363,8 @@ def test_many_solves_leave_rss_flat(monkeypatch):
 
 
 def test_core_solver_is_built_only_where_it_runs():
-    """float32 stiff methods, float32 jump_t, states over CORE_LOOP_MAX_ELEMENTS, callable norms and the
-    auto-switching method keep the Python loops; float32 explicit methods (adaptive and fixed grid) run in the
-    C++ loop."""
+    """float32 stiff methods, float32 jump_t, states over CORE_LOOP_MAX_ELEMENTS and callable norms keep the Python
+    loops; float32 explicit methods (adaptive and fixed grid) and the auto-switching method run in the C++ loop."""
     t = torch.tensor([0.0, 1.0])
     assert build_problem(spiral, torch.ones(2), t).loop.core is not None  # float32, explicit
     assert build_problem(spiral, torch.ones(2), t, method="rk4", options={"step_size": 0.1}).loop.core is not None
@@ -339,7 +377,7 @@ def test_core_solver_is_built_only_where_it_runs():
     assert build_problem(spiral, torch.ones(2, dtype=F64), t.double()).loop.core is not None
     assert build_problem(spiral, torch.ones(2, dtype=F64), t.double(), options={"norm": lambda y: y.abs().max()}
                          ).loop.core is None
-    assert build_problem(spiral, torch.ones(2, dtype=F64), t.double(), method="auto").loop.core is None
+    assert build_problem(spiral, torch.ones(2, dtype=F64), t.double(), method="auto").loop.core is not None
 
 
 @pytest.mark.parametrize("core", ["0", "1"])

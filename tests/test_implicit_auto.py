@@ -15,12 +15,19 @@ from pyode._solvers.problem import build_problem, integrate
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture
+def python_loop(monkeypatch):
+    """The Python loop's AutoSwitchStepper, whose switches these tests read (a solve without autograd otherwise runs
+    in the C++ loop; test_core_loop.py checks that it switches at the same steps)."""
+    monkeypatch.setenv("PYODE_CORE_LOOP", "0")
+
+
 def robertson(t, y):
     y1, y2, y3 = y[0], y[1], y[2]
     return torch.stack([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 * y2, 3e7 * y2 * y2])
 
 
-def test_robertson_switches_to_stiff():
+def test_robertson_switches_to_stiff(python_loop):
     """Robertson is stiff after an initial transient (t ~ 1e-2): auto switches once, to kvaerno5, and takes
     about as many steps as kvaerno5 alone (tsit5 alone needs > 1e5 steps to t = 1e3 at these tolerances)."""
     t = torch.tensor([0.0, 1e3], dtype=torch.float64)
@@ -42,7 +49,7 @@ def _decaying_stiffness(t, y):
     return -lam * (y - torch.cos(t)) - torch.sin(t)
 
 
-def test_switches_back_when_stiffness_fades():
+def test_switches_back_when_stiffness_fades(python_loop):
     """Stiff at first (h λ ≫ 3.5 for any useful step), then not: auto goes stiff and back to tsit5, and stays
     accurate (exact solution: y = cos t + C exp(-Λ(t)), Λ' = λ)."""
     t = torch.linspace(0.0, 10.0, 6, dtype=torch.float64)
@@ -71,7 +78,7 @@ def test_non_stiff_problem_stays_explicit():
     assert float((auto.ys[-1, 0] - math.cos(10.0)).abs()) < 1e-6
 
 
-def test_checkpoint_replays_each_step_with_its_method():
+def test_checkpoint_replays_each_step_with_its_method(python_loop):
     """Checkpointed gradients replay every step with the method that took it (tsit5 or kvaerno5), so they agree
     with backprop's through the same switching solve: to 1e-6 relative, the agreement the single methods show
     here too (tsit5 alone: 1.4e-7 between its two modes; a replay with the wrong method would differ by the

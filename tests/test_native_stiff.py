@@ -323,3 +323,35 @@ def test_singular_step_matrix_rejects_and_shrinks(method, gamma):
                     options={"first_step": (1.0 - 1e-9) / gamma})
     assert (near.n_accepted[0], near.n_rejected[0]) == (sol.n_accepted[0], sol.n_rejected[0])
     assert sol.n_feval[0] < near.n_feval[0]
+
+
+def _vdp_torch(mu):
+    return lambda t, y: torch.stack([y[1], mu * (1.0 - y[0] * y[0]) * y[1] - y[0]])
+
+
+@pytest.mark.parametrize("with_jac", [False, True])
+def test_auto_takes_the_torch_paths_steps_and_switches_per_trajectory(with_jac):
+    """method="auto" natively: the steps of pyode.solve's auto on the same function (Van der Pol mu = 100: tsit5 ->
+    kvaerno5 -> tsit5 -> kvaerno5, its window's Jacobian checks included), with the compiled Jacobian or forward
+    differences; in an ensemble each trajectory switches on its own (mu = 1: never stiff, tsit5's steps exactly)."""
+    t = np.array([0.0, 50.0, 100.0])
+    y0 = np.array([2.0, 0.0])
+    jac = vdp_jac if with_jac else None
+    native = pn.solve(vdp, y0, t, np.array([[100.0], [1.0]]), method="auto", rtol=1e-6, atol=1e-8, jac=jac)
+    assert native.success
+    options = {} if with_jac else {"jacobian": "differences"}
+    with torch.no_grad():  # the torch path's exact Jacobian (autograd) equals the compiled one to rounding
+        ref = pyode.solve(_vdp_torch(100.0), torch.tensor(y0), torch.tensor(t), method="auto", rtol=1e-6, atol=1e-8,
+                          options=options)
+    assert (int(native.n_accepted[0]), int(native.n_rejected[0])) == (ref.stats.n_accepted, ref.stats.n_rejected)
+    if not with_jac:  # with differences the evaluations match too (autograd's Jacobian calls are not rhs calls)
+        assert int(native.n_feval[0]) == ref.stats.nfe
+    np.testing.assert_allclose(native.ys[:, 0], ref.ys.numpy(), rtol=0, atol=1e-9)
+    tsit5 = pn.solve(vdp, y0, t, np.array([1.0]), method="tsit5", rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(native.ys[:, 1], tsit5.ys)
+    assert int(native.n_accepted[1]) == int(tsit5.n_accepted[0])
+
+
+def test_auto_refuses_the_gpu():
+    with pytest.raises(ValueError, match="explicit methods only"):
+        pn.solve(vdp, np.array([2.0, 0.0]), np.array([0.0, 1.0]), np.array([1.0]), method="auto", device="cuda")

@@ -158,6 +158,18 @@ Method check_method(const pyode_method* pm) {
   return m;
 }
 
+// method="auto": the stiff partner of the explicit method m (pyode_method.stiff_partner's conditions).
+Method check_partner(const pyode_method* pm, const Method& m) {
+  const pyode_method* sp = pm->stiff_partner;
+  require(m.kind == pyode::core::Kind::kExplicit && m.adaptive() && m.s >= 2 && m.c[m.s - 1] == 1.0 &&
+              m.c[m.s - 2] == 1.0,
+          "a method with a stiff_partner must be explicit, adaptive, with its last two stages at c = 1");
+  require(sp->kind == 1 || sp->kind == 2, "method.stiff_partner must be an implicit kind (1 or 2)");
+  require(sp->stiff_partner == nullptr, "method.stiff_partner must not have a stiff_partner itself");
+  require(sp->order == m.order, "method.stiff_partner must have the method's order (one controller serves both)");
+  return check_method(sp);
+}
+
 LoopOptions check_options(const pyode_options* po, const Method& m) {
   require(po != nullptr, "options is NULL");
   require(po->struct_size == static_cast<int64_t>(sizeof(pyode_options)),
@@ -246,6 +258,7 @@ pyode_traj_stats to_c(const RowStats& r, double sign) {
 template <class T>
 struct Job {
   const Method& m;
+  const Method* stiff;  // method="auto": m's stiff partner, else nullptr
   const LoopOptions& o;
   typename Abi<T>::Rhs rhs;
   pyode_jac_fn jac;
@@ -259,7 +272,7 @@ struct Job {
     const int n = static_cast<int>(p.n);
     const T* params = p.num_params == 0 ? nullptr : p.params + r * p.params_stride;
     FnPtrRhs<T> f{rhs, params, sign, n, jac};
-    RowSolver<FnPtrRhs<T>, T> solver(m, o, f, ws, n);
+    RowSolver<FnPtrRhs<T>, T> solver(m, o, f, ws, n, stiff);
     RowOutputOf<T> out{p.ys + r * p.n, p.num_traj * p.n, p.y_event ? p.y_event + r * p.n : nullptr};
     RowStats rs;
     if (pyode::core::cancelled(o)) {  // never started: nothing written but y0
@@ -300,7 +313,7 @@ bool run_rows_reusing(const Job<T>& job, const Method& m, int64_t M) {
     }
   } release;
   busy = true;
-  kept.resize(m, static_cast<int>(job.p.n));
+  kept.resize(m, static_cast<int>(job.p.n), job.stiff);
   for (int64_t r = 0; r < M; ++r) job.row(r, kept);
   return true;
 }
@@ -313,7 +326,7 @@ template <class T>
 void run_rows(const Job<T>& job, const Method& m, int64_t M, int threads) {
   if (threads == 1 && run_rows_reusing(job, m, M)) return;
   std::vector<WorkspaceOf<T>> workspaces(threads);
-  for (auto& ws : workspaces) ws.resize(m, static_cast<int>(job.p.n));
+  for (auto& ws : workspaces) ws.resize(m, static_cast<int>(job.p.n), job.stiff);
   std::atomic<int64_t> next{0};
   auto worker = [&](int q) {
     for (int64_t r = next++; r < M; r = next++) job.row(r, workspaces[q]);
@@ -333,14 +346,16 @@ int32_t solve_impl(const pyode_method* pm, const pyode_options* po, typename Abi
                    typename Abi<T>::Event event, const typename Abi<T>::Problem* pp, pyode_traj_stats* stats,
                    int64_t stats_len) {
   const Method m = check_method(pm);
-  require(std::is_same_v<T, double> || m.kind == pyode::core::Kind::kExplicit,
-          "float32 states need an explicit method (method.kind 0); the stiff kinds run in float64");
+  const Method stiff = pm->stiff_partner != nullptr ? check_partner(pm, m) : Method{};
+  const Method* partner = pm->stiff_partner != nullptr ? &stiff : nullptr;
+  require(std::is_same_v<T, double> || (m.kind == pyode::core::Kind::kExplicit && partner == nullptr),
+          "float32 states need an explicit method (method.kind 0, no stiff_partner); the stiff kinds run in float64");
   LoopOptions o = check_options(po, m);
   require(rhs != nullptr, "rhs is NULL");
   require(stats != nullptr, "stats is NULL");
   require(event == nullptr || m.adaptive(), "events need an adaptive method (e.g. dopri5)");
   check_problem(pp, stats_len);
-  require(m.kind == pyode::core::Kind::kExplicit || pp->n <= 4096,
+  require((m.kind == pyode::core::Kind::kExplicit && partner == nullptr) || pp->n <= 4096,
           "implicit methods factor a dense n x n matrix: n must be <= 4096");
   const double sign = pp->num_times > 1 && pp->t[1] < pp->t[0] ? -1.0 : 1.0;
   std::vector<double> t_out(pp->t, pp->t + pp->num_times);
@@ -363,7 +378,7 @@ int32_t solve_impl(const pyode_method* pm, const pyode_options* po, typename Abi
   const pyode::native::SigintWatch sigint(po->stop_on_sigint != 0);
   o.interrupts = sigint.counter();
   o.interrupts_at = sigint.start();
-  Job<T> job{m, o, rhs, jac, event, *pp, t_out, sign, stats};
+  Job<T> job{m, partner, o, rhs, jac, event, *pp, t_out, sign, stats};
   run_rows(job, m, M, threads);
   return PYODE_OK;
 }

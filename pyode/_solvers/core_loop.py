@@ -278,27 +278,27 @@ def _size_ok(fn) -> bool:
 
 def adaptive_solver(stepper, kern, method: str, opts, extra: dict, segments, rtol: float, atol: float, stats,
                     time_sign: float) -> CoreSolver | None:
-    """The C++ loop for an adaptive solve (explicit, or for float64 states rodas5/kvaerno5/kvaerno3 with the
-    Python stepper's Jacobian, ``stepper.jac``), or None when the Python loop must run it."""
+    """The C++ loop for an adaptive solve (explicit, or for float64 states rodas5/kvaerno5/kvaerno3 and "auto"
+    with the Python stepper's Jacobian, ``stepper.jac``), or None when the Python loop must run it."""
     fn = stepper.fn
     if segments is not None or opts.per_sample or not _static_eligible(fn, kern):
         return None
     if opts.jump_t and fn.t_dtype != torch.float64:  # the Python loop nudges by an ulp of the time dtype
         return None
-    from pyode.native._methods import ADAPTIVE, STIFF, method_data, stiff_method_data
+    from pyode.native._methods import ADAPTIVE, WITH_JACOBIAN, implicit_method_data, method_data
 
-    stiff = method in STIFF
+    stiff = method in WITH_JACOBIAN
     if stiff and (fn.dtype != torch.float64 or extra.get("max_iters") is not None
                   or extra.get("jacobian") not in (None, "dense", "differences") or opts.interp not in ("auto", "cubic")):
         return None
     if not stiff and method not in ADAPTIVE:
         return None
-    data = stiff_method_data(method, opts.interp) if stiff else method_data(method, opts.interp)
+    data = implicit_method_data(method, opts.interp) if stiff else method_data(method, opts.interp)
+    jac = stepper.stiff.jac if method == "auto" else stepper.jac if stiff else None  # auto: its stiff partner's
     # "differences": no Jacobian callback; the loop differences func itself (fd_jacobian, the twin of
     # Jacobian._differences), one callback per column. A func with its own exact Jacobian keeps it, as in Python.
-    callback = stiff and (extra.get("jacobian") != "differences" or stepper.jac.has_own_jacobian())
-    jacobian = stepper.jac if callback else None
-    return _solver(fn, data, method, opts, rtol, atol, jacobian, stats, time_sign)
+    callback = stiff and (extra.get("jacobian") != "differences" or jac.has_own_jacobian())
+    return _solver(fn, data, method, opts, rtol, atol, jac if callback else None, stats, time_sign)
 
 
 def fixed_solver(fn, kern, method: str, opts, stats, time_sign: float) -> CoreSolver | None:

@@ -65,5 +65,5 @@ def load():
     return ffi, lib
 
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 PACKED_HEADER = 24

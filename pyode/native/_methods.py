@@ -3,6 +3,7 @@ of :mod:`pyode._solvers.rk_step` (nothing is re-typed for C++)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -20,6 +21,9 @@ STIFF = (*ROSENBROCK_TABLEAUX, *(name for name, tab in IMPLICIT_TABLEAUX.items()
                                  if tab.adaptive and tab.diagonal and tab.stiffly_accurate
                                  and tab.explicit_stage(0) and tab.c[0] == 0.0))
 KIND_EXPLICIT, KIND_ROSENBROCK, KIND_ESDIRK = 0, 1, 2
+# method="auto": the explicit method and its stiff partner (pyode/_solvers/implicit_auto.py, core/auto_switch.h)
+AUTO_PAIR = ("tsit5", "kvaerno5")
+WITH_JACOBIAN = (*STIFF, "auto")  # the methods that use a Jacobian (jac, options["jacobian"])
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class MethodData:
     ros_c: np.ndarray | None = None
     ros_d: np.ndarray | None = None
     predictor: np.ndarray | None = None
+    stiff: MethodData | None = None  # method="auto": the stiff partner (pyode_method.stiff_partner)
 
     @property
     def num_stages(self) -> int:
@@ -68,6 +73,19 @@ def method_data(name: str, interp: str) -> MethodData:
     b_err = None if tab.b_err is None else np.asarray(tab.b_err, dtype=np.float64)
     return MethodData(tab, np.asarray(tab.c, dtype=np.float64), a, np.asarray(tab.b, dtype=np.float64), b_err,
                       np.ascontiguousarray(np.asarray(P, dtype=np.float64)), restep)
+
+
+@functools.lru_cache(maxsize=16)
+def auto_method_data(interp: str = "auto") -> MethodData:
+    """method="auto": ``AUTO_PAIR``'s explicit method with ``interp``, its stiff partner attached (the cubic
+    Hermite for ``interp`` "auto" or "cubic", as pyode/_solvers/problem.py builds the pair)."""
+    explicit, stiff = AUTO_PAIR
+    return dataclasses.replace(method_data(explicit, interp), stiff=stiff_method_data(stiff, "auto"))
+
+
+def implicit_method_data(name: str, interp: str = "auto") -> MethodData:
+    """The data of a method of ``WITH_JACOBIAN``: a stiff method's, or auto's pair."""
+    return auto_method_data(interp) if name == "auto" else stiff_method_data(name, interp)
 
 
 def _lower(rows, s: int) -> np.ndarray:

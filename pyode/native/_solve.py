@@ -18,7 +18,7 @@ from pyode.errors import MaxStepsError, NonFiniteStateError, ODESolverError, Ste
 from pyode.native import _arrays
 from pyode.native._compile import native_function
 from pyode.native._lib import load
-from pyode.native._methods import ADAPTIVE, FIXED, STIFF, method_data, stiff_method_data
+from pyode.native._methods import ADAPTIVE, FIXED, WITH_JACOBIAN, implicit_method_data, method_data
 
 SUCCESS, MAX_STEPS, STEP_UNDERFLOW, NON_FINITE, EVENT, CANCELLED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {SUCCESS: "success", MAX_STEPS: "max_num_steps", STEP_UNDERFLOW: "step_underflow",
@@ -82,7 +82,7 @@ def _parse_options_cached(key):
 
 
 def _parse_options_uncached(method: str, options: dict | None, sign: float):
-    cls = AdaptiveOptions if method in ADAPTIVE + STIFF else FixedOptions
+    cls = AdaptiveOptions if method in ADAPTIVE + WITH_JACOBIAN else FixedOptions
     opts, extra = check.parse_options(options, cls, method, extra=("num_threads",))
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name in _UNSUPPORTED:
@@ -93,7 +93,7 @@ def _parse_options_uncached(method: str, options: dict | None, sign: float):
     threads = extra.get("num_threads", 0)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ValueError(f"options['num_threads'] must be an int >= 0 (0: all cores), got {threads!r}")
-    if method in STIFF:
+    if method in WITH_JACOBIAN:
         check.adaptive_options(opts, sign)
         if opts.interp not in ("auto", "cubic"):
             raise ValueError(f"options['interp'] must be 'auto' or 'cubic' (Hermite) for {method}, got {opts.interp!r}")
@@ -147,6 +147,10 @@ def _build_method_struct(ffi, data, keep: list):
     for name in ("ros_c", "ros_d", "predictor"):
         arr = getattr(data, name)
         setattr(m, name, ffi.NULL if arr is None else _arrays.pointer(ffi, arr, keep))
+    if data.stiff is not None:  # kept alive with the arrays
+        partner = _build_method_struct(ffi, data.stiff, keep)
+        keep.append(partner)
+        m.stiff_partner = partner
     return m
 
 
@@ -159,7 +163,7 @@ def _build_options_struct(ffi, method: str, opts, rtol: float, atol: float, thre
     o.rtol, o.atol, o.event_tol, o.num_threads = rtol, atol, atol, threads
     o.safety, o.ifactor, o.dfactor, o.pcoeff, o.icoeff, o.dcoeff = 0.9, 10.0, 0.2, 0.0, 1.0, 0.0
     o.min_step, o.max_step, o.max_num_steps = 0.0, math.inf, opts.max_num_steps
-    if method in ADAPTIVE + STIFF:
+    if method in ADAPTIVE + WITH_JACOBIAN:
         for name in ("step_t", "jump_t"):  # validated and sorted into solver time: back to the caller's
             times = np.asarray([sign * x for x in getattr(opts, name)], dtype=np.float64)
             setattr(o, name, _arrays.pointer(ffi, times, keep))
@@ -206,8 +210,9 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
         method: any explicit method of pyode (adaptive: dopri5, tsit5, dopri8, bosh3, fehlberg2, adaptive_heun;
             fixed grid with ``options['step_size']``: euler, midpoint, heun2, heun3, rk4), or a stiff one: rodas5
             (Rosenbrock, one LU per step), kvaerno5 / kvaerno3 (ESDIRK, simplified Newton with Jacobian reuse),
-            the same steps as ``pyode.solve`` with these methods; dense output by rodas5's own 4th-order
-            continuous extension (``options['interp'] = 'cubic'``: cubic Hermite) and cubic Hermite for the ESDIRKs.
+            or "auto" (tsit5 while not stiff, kvaerno5 while stiff, switching both ways per trajectory), the same
+            steps as ``pyode.solve`` with these methods; dense output by rodas5's own 4th-order continuous
+            extension (``options['interp'] = 'cubic'``: cubic Hermite) and cubic Hermite for the ESDIRKs.
         rtol, atol: tolerances of the adaptive methods (pyode's error norm and PID controller).
         options: pyode's solver options (first_step, safety, ifactor, dfactor, pcoeff, icoeff, dcoeff, min_step,
             max_step, max_num_steps, interp; step_size for fixed grids) plus ``num_threads`` (0: all cores).
@@ -215,7 +220,7 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
             changes sign (located to ``atol`` in time), with status "event".
         raise_on_failure: raise pyode's exception if any trajectory failed; default True for one trajectory,
             False for an ensemble (inspect ``status``).
-        jac: stiff methods only: ``jac(t, y, J, p)`` writing the (n, n) Jacobian ``J[i, j] = d f_i / d y_j``
+        jac: stiff methods and "auto" only: ``jac(t, y, J, p)`` writing the (n, n) Jacobian ``J[i, j] = d f_i / d y_j``
             in place (compiled like ``rhs``; a numba cfunc / cffi pointer with rhs's C signature), or None for
             forward differences (n evaluations of rhs per Jacobian).
         device: "cpu" (the C++ loop on threads) or "cuda" (numba CUDA, one trajectory per GPU thread; ``rhs``
@@ -235,7 +240,7 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
     elif device == "cuda":
         _arrays.check_times(prob.t)
         data, opts, _, rtol, atol = _validated(method, jac, event, options, rtol, atol, prob.sign)
-        if method in STIFF:
+        if method in WITH_JACOBIAN:
             raise ValueError(f"device='cuda' runs explicit methods only; solve the stiff method {method!r} on "
                              "device='cpu'")
         out = _run_cuda(rhs, data, opts, rtol, atol, prob, event)
@@ -248,18 +253,19 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
 
 def _validated(method: str, jac, event, options: dict | None, rtol, atol, sign: float):
     """Checked arguments that do not depend on the arrays: (method data, options, num_threads, rtol, atol)."""
-    if method not in ADAPTIVE + FIXED + STIFF:
+    if method not in ADAPTIVE + FIXED + WITH_JACOBIAN:
         raise ValueError(f"unknown method {method!r} for pyode.native.solve; valid: "
-                         f"{', '.join(ADAPTIVE + FIXED + STIFF)}")
-    if jac is not None and method not in STIFF:
-        raise ValueError(f"jac is used by the stiff methods ({', '.join(STIFF)}) only; method={method!r} needs none")
+                         f"{', '.join(ADAPTIVE + FIXED + WITH_JACOBIAN)}")
+    if jac is not None and method not in WITH_JACOBIAN:
+        raise ValueError(f"jac is used by the stiff methods ({', '.join(WITH_JACOBIAN)}) only; method={method!r} "
+                         "needs none")
     rtol, atol = check.check_tolerance("rtol", rtol), check.check_tolerance("atol", atol)
-    if method in ADAPTIVE + STIFF and rtol == 0 and atol == 0:
+    if method in ADAPTIVE + WITH_JACOBIAN and rtol == 0 and atol == 0:
         raise ValueError("rtol and atol cannot both be 0 for an adaptive method; set atol > 0 (e.g. 1e-9)")
     opts, threads = _parse_options(method, options, sign)
-    if event is not None and method not in ADAPTIVE + STIFF:
+    if event is not None and method not in ADAPTIVE + WITH_JACOBIAN:
         raise ValueError("event needs an adaptive method (e.g. method='dopri5')")
-    data = stiff_method_data(method, opts.interp) if method in STIFF else method_data(method, opts.interp)
+    data = implicit_method_data(method, opts.interp) if method in WITH_JACOBIAN else method_data(method, opts.interp)
     return data, opts, threads, rtol, atol
 
 

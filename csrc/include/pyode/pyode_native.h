@@ -49,6 +49,11 @@ typedef struct pyode_method {
     const double* ros_c;
     const double* ros_d;
     const double* predictor;
+    /* NULL, or (method="auto") the stiff partner of this explicit adaptive method: kind 1 or 2, the same order,
+     * its own stiff_partner NULL; this method's last two stages at c = 1. Each trajectory starts with this
+     * method and switches to the partner where the problem is stiff, and back (pyode/_solvers/implicit_auto.py,
+     * core/auto_switch.h). */
+    const struct pyode_method* stiff_partner;
 } pyode_method;
 
 typedef struct pyode_options {
@@ -148,7 +153,7 @@ int32_t pyode_solve_f32(const pyode_method* method, const pyode_options* options
                         int64_t stats_len);
 /* CDEF END */
 
-#define PYODE_NATIVE_ABI 5
+#define PYODE_NATIVE_ABI 6
 #define PYODE_CONTROLLER_DEFAULT 0
 #define PYODE_CONTROLLER_PID 1
 #define PYODE_CONTROLLER_PREDICTIVE 2

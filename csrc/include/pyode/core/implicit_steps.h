@@ -21,27 +21,79 @@ constexpr double kKappa = 1e-2;
 constexpr int kNewtonIters = 10;
 constexpr double kNewtonFailureBase = 0.9 / 0.5;
 
-// J at the step start (t0, y0) with f0 = f(t0, y0): the compiled jac if rhs has one, else forward differences.
+// J (n x n, row-major) at (t, y): the compiled jac if rhs has one, else forward differences around f = f(t, y)
+// (evaluated here when f is nullptr).
+template <class Rhs, class T>
+void RowSolver<Rhs, T>::jacobian_into(double t, const double* y, const double* f, double* J) {
+  bool done = false;
+  if constexpr (HasJacobian<Rhs>::value) done = rhs_.jacobian(t, y, J);
+  if (done) return;
+  auto fe = [this](double tt, const double* yy, double* dy) { eval(tt, yy, dy); };
+  if (f == nullptr) {
+    eval(t, y, ws_.ft.data());
+    f = ws_.ft.data();
+  }
+  fd_jacobian(fe, t, y, f, n_, J, ws_.res.data(), ws_.fp.data());
+}
+
+// J at the step start (t0, y0) with f0 = f(t0, y0). An ESDIRK's f0 is the last stage derivative
+// (Y_s - base) / hγ: Newton's error over hγ, which the differences would divide by sqrt(eps) again (J off by ~1e3
+// on Van der Pol mu = 1000, and steps collapse). Differences need f(t0, y0) itself: one more evaluation (ft is
+// free for ESDIRKs).
 template <class Rhs, class T>
 void RowSolver<Rhs, T>::jacobian_at(double t0, const double* y0, const double* f0) {
-  bool done = false;
-  if constexpr (HasJacobian<Rhs>::value) done = rhs_.jacobian(t0, y0, ws_.J.data());
-  if (!done) {
-    auto f = [this](double tt, const double* yy, double* dy) { eval(tt, yy, dy); };
-    if (m_.kind == Kind::kEsdirk) {
-      // An ESDIRK's f0 is the last stage derivative (Y_s - base) / hγ: Newton's error over hγ, which the
-      // differences would divide by sqrt(eps) again (J off by ~1e3 on Van der Pol mu = 1000, and steps
-      // collapse). Differences need f(t0, y0) itself: one more evaluation (ft is free for ESDIRKs).
-      eval(t0, y0, ws_.ft.data());
-      f0 = ws_.ft.data();
-    }
-    fd_jacobian(f, t0, y0, f0, n_, ws_.J.data(), ws_.res.data(), ws_.fp.data());
-  }
+  jacobian_into(t0, y0, m_->kind == Kind::kEsdirk ? nullptr : f0, ws_.J.data());
   st_.have_jac = true;
   st_.stale = false;
   st_.jac_t = t0;
   st_.jac_step = stats_.n_accepted;
   ++st_.jac_id;
+}
+
+// method="auto": h rho of the explicit step just accepted, rho = |k_s - k_{s-1}| / |Y_s - Y_{s-1}| from its last two
+// stages (both at c = 1), Y_s - Y_{s-1} = h Σ_j (a_sj - a_{s-1,j}) k_j (implicit_auto.py, _explicit_stiffness).
+template <class Rhs, class T>
+double RowSolver<Rhs, T>::explicit_stiffness(double h) {
+  if constexpr (kStiff) {
+    const int s = m_->s;
+    const double* K = ws_.K.data();
+    double* d = ws_.pv.data();
+    for (int i = 0; i < n_; ++i) d[i] = K[(s - 1) * n_ + i] - K[(s - 2) * n_ + i];
+    const double dk = norm2(d, n_);
+    for (int j = 0; j < s - 1; ++j) ws_.w[j] = h * (m_->a[(s - 1) * s + j] - m_->a[(s - 2) * s + j]);
+    for (int i = 0; i < n_; ++i) d[i] = 0.0;
+    combine(d, K, ws_.w.data(), s - 1, n_, d);
+    const double dy = norm2(d, n_);
+    return dy > 0.0 ? h * dk / dy : 0.0;
+  }
+  return 0.0;
+}
+
+// method="auto" after an accepted step of size h ending at t1 in y1 (explicit_rho: explicit_stiffness's estimate
+// when the explicit method took it): updates the counters and switches the method of the next step when they say
+// so (implicit_auto.py, _after_accepted).
+template <class Rhs, class T>
+void RowSolver<Rhs, T>::auto_after_accept(double t1, const T* y1, double h, double explicit_rho) {
+  if constexpr (kStiff) {
+    if (m_ == auto_.stiff_method) {
+      const double stiffness = st_.have_jac ? h * spectral_radius(ws_.J.data(), n_, ws_.pv.data(), ws_.pw.data())
+                                            : INFINITY;
+      if (auto_.stiff_accepted(stiffness)) {
+        m_ = auto_.explicit_method;
+        auto_.switched();
+      }
+      return;
+    }
+    bool window_stiff = false;
+    if (auto_.explicit_accepted(explicit_rho)) {  // many rejections in the window: ask the Jacobian itself
+      jacobian_into(t1, y1, nullptr, ws_.Jx.data());
+      window_stiff = h * spectral_radius(ws_.Jx.data(), n_, ws_.pv.data(), ws_.pw.data()) > kStabilityBoundary;
+    }
+    if (auto_.explicit_done(window_stiff)) {
+      m_ = auto_.stiff_method;
+      auto_.switched();
+    }
+  }
 }
 
 // LU of the step's matrix for step size h, kept while J and h are unchanged: I/(hγ) - J (Rosenbrock) or
@@ -52,12 +104,12 @@ bool RowSolver<Rhs, T>::factor(double h) {
   const long nn = static_cast<long>(n_) * n_;
   double* LU = ws_.LU.data();
   const double* J = ws_.J.data();
-  if (m_.kind == Kind::kRosenbrock) {
-    const double d = 1.0 / (h * m_.gamma);
+  if (m_->kind == Kind::kRosenbrock) {
+    const double d = 1.0 / (h * m_->gamma);
     for (long q = 0; q < nn; ++q) LU[q] = -J[q];
     for (int i = 0; i < n_; ++i) LU[static_cast<long>(i) * n_ + i] = d - J[static_cast<long>(i) * n_ + i];
   } else {
-    const double coef = -h * m_.gamma;
+    const double coef = -h * m_->gamma;
     for (long q = 0; q < nn; ++q) LU[q] = coef * J[q];
     for (int i = 0; i < n_; ++i) LU[static_cast<long>(i) * n_ + i] += 1.0;
   }
@@ -105,7 +157,7 @@ double RowSolver<Rhs, T>::rosenbrock_finish(const double* y0, double* y1) {
   const SparseRows& coef = ws_.coef;
   const double* U = ws_.U.data();
   double* err = ws_.probe.data();
-  const int rb = 2 * m_.s, re = 2 * m_.s + 1;
+  const int rb = 2 * m_->s, re = 2 * m_->s + 1;
   combine_terms<N>(y0, U, coef.index(rb), coef.weight(rb), coef.size(rb), n_, y1);
   combine_terms<N>(nullptr, U, coef.index(re), coef.weight(re), coef.size(re), n_, err);
   return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
@@ -115,7 +167,7 @@ double RowSolver<Rhs, T>::rosenbrock_finish(const double* y0, double* y1) {
 template <class Rhs, class T>
 template <int N>
 void RowSolver<Rhs, T>::rosenbrock_stages(double t0, const double* y0, double h, const double* f0, double t_end) {
-  const int s = m_.s;
+  const int s = m_->s;
   const long n = N > 0 ? N : n_;
   const SparseRows& coef = ws_.coef;
   const double* ft = ws_.ft.data();
@@ -127,7 +179,7 @@ void RowSolver<Rhs, T>::rosenbrock_stages(double t0, const double* y0, double h,
     const double* fi = f0;
     if (i > 0) {
       combine_terms<N>(y0, U, coef.index(i), coef.weight(i), coef.size(i), static_cast<int>(n), ws_.stage.data());
-      eval(m_.c[i] == 1.0 ? t_end : t0 + m_.c[i] * h, ws_.stage.data(), ws_.fp.data());
+      eval(m_->c[i] == 1.0 ? t_end : t0 + m_->c[i] * h, ws_.stage.data(), ws_.fp.data());
       fi = ws_.fp.data();
     }
     // c_ij / h, a product that underflowed to 0 skipped as combine skips zero weights.
@@ -137,7 +189,7 @@ void RowSolver<Rhs, T>::rosenbrock_stages(double t0, const double* y0, double h,
       if (w != 0.0) { wc[terms] = w; jc[terms++] = coef.index(s + i)[q]; }
     }
     double* ui = U + i * n;
-    const double hd = h * m_.ros_d[i];
+    const double hd = h * m_->ros_d[i];
     if constexpr (N > 0) {  // terms outer, the N elements inner (unrolled): x stays in registers
       double x[N];
       for (int e = 0; e < N; ++e) x[e] = fi[e];
@@ -164,14 +216,14 @@ void RowSolver<Rhs, T>::rosenbrock_stages(double t0, const double* y0, double h,
 template <class Rhs, class T>
 double RowSolver<Rhs, T>::attempt_esdirk(double t0, const double* y0, double h, double* K, double* y1,
                                       double t_end) {
-  const int s = m_.s;
-  if (!solve_esdirk(t0, y0, h, K, t_end)) return std::pow(kNewtonFailureBase, m_.order);
+  const int s = m_->s;
+  if (!solve_esdirk(t0, y0, h, K, t_end)) return std::pow(kNewtonFailureBase, m_->order);
   double* w = ws_.w.data();
-  for (int j = 0; j < s; ++j) w[j] = h * m_.b[j];
+  for (int j = 0; j < s; ++j) w[j] = h * m_->b[j];
   combine(y0, K, w, s, n_, y1);
   double* err = ws_.probe.data();
   for (int q = 0; q < n_; ++q) err[q] = 0.0;
-  for (int j = 0; j < s; ++j) w[j] = h * m_.b_err[j];
+  for (int j = 0; j < s; ++j) w[j] = h * m_->b_err[j];
   combine(err, K, w, s, n_, err);
   lu_solve(ws_.LU.data(), ws_.piv.data(), n_, err);  // the LU of I - hγJ the last stage used
   return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
@@ -181,7 +233,7 @@ double RowSolver<Rhs, T>::attempt_esdirk(double t0, const double* y0, double h, 
 // fresh one (implicit_step.py, _solve_stages). False: Newton failed or I - hγJ is singular.
 template <class Rhs, class T>
 bool RowSolver<Rhs, T>::solve_esdirk(double t0, const double* y0, double h, double* K, double t_end) {
-  const int s = m_.s;
+  const int s = m_->s;
   bool force = false;
   double* base = ws_.stage.data();
   double* w = ws_.w.data();
@@ -195,13 +247,13 @@ bool RowSolver<Rhs, T>::solve_esdirk(double t0, const double* y0, double h, doub
     st_.theta_max = 0.0;
     bool ok = factor(h);
     for (int i = 1; ok && i < s; ++i) {
-      const double t_i = m_.c[i] == 1.0 ? t_end : t0 + m_.c[i] * h;
-      for (int j = 0; j < i; ++j) w[j] = h * m_.a[i * s + j];
+      const double t_i = m_->c[i] == 1.0 ? t_end : t0 + m_->c[i] * h;
+      for (int j = 0; j < i; ++j) w[j] = h * m_->a[i * s + j];
       combine(y0, K, w, i, n_, base);
-      const double hg = h * m_.a[i * s + i];
+      const double hg = h * m_->a[i * s + i];
       double* ki = k(K, i);  // the Newton start: base + hg * (predicted stage derivative)
-      if (m_.predictor != nullptr) {
-        for (int j = 0; j < i; ++j) w[j] = m_.predictor[i * s + j];
+      if (m_->predictor != nullptr) {
+        for (int j = 0; j < i; ++j) w[j] = m_->predictor[i * s + j];
         for (int q = 0; q < n_; ++q) ki[q] = 0.0;
         combine(ki, K, w, i, n_, ki);
       } else {

@@ -26,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "pyode/core/auto_switch.h"
 #include "pyode/core/controller.h"
 #include "pyode/core/dense_lu.h"
 #include "pyode/core/dense_output.h"
@@ -89,7 +90,8 @@ struct NoEvent {
 };
 
 // Scratch of one row; a thread reuses one for all its rows. The implicit kinds add the Jacobian J, the LU
-// factors of their matrix, the Rosenbrock increments U (s x n) and Newton's vectors.
+// factors of their matrix, the Rosenbrock increments U (s x n) and Newton's vectors; method="auto" (an explicit
+// method with a stiff partner) both methods' buffers, and the Jacobian check's Jx and power-iteration vectors.
 // An allocator whose blocks start on a cache line and fill whole lines. Ensemble threads each own a Workspace;
 // with plain vectors, small buffers of two workspaces (n = 3: 24-192 bytes each) shared cache lines, and two
 // threads spent 2.5x the CPU time of one on the same trajectories (bench/native_lorenz.py --scaling).
@@ -117,26 +119,30 @@ using LineVector = std::vector<T, LineAllocator<T>>;
 template <class T>
 struct WorkspaceOf {
   LineVector<T> K, K2, y, y1, y1b, stage, probe, event_y;
-  LineVector<double> w, J, LU, U, ft, z, dz, res, fp;
+  LineVector<double> w, J, LU, U, ft, z, dz, res, fp, Jx, pv, pw;
   LineVector<int> piv;
   // Rosenbrock: the non-zero a_ij (rows 0..s-1), c_ij (rows s..2s-1), m (row 2s) and m_err (row 2s+1).
   SparseRows coef;
-  void resize(const Method& m, int n) {
+  // For method m, and with `partner` (method="auto": m explicit, partner its stiff method) for both.
+  void resize(const Method& m, int n, const Method* partner = nullptr) {
+    const Method& sm = partner != nullptr ? *partner : m;  // the one whose implicit buffers are needed
     coef.clear();
-    if (m.kind == Kind::kRosenbrock) {
-      for (int i = 0; i < m.s; ++i) coef.add(m.a + i * m.s, i);
-      for (int i = 0; i < m.s; ++i) coef.add(m.ros_c + i * m.s, i);
-      coef.add(m.b, m.s);
-      coef.add(m.b_err, m.s);
+    if (sm.kind == Kind::kRosenbrock) {
+      for (int i = 0; i < sm.s; ++i) coef.add(sm.a + i * sm.s, i);
+      for (int i = 0; i < sm.s; ++i) coef.add(sm.ros_c + i * sm.s, i);
+      coef.add(sm.b, sm.s);
+      coef.add(sm.b_err, sm.s);
     }
-    const bool stiff = m.kind != Kind::kExplicit;
+    const bool stiff = sm.kind != Kind::kExplicit;
     const size_t nn = stiff ? static_cast<size_t>(n) * n : 0, nv = stiff ? static_cast<size_t>(n) : 0;
     J.assign(nn, 0.0); LU.assign(nn, 0.0); piv.assign(nv, 0);
-    U.assign(m.kind == Kind::kRosenbrock ? static_cast<size_t>(m.s) * n : 0, 0.0);
+    U.assign(sm.kind == Kind::kRosenbrock ? static_cast<size_t>(sm.s) * n : 0, 0.0);
     ft.assign(nv, 0.0); z.assign(nv, 0.0); dz.assign(nv, 0.0); res.assign(nv, 0.0); fp.assign(nv, 0.0);
-    const size_t terms = static_cast<size_t>(m.s) + 1;  // s stages + f1
+    Jx.assign(partner != nullptr ? nn : 0, 0.0);
+    pv.assign(partner != nullptr ? nv : 0, 0.0); pw.assign(partner != nullptr ? nv : 0, 0.0);
+    const size_t terms = static_cast<size_t>(std::max(m.s, sm.s)) + 1;  // s stages + f1
     K.assign(terms * n, 0.0);
-    K2.assign(m.restep ? terms * n : 0, 0.0);
+    K2.assign(m.restep || sm.restep ? terms * n : 0, 0.0);
     y.assign(n, 0.0); y1.assign(n, 0.0); y1b.assign(n, 0.0); stage.assign(n, 0.0); probe.assign(n, 0.0);
     event_y.assign(n, 0.0);
     w.assign(terms, 0.0);
@@ -145,7 +151,7 @@ struct WorkspaceOf {
   size_t bytes() const {
     size_t states = 0, doubles = 0;
     for (const auto* v : {&K, &K2, &y, &y1, &y1b, &stage, &probe, &event_y}) states += v->capacity();
-    for (const auto* v : {&w, &J, &LU, &U, &ft, &z, &dz, &res, &fp}) doubles += v->capacity();
+    for (const auto* v : {&w, &J, &LU, &U, &ft, &z, &dz, &res, &fp, &Jx, &pv, &pw}) doubles += v->capacity();
     return states * sizeof(T) + doubles * sizeof(double) + piv.capacity() * sizeof(int);
   }
 };
@@ -179,8 +185,12 @@ class RowSolver {
   static constexpr bool kStiff = std::is_same_v<T, double>;
 
  public:
-  RowSolver(const Method& m, const LoopOptions& o, Rhs& rhs, WorkspaceOf<T>& ws, int n)
-      : m_(m), o_(o), rhs_(rhs), ws_(ws), n_(n), ctrl_(o.controller) {}
+  // stiff: method="auto" (m explicit, stiff its partner, ws resized for both), else nullptr.
+  RowSolver(const Method& m, const LoopOptions& o, Rhs& rhs, WorkspaceOf<T>& ws, int n,
+            const Method* stiff = nullptr)
+      : m_(&m), o_(o), rhs_(rhs), ws_(ws), n_(n), ctrl_(o.controller) {
+    if (stiff != nullptr) auto_ = AutoSwitch{&m, stiff};
+  }
 
   // Integrates from y0 at t_out[0] through the increasing solver times t_out (num_times >= 1).
   template <class Event>
@@ -190,7 +200,7 @@ class RowSolver {
     written_ = 1;
     stats_.t_reached = t_out[0];
     if (num_times > 1) {
-      if (m_.adaptive()) run_adaptive(y0, t_out, num_times, ev);
+      if (m_->adaptive()) run_adaptive(y0, t_out, num_times, ev);
       else run_fixed(y0, t_out, num_times);
     }
     for (int64_t k = written_; k < num_times; ++k)  // outputs the row never reached
@@ -199,7 +209,7 @@ class RowSolver {
   }
 
  private:
-  const Method& m_;
+  const Method* m_;  // the method of the next step: fixed, or with auto_ the one the switch chose
   const LoopOptions& o_;
   Rhs& rhs_;
   WorkspaceOf<T>& ws_;
@@ -210,10 +220,14 @@ class RowSolver {
   int64_t written_ = 0;
   double sign0_ = 1.0;
   StiffState st_;
+  AutoSwitch auto_;
   int64_t non_finite_ = 0, stalled_ = 0;  // the stall rule's counters (stalled)
 
   // Implicit steppers (implicit_steps.h).
+  void jacobian_into(double t, const double* y, const double* f, double* J);
   void jacobian_at(double t0, const double* y0, const double* f0);
+  double explicit_stiffness(double h);
+  void auto_after_accept(double t_end_of_step, const T* y1, double h, double explicit_rho);
   bool factor(double h);
   double attempt_rosenbrock(double t0, const double* y0, double h, double* K, double* y1, double t_end);
   template <int N>
@@ -237,27 +251,27 @@ class RowSolver {
   // One step of size h from (t0, y0) with K[0] = f(t0, y0) already there: stages into K, y1 into `y1`.
   // Returns the error ratio (0 for fixed-grid methods).
   double attempt(double t0, const T* y0, double h, T* K, T* y1, bool ends_at_jump = false) {
-    const int s = m_.s;
+    const int s = m_->s;
     const double t_end = ends_at_jump ? std::nextafter(t0 + h, -INFINITY) : t0 + h;
     if constexpr (kStiff) {
-      if (m_.kind == Kind::kRosenbrock) return attempt_rosenbrock(t0, y0, h, K, y1, t_end);
-      if (m_.kind == Kind::kEsdirk) return attempt_esdirk(t0, y0, h, K, y1, t_end);
+      if (m_->kind == Kind::kRosenbrock) return attempt_rosenbrock(t0, y0, h, K, y1, t_end);
+      if (m_->kind == Kind::kEsdirk) return attempt_esdirk(t0, y0, h, K, y1, t_end);
     }
     for (int i = 1; i < s; ++i) {
-      T* in = (m_.fsal && i == s - 1) ? y1 : ws_.stage.data();
-      for (int j = 0; j < i; ++j) ws_.w[j] = h * m_.a[i * s + j];
+      T* in = (m_->fsal && i == s - 1) ? y1 : ws_.stage.data();
+      for (int j = 0; j < i; ++j) ws_.w[j] = h * m_->a[i * s + j];
       combine(y0, K, ws_.w.data(), i, n_, in);
-      eval(m_.c[i] == 1.0 ? t_end : t0 + m_.c[i] * h, in, k(K, i));
+      eval(m_->c[i] == 1.0 ? t_end : t0 + m_->c[i] * h, in, k(K, i));
     }
-    if (!m_.fsal) {
-      for (int j = 0; j < s; ++j) ws_.w[j] = h * m_.b[j];
+    if (!m_->fsal) {
+      for (int j = 0; j < s; ++j) ws_.w[j] = h * m_->b[j];
       combine(y0, K, ws_.w.data(), s, n_, y1);
     }
-    if (!m_.adaptive()) return 0.0;
+    if (!m_->adaptive()) return 0.0;
     // err = Σ_j (h b_err_j) K_j per element (from 0, increasing j, zero weights skipped as in combine).
     const T zero = 0;
     T* err = ws_.probe.data();
-    for (int j = 0; j < s; ++j) ws_.w[j] = h * m_.b_err[j];
+    for (int j = 0; j < s; ++j) ws_.w[j] = h * m_->b_err[j];
     for (int i = 0; i < n_; ++i) err[i] = zero;
     combine(err, K, ws_.w.data(), s, n_, err);
     return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
@@ -265,31 +279,31 @@ class RowSolver {
 
   // The step's interpolant at θ into `dst` (the step: t0, y0, size h, stages in ws_.K, f1 in K[s]).
   void dense(double t0, const T* y0, double h, double theta, T* dst) {
-    if (m_.restep) {  // a fresh step of size θh from the step's start (the method's own order)
+    if (m_->restep) {  // a fresh step of size θh from the step's start (the method's own order)
       std::memcpy(ws_.K2.data(), ws_.K.data(), sizeof(T) * n_);
-      T* y1 = m_.fsal ? dst : ws_.y1b.data();
+      T* y1 = m_->fsal ? dst : ws_.y1b.data();
       attempt(t0, y0, theta * h, ws_.K2.data(), y1);
       if (y1 != dst) std::memcpy(dst, y1, sizeof(T) * n_);
       return;
     }
     if constexpr (kStiff) {
-      if (m_.kind == Kind::kRosenbrock) return dense_rosenbrock(y0, h, theta, dst);
+      if (m_->kind == Kind::kRosenbrock) return dense_rosenbrock(y0, h, theta, dst);
     }
-    dense_weights(m_, theta, h, ws_.w.data());
-    combine(y0, ws_.K.data(), ws_.w.data(), m_.num_terms, n_, dst);
+    dense_weights(*m_, theta, h, ws_.w.data());
+    combine(y0, ws_.K.data(), ws_.w.data(), m_->num_terms, n_, dst);
   }
 
   // Rosenbrock's dense output: its own interpolant (weights on the increments U), or the cubic Hermite.
   void dense_rosenbrock(const double* y0, double h, double theta, double* dst) {
-    if (m_.interp_degree > 0) {  // the method's own: weights on the increments
-      dense_weights(m_, theta, 1.0, ws_.w.data());
-      combine(y0, ws_.U.data(), ws_.w.data(), m_.s, n_, dst);
+    if (m_->interp_degree > 0) {  // the method's own: weights on the increments
+      dense_weights(*m_, theta, 1.0, ws_.w.data());
+      combine(y0, ws_.U.data(), ws_.w.data(), m_->s, n_, dst);
       return;
     }
     // cubic Hermite through (y0, f0 = K_0) and (y1, f1 = K_s)
     const double th = theta, a = 3 * th * th - 2 * th * th * th;
     const double b = h * (th * th * th - 2 * th * th + th), c = h * (th * th * th - th * th);
-    const double *y1 = ws_.y1.data(), *f0 = ws_.K.data(), *f1 = k(ws_.K.data(), m_.s);
+    const double *y1 = ws_.y1.data(), *f0 = ws_.K.data(), *f1 = k(ws_.K.data(), m_->s);
     for (int i = 0; i < n_; ++i) dst[i] = ((y0[i] + a * (y1[i] - y0[i])) + b * f0[i]) + c * f1[i];
   }
 
@@ -376,7 +390,7 @@ void RowSolver<Rhs, T>::run_adaptive(const T* y0_in, const double* t_out, int64_
   double h = o_.first_step;
   if (!(h > 0.0)) {
     auto f = [this](double tt, const T* yy, T* dy) { eval(tt, yy, dy); };
-    h = initial_step(f, t, y, K, n_, m_.order, o_.rtol, o_.atol, ws_.probe.data(), k(K, m_.s));
+    h = initial_step(f, t, y, K, n_, m_->order, o_.rtol, o_.atol, ws_.probe.data(), k(K, m_->s));
   }
   // min_step and max_step bound every step, the first included (a NaN h stays NaN).
   if (!std::isnan(h)) h = py_min(py_max(h, o_.controller.min_step), o_.controller.max_step);
@@ -396,14 +410,18 @@ void RowSolver<Rhs, T>::run_adaptive(const T* y0_in, const double* t_out, int64_
       if (!std::isfinite(ratio)) ++non_finite_;
       if (check_progress(t, h, ratio)) return;
       if (h >= h_step) { fail(Status::kStepUnderflow, t); return; }  // the controller cannot shrink it
+      if (auto_.active()) ++auto_.retries;
       continue;
     }
     ++stats_.n_accepted;
+    // auto: the explicit step's stiffness estimate, from its stages before K[0] is overwritten below
+    const double rho = auto_.active() && m_ == auto_.explicit_method ? explicit_stiffness(h_step) : 0.0;
+    const double t_step = t;
     const double t1 = py_min(t_end, t + h_step);
     if (stalled(y, y1)) { fail(Status::kNonFinite, t1); return; }
     const bool at_jump = is_jump(t1);
-    if (!m_.fsal && !at_jump) eval(t + h_step, y1, k(K, m_.s));  // f1: the interpolant's term s, the next f0
-    if (!m_.fsal && at_jump && m_.needs_f1()) eval(std::nextafter(t1, -INFINITY), y1, k(K, m_.s));  // left piece
+    if (!m_->fsal && !at_jump) eval(t + h_step, y1, k(K, m_->s));  // f1: the interpolant's term s, the next f0
+    if (!m_->fsal && at_jump && m_->needs_f1()) eval(std::nextafter(t1, -INFINITY), y1, k(K, m_->s));  // left piece
     if constexpr (Event::active) {
       double v;
       if (!event_value(ev, t + h_step, y1, &v)) return;  // pyode evaluates it at t0 + h
@@ -414,11 +432,13 @@ void RowSolver<Rhs, T>::run_adaptive(const T* y0_in, const double* t_out, int64_
     }
     write_outputs(t, y, h_step, t1, y1, t_out, num_times, true);
     if (at_jump) eval(std::nextafter(t1, INFINITY), y1, K);  // the next step starts on the right piece
-    else copy(k(K, m_.fsal ? m_.s - 1 : m_.s), K);
+    else copy(k(K, m_->fsal ? m_->s - 1 : m_->s), K);
     copy(y1, y);
     t = t1;
     stats_.t_reached = t;
     if (t < t_end && check_progress(t, h, ratio)) return;  // at the end, the next h is never taken
+    // auto: the switch sees the step before the next one (not after the last, as implicit_auto.py)
+    if (auto_.active() && t < t_end && written_ < num_times) auto_after_accept(t_step + h_step, y, h_step, rho);
   }
 }
 
@@ -459,7 +479,7 @@ void RowSolver<Rhs, T>::run_fixed(const T* y0_in, const double* t_out, int64_t n
   const double t0 = t_out[0], t_end = t_out[num_times - 1];
   const double span = std::ceil((t_end - t0) / o_.step_size - 1e-9);
   const int64_t n_steps = span > 1.0 ? static_cast<int64_t>(span) : 1;
-  const bool needs_f1 = m_.needs_f1();
+  const bool needs_f1 = m_->needs_f1();
   for (int64_t q = 0; q < n_steps; ++q) {
     const double g0 = t0 + q * o_.step_size;
     const double g1 = q + 1 < n_steps ? t0 + (q + 1) * o_.step_size : t_end;
@@ -471,7 +491,7 @@ void RowSolver<Rhs, T>::run_fixed(const T* y0_in, const double* t_out, int64_t n
     stats_.t_reached = g1;
     for (int i = 0; i < n_; ++i)
       if (!std::isfinite(y1[i])) { fail(Status::kNonFinite, g1); return; }
-    if (needs_f1 && written_ < num_times && t_out[written_] < g1) eval(g0 + h, y1, k(K, m_.s));
+    if (needs_f1 && written_ < num_times && t_out[written_] < g1) eval(g0 + h, y1, k(K, m_->s));
     write_outputs(g0, y, h, g1, y1, t_out, num_times, true);
     std::memcpy(y, y1, sizeof(T) * n_);
   }
