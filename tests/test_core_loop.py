@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import pytest
 import torch
@@ -99,6 +100,28 @@ def test_fixed_grid_methods_take_the_python_loops_steps(monkeypatch, method):
     ref, got = solve_both(monkeypatch, spiral, torch.tensor([1.0, 0.5], dtype=F64), t, method=method,
                           options={"step_size": 0.05})
     assert_same_solve(ref, got, ref.stats.n_steps, 4)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("method,options", [
+    ("explicit_adams", {"step_size": 0.02, "max_order": 5}),
+    ("implicit_adams", {"step_size": 0.01}),                                 # up to 11 past derivatives
+    ("fixed_adams", {"step_size": 0.05, "max_order": 4, "max_iters": 1}),    # correctors that do not converge
+])
+def test_adams_methods_take_the_python_loops_steps(monkeypatch, method, options, reverse):
+    """The Adams stepper kind (fixed_grid.py's AdamsLoop): the RK4 start, the predictor, the corrector's
+    iterations and its failures (the oldest derivative dropped, the warning), the restart at the shorter last step,
+    linear outputs between grid points."""
+    t = torch.tensor([0.0, 0.37, 1.0, 2.05], dtype=F64)
+    t = -t if reverse else t
+    func = (lambda s, y: -spiral(-s, y)) if reverse else spiral
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ref, got = solve_both(monkeypatch, func, torch.tensor([1.0, 0.5], dtype=F64), t, method=method, rtol=1e-7,
+                              atol=1e-9, options=options)
+    unconverged = [w for w in caught if "did not converge" in str(w.message)]
+    assert bool(unconverged) == (options.get("max_iters") == 1)
+    assert_same_solve(ref, got, ref.stats.n_steps, 12)
 
 
 @pytest.mark.parametrize("method", STIFF)
@@ -364,7 +387,8 @@ def test_many_solves_leave_rss_flat(monkeypatch):
 
 def test_core_solver_is_built_only_where_it_runs():
     """float32 stiff methods, float32 jump_t, states over CORE_LOOP_MAX_ELEMENTS and callable norms keep the Python
-    loops; float32 explicit methods (adaptive and fixed grid) and the auto-switching method run in the C++ loop."""
+    loops; float32 explicit methods (adaptive and fixed grid), the auto-switching method and float64 Adams run in the
+    C++ loop."""
     t = torch.tensor([0.0, 1.0])
     assert build_problem(spiral, torch.ones(2), t).loop.core is not None  # float32, explicit
     assert build_problem(spiral, torch.ones(2), t, method="rk4", options={"step_size": 0.1}).loop.core is not None
@@ -378,6 +402,9 @@ def test_core_solver_is_built_only_where_it_runs():
     assert build_problem(spiral, torch.ones(2, dtype=F64), t.double(), options={"norm": lambda y: y.abs().max()}
                          ).loop.core is None
     assert build_problem(spiral, torch.ones(2, dtype=F64), t.double(), method="auto").loop.core is not None
+    adams = {"method": "implicit_adams", "options": {"step_size": 0.1}}
+    assert build_problem(spiral, torch.ones(2, dtype=F64), t.double(), **adams).loop.core is not None
+    assert build_problem(spiral, torch.ones(2), t, **adams).loop.core is None  # float32 Adams: the Python loop
 
 
 @pytest.mark.parametrize("core", ["0", "1"])

@@ -106,7 +106,7 @@ struct FnPtrEvent {
 // stiffly accurate adaptive tableau with an explicit first stage at c = 0 and one diagonal gamma.
 void check_implicit(const pyode_method* pm, Method& m) {
   const int s = m.s;
-  require(pm->kind == 1 || pm->kind == 2, "method.kind must be 0 (explicit), 1 (Rosenbrock) or 2 (ESDIRK)");
+  require(pm->kind == 1 || pm->kind == 2, "method.kind must be 0 (explicit), 1 (Rosenbrock), 2 (ESDIRK) or 3 (Adams)");
   require(std::isfinite(pm->gamma) && pm->gamma > 0.0, "method.gamma must be finite and > 0");
   require(pm->b_err != nullptr, "implicit methods must be adaptive (method.b_err not NULL)");
   m.gamma = pm->gamma;
@@ -129,6 +129,19 @@ void check_implicit(const pyode_method* pm, Method& m) {
   for (int j = 0; j < s; ++j)
     require(pm->a[(s - 1) * s + j] == pm->b[j], "an ESDIRK method must be stiffly accurate (b = last row of a)");
   m.kind = pyode::core::Kind::kEsdirk;
+}
+
+// Adams (kind 3): a fixed-grid method (no b_err) whose tableau is its starter's, with its weight tables.
+void check_adams(const pyode_method* pm, Method& m) {
+  require(pm->b_err == nullptr && !pm->interp_restep, "an Adams method runs on a fixed grid (b_err NULL, no restep)");
+  require(pm->adams_history >= 1 && pm->adams_history <= pyode::core::kMaxStages, "method.adams_history must be 1..64");
+  require(pm->adams_iters >= 0, "method.adams_iters must be >= 0");
+  require(pm->adams_ab != nullptr && pm->adams_am != nullptr, "an Adams method needs adams_ab and adams_am");
+  m.kind = pyode::core::Kind::kAdams;
+  m.adams_history = pm->adams_history;
+  m.adams_iters = pm->adams_iters;
+  m.adams_ab = pm->adams_ab;
+  m.adams_am = pm->adams_am;
 }
 
 Method check_method(const pyode_method* pm) {
@@ -154,7 +167,8 @@ Method check_method(const pyode_method* pm) {
   m.num_terms = pm->interp_terms;
   m.P = pm->interp_P;
   m.restep = pm->interp_restep != 0;
-  if (pm->kind != 0) check_implicit(pm, m);
+  if (pm->kind == 3) check_adams(pm, m);
+  else if (pm->kind != 0) check_implicit(pm, m);
   return m;
 }
 
@@ -252,6 +266,7 @@ pyode_traj_stats to_c(const RowStats& r, double sign) {
   out.n_accepted = r.n_accepted;
   out.n_rejected = r.n_rejected;
   out.n_feval = r.n_feval;
+  out.n_unconverged = static_cast<int32_t>(std::min<int64_t>(r.n_unconverged, INT32_MAX));
   return out;
 }
 
@@ -349,13 +364,15 @@ int32_t solve_impl(const pyode_method* pm, const pyode_options* po, typename Abi
   const Method stiff = pm->stiff_partner != nullptr ? check_partner(pm, m) : Method{};
   const Method* partner = pm->stiff_partner != nullptr ? &stiff : nullptr;
   require(std::is_same_v<T, double> || (m.kind == pyode::core::Kind::kExplicit && partner == nullptr),
-          "float32 states need an explicit method (method.kind 0, no stiff_partner); the stiff kinds run in float64");
+          "float32 states need an explicit method (a Runge-Kutta tableau: method.kind 0, no stiff_partner); the stiff "
+          "kinds and Adams run in float64");
   LoopOptions o = check_options(po, m);
   require(rhs != nullptr, "rhs is NULL");
   require(stats != nullptr, "stats is NULL");
   require(event == nullptr || m.adaptive(), "events need an adaptive method (e.g. dopri5)");
   check_problem(pp, stats_len);
-  require((m.kind == pyode::core::Kind::kExplicit && partner == nullptr) || pp->n <= 4096,
+  require(((m.kind == pyode::core::Kind::kExplicit || m.kind == pyode::core::Kind::kAdams) && partner == nullptr) ||
+              pp->n <= 4096,
           "implicit methods factor a dense n x n matrix: n must be <= 4096");
   const double sign = pp->num_times > 1 && pp->t[1] < pp->t[0] ? -1.0 : 1.0;
   std::vector<double> t_out(pp->t, pp->t + pp->num_times);

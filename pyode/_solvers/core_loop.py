@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from typing import ClassVar
 
 import torch
@@ -224,6 +225,10 @@ class CoreSolver:
         if rc != 0:
             raise ValueError(ffi.string(lib.pyode_last_error()).decode())
         row = stats[0]
+        if row.n_unconverged:  # as AdamsLoop._corrector warns (after the solve: Python's warning filters)
+            warnings.warn("implicit_adams: the corrector iteration did not converge in options['max_iters'] = "
+                          f"{self.method.adams_iters} iterations; the solution may be inaccurate", RuntimeWarning,
+                          stacklevel=5)
         if row.status not in (_SUCCESS, _EVENT):  # the Python loop reruns it and raises its own error
             self.stats.nfe = nfe_before
             return None
@@ -301,13 +306,19 @@ def adaptive_solver(stepper, kern, method: str, opts, extra: dict, segments, rto
     return _solver(fn, data, method, opts, rtol, atol, jac if callback else None, stats, time_sign)
 
 
-def fixed_solver(fn, kern, method: str, opts, stats, time_sign: float) -> CoreSolver | None:
+def fixed_solver(fn, kern, method: str, opts, stats, time_sign: float, rtol: float = 0.0,
+                 atol: float = 0.0) -> CoreSolver | None:
     """The C++ loop for an explicit fixed-grid solve on ``options['step_size']`` (no grid_constructor, no
-    perturb), or None."""
+    perturb): a Runge-Kutta method, or for float64 states an Adams one (``rtol``/``atol``: its corrector's test, one
+    number each: per-component tolerances stay in Python), or None."""
     if opts.grid_constructor is not None or opts.perturb or opts.step_size is None or not _static_eligible(fn, kern):
         return None
-    from pyode.native._methods import FIXED, method_data
+    from pyode._solvers.tableaux import ADAMS_METHODS
+    from pyode.native._methods import FIXED, adams_method_data, method_data
 
+    if method in ADAMS_METHODS and fn.dtype == torch.float64 and all(isinstance(x, (int, float)) for x in (rtol, atol)):
+        data = adams_method_data(method, opts.max_order, opts.max_iters)
+        return _solver(fn, data, method, opts, rtol, atol, None, stats, time_sign)
     if method not in FIXED:
         return None
     return _solver(fn, method_data(method, opts.interp), method, opts, 0.0, 0.0, None, stats, time_sign)

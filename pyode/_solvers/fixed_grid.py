@@ -93,6 +93,23 @@ def check_finite(y: Tensor, t: float, sign: float) -> None:
         raise NonFiniteStateError("non_finite", sign * t, "the state became NaN/inf (try a smaller step_size)")
 
 
+def core_first(core, fn, grid: list[float], y0: Tensor, t_out: list[float],
+               hooks: LoopHooks) -> tuple[list[Tensor] | None, Tensor | None]:
+    """A grid's solve in the C++ loop (``core``, a CoreSolver or None) when it can run it (no hook, nothing recorded):
+    (outputs, None); else (None, f(t0, y0) if it was evaluated to find out whether autograd records this solve, for
+    the first step)."""
+    if core is None or hooks or len(grid) < 2 or torch.compiler.is_compiling():
+        return None, None
+    f0 = None
+    if torch.is_grad_enabled():
+        if y0.requires_grad:
+            return None, None
+        f0 = fn(grid[0], y0)
+        if f0.requires_grad:
+            return None, f0
+    return core.integrate(y0, t_out, f0), f0
+
+
 class FixedGridLoop:
     """Steps through a grid with an explicit RK method; outputs by linear (or cubic) interpolation.
 
@@ -129,24 +146,9 @@ class FixedGridLoop:
         if self.perturb and step.f1 is None and getattr(self.stepper, "needs_f1", False):
             step.f1 = self.stepper.fn(self.stepper.fn.nudge(t1, -1.0), step.y1)
 
-    def _core_first(self, y0: Tensor, t_out: list[float],
-                    hooks: LoopHooks) -> tuple[list[Tensor] | None, Tensor | None]:
-        """The solve in the C++ loop when it can run it (no hook, nothing recorded): (outputs, None); else
-        (None, f(t0, y0) if it was evaluated to find out whether autograd records this solve, for the first step)."""
-        if self.core is None or hooks or len(self.grid) < 2 or torch.compiler.is_compiling():
-            return None, None
-        f0 = None
-        if torch.is_grad_enabled():
-            if y0.requires_grad:
-                return None, None
-            f0 = self.stepper.fn(self.grid[0], y0)
-            if f0.requires_grad:
-                return None, f0
-        return self.core.integrate(y0, t_out, f0), f0
-
     def integrate(self, y0: Tensor, t_out: list[float], hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
         """The states at ``t_out`` as (m, n) blocks; ``hooks`` are called once per step."""
-        outputs, f0 = self._core_first(y0, t_out, hooks)
+        outputs, f0 = core_first(self.core, self.stepper.fn, self.grid, y0, t_out, hooks)
         if outputs is not None:
             return outputs
         outputs, i = [y0.unsqueeze(0)], 1
@@ -213,8 +215,9 @@ class AdamsLoop:
     SUPPORTED_HOOKS = frozenset({"on_step"})  # no on_accept: a step record cannot replay a multistep step
 
     def __init__(self, fn, kern, grid: list[float], stats: SolverStats, time_sign: float, *, implicit: bool,
-                 max_order: int, max_iters: int, rtol: float, atol: float, perturb: bool = False):
+                 max_order: int, max_iters: int, rtol: float, atol: float, perturb: bool = False, core=None):
         self.fn, self.kern, self.grid, self.stats, self.time_sign = fn, kern, grid, stats, time_sign
+        self.core = core  # pyode._solvers.core_loop.CoreSolver: the C++ loop for solves that record nothing
         self.implicit, self.max_iters, self.rtol, self.atol = implicit, max_iters, rtol, atol
         self.max_history, self.perturb = max_order - 1, perturb
         self.rk = RKStepper(RK4, fn, kern, interp="linear")
@@ -239,15 +242,16 @@ class AdamsLoop:
         self.history.pop()
         return dy
 
-    def step(self, t0: float, t1: float, y: Tensor) -> StepResult:
-        """One step from ``(t0, y)`` to ``t1``, counted and checked."""
+    def step(self, t0: float, t1: float, y: Tensor, f0: Tensor | None = None) -> StepResult:
+        """One step from ``(t0, y)`` to ``t1``, counted and checked (``f0``: f(t0, y) if already known)."""
         h = t1 - t0
         if self.callbacks is not None:
             self.callbacks.step(t0, y, h)
         if self.last_h is not None and not math.isclose(h, self.last_h, rel_tol=1e-9):
             self.history.clear()  # unequal spacing: the Adams weights no longer apply
         self.last_h = h
-        f0 = self.fn(self.fn.nudge(t0, 1.0) if self.perturb else t0, y)
+        if f0 is None:
+            f0 = self.fn(self.fn.nudge(t0, 1.0) if self.perturb else t0, y)
         self.history.insert(0, f0)
         del self.history[max(self.max_history, 1):]
         order = min(len(self.history), self.max_history)
@@ -266,9 +270,12 @@ class AdamsLoop:
 
     def integrate(self, y0: Tensor, t_out: list[float], hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
         """The states at ``t_out`` as (m, n) blocks; ``hooks.on_step`` is called once per step."""
+        outputs, f0 = core_first(self.core, self.fn, self.grid, y0, t_out, hooks)
+        if outputs is not None:
+            return outputs
         outputs, i, y = [y0.unsqueeze(0)], 1, y0
         for t0, t1 in itertools.pairwise(self.grid):
-            step = self.step(t0, t1, y)
+            step, f0 = self.step(t0, t1, y, f0), None
             j = bisect.bisect_right(t_out, t1, lo=i)
             if j > i:  # linear interpolation between grid points
                 outputs.append(self.stepper.dense(step, [(tt - t0) / step.h for tt in t_out[i:j]]))

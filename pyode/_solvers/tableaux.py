@@ -404,6 +404,10 @@ def _integrate_lagrange(nodes: Sequence[int], j: int) -> Fraction:
     return sum((c / (p + 1) for p, c in enumerate(poly)), Fraction(0))
 
 
+# torchdiffeq's Adams methods: name -> whether it corrects (Adams-Moulton) after predicting (Adams-Bashforth)
+ADAMS_METHODS = {"explicit_adams": False, "implicit_adams": True, "fixed_adams": True}
+
+
 def adams_bashforth(k: int) -> tuple[float, ...]:
     """The k-step Adams-Bashforth weights (order k), newest derivative first:
     ``y1 = y0 + h Σ_j w_j f(t0 - j h)``. Exact rational integrals of the interpolating polynomial through

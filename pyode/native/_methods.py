@@ -11,7 +11,14 @@ import numpy as np
 
 from pyode._solvers import interpolation, rk_step
 from pyode._solvers.implicit_tableaux import IMPLICIT_TABLEAUX, ROSENBROCK_TABLEAUX
-from pyode._solvers.tableaux import TABLEAUX, ButcherTableau
+from pyode._solvers.tableaux import (
+    ADAMS_METHODS,
+    RK4,
+    TABLEAUX,
+    ButcherTableau,
+    adams_bashforth,
+    adams_moulton,
+)
 
 ADAPTIVE = tuple(name for name, tab in TABLEAUX.items() if tab.adaptive)
 FIXED = tuple(name for name, tab in TABLEAUX.items() if not tab.adaptive)
@@ -20,7 +27,7 @@ FIXED = tuple(name for name, tab in TABLEAUX.items() if not tab.adaptive)
 STIFF = (*ROSENBROCK_TABLEAUX, *(name for name, tab in IMPLICIT_TABLEAUX.items()
                                  if tab.adaptive and tab.diagonal and tab.stiffly_accurate
                                  and tab.explicit_stage(0) and tab.c[0] == 0.0))
-KIND_EXPLICIT, KIND_ROSENBROCK, KIND_ESDIRK = 0, 1, 2
+KIND_EXPLICIT, KIND_ROSENBROCK, KIND_ESDIRK, KIND_ADAMS = 0, 1, 2, 3
 # method="auto": the explicit method and its stiff partner (pyode/_solvers/implicit_auto.py, core/auto_switch.h)
 AUTO_PAIR = ("tsit5", "kvaerno5")
 WITH_JACOBIAN = (*STIFF, "auto")  # the methods that use a Jacobian (jac, options["jacobian"])
@@ -50,6 +57,10 @@ class MethodData:
     ros_d: np.ndarray | None = None
     predictor: np.ndarray | None = None
     stiff: MethodData | None = None  # method="auto": the stiff partner (pyode_method.stiff_partner)
+    adams_history: int = 0  # Adams: past derivatives, corrector iterations and the weight tables (pyode_method)
+    adams_iters: int = 0
+    adams_ab: np.ndarray | None = None
+    adams_am: np.ndarray | None = None
 
     @property
     def num_stages(self) -> int:
@@ -81,6 +92,20 @@ def auto_method_data(interp: str = "auto") -> MethodData:
     Hermite for ``interp`` "auto" or "cubic", as pyode/_solvers/problem.py builds the pair)."""
     explicit, stiff = AUTO_PAIR
     return dataclasses.replace(method_data(explicit, interp), stiff=stiff_method_data(stiff, "auto"))
+
+
+@functools.lru_cache(maxsize=64)
+def adams_method_data(name: str, max_order: int, max_iters: int) -> MethodData:
+    """An Adams method of ``ADAMS_METHODS`` as fixed_grid.py's AdamsLoop runs it: up to ``max_order - 1`` past derivatives,
+    ``max_iters`` corrector iterations (implicit ones only), RK4 (3/8 rule) steps while fewer than 3 are known.
+    Row k-1 of the tables: the k Adams-Bashforth and the k + 1 Adams-Moulton weights."""
+    history = max(max_order - 1, 1)
+    ab, am = np.zeros((history, history)), np.zeros((history, history + 1))
+    for k in range(1, history + 1):
+        ab[k - 1, :k] = adams_bashforth(k)
+        am[k - 1, :k + 1] = adams_moulton(k + 1)
+    return dataclasses.replace(method_data(RK4.name, "linear"), kind=KIND_ADAMS, adams_history=max_order - 1,
+                               adams_iters=max_iters if ADAMS_METHODS[name] else 0, adams_ab=ab, adams_am=am)
 
 
 def implicit_method_data(name: str, interp: str = "auto") -> MethodData:

@@ -147,6 +147,10 @@ def _build_method_struct(ffi, data, keep: list):
     for name in ("ros_c", "ros_d", "predictor"):
         arr = getattr(data, name)
         setattr(m, name, ffi.NULL if arr is None else _arrays.pointer(ffi, arr, keep))
+    m.adams_history, m.adams_iters = data.adams_history, data.adams_iters
+    for name in ("adams_ab", "adams_am"):
+        arr = getattr(data, name)
+        setattr(m, name, ffi.NULL if arr is None else _arrays.pointer(ffi, arr, keep))
     if data.stiff is not None:  # kept alive with the arrays
         partner = _build_method_struct(ffi, data.stiff, keep)
         keep.append(partner)
@@ -347,7 +351,7 @@ _MAIN_THREAD_ID = threading.main_thread().ident
 
 # pyode_traj_stats (csrc/include/pyode/pyode_native.h), field for field (tests/test_native.py checks the offsets
 # against the header's).
-_STATS_DTYPE = np.dtype([("status", "<i4"), ("reserved", "<i4"), ("t_reached", "<f8"), ("event_t", "<f8"),
+_STATS_DTYPE = np.dtype([("status", "<i4"), ("n_unconverged", "<i4"), ("t_reached", "<f8"), ("event_t", "<f8"),
                          ("n_accepted", "<i8"), ("n_rejected", "<i8"), ("n_feval", "<i8")])
 
 

@@ -54,6 +54,16 @@ typedef struct pyode_method {
      * method and switches to the partner where the problem is stiff, and back (pyode/_solvers/implicit_auto.py,
      * core/auto_switch.h). */
     const struct pyode_method* stiff_partner;
+    /* kind 3, Adams on a fixed grid (torchdiffeq's explicit_adams / implicit_adams; pyode/_solvers/fixed_grid.py):
+     * the tableau fields are its Runge-Kutta starter's (the steps while fewer than 3 past derivatives are known);
+     * adams_history (1..64) past derivatives at most (max_order - 1); adams_ab row k-1 the k Adams-Bashforth
+     * weights (adams_history * adams_history); adams_am row k-1 the k + 1 Adams-Moulton weights
+     * (adams_history * (adams_history + 1)); adams_iters corrector iterations (0: Adams-Bashforth only), each
+     * stopping once two agree to options.atol + options.rtol * |dy|. Outputs by linear interpolation. */
+    int32_t adams_history;
+    int32_t adams_iters;
+    const double* adams_ab;
+    const double* adams_am;
 } pyode_method;
 
 typedef struct pyode_options {
@@ -97,7 +107,7 @@ enum { PYODE_OK = 0, PYODE_EINVAL = -1, PYODE_ENOMEM = -2 };
 
 typedef struct pyode_traj_stats {
     int32_t status;
-    int32_t reserved;
+    int32_t n_unconverged;  /* Adams: steps whose corrector did not converge (the oldest derivative dropped) */
     double t_reached;       /* caller's time */
     double event_t;         /* caller's time of the event, NaN when none */
     int64_t n_accepted, n_rejected, n_feval;

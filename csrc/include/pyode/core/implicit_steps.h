@@ -50,6 +50,73 @@ void RowSolver<Rhs, T>::jacobian_at(double t0, const double* y0, const double* f
   ++st_.jac_id;
 }
 
+// An Adams step from (t0, y0) with f0 = f(t0, y0) into y1 (fixed_grid.py, AdamsLoop.step and _corrector): f0
+// joins the past derivatives (all forgotten when h differs from the previous step's: the weights assume equal
+// spacing); with order = min(known, adams_history) >= 3, y1 = y0 + dy with dy the Adams-Bashforth predictor, then
+// with adams_iters > 0 corrected by fixed-point Adams-Moulton iterations until two agree. False: fewer than 3
+// are known, the caller takes its starter's step.
+template <class Rhs, class T>
+bool RowSolver<Rhs, T>::adams_step(double t0, const T* y0, double h, const T* f0, T* y1) {
+  (void)t0;
+  if constexpr (!kStiff) return false;  // float64 only, as the stiff kinds
+  else {
+  const int cap = std::max(m_->adams_history, 1);
+  if (!std::isnan(adams_h_) && !(std::fabs(h - adams_h_) <= 1e-9 * std::fmax(std::fabs(h), std::fabs(adams_h_))))
+    adams_len_ = 0;  // math.isclose(h, last_h, rel_tol=1e-9)
+  adams_h_ = h;
+  adams_start_ = (adams_start_ + cap - 1) % cap;
+  std::memcpy(adams_past(0), f0, sizeof(T) * n_);
+  adams_len_ = std::min(adams_len_ + 1, cap);
+  const int order = std::min(adams_len_, m_->adams_history);
+  if (order < 3) return false;
+  const int hist = m_->adams_history;
+  double* dy = ws_.dy.data();
+  const double* ab = m_->adams_ab + static_cast<int64_t>(order - 1) * hist;
+  for (int i = 0; i < n_; ++i) dy[i] = 0.0;
+  for (int j = 0; j < order; ++j) {
+    const double w = h * ab[j];
+    const double* past = adams_past(j);
+    for (int i = 0; i < n_; ++i) dy[i] += w * past[i];
+  }
+  if (m_->adams_iters > 0 && !adams_correct(y0, h, order)) {
+    ++stats_.n_unconverged;
+    --adams_len_;  // drop the oldest derivative: a lower order for the next steps
+  }
+  for (int i = 0; i < n_; ++i) y1[i] = y0[i] + dy[i];
+  return true;
+  }
+}
+
+// Adams-Moulton fixed-point iterations on ws_.dy (AdamsLoop._corrector): dy = delta + h w_0 f(t1, y0 + dy), with
+// delta = h Σ_j w_{j+1} f_j over the order past derivatives, until max|dy_old - dy| / (atol + rtol max(|dy_old|,
+// |dy|)) < 1. False: not converged within adams_iters.
+template <class Rhs, class T>
+bool RowSolver<Rhs, T>::adams_correct(const double* y0, double h, int order) {
+  const double* am = m_->adams_am + static_cast<int64_t>(order - 1) * (m_->adams_history + 1);
+  double *dy = ws_.dy.data(), *dy_old = ws_.dy_old.data(), *delta = ws_.y1b.data();
+  double *point = ws_.stage.data(), *f = ws_.probe.data();
+  for (int i = 0; i < n_; ++i) delta[i] = 0.0;
+  for (int j = 0; j < order; ++j) {
+    const double w = h * am[j + 1];
+    const double* past = adams_past(j);
+    for (int i = 0; i < n_; ++i) delta[i] += w * past[i];
+  }
+  const double w0 = h * am[0];
+  for (int it = 0; it < m_->adams_iters; ++it) {
+    std::memcpy(dy_old, dy, sizeof(double) * n_);
+    for (int i = 0; i < n_; ++i) point[i] = y0[i] + dy[i];
+    eval(adams_t1_, point, f);
+    bool converged = true;
+    for (int i = 0; i < n_; ++i) {
+      dy[i] = delta[i] + w0 * f[i];
+      const double scale = o_.atol + o_.rtol * std::fmax(std::fabs(dy_old[i]), std::fabs(dy[i]));
+      if (!(std::fabs(dy_old[i] - dy[i]) / scale < 1.0)) converged = false;
+    }
+    if (converged) return true;
+  }
+  return false;
+}
+
 // method="auto": h rho of the explicit step just accepted, rho = |k_s - k_{s-1}| / |Y_s - Y_{s-1}| from its last two
 // stages (both at c = 1), Y_s - Y_{s-1} = h Σ_j (a_sj - a_{s-1,j}) k_j (implicit_auto.py, _explicit_stiffness).
 template <class Rhs, class T>

@@ -11,8 +11,9 @@ constexpr int kMaxStages = 64;
 constexpr int kMaxTerms = kMaxStages + 1;  // the stages and f1
 
 // The stepper the loop calls (solve_loop.h, attempt): an explicit Runge-Kutta step, a Rosenbrock step (one LU
-// of I/(hγ) - J per step, linear stages), or an ESDIRK step (stage by stage simplified Newton on I - hγJ).
-enum class Kind : int { kExplicit = 0, kRosenbrock = 1, kEsdirk = 2 };
+// of I/(hγ) - J per step, linear stages), an ESDIRK step (stage by stage simplified Newton on I - hγJ), or a
+// fixed-grid Adams step (past derivatives; the tableau is its Runge-Kutta starter's).
+enum class Kind : int { kExplicit = 0, kRosenbrock = 1, kEsdirk = 2, kAdams = 3 };
 
 // View of a method; it does not own the arrays (the caller keeps them alive for the solve).
 struct Method {
@@ -41,11 +42,21 @@ struct Method {
   const double* ros_c = nullptr;
   const double* ros_d = nullptr;
   const double* predictor = nullptr;
+  // Adams (pyode/_solvers/fixed_grid.py, AdamsLoop: torchdiffeq's explicit_adams / implicit_adams): a step uses
+  // up to adams_history past derivatives (max_order - 1); with fewer than 3 it is a step of the tableau (the RK4
+  // starter). adams_ab row k-1: the k Adams-Bashforth weights (adams_history x adams_history); adams_am row k-1:
+  // the k + 1 Adams-Moulton weights (adams_history x (adams_history + 1)); adams_iters corrector iterations
+  // (0: Adams-Bashforth only). Outputs by linear interpolation.
+  int adams_history = 0;
+  int adams_iters = 0;
+  const double* adams_ab = nullptr;
+  const double* adams_am = nullptr;
 
   bool adaptive() const { return b_err != nullptr; }
   // True when the interpolant reads f1 (a non-FSAL method whose P has a non-zero column s).
   bool needs_f1() const {
     if (kind == Kind::kRosenbrock) return interp_degree == 0;  // only the Hermite fallback reads f1
+    if (kind == Kind::kAdams) return false;                     // linear interpolation
     if (fsal || restep || num_terms <= s) return false;
     for (int p = 0; p < interp_degree; ++p)
       if (P[p * num_terms + s] != 0.0) return true;

@@ -72,6 +72,7 @@ struct RowStats {
   double t_reached = NAN;  // solver time (the caller flips the sign back)
   double event_t = NAN;    // solver time of the event, NaN when none
   int64_t n_accepted = 0, n_rejected = 0, n_feval = 0;
+  int64_t n_unconverged = 0;  // Adams: steps whose corrector did not converge
 };
 
 // Where one row writes: output k at ys + k * stride (n values of T each); the state at an event at y_event.
@@ -118,7 +119,7 @@ using LineVector = std::vector<T, LineAllocator<T>>;
 // The state buffers are in T; the weights w and the implicit kinds' buffers (T = double only) in double.
 template <class T>
 struct WorkspaceOf {
-  LineVector<T> K, K2, y, y1, y1b, stage, probe, event_y;
+  LineVector<T> K, K2, y, y1, y1b, stage, probe, event_y, H, dy, dy_old;
   LineVector<double> w, J, LU, U, ft, z, dz, res, fp, Jx, pv, pw;
   LineVector<int> piv;
   // Rosenbrock: the non-zero a_ij (rows 0..s-1), c_ij (rows s..2s-1), m (row 2s) and m_err (row 2s+1).
@@ -133,7 +134,7 @@ struct WorkspaceOf {
       coef.add(sm.b, sm.s);
       coef.add(sm.b_err, sm.s);
     }
-    const bool stiff = sm.kind != Kind::kExplicit;
+    const bool stiff = sm.kind == Kind::kRosenbrock || sm.kind == Kind::kEsdirk;
     const size_t nn = stiff ? static_cast<size_t>(n) * n : 0, nv = stiff ? static_cast<size_t>(n) : 0;
     J.assign(nn, 0.0); LU.assign(nn, 0.0); piv.assign(nv, 0);
     U.assign(sm.kind == Kind::kRosenbrock ? static_cast<size_t>(sm.s) * n : 0, 0.0);
@@ -145,12 +146,16 @@ struct WorkspaceOf {
     K2.assign(m.restep || sm.restep ? terms * n : 0, 0.0);
     y.assign(n, 0.0); y1.assign(n, 0.0); y1b.assign(n, 0.0); stage.assign(n, 0.0); probe.assign(n, 0.0);
     event_y.assign(n, 0.0);
-    w.assign(terms, 0.0);
+    w.assign(std::max(terms, static_cast<size_t>(m.adams_history) + 1), 0.0);
+    const bool adams = m.kind == Kind::kAdams;  // the past derivatives, newest first (a ring), and the increments
+    H.assign(adams ? static_cast<size_t>(std::max(m.adams_history, 1)) * n : 0, 0.0);
+    dy.assign(adams ? n : 0, 0.0); dy_old.assign(adams ? n : 0, 0.0);
   }
   // The memory the buffers hold (their capacity), in bytes.
   size_t bytes() const {
     size_t states = 0, doubles = 0;
-    for (const auto* v : {&K, &K2, &y, &y1, &y1b, &stage, &probe, &event_y}) states += v->capacity();
+    for (const auto* v : {&K, &K2, &y, &y1, &y1b, &stage, &probe, &event_y, &H, &dy, &dy_old})
+      states += v->capacity();
     for (const auto* v : {&w, &J, &LU, &U, &ft, &z, &dz, &res, &fp, &Jx, &pv, &pw}) doubles += v->capacity();
     return states * sizeof(T) + doubles * sizeof(double) + piv.capacity() * sizeof(int);
   }
@@ -221,12 +226,18 @@ class RowSolver {
   double sign0_ = 1.0;
   StiffState st_;
   AutoSwitch auto_;
+  int adams_start_ = 0, adams_len_ = 0;  // Adams: the ring of past derivatives in ws_.H (newest at adams_start_)
+  double adams_h_ = NAN;                 // Adams: the previous step's size
+  double adams_t1_ = NAN;                // Adams: the grid point the step ends on (its corrector's time)
   int64_t non_finite_ = 0, stalled_ = 0;  // the stall rule's counters (stalled)
 
   // Implicit steppers (implicit_steps.h).
   void jacobian_into(double t, const double* y, const double* f, double* J);
   void jacobian_at(double t0, const double* y0, const double* f0);
   double explicit_stiffness(double h);
+  bool adams_step(double t0, const T* y0, double h, const T* f0, T* y1);
+  bool adams_correct(const double* y0, double h, int order);
+  T* adams_past(int j) { return ws_.H.data() + static_cast<int64_t>((adams_start_ + j) % std::max(m_->adams_history, 1)) * n_; }
   void auto_after_accept(double t_end_of_step, const T* y1, double h, double explicit_rho);
   bool factor(double h);
   double attempt_rosenbrock(double t0, const double* y0, double h, double* K, double* y1, double t_end);
@@ -256,6 +267,7 @@ class RowSolver {
     if constexpr (kStiff) {
       if (m_->kind == Kind::kRosenbrock) return attempt_rosenbrock(t0, y0, h, K, y1, t_end);
       if (m_->kind == Kind::kEsdirk) return attempt_esdirk(t0, y0, h, K, y1, t_end);
+      if (m_->kind == Kind::kAdams && adams_step(t0, y0, h, K, y1)) return 0.0;  // else the starter's step
     }
     for (int i = 1; i < s; ++i) {
       T* in = (m_->fsal && i == s - 1) ? y1 : ws_.stage.data();
@@ -288,6 +300,11 @@ class RowSolver {
     }
     if constexpr (kStiff) {
       if (m_->kind == Kind::kRosenbrock) return dense_rosenbrock(y0, h, theta, dst);
+      if (m_->kind == Kind::kAdams) {  // linear between the step's ends (fixed_grid.py, _LinearSteps)
+        const double* y1 = ws_.y1.data();
+        for (int i = 0; i < n_; ++i) dst[i] = (y0[i] + theta * y1[i]) + -theta * y0[i];
+        return;
+      }
     }
     dense_weights(*m_, theta, h, ws_.w.data());
     combine(y0, ws_.K.data(), ws_.w.data(), m_->num_terms, n_, dst);
@@ -485,6 +502,7 @@ void RowSolver<Rhs, T>::run_fixed(const T* y0_in, const double* t_out, int64_t n
     const double g1 = q + 1 < n_steps ? t0 + (q + 1) * o_.step_size : t_end;
     const double h = g1 - g0;
     if (cancelled(o_)) { fail(Status::kCancelled, g0); return; }
+    adams_t1_ = g1;
     eval(g0, y, K);
     attempt(g0, y, h, K, y1);
     ++stats_.n_accepted;
