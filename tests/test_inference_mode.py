@@ -34,9 +34,10 @@ def robertson(t, y):
 
 
 # (method, options): explicit adaptive (the C++ loop, dopri8 with its restep output), fixed grid, the stiff kinds with
-# an autograd Jacobian, torchdiffeq's implicit grid, per-sample steps.
+# an autograd Jacobian, auto, torchdiffeq's implicit grid, per-sample steps, Adams.
 CASES = [("dopri5", {}), ("tsit5", {}), ("dopri8", {}), ("rk4", {"step_size": 0.05}), ("kvaerno5", {}),
-         ("kvaerno3", {}), ("rodas5", {}), ("auto", {}), ("gl4", {"step_size": 0.1}), ("dopri5", {"per_sample": True})]
+         ("kvaerno3", {}), ("rodas5", {}), ("auto", {}), ("gl4", {"step_size": 0.1}), ("dopri5", {"per_sample": True}),
+         ("implicit_adams", {"step_size": 0.05})]
 
 
 def solve_all(field: Field, grad: bool) -> list[torch.Tensor]:
