@@ -228,7 +228,7 @@ class CoreSolver:
         if row.n_unconverged:  # as AdamsLoop._corrector warns (after the solve: Python's warning filters)
             warnings.warn("implicit_adams: the corrector iteration did not converge in options['max_iters'] = "
                           f"{self.method.adams_iters} iterations; the solution may be inaccurate", RuntimeWarning,
-                          stacklevel=5)
+                          stacklevel=6)
         if row.status not in (_SUCCESS, _EVENT):  # the Python loop reruns it and raises its own error
             self.stats.nfe = nfe_before
             return None
