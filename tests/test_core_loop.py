@@ -124,6 +124,42 @@ def test_adams_methods_take_the_python_loops_steps(monkeypatch, method, options,
     assert_same_solve(ref, got, ref.stats.n_steps, 12)
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("options", [{"step_size": 0.03}, {}])
+def test_alf_takes_the_python_loops_steps(monkeypatch, options, reverse):
+    """The ALF kind (alf.py's AlfLoop): ceil(Δt / step_size) equal steps per output interval (one without a
+    step_size), the same outputs to rounding."""
+    t = torch.tensor([0.0, 0.37, 1.0, 2.05], dtype=F64)
+    t = -t if reverse else t
+    func = (lambda s, y: -spiral(-s, y)) if reverse else spiral
+    ref, got = solve_both(monkeypatch, func, torch.tensor([1.0, 0.5], dtype=F64), t, method="alf", options=options)
+    assert_same_solve(ref, got, ref.stats.n_steps, 3)
+
+
+def test_reversible_gradient_starts_from_the_cpp_loops_final_v(monkeypatch):
+    """gradient="reversible" runs its forward ALF solve in the C++ loop (no autograd records it) and reconstructs the
+    steps backwards from the loop's final v: the gradients of the Python loop's solve, to rounding."""
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(2, 2).double()
+    params = tuple(lin.parameters())
+    t = torch.linspace(0.0, 1.0, 4, dtype=F64)
+    grads, runs, original = [], [], core_loop.CoreSolver.integrate
+
+    def integrate(self, *args):
+        runs.append(core)
+        return original(self, *args)
+
+    monkeypatch.setattr(core_loop.CoreSolver, "integrate", integrate)
+    for core in ("0", "1"):
+        monkeypatch.setenv("PYODE_CORE_LOOP", core)
+        y0 = torch.tensor([0.3, -0.2], dtype=F64, requires_grad=True)
+        ys = pyode.odeint(lambda s, y: torch.tanh(lin(y)), y0, t, method="alf", options={"step_size": 0.05},
+                          gradient="reversible", adjoint_params=params)
+        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(ys.square().sum(), (y0, *params))]))
+    assert runs == ["1"]  # the forward solve of the second pass only
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("method", STIFF)
 def test_stiff_methods_take_the_python_loops_steps(monkeypatch, method):
     """Robertson with the Python path's exact Jacobian: the same Newton iterations and steps. The LU differs

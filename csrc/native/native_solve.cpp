@@ -106,7 +106,7 @@ struct FnPtrEvent {
 // stiffly accurate adaptive tableau with an explicit first stage at c = 0 and one diagonal gamma.
 void check_implicit(const pyode_method* pm, Method& m) {
   const int s = m.s;
-  require(pm->kind == 1 || pm->kind == 2, "method.kind must be 0 (explicit), 1 (Rosenbrock), 2 (ESDIRK) or 3 (Adams)");
+  require(pm->kind == 1 || pm->kind == 2, "method.kind must be 0 (explicit), 1 (Rosenbrock), 2 (ESDIRK), 3 (Adams) or 4 (ALF)");
   require(std::isfinite(pm->gamma) && pm->gamma > 0.0, "method.gamma must be finite and > 0");
   require(pm->b_err != nullptr, "implicit methods must be adaptive (method.b_err not NULL)");
   m.gamma = pm->gamma;
@@ -146,6 +146,12 @@ void check_adams(const pyode_method* pm, Method& m) {
 
 Method check_method(const pyode_method* pm) {
   require(pm != nullptr, "method is NULL");
+  if (pm->kind == 4) {  // ALF: no tableau
+    Method m;
+    m.kind = pyode::core::Kind::kAlf;
+    m.order = 2;
+    return m;
+  }
   const int s = pm->num_stages;
   require(s >= 1 && s <= pyode::core::kMaxStages, "method.num_stages must be 1..64");
   require(pm->order >= 1, "method.order must be >= 1");
@@ -200,8 +206,9 @@ LoopOptions check_options(const pyode_options* po, const Method& m) {
           "need 0 <= min_step <= max_step and max_step > 0");
   require(po->max_num_steps >= 1, "options.max_num_steps must be >= 1");
   require(finite_nonneg(po->first_step), "options.first_step must be finite and >= 0");
-  require(m.adaptive() || (std::isfinite(po->step_size) && po->step_size > 0.0),
-          "a fixed-grid method needs options.step_size > 0");
+  require(m.adaptive() || (std::isfinite(po->step_size) && po->step_size > 0.0) ||
+              (m.kind == pyode::core::Kind::kAlf && po->step_size == 0.0),
+          "a fixed-grid method needs options.step_size > 0 (ALF: or 0, one step per output interval)");
   require(po->num_threads >= 0, "options.num_threads must be >= 0");
   require(po->controller >= PYODE_CONTROLLER_DEFAULT && po->controller <= PYODE_CONTROLLER_PREDICTIVE,
           "options.controller must be 0 (default), 1 (PID) or 2 (predictive)");
@@ -302,7 +309,8 @@ struct Job {
       pyode::core::NoEvent ev;
       rs = solver.run(p.y0 + r * p.n, t_out.data(), p.num_times, out, ev);
     }
-    if (out.y_event != nullptr && rs.status != pyode::core::Status::kEvent)
+    const bool alf_v = m.kind == pyode::core::Kind::kAlf && rs.status == pyode::core::Status::kSuccess;
+    if (out.y_event != nullptr && rs.status != pyode::core::Status::kEvent && !alf_v)  // ALF: its final v
       for (int i = 0; i < n; ++i) out.y_event[i] = static_cast<T>(NAN);
     stats[r] = to_c(rs, sign);
   }
@@ -371,7 +379,8 @@ int32_t solve_impl(const pyode_method* pm, const pyode_options* po, typename Abi
   require(stats != nullptr, "stats is NULL");
   require(event == nullptr || m.adaptive(), "events need an adaptive method (e.g. dopri5)");
   check_problem(pp, stats_len);
-  require(((m.kind == pyode::core::Kind::kExplicit || m.kind == pyode::core::Kind::kAdams) && partner == nullptr) ||
+  require(((m.kind == pyode::core::Kind::kExplicit || m.kind == pyode::core::Kind::kAdams ||
+            m.kind == pyode::core::Kind::kAlf) && partner == nullptr) ||
               pp->n <= 4096,
           "implicit methods factor a dense n x n matrix: n must be <= 4096");
   const double sign = pp->num_times > 1 && pp->t[1] < pp->t[0] ? -1.0 : 1.0;

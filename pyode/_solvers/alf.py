@@ -18,7 +18,7 @@ import math
 from torch import Tensor
 
 from pyode._solvers.callbacks import step_callbacks
-from pyode._solvers.fixed_grid import check_finite
+from pyode._solvers.fixed_grid import check_finite, core_first
 from pyode._solvers.hooks import NO_HOOKS, LoopHooks
 
 
@@ -59,8 +59,9 @@ class AlfLoop:
 
     SUPPORTED_HOOKS: frozenset[str] = frozenset()  # its steps have no StepResult or interpolant to hand out
 
-    def __init__(self, fn, kern, t_out: list[float], step_size: float | None, stats, time_sign: float):
+    def __init__(self, fn, kern, t_out: list[float], step_size: float | None, stats, time_sign: float, core=None):
         self.fn, self.kern, self.stats, self.time_sign = fn, kern, stats, time_sign
+        self.core = core  # pyode._solvers.core_loop.CoreSolver (ALF kind): the C++ loop for solves that record nothing
         self.sizes = alf_grid(t_out, step_size)
         self.callbacks = step_callbacks(fn)  # func's callback_step hook, or None
 
@@ -73,7 +74,10 @@ class AlfLoop:
         ``func`` not called)."""
         if len(t_out) < 2:
             return [y0.unsqueeze(0)], None
-        y, v = y0, self.fn(t_out[0], y0)
+        outputs, f0 = core_first(self.core, self.fn, t_out, y0, t_out, NO_HOOKS)
+        if outputs is not None:
+            return outputs, self.core.final_v
+        y, v = y0, self.fn(t_out[0], y0) if f0 is None else f0
         outputs = [y0.unsqueeze(0)]
         for t0, (n, h) in zip(t_out[:-1], self.sizes):
             for k in range(n):

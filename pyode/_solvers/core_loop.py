@@ -115,6 +115,8 @@ class CoreSolver:
         self.jacobian, self.stats, self.time_sign = jacobian, stats, time_sign
         self.error: BaseException | None = None
         self.f0: tuple[float, Tensor] | None = None  # f(t0, y0), already evaluated (and counted) by the caller
+        self.alf = False  # ALF: the loop also returns its final v, kept in final_v after each solve
+        self.final_v: Tensor | None = None
 
     def _rhs(self, ffi, n: int):
         """The right-hand side callback: ``func`` on a view shaped like y0, its output copied into the loop's
@@ -205,7 +207,7 @@ class CoreSolver:
         n = y0.numel()
         flag = ffi.new("int32_t *", 0)
         rhs, jac, event = self._callbacks(ffi, n, self._onerror(flag), events)
-        problem, ys, y_event = _problem(ffi, y0.detach().contiguous(), t_out, events is not None)
+        problem, ys, y_event = _problem(ffi, y0.detach().contiguous(), t_out, events is not None or self.alf)
         stats = ffi.new("pyode_traj_stats[]", 1)
         if f0 is not None and (f0.numel() != n or f0.dtype != self.fn.dtype or not f0.is_cpu):
             raise ValueError(f"f0 must hold the state's {n} values ({self.fn.dtype}, on the CPU)")
@@ -238,6 +240,7 @@ class CoreSolver:
         if row.status == _EVENT:
             events.event_t = float(row.event_t)
             return [y_event[None]]
+        self.final_v = y_event if self.alf else None
         return [ys]
 
 
@@ -322,6 +325,18 @@ def fixed_solver(fn, kern, method: str, opts, stats, time_sign: float, rtol: flo
     if method not in FIXED:
         return None
     return _solver(fn, method_data(method, opts.interp), method, opts, 0.0, 0.0, None, stats, time_sign)
+
+
+def alf_solver(fn, kern, opts, stats, time_sign: float) -> CoreSolver | None:
+    """The C++ loop for an ALF solve (float64 states; ``options['step_size']`` or one step per output interval), or
+    None. Its ``final_v`` holds the last v after each solve (the reversible gradient starts from it)."""
+    if opts.grid_constructor is not None or opts.perturb or fn.dtype != torch.float64 or not _static_eligible(fn, kern):
+        return None
+    from pyode.native._methods import alf_method_data
+
+    core = _solver(fn, alf_method_data(), "alf", opts, 0.0, 0.0, None, stats, time_sign)
+    core.alf = True
+    return core
 
 
 def _solver(fn, data, method, opts, rtol, atol, jacobian, stats, time_sign) -> CoreSolver:

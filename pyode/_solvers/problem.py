@@ -214,7 +214,8 @@ def _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, user)
     if not isinstance(opts.perturb, bool):
         raise TypeError(f"options['perturb'] must be True or False, got {opts.perturb!r}")
     if method == "alf":
-        return AlfLoop(fn, kern, t_out, opts.step_size, stats, sign)
+        return AlfLoop(fn, kern, t_out, opts.step_size, stats, sign,
+                       core=core_loop.alf_solver(fn, kern, opts, stats, sign))
     grid = _fixed_grid(opts, *user, t_out, sign)
     if method in ADAMS_METHODS:
         max_order = check.positive_int("max_order", opts.max_order)

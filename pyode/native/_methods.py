@@ -27,7 +27,7 @@ FIXED = tuple(name for name, tab in TABLEAUX.items() if not tab.adaptive)
 STIFF = (*ROSENBROCK_TABLEAUX, *(name for name, tab in IMPLICIT_TABLEAUX.items()
                                  if tab.adaptive and tab.diagonal and tab.stiffly_accurate
                                  and tab.explicit_stage(0) and tab.c[0] == 0.0))
-KIND_EXPLICIT, KIND_ROSENBROCK, KIND_ESDIRK, KIND_ADAMS = 0, 1, 2, 3
+KIND_EXPLICIT, KIND_ROSENBROCK, KIND_ESDIRK, KIND_ADAMS, KIND_ALF = 0, 1, 2, 3, 4
 # method="auto": the explicit method and its stiff partner (pyode/_solvers/implicit_auto.py, core/auto_switch.h)
 AUTO_PAIR = ("tsit5", "kvaerno5")
 WITH_JACOBIAN = (*STIFF, "auto")  # the methods that use a Jacobian (jac, options["jacobian"])
@@ -106,6 +106,12 @@ def adams_method_data(name: str, max_order: int, max_iters: int) -> MethodData:
         am[k - 1, :k + 1] = adams_moulton(k + 1)
     return dataclasses.replace(method_data(RK4.name, "linear"), kind=KIND_ADAMS, adams_history=max_order - 1,
                                adams_iters=max_iters if ADAMS_METHODS[name] else 0, adams_ab=ab, adams_am=am)
+
+
+@functools.lru_cache(maxsize=1)
+def alf_method_data() -> MethodData:
+    """ALF (:mod:`pyode._solvers.alf`): a kind without a tableau; the struct's tableau fields (Euler's) are unused."""
+    return dataclasses.replace(method_data("euler", "linear"), kind=KIND_ALF)
 
 
 def implicit_method_data(name: str, interp: str = "auto") -> MethodData:

@@ -177,7 +177,7 @@ def _build_options_struct(ffi, method: str, opts, rtol: float, atol: float, thre
             setattr(o, name, float(getattr(opts, name)))
         o.controller = _CONTROLLER_CODES[opts.controller]
     else:
-        o.step_size = opts.step_size
+        o.step_size = opts.step_size or 0.0  # ALF without a step_size: 0, one step per output interval
     return o
 
 

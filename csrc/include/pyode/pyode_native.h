@@ -43,7 +43,9 @@ typedef struct pyode_method {
     const double* b;        /* (s) */
     const double* b_err;    /* (s) error weights b - b_hat, or NULL for a fixed-grid method */
     const double* interp_P; /* (interp_degree * interp_terms) */
-    int32_t kind;           /* 0 explicit RK, 1 Rosenbrock, 2 ESDIRK */
+    int32_t kind;           /* 0 explicit RK, 1 Rosenbrock, 2 ESDIRK, 3 Adams, 4 ALF (no tableau: the asynchronous
+                               leapfrog of pyode/_solvers/alf.py; options.step_size 0 for one step per output
+                               interval; problem.y_event, when given, receives the final v) */
     int32_t reserved;
     double gamma;
     const double* ros_c;

@@ -149,7 +149,8 @@ struct WorkspaceOf {
     w.assign(std::max(terms, static_cast<size_t>(m.adams_history) + 1), 0.0);
     const bool adams = m.kind == Kind::kAdams;  // the past derivatives, newest first (a ring), and the increments
     H.assign(adams ? static_cast<size_t>(std::max(m.adams_history, 1)) * n : 0, 0.0);
-    dy.assign(adams ? n : 0, 0.0); dy_old.assign(adams ? n : 0, 0.0);
+    dy.assign(adams || m.kind == Kind::kAlf ? n : 0, 0.0);  // ALF: its v
+    dy_old.assign(adams ? n : 0, 0.0);
   }
   // The memory the buffers hold (their capacity), in bytes.
   size_t bytes() const {
@@ -206,6 +207,7 @@ class RowSolver {
     stats_.t_reached = t_out[0];
     if (num_times > 1) {
       if (m_->adaptive()) run_adaptive(y0, t_out, num_times, ev);
+      else if (m_->kind == Kind::kAlf) run_alf(y0, t_out, num_times);
       else run_fixed(y0, t_out, num_times);
     }
     for (int64_t k = written_; k < num_times; ++k)  // outputs the row never reached
@@ -393,6 +395,7 @@ class RowSolver {
   template <class Event>
   bool locate_event(Event& ev, double t0, double h, const double* t_out, int64_t num_times);
   void run_fixed(const T* y0_in, const double* t_out, int64_t num_times);
+  void run_alf(const T* y0_in, const double* t_out, int64_t num_times);
 };
 
 template <class Rhs, class T>
@@ -513,6 +516,40 @@ void RowSolver<Rhs, T>::run_fixed(const T* y0_in, const double* t_out, int64_t n
     write_outputs(g0, y, h, g1, y1, t_out, num_times, true);
     std::memcpy(y, y1, sizeof(T) * n_);
   }
+}
+
+// ALF (pyode/_solvers/alf.py, AlfLoop.solve): v = f(t0, y0), then each output interval in ceil(Δt / step_size)
+// equal steps (one without a step_size): k = y + h/2 v, u = f(t + h/2, k), v = 2u - v, y = k + h/2 v. Outputs
+// are the interval ends; the final v goes to out_.y_event (the reversible gradient's reconstruction starts there).
+template <class Rhs, class T>
+void RowSolver<Rhs, T>::run_alf(const T* y0_in, const double* t_out, int64_t num_times) {
+  T *y = ws_.y.data(), *v = ws_.dy.data(), *k = ws_.stage.data(), *u = ws_.probe.data();
+  std::memcpy(y, y0_in, sizeof(T) * n_);
+  eval(t_out[0], y, v);
+  for (int64_t i = 1; i < num_times; ++i) {
+    const double t0 = t_out[i - 1], span = t_out[i] - t0;
+    const double count = o_.step_size > 0.0 ? std::ceil(span / o_.step_size - 1e-9) : 1.0;
+    const int64_t steps = count > 1.0 ? static_cast<int64_t>(count) : 1;
+    const double h = span / static_cast<double>(steps), half = 0.5 * h;
+    for (int64_t q = 0; q < steps; ++q) {
+      const double t = t0 + static_cast<double>(q) * h;
+      if (cancelled(o_)) { fail(Status::kCancelled, t); return; }
+      for (int e = 0; e < n_; ++e) k[e] = y[e] + half * v[e];
+      eval(t + half, k, u);
+      for (int e = 0; e < n_; ++e) {
+        v[e] = 2.0 * u[e] + -1.0 * v[e];
+        y[e] = k[e] + half * v[e];
+      }
+      ++stats_.n_accepted;
+    }
+    const double t1 = t0 + static_cast<double>(steps) * h;
+    stats_.t_reached = t1;
+    for (int e = 0; e < n_; ++e)
+      if (!std::isfinite(y[e])) { fail(Status::kNonFinite, t1); return; }
+    std::memcpy(out_.ys + i * out_.stride, y, sizeof(T) * n_);
+    written_ = i + 1;
+  }
+  if (out_.y_event != nullptr) std::memcpy(out_.y_event, v, sizeof(T) * n_);
 }
 
 }  // namespace pyode::core
