@@ -54,24 +54,20 @@ void RowSolver<Rhs, T>::jacobian_at(double t0, const double* y0, const double* f
 // joins the past derivatives (all forgotten when h differs from the previous step's: the weights assume equal
 // spacing); with order = min(known, adams_history) >= 3, y1 = y0 + dy with dy the Adams-Bashforth predictor, then
 // with adams_iters > 0 corrected by fixed-point Adams-Moulton iterations until two agree. False: fewer than 3
-// are known, the caller takes its starter's step.
+// are known, the caller takes its starter's step. float64 only (called where kStiff, as the stiff kinds).
 template <class Rhs, class T>
-bool RowSolver<Rhs, T>::adams_step(double t0, const T* y0, double h, const T* f0, T* y1) {
-  (void)t0;
-  if constexpr (!kStiff) return false;  // float64 only, as the stiff kinds
-  else {
+bool RowSolver<Rhs, T>::adams_step(const double* y0, double h, const double* f0, double* y1) {
   const int cap = std::max(m_->adams_history, 1);
   if (!std::isnan(adams_h_) && !(std::fabs(h - adams_h_) <= 1e-9 * std::fmax(std::fabs(h), std::fabs(adams_h_))))
     adams_len_ = 0;  // math.isclose(h, last_h, rel_tol=1e-9)
   adams_h_ = h;
   adams_start_ = (adams_start_ + cap - 1) % cap;
-  std::memcpy(adams_past(0), f0, sizeof(T) * n_);
+  std::memcpy(adams_past(0), f0, sizeof(double) * n_);
   adams_len_ = std::min(adams_len_ + 1, cap);
   const int order = std::min(adams_len_, m_->adams_history);
   if (order < 3) return false;
-  const int hist = m_->adams_history;
   double* dy = ws_.dy.data();
-  const double* ab = m_->adams_ab + static_cast<int64_t>(order - 1) * hist;
+  const double* ab = m_->adams_ab + static_cast<int64_t>(order - 1) * m_->adams_history;
   for (int i = 0; i < n_; ++i) dy[i] = 0.0;
   for (int j = 0; j < order; ++j) {
     const double w = h * ab[j];
@@ -84,7 +80,6 @@ bool RowSolver<Rhs, T>::adams_step(double t0, const T* y0, double h, const T* f0
   }
   for (int i = 0; i < n_; ++i) y1[i] = y0[i] + dy[i];
   return true;
-  }
 }
 
 // Adams-Moulton fixed-point iterations on ws_.dy (AdamsLoop._corrector): dy = delta + h w_0 f(t1, y0 + dy), with

@@ -237,9 +237,11 @@ class RowSolver {
   void jacobian_into(double t, const double* y, const double* f, double* J);
   void jacobian_at(double t0, const double* y0, const double* f0);
   double explicit_stiffness(double h);
-  bool adams_step(double t0, const T* y0, double h, const T* f0, T* y1);
+  bool adams_step(const double* y0, double h, const double* f0, double* y1);
   bool adams_correct(const double* y0, double h, int order);
-  T* adams_past(int j) { return ws_.H.data() + static_cast<int64_t>((adams_start_ + j) % std::max(m_->adams_history, 1)) * n_; }
+  T* adams_past(int j) {  // the j-th newest past derivative (Adams)
+    return ws_.H.data() + static_cast<int64_t>((adams_start_ + j) % std::max(m_->adams_history, 1)) * n_;
+  }
   void auto_after_accept(double t_end_of_step, const T* y1, double h, double explicit_rho);
   bool factor(double h);
   double attempt_rosenbrock(double t0, const double* y0, double h, double* K, double* y1, double t_end);
@@ -269,7 +271,7 @@ class RowSolver {
     if constexpr (kStiff) {
       if (m_->kind == Kind::kRosenbrock) return attempt_rosenbrock(t0, y0, h, K, y1, t_end);
       if (m_->kind == Kind::kEsdirk) return attempt_esdirk(t0, y0, h, K, y1, t_end);
-      if (m_->kind == Kind::kAdams && adams_step(t0, y0, h, K, y1)) return 0.0;  // else the starter's step
+      if (m_->kind == Kind::kAdams && adams_step(y0, h, K, y1)) return 0.0;  // else the starter's step
     }
     for (int i = 1; i < s; ++i) {
       T* in = (m_->fsal && i == s - 1) ? y1 : ws_.stage.data();
