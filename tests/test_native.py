@@ -124,6 +124,24 @@ def test_fixed_grid_same_as_python(method, interp):
     np.testing.assert_allclose(nat.ys, py.ys.numpy(), rtol=PARITY_TOL, atol=PARITY_TOL)
 
 
+@pytest.mark.parametrize("method,options", [
+    ("explicit_adams", {"step_size": 0.02, "max_order": 5}),
+    ("implicit_adams", {"step_size": 0.02}),                       # up to 11 past derivatives, a short last step
+    ("alf", {"step_size": 0.05}),
+    ("alf", {}),                                                   # one step per output interval
+])
+def test_adams_and_alf_same_as_python(method, options):
+    """The grid kinds that are not a tableau (Adams with its past derivatives, ALF with its v) take the Python
+    loop's steps natively too."""
+    py = _python_solve(method, T_OUT, options=options, rtol=1e-7, atol=1e-9)
+    nat = pn.solve(oscillator, np.array([1.0, 0.0]), np.array(T_OUT), P, method=method, rtol=1e-7, atol=1e-9,
+                   options=options)
+    assert nat.n_accepted[0] == py.stats.n_accepted and nat.n_feval[0] == py.stats.nfe
+    np.testing.assert_allclose(nat.ys, py.ys.numpy(), rtol=PARITY_TOL, atol=PARITY_TOL)
+    with pytest.raises(ValueError, match="explicit methods only"):
+        pn.solve(oscillator, np.array([1.0, 0.0]), np.array(T_OUT), P, method=method, options=options, device="cuda")
+
+
 def test_rk4_converges_at_order_four():
     # y' = -y, exact e^-t: the error at t = 1 falls 16x per halving of the step (slope 4 +- 0.3).
     errors = []

@@ -373,7 +373,7 @@ int32_t solve_impl(const pyode_method* pm, const pyode_options* po, typename Abi
   const Method* partner = pm->stiff_partner != nullptr ? &stiff : nullptr;
   require(std::is_same_v<T, double> || (m.kind == pyode::core::Kind::kExplicit && partner == nullptr),
           "float32 states need an explicit method (a Runge-Kutta tableau: method.kind 0, no stiff_partner); the stiff "
-          "kinds and Adams run in float64");
+          "kinds, Adams and ALF run in float64");
   LoopOptions o = check_options(po, m);
   require(rhs != nullptr, "rhs is NULL");
   require(stats != nullptr, "stats is NULL");

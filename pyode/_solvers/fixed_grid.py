@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pyode import _validation as check
 from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.hooks import NO_HOOKS, LoopHooks
 from pyode._solvers.rk_step import RKStepper, StepRecord, StepResult, step_outputs
@@ -91,6 +92,14 @@ def constructed_grid(grid_constructor, func, y0, t: Tensor, sign: float) -> list
 def check_finite(y: Tensor, t: float, sign: float) -> None:
     if not all_finite(y):
         raise NonFiniteStateError("non_finite", sign * t, "the state became NaN/inf (try a smaller step_size)")
+
+
+def check_adams_options(opts) -> None:
+    """Checks an Adams method's ``max_order`` (1..ADAMS_MAX_ORDER) and ``max_iters`` (>= 1) in place."""
+    opts.max_order = check.positive_int("max_order", opts.max_order)
+    if opts.max_order > ADAMS_MAX_ORDER:
+        raise ValueError(f"options['max_order'] must be at most {ADAMS_MAX_ORDER}, got {opts.max_order}")
+    opts.max_iters = check.positive_int("max_iters", opts.max_iters)
 
 
 def core_first(core, fn, grid: list[float], y0: Tensor, t_out: list[float],

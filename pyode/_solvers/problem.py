@@ -19,6 +19,7 @@ from pyode._solvers.fixed_grid import (
     AdamsLoop,
     FixedGridLoop,
     FixedOptions,
+    check_adams_options,
     check_step_count,
     constructed_grid,
     make_grid,
@@ -34,7 +35,7 @@ from pyode._solvers.per_sample import PerSampleLoop
 from pyode._solvers.rk_step import RKStepper
 from pyode._solvers.scipy_wrapper import ScipyLoop, ScipyOptions
 from pyode._solvers.scipy_wrapper import check_options as check_scipy_options
-from pyode._solvers.tableaux import ADAMS_MAX_ORDER, ADAMS_METHODS, TABLEAUX
+from pyode._solvers.tableaux import ADAMS_METHODS, TABLEAUX
 from pyode.solution import SolverStats
 
 FIXED_RK_METHODS = tuple(name for name, tab in TABLEAUX.items() if not tab.adaptive)
@@ -218,13 +219,10 @@ def _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, user)
                        core=core_loop.alf_solver(fn, kern, opts, stats, sign))
     grid = _fixed_grid(opts, *user, t_out, sign)
     if method in ADAMS_METHODS:
-        max_order = check.positive_int("max_order", opts.max_order)
-        if max_order > ADAMS_MAX_ORDER:
-            raise ValueError(f"options['max_order'] must be at most {ADAMS_MAX_ORDER}, got {max_order}")
-        max_iters = check.positive_int("max_iters", opts.max_iters)
+        check_adams_options(opts)
         core = core_loop.fixed_solver(fn, kern, method, opts, stats, sign, rtol, atol)  # float64 only
-        loop = AdamsLoop(fn, kern, grid, stats, sign, implicit=ADAMS_METHODS[method], max_order=max_order,
-                         max_iters=max_iters, rtol=rtol, atol=atol, perturb=opts.perturb, core=core)
+        loop = AdamsLoop(fn, kern, grid, stats, sign, implicit=ADAMS_METHODS[method], max_order=opts.max_order,
+                         max_iters=opts.max_iters, rtol=rtol, atol=atol, perturb=opts.perturb, core=core)
     else:
         if method in IMPLICIT_TABLEAUX:
             _check_implicit_dtype(fn, method)

@@ -31,6 +31,7 @@ KIND_EXPLICIT, KIND_ROSENBROCK, KIND_ESDIRK, KIND_ADAMS, KIND_ALF = 0, 1, 2, 3, 
 # method="auto": the explicit method and its stiff partner (pyode/_solvers/implicit_auto.py, core/auto_switch.h)
 AUTO_PAIR = ("tsit5", "kvaerno5")
 WITH_JACOBIAN = (*STIFF, "auto")  # the methods that use a Jacobian (jac, options["jacobian"])
+GRID_KINDS = (*ADAMS_METHODS, "alf")  # fixed-grid methods that are not a tableau (float64 only)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,11 @@ def adams_method_data(name: str, max_order: int, max_iters: int) -> MethodData:
 def alf_method_data() -> MethodData:
     """ALF (:mod:`pyode._solvers.alf`): a kind without a tableau; the struct's tableau fields (Euler's) are unused."""
     return dataclasses.replace(method_data("euler", "linear"), kind=KIND_ALF)
+
+
+def grid_kind_data(name: str, opts) -> MethodData:
+    """The data of a method of ``GRID_KINDS`` with its options (Adams: max_order, max_iters)."""
+    return alf_method_data() if name == "alf" else adams_method_data(name, opts.max_order, opts.max_iters)
 
 
 def implicit_method_data(name: str, interp: str = "auto") -> MethodData:

@@ -13,12 +13,20 @@ import numpy as np
 
 from pyode import _validation as check
 from pyode._solvers.adaptive import AdaptiveOptions
-from pyode._solvers.fixed_grid import FixedOptions, check_step_count
+from pyode._solvers.fixed_grid import FixedOptions, check_adams_options, check_step_count
 from pyode.errors import MaxStepsError, NonFiniteStateError, ODESolverError, StepSizeUnderflowError
 from pyode.native import _arrays
 from pyode.native._compile import native_function
 from pyode.native._lib import load
-from pyode.native._methods import ADAPTIVE, FIXED, WITH_JACOBIAN, implicit_method_data, method_data
+from pyode.native._methods import (
+    ADAPTIVE,
+    FIXED,
+    GRID_KINDS,
+    WITH_JACOBIAN,
+    grid_kind_data,
+    implicit_method_data,
+    method_data,
+)
 
 SUCCESS, MAX_STEPS, STEP_UNDERFLOW, NON_FINITE, EVENT, CANCELLED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {SUCCESS: "success", MAX_STEPS: "max_num_steps", STEP_UNDERFLOW: "step_underflow",
@@ -102,6 +110,10 @@ def _parse_options_uncached(method: str, options: dict | None, sign: float):
         if opts.interp not in ("auto", "quartic", "cubic", "linear", "restep"):
             raise ValueError(f"options['interp'] must be auto, quartic, cubic, linear or restep, got {opts.interp!r}")
     else:
+        if method in GRID_KINDS and method != "alf":
+            check_adams_options(opts)
+        if opts.step_size is None and method == "alf":  # one step per output interval
+            return opts, threads
         if opts.step_size is None:
             raise ValueError(f"the fixed-grid method {method!r} needs options['step_size'] (e.g. {{'step_size': 0.01}}), "
                              "or pick an adaptive method such as 'dopri5'")
@@ -212,7 +224,9 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
         params: None, (k,) shared by every trajectory, or (M, k) one row per trajectory (a (n,) ``y0`` is then
             shared by the M trajectories).
         method: any explicit method of pyode (adaptive: dopri5, tsit5, dopri8, bosh3, fehlberg2, adaptive_heun;
-            fixed grid with ``options['step_size']``: euler, midpoint, heun2, heun3, rk4), or a stiff one: rodas5
+            fixed grid with ``options['step_size']``: euler, midpoint, heun2, heun3, rk4, explicit_adams,
+            implicit_adams / fixed_adams (``max_order``, ``max_iters``), alf (``step_size`` optional: each output
+            interval in equal steps)), or a stiff one: rodas5
             (Rosenbrock, one LU per step), kvaerno5 / kvaerno3 (ESDIRK, simplified Newton with Jacobian reuse),
             or "auto" (tsit5 while not stiff, kvaerno5 while stiff, switching both ways per trajectory), the same
             steps as ``pyode.solve`` with these methods; dense output by rodas5's own 4th-order continuous
@@ -236,17 +250,17 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
     prob = _arrays.Problem.build(y0, t, params)
     if device == "cpu":
         plan = _plan(rhs, jac, event, method, options, rtol, atol, prob)
-        if method in FIXED:
+        if method in FIXED + GRID_KINDS:
             _arrays.check_times(prob.t)
             check_step_count([prob.sign * x for x in prob.t.tolist()], plan.opts.step_size, plan.opts.max_num_steps,
-                             prob.sign)
+                             prob.sign, per_interval=method == "alf")
         out = plan.run(prob)
     elif device == "cuda":
         _arrays.check_times(prob.t)
         data, opts, _, rtol, atol = _validated(method, jac, event, options, rtol, atol, prob.sign)
-        if method in WITH_JACOBIAN:
-            raise ValueError(f"device='cuda' runs explicit methods only; solve the stiff method {method!r} on "
-                             "device='cpu'")
+        if method in WITH_JACOBIAN + GRID_KINDS:
+            raise ValueError(f"device='cuda' runs explicit methods only (Runge-Kutta tableaux); solve {method!r} "
+                             "on device='cpu'")
         out = _run_cuda(rhs, data, opts, rtol, atol, prob, event)
     else:
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
@@ -257,9 +271,9 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
 
 def _validated(method: str, jac, event, options: dict | None, rtol, atol, sign: float):
     """Checked arguments that do not depend on the arrays: (method data, options, num_threads, rtol, atol)."""
-    if method not in ADAPTIVE + FIXED + WITH_JACOBIAN:
+    if method not in ADAPTIVE + FIXED + WITH_JACOBIAN + GRID_KINDS:
         raise ValueError(f"unknown method {method!r} for pyode.native.solve; valid: "
-                         f"{', '.join(ADAPTIVE + FIXED + WITH_JACOBIAN)}")
+                         f"{', '.join(ADAPTIVE + FIXED + WITH_JACOBIAN + GRID_KINDS)}")
     if jac is not None and method not in WITH_JACOBIAN:
         raise ValueError(f"jac is used by the stiff methods ({', '.join(WITH_JACOBIAN)}) only; method={method!r} "
                          "needs none")
@@ -269,7 +283,10 @@ def _validated(method: str, jac, event, options: dict | None, rtol, atol, sign: 
     opts, threads = _parse_options(method, options, sign)
     if event is not None and method not in ADAPTIVE + WITH_JACOBIAN:
         raise ValueError("event needs an adaptive method (e.g. method='dopri5')")
-    data = implicit_method_data(method, opts.interp) if method in WITH_JACOBIAN else method_data(method, opts.interp)
+    if method in WITH_JACOBIAN:
+        data = implicit_method_data(method, opts.interp)
+    else:
+        data = grid_kind_data(method, opts) if method in GRID_KINDS else method_data(method, opts.interp)
     return data, opts, threads, rtol, atol
 
 
