@@ -1,6 +1,7 @@
 """The stepper kinds of the C++ loop against the Python loops they twin, on torch right-hand sides without autograd.
 
-For each case (``auto`` on Robertson and Van der Pol, the Adams methods, ALF) the same solve runs with
+For each case (``auto`` on Robertson and Van der Pol, the Adams methods, ALF, torchdiffeq's diagonally implicit
+grid methods) the same solve runs with
 ``PYODE_CORE_LOOP=0`` (the Python loop, the reference) and ``=1`` (the C++ loop) in alternation, ``--rounds``
 rounds after a warm-up; the table gives each one's median wall time, their ratio, and checks that both took the
 same number of evaluations.
@@ -41,6 +42,10 @@ CASES = {
     "implicit_adams, spiral, 1000 steps": (spiral, [1.0, 0.5], [0.0, 10.0], "implicit_adams", 1e-7, 1e-9,
                                            {"step_size": 0.01, "max_order": 4}),
     "alf, spiral, 1000 steps": (spiral, [1.0, 0.5], [0.0, 10.0], "alf", 1e-7, 1e-9, {"step_size": 0.01}),
+    "trbdf2, Van der Pol mu=1000, 3000 steps": (vdp_torch, [2.0, 0.0], [0.0, 3.0], "trbdf2", 1e-7, 1e-9,
+                                               {"step_size": 0.001}),
+    "implicit_euler, Van der Pol mu=1000, 3000 steps": (vdp_torch, [2.0, 0.0], [0.0, 3.0], "implicit_euler", 1e-7,
+                                                       1e-9, {"step_size": 0.001}),
 }
 
 

@@ -24,7 +24,7 @@ from pyode import _tuning
 from pyode._solvers import core_loop
 from pyode._solvers.problem import build_problem, integrate
 from pyode._solvers.tableaux import get_tableau
-from pyode.native._methods import ADAPTIVE, FIXED, STIFF
+from pyode.native._methods import ADAPTIVE, FIXED, FIXED_DIRK, STIFF
 
 pytestmark = pytest.mark.skipif(not core_loop.available() or os.environ.get("PYODE_BACKEND") == "reference",
                                 reason="the C++ loop needs the native library and the compiled backend")
@@ -122,6 +122,38 @@ def test_adams_methods_take_the_python_loops_steps(monkeypatch, method, options,
     unconverged = [w for w in caught if "did not converge" in str(w.message)]
     assert bool(unconverged) == (options.get("max_iters") == 1)
     assert_same_solve(ref, got, ref.stats.n_steps, 12)
+
+
+def van_der_pol_10_forced(t, y):
+    return torch.stack([y[1], 10.0 * (1.0 - y[0] * y[0]) * y[1] - y[0] + 0.1 * torch.sin(t)])
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("options", [{}, {"interp": "cubic"}, {"jacobian": "differences", "max_iters": 7}])
+@pytest.mark.parametrize("method", FIXED_DIRK)
+def test_implicit_fixed_grid_dirks_take_the_python_loops_steps(monkeypatch, method, options, reverse):
+    """torchdiffeq's diagonally implicit grid methods as the ESDIRK kind (an implicit first stage behind an explicit
+    f0 stage): the same Newton iterations (fixed-grid tolerances), Jacobian refreshes and outputs (linear, or cubic
+    with f(t1) for the methods that are not stiffly accurate)."""
+    t = torch.tensor([0.0, 0.37, 1.0, 2.05], dtype=F64)
+    t = -t if reverse else t
+    func = (lambda s, y: -van_der_pol_10_forced(-s, y)) if reverse else van_der_pol_10_forced
+    ref, got = solve_both(monkeypatch, func, torch.tensor([2.0, 0.0], dtype=F64), t, method=method,
+                          options={"step_size": 0.02, **options})
+    assert_same_solve(ref, got, ref.stats.n_steps, 3)
+
+
+def test_a_failed_implicit_grid_step_raises_the_python_loops_error(monkeypatch):
+    """A Newton solve that fails on a fixed grid stops the C++ loop; the Python loop reruns the solve and raises its
+    ImplicitSolveError (naming the method and what to try), the same as without the C++ loop."""
+    y0, t = torch.tensor([1.0, 0.0, 0.0], dtype=F64), torch.tensor([0.0, 10.0], dtype=F64)
+    messages = []
+    for core in ("0", "1"):
+        monkeypatch.setenv("PYODE_CORE_LOOP", core)
+        with pytest.raises(pyode.ImplicitSolveError) as info, torch.no_grad():
+            pyode.solve(robertson, y0, t, method="sdirk2", options={"step_size": 1.0, "max_iters": 2})
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and "sdirk2" in messages[0]
 
 
 @pytest.mark.parametrize("reverse", [False, True])

@@ -37,7 +37,7 @@ def robertson(t, y):
 # an autograd Jacobian, auto, torchdiffeq's implicit grid, per-sample steps, Adams.
 CASES = [("dopri5", {}), ("tsit5", {}), ("dopri8", {}), ("rk4", {"step_size": 0.05}), ("kvaerno5", {}),
          ("kvaerno3", {}), ("rodas5", {}), ("auto", {}), ("gl4", {"step_size": 0.1}), ("dopri5", {"per_sample": True}),
-         ("implicit_adams", {"step_size": 0.05})]
+         ("implicit_adams", {"step_size": 0.05}), ("trbdf2", {"step_size": 0.1})]
 
 
 def solve_all(field: Field, grad: bool) -> list[torch.Tensor]:

@@ -108,8 +108,11 @@ void check_implicit(const pyode_method* pm, Method& m) {
   const int s = m.s;
   require(pm->kind == 1 || pm->kind == 2, "method.kind must be 0 (explicit), 1 (Rosenbrock), 2 (ESDIRK), 3 (Adams) or 4 (ALF)");
   require(std::isfinite(pm->gamma) && pm->gamma > 0.0, "method.gamma must be finite and > 0");
-  require(pm->b_err != nullptr, "implicit methods must be adaptive (method.b_err not NULL)");
+  require(pm->b_err != nullptr || pm->kind == 2,
+          "a Rosenbrock method must be adaptive (method.b_err not NULL); ESDIRKs may run on a fixed grid");
+  require(pm->max_iters >= 0, "method.max_iters must be >= 0");
   m.gamma = pm->gamma;
+  m.max_iters = pm->max_iters;
   m.predictor = pm->predictor;
   m.restep = false;
   if (pm->kind == 1) {
@@ -123,11 +126,15 @@ void check_implicit(const pyode_method* pm, Method& m) {
     m.ros_d = pm->ros_d;
     return;
   }
-  require(s >= 2 && pm->fsal && pm->c[0] == 0.0 && pm->a[0] == 0.0 && pm->c[s - 1] == 1.0,
-          "an ESDIRK method needs fsal = 1, an explicit first stage (c[0] = a[0][0] = 0) and c[s-1] = 1");
+  require(s >= 2 && pm->c[0] == 0.0 && pm->a[0] == 0.0,
+          "an ESDIRK method needs an explicit first stage (c[0] = a[0][0] = 0)");
   for (int i = 1; i < s; ++i) require(pm->a[i * s + i] == pm->gamma, "an ESDIRK method's diagonal must be gamma");
-  for (int j = 0; j < s; ++j)
-    require(pm->a[(s - 1) * s + j] == pm->b[j], "an ESDIRK method must be stiffly accurate (b = last row of a)");
+  const bool adaptive = pm->b_err != nullptr;
+  if (adaptive || pm->fsal) {  // y1 is the last stage: f(t1, y1) is its derivative
+    require(pm->fsal && pm->c[s - 1] == 1.0, "an adaptive ESDIRK method needs fsal = 1 and c[s-1] = 1");
+    for (int j = 0; j < s; ++j)
+      require(pm->a[(s - 1) * s + j] == pm->b[j], "an fsal ESDIRK method must be stiffly accurate (b = last row of a)");
+  }
   m.kind = pyode::core::Kind::kEsdirk;
 }
 
@@ -135,11 +142,11 @@ void check_implicit(const pyode_method* pm, Method& m) {
 void check_adams(const pyode_method* pm, Method& m) {
   require(pm->b_err == nullptr && !pm->interp_restep, "an Adams method runs on a fixed grid (b_err NULL, no restep)");
   require(pm->adams_history >= 1 && pm->adams_history <= pyode::core::kMaxStages, "method.adams_history must be 1..64");
-  require(pm->adams_iters >= 0, "method.adams_iters must be >= 0");
+  require(pm->max_iters >= 0, "method.max_iters must be >= 0");
   require(pm->adams_ab != nullptr && pm->adams_am != nullptr, "an Adams method needs adams_ab and adams_am");
   m.kind = pyode::core::Kind::kAdams;
   m.adams_history = pm->adams_history;
-  m.adams_iters = pm->adams_iters;
+  m.max_iters = pm->max_iters;
   m.adams_ab = pm->adams_ab;
   m.adams_am = pm->adams_am;
 }

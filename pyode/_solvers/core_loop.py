@@ -229,7 +229,7 @@ class CoreSolver:
         row = stats[0]
         if row.n_unconverged:  # as AdamsLoop._corrector warns (after the solve: Python's warning filters)
             warnings.warn("implicit_adams: the corrector iteration did not converge in options['max_iters'] = "
-                          f"{self.method.adams_iters} iterations; the solution may be inaccurate", RuntimeWarning,
+                          f"{self.method.max_iters} iterations; the solution may be inaccurate", RuntimeWarning,
                           stacklevel=6)
         if row.status not in (_SUCCESS, _EVENT):  # the Python loop reruns it and raises its own error
             self.stats.nfe = nfe_before
@@ -325,6 +325,24 @@ def fixed_solver(fn, kern, method: str, opts, stats, time_sign: float, rtol: flo
     if method not in FIXED:
         return None
     return _solver(fn, method_data(method, opts.interp), method, opts, 0.0, 0.0, None, stats, time_sign)
+
+
+def implicit_fixed_solver(stepper, kern, method: str, opts, jacobian: str | None, max_iters: int | None, stats,
+                          time_sign: float) -> CoreSolver | None:
+    """The C++ loop for a diagonally implicit method of torchdiffeq's fixed-grid set (``FIXED_DIRK``: implicit_euler,
+    implicit_midpoint, trapezoid, sdirk2, trbdf2) on ``options['step_size']``, float64, with a dense Jacobian
+    (``jacobian``: None/"dense" by the stepper's autograd callback, "differences" in the loop), or None."""
+    fn = stepper.fn
+    if opts.grid_constructor is not None or opts.perturb or opts.step_size is None or fn.dtype != torch.float64 \
+            or jacobian not in (None, "dense", "differences") or not _static_eligible(fn, kern):
+        return None
+    from pyode.native._methods import FIXED_DIRK, fixed_dirk_data
+
+    if method not in FIXED_DIRK:
+        return None
+    data = fixed_dirk_data(method, opts.interp, max_iters or 0)
+    callback = jacobian != "differences" or stepper.jac.has_own_jacobian()
+    return _solver(fn, data, method, opts, 0.0, 0.0, stepper.jac if callback else None, stats, time_sign)
 
 
 def alf_solver(fn, kern, opts, stats, time_sign: float) -> CoreSolver | None:

@@ -226,12 +226,14 @@ def _fixed_loop(fn, kern, method, options, t_out, sign, stats, rtol, atol, user)
     else:
         if method in IMPLICIT_TABLEAUX:
             _check_implicit_dtype(fn, method)
+            max_iters = _max_iters((options or {}).get("max_iters"))
             stepper = ImplicitStepper(IMPLICIT_TABLEAUX[method], fn, kern, sign, interp=opts.interp,
-                                      max_iters=_max_iters((options or {}).get("max_iters")),
-                                      jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
+                                      max_iters=max_iters, jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
+            core = core_loop.implicit_fixed_solver(stepper, kern, method, opts, extra.get("jacobian"), max_iters,
+                                                   stats, sign)  # the diagonally implicit ones
         else:
             stepper = RKStepper(TABLEAUX[method], fn, kern, interp=opts.interp)
-        core = core_loop.fixed_solver(fn, kern, method, opts, stats, sign)  # None for the implicit methods
+            core = core_loop.fixed_solver(fn, kern, method, opts, stats, sign)
         loop = FixedGridLoop(stepper, grid, stats, sign, perturb=opts.perturb, core=core)
     loop.step_size, loop.max_num_steps = opts.step_size, opts.max_num_steps  # for the event search
     return loop

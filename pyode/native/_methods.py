@@ -32,6 +32,9 @@ KIND_EXPLICIT, KIND_ROSENBROCK, KIND_ESDIRK, KIND_ADAMS, KIND_ALF = 0, 1, 2, 3, 
 AUTO_PAIR = ("tsit5", "kvaerno5")
 WITH_JACOBIAN = (*STIFF, "auto")  # the methods that use a Jacobian (jac, options["jacobian"])
 GRID_KINDS = (*ADAMS_METHODS, "alf")  # fixed-grid methods that are not a tableau (float64 only)
+# torchdiffeq's fixed-grid implicit methods that the ESDIRK kind runs: diagonally implicit, one diagonal value
+FIXED_DIRK = tuple(name for name, tab in IMPLICIT_TABLEAUX.items()
+                   if not tab.adaptive and tab.diagonal and len({row[i] for i, row in enumerate(tab.a) if row[i]}) == 1)
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class MethodData:
     predictor: np.ndarray | None = None
     stiff: MethodData | None = None  # method="auto": the stiff partner (pyode_method.stiff_partner)
     adams_history: int = 0  # Adams: past derivatives, corrector iterations and the weight tables (pyode_method)
-    adams_iters: int = 0
+    max_iters: int = 0
     adams_ab: np.ndarray | None = None
     adams_am: np.ndarray | None = None
 
@@ -106,7 +109,7 @@ def adams_method_data(name: str, max_order: int, max_iters: int) -> MethodData:
         ab[k - 1, :k] = adams_bashforth(k)
         am[k - 1, :k + 1] = adams_moulton(k + 1)
     return dataclasses.replace(method_data(RK4.name, "linear"), kind=KIND_ADAMS, adams_history=max_order - 1,
-                               adams_iters=max_iters if ADAMS_METHODS[name] else 0, adams_ab=ab, adams_am=am)
+                               max_iters=max_iters if ADAMS_METHODS[name] else 0, adams_ab=ab, adams_am=am)
 
 
 @functools.lru_cache(maxsize=1)
@@ -118,6 +121,27 @@ def alf_method_data() -> MethodData:
 def grid_kind_data(name: str, opts) -> MethodData:
     """The data of a method of ``GRID_KINDS`` with its options (Adams: max_order, max_iters)."""
     return alf_method_data() if name == "alf" else adams_method_data(name, opts.max_order, opts.max_iters)
+
+
+@functools.lru_cache(maxsize=64)
+def fixed_dirk_data(name: str, interp: str, max_iters: int) -> MethodData:
+    """A method of ``FIXED_DIRK`` as the ESDIRK kind on a fixed grid, laid out as ImplicitStepper lays out its terms:
+    an implicit first stage becomes stage 1 behind an explicit stage 0 (f0, weight 0), and the interpolant is
+    ImplicitStepper's for ``interp`` ("linear", or "cubic" with f(t1, y1) as a last term unless the method is
+    stiffly accurate). ``max_iters``: Newton iterations per stage (0: the default)."""
+    tab = IMPLICIT_TABLEAUX[name]
+    lead = 0 if tab.explicit_stage(0) else 1
+    s = tab.num_stages + lead
+    a = np.zeros((s, s))
+    a[lead:, lead:] = _lower([row[:i + 1] for i, row in enumerate(tab.a)], tab.num_stages)
+    b = [0.0] * lead + list(tab.b)
+    sa = tab.stiffly_accurate
+    P = (interpolation.linear(b, s) if interp == "linear"
+         else interpolation.cubic_hermite(b, s - 1 if sa else s, s + (0 if sa else 1)))
+    gamma = next(row[i] for i, row in enumerate(tab.a) if row[i])
+    return MethodData(tab, np.asarray([0.0] * lead + list(tab.c), dtype=np.float64), a, np.asarray(b, dtype=np.float64),
+                      None, np.ascontiguousarray(np.asarray(P, dtype=np.float64)), False, KIND_ESDIRK, sa,
+                      float(gamma), max_iters=max_iters)
 
 
 def implicit_method_data(name: str, interp: str = "auto") -> MethodData:

@@ -159,7 +159,7 @@ def _build_method_struct(ffi, data, keep: list):
     for name in ("ros_c", "ros_d", "predictor"):
         arr = getattr(data, name)
         setattr(m, name, ffi.NULL if arr is None else _arrays.pointer(ffi, arr, keep))
-    m.adams_history, m.adams_iters = data.adams_history, data.adams_iters
+    m.adams_history, m.max_iters = data.adams_history, data.max_iters
     for name in ("adams_ab", "adams_am"):
         arr = getattr(data, name)
         setattr(m, name, ffi.NULL if arr is None else _arrays.pointer(ffi, arr, keep))

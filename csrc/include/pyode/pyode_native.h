@@ -60,10 +60,13 @@ typedef struct pyode_method {
      * the tableau fields are its Runge-Kutta starter's (the steps while fewer than 3 past derivatives are known);
      * adams_history (1..64) past derivatives at most (max_order - 1); adams_ab row k-1 the k Adams-Bashforth
      * weights (adams_history * adams_history); adams_am row k-1 the k + 1 Adams-Moulton weights
-     * (adams_history * (adams_history + 1)); adams_iters corrector iterations (0: Adams-Bashforth only), each
-     * stopping once two agree to options.atol + options.rtol * |dy|. Outputs by linear interpolation. */
+     * (adams_history * (adams_history + 1)); max_iters corrector iterations (0: Adams-Bashforth only), each
+     * stopping once two agree to options.atol + options.rtol * |dy|. Outputs by linear interpolation.
+     * kind 2 on a fixed grid (b_err NULL: torchdiffeq's diagonally implicit set, its implicit first stage
+     * written as an explicit stage 0 whose derivative is f0): max_iters Newton iterations per stage (0: 100),
+     * each stage solved to a few ulps of the state; a failed solve stops the trajectory (PYODE_NON_FINITE). */
     int32_t adams_history;
-    int32_t adams_iters;
+    int32_t max_iters;
     const double* adams_ab;
     const double* adams_am;
 } pyode_method;

@@ -19,6 +19,11 @@ namespace pyode::core {
 constexpr double kRefreshTheta = 0.05;
 constexpr double kKappa = 1e-2;
 constexpr int kNewtonIters = 10;
+// implicit_step.py's fixed-grid Newton: no tolerance to solve to, so each stage to FIXED_ULPS ulps of the state
+// (kappa 1 in those units), a stall below FIXED_STALL of them counting as converged; torchdiffeq's 100 iterations.
+constexpr double kFixedUlps = 4.0;
+constexpr double kFixedStall = 64.0;
+constexpr int kFixedNewtonIters = 100;
 constexpr double kNewtonFailureBase = 0.9 / 0.5;
 
 // J (n x n, row-major) at (t, y): the compiled jac if rhs has one, else forward differences around f = f(t, y)
@@ -53,7 +58,7 @@ void RowSolver<Rhs, T>::jacobian_at(double t0, const double* y0, const double* f
 // An Adams step from (t0, y0) with f0 = f(t0, y0) into y1 (fixed_grid.py, AdamsLoop.step and _corrector): f0
 // joins the past derivatives (all forgotten when h differs from the previous step's: the weights assume equal
 // spacing); with order = min(known, adams_history) >= 3, y1 = y0 + dy with dy the Adams-Bashforth predictor, then
-// with adams_iters > 0 corrected by fixed-point Adams-Moulton iterations until two agree. False: fewer than 3
+// with max_iters > 0 corrected by fixed-point Adams-Moulton iterations until two agree. False: fewer than 3
 // are known, the caller takes its starter's step. float64 only (called where kStiff, as the stiff kinds).
 template <class Rhs, class T>
 bool RowSolver<Rhs, T>::adams_step(const double* y0, double h, const double* f0, double* y1) {
@@ -74,7 +79,7 @@ bool RowSolver<Rhs, T>::adams_step(const double* y0, double h, const double* f0,
     const double* past = adams_past(j);
     for (int i = 0; i < n_; ++i) dy[i] += w * past[i];
   }
-  if (m_->adams_iters > 0 && !adams_correct(y0, h, order)) {
+  if (m_->max_iters > 0 && !adams_correct(y0, h, order)) {
     ++stats_.n_unconverged;
     --adams_len_;  // drop the oldest derivative: a lower order for the next steps
   }
@@ -84,7 +89,7 @@ bool RowSolver<Rhs, T>::adams_step(const double* y0, double h, const double* f0,
 
 // Adams-Moulton fixed-point iterations on ws_.dy (AdamsLoop._corrector): dy = delta + h w_0 f(t1, y0 + dy), with
 // delta = h Σ_j w_{j+1} f_j over the order past derivatives, until max|dy_old - dy| / (atol + rtol max(|dy_old|,
-// |dy|)) < 1. False: not converged within adams_iters.
+// |dy|)) < 1. False: not converged within max_iters.
 template <class Rhs, class T>
 bool RowSolver<Rhs, T>::adams_correct(const double* y0, double h, int order) {
   const double* am = m_->adams_am + static_cast<int64_t>(order - 1) * (m_->adams_history + 1);
@@ -97,7 +102,7 @@ bool RowSolver<Rhs, T>::adams_correct(const double* y0, double h, int order) {
     for (int i = 0; i < n_; ++i) delta[i] += w * past[i];
   }
   const double w0 = h * am[0];
-  for (int it = 0; it < m_->adams_iters; ++it) {
+  for (int it = 0; it < m_->max_iters; ++it) {
     std::memcpy(dy_old, dy, sizeof(double) * n_);
     for (int i = 0; i < n_; ++i) point[i] = y0[i] + dy[i];
     eval(adams_t1_, point, f);
@@ -279,10 +284,12 @@ template <class Rhs, class T>
 double RowSolver<Rhs, T>::attempt_esdirk(double t0, const double* y0, double h, double* K, double* y1,
                                       double t_end) {
   const int s = m_->s;
-  if (!solve_esdirk(t0, y0, h, K, t_end)) return std::pow(kNewtonFailureBase, m_->order);
+  if (!solve_esdirk(t0, y0, h, K, t_end))  // adaptive: reject and shrink; a fixed grid: stop (run_fixed)
+    return m_->adaptive() ? std::pow(kNewtonFailureBase, m_->order) : INFINITY;
   double* w = ws_.w.data();
   for (int j = 0; j < s; ++j) w[j] = h * m_->b[j];
   combine(y0, K, w, s, n_, y1);
+  if (!m_->adaptive()) return 0.0;
   double* err = ws_.probe.data();
   for (int q = 0; q < n_; ++q) err[q] = 0.0;
   for (int j = 0; j < s; ++j) w[j] = h * m_->b_err[j];
@@ -341,24 +348,29 @@ bool RowSolver<Rhs, T>::solve_esdirk(double t0, const double* y0, double h, doub
 template <class Rhs, class T>
 bool RowSolver<Rhs, T>::newton_stage(double t_i, const double* base, double hg, const double* y0, double* z) {
   double* dz = ws_.dz.data();
+  const bool fixed = !m_->adaptive();  // implicit_step.py's _tolerances and NewtonState's kappa/stall
+  const double kappa = fixed ? 1.0 : kKappa, stall = fixed ? kFixedStall : kKappa;
+  const double ulps = kFixedUlps * std::numeric_limits<double>::epsilon();
+  const double atol = fixed ? ulps : o_.atol, rtol = fixed ? ulps : o_.rtol;
+  const int iters = m_->max_iters > 0 ? m_->max_iters : fixed ? kFixedNewtonIters : kNewtonIters;
   double eta = std::pow(py_max(st_.eta_old, 1e-16), 0.8);
   double previous = -1.0;
-  for (int it = 0; it < kNewtonIters; ++it) {
+  for (int it = 0; it < iters; ++it) {
     eval(t_i, z, ws_.fp.data());
     for (int q = 0; q < n_; ++q) dz[q] = (base[q] + hg * ws_.fp[q]) - z[q];
     lu_solve(ws_.LU.data(), ws_.piv.data(), n_, dz);
     for (int q = 0; q < n_; ++q) z[q] += dz[q];
-    const double size = scaled_norm(dz, nullptr, y0, n_, o_.atol, o_.rtol);
+    const double size = scaled_norm(dz, nullptr, y0, n_, atol, rtol);
     if (!std::isfinite(size)) return false;
     if (previous > 0.0) {
       const double theta = size / previous;
       st_.theta_max = py_max(st_.theta_max, theta);
-      if (theta >= 1.0) return size <= kKappa;  // diverging, unless stalled at rounding level
+      if (theta >= 1.0) return size <= stall;  // diverging, unless stalled at rounding level
       eta = theta / (1.0 - theta);
-      const int left = kNewtonIters - 1 - it;
-      if (left > 0 && std::pow(theta, left) * eta * size > kKappa && size > kKappa) return false;
+      const int left = iters - 1 - it;
+      if (left > 0 && std::pow(theta, left) * eta * size > kappa && size > stall) return false;
     }
-    if (eta * size <= kKappa || size == 0.0) {
+    if (eta * size <= kappa || size == 0.0) {
       st_.eta_old = eta;
       return true;
     }

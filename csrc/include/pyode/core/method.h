@@ -46,10 +46,11 @@ struct Method {
   // Adams (pyode/_solvers/fixed_grid.py, AdamsLoop: torchdiffeq's explicit_adams / implicit_adams): a step uses
   // up to adams_history past derivatives (max_order - 1); with fewer than 3 it is a step of the tableau (the RK4
   // starter). adams_ab row k-1: the k Adams-Bashforth weights (adams_history x adams_history); adams_am row k-1:
-  // the k + 1 Adams-Moulton weights (adams_history x (adams_history + 1)); adams_iters corrector iterations
-  // (0: Adams-Bashforth only). Outputs by linear interpolation.
+  // the k + 1 Adams-Moulton weights (adams_history x (adams_history + 1)); max_iters corrector iterations
+  // (0: Adams-Bashforth only). Outputs by linear interpolation. An ESDIRK on a fixed grid (b_err nullptr):
+  // max_iters Newton iterations per stage (0: the default, 100).
   int adams_history = 0;
-  int adams_iters = 0;
+  int max_iters = 0;
   const double* adams_ab = nullptr;
   const double* adams_am = nullptr;
 

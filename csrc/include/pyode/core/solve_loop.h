@@ -509,7 +509,7 @@ void RowSolver<Rhs, T>::run_fixed(const T* y0_in, const double* t_out, int64_t n
     if (cancelled(o_)) { fail(Status::kCancelled, g0); return; }
     adams_t1_ = g1;
     eval(g0, y, K);
-    attempt(g0, y, h, K, y1);
+    if (attempt(g0, y, h, K, y1) > 1.0) { fail(Status::kNonFinite, g0); return; }  // an implicit stage failed
     ++stats_.n_accepted;
     stats_.t_reached = g1;
     for (int i = 0; i < n_; ++i)
