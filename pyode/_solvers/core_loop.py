@@ -115,7 +115,9 @@ class CoreSolver:
         self.jacobian, self.stats, self.time_sign = jacobian, stats, time_sign
         self.error: BaseException | None = None
         self.f0: tuple[float, Tensor] | None = None  # f(t0, y0), already evaluated (and counted) by the caller
-        self.alf = False  # ALF: the loop also returns its final v, kept in final_v after each solve
+        from pyode.native._methods import KIND_ALF
+
+        self.alf = method_struct.kind == KIND_ALF  # ALF: the loop also returns its final v, kept in final_v
         self.final_v: Tensor | None = None
 
     def _rhs(self, ffi, n: int):
@@ -309,12 +311,18 @@ def adaptive_solver(stepper, kern, method: str, opts, extra: dict, segments, rto
     return _solver(fn, data, method, opts, rtol, atol, jac if callback else None, stats, time_sign)
 
 
+def _grid_eligible(fn, kern, opts) -> bool:
+    """What a fixed-grid solve needs for the C++ loop: its own grid (no grid_constructor), no perturb, and the
+    static conditions."""
+    return opts.grid_constructor is None and not opts.perturb and _static_eligible(fn, kern)
+
+
 def fixed_solver(fn, kern, method: str, opts, stats, time_sign: float, rtol: float = 0.0,
                  atol: float = 0.0) -> CoreSolver | None:
     """The C++ loop for an explicit fixed-grid solve on ``options['step_size']`` (no grid_constructor, no
     perturb): a Runge-Kutta method, or for float64 states an Adams one (``rtol``/``atol``: its corrector's test, one
     number each: per-component tolerances stay in Python), or None."""
-    if opts.grid_constructor is not None or opts.perturb or opts.step_size is None or not _static_eligible(fn, kern):
+    if opts.step_size is None or not _grid_eligible(fn, kern, opts):
         return None
     from pyode._solvers.tableaux import ADAMS_METHODS
     from pyode.native._methods import FIXED, adams_method_data, method_data
@@ -333,8 +341,8 @@ def implicit_fixed_solver(stepper, kern, method: str, opts, jacobian: str | None
     implicit_midpoint, trapezoid, sdirk2, trbdf2) on ``options['step_size']``, float64, with a dense Jacobian
     (``jacobian``: None/"dense" by the stepper's autograd callback, "differences" in the loop), or None."""
     fn = stepper.fn
-    if opts.grid_constructor is not None or opts.perturb or opts.step_size is None or fn.dtype != torch.float64 \
-            or jacobian not in (None, "dense", "differences") or not _static_eligible(fn, kern):
+    if opts.step_size is None or fn.dtype != torch.float64 or jacobian not in (None, "dense", "differences") \
+            or not _grid_eligible(fn, kern, opts):
         return None
     from pyode.native._methods import FIXED_DIRK, fixed_dirk_data
 
@@ -348,13 +356,11 @@ def implicit_fixed_solver(stepper, kern, method: str, opts, jacobian: str | None
 def alf_solver(fn, kern, opts, stats, time_sign: float) -> CoreSolver | None:
     """The C++ loop for an ALF solve (float64 states; ``options['step_size']`` or one step per output interval), or
     None. Its ``final_v`` holds the last v after each solve (the reversible gradient starts from it)."""
-    if opts.grid_constructor is not None or opts.perturb or fn.dtype != torch.float64 or not _static_eligible(fn, kern):
+    if fn.dtype != torch.float64 or not _grid_eligible(fn, kern, opts):
         return None
     from pyode.native._methods import alf_method_data
 
-    core = _solver(fn, alf_method_data(), "alf", opts, 0.0, 0.0, None, stats, time_sign)
-    core.alf = True
-    return core
+    return _solver(fn, alf_method_data(), "alf", opts, 0.0, 0.0, None, stats, time_sign)
 
 
 def _solver(fn, data, method, opts, rtol, atol, jacobian, stats, time_sign) -> CoreSolver:

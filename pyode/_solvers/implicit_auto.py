@@ -22,6 +22,9 @@ from torch import Tensor
 
 from pyode._solvers.rk_step import StepResult
 
+# The pair "auto" switches between: an explicit pair ending in two stages at c = 1, and a stiff pair of its order.
+AUTO_PAIR = ("tsit5", "kvaerno5")
+
 # tsit5 is unstable on the negative real axis beyond h|λ| = 3.51 (|R(z)| = 1 there; dopri5: 3.31, for which
 # Hairer's code tests 3.25). On a stiff problem the controller cycles h around that boundary and the two-stage
 # estimate of h ρ cycles with it, between ~2 and ~3.2 (Robertson at rtol 1e-8); an accuracy-limited step of a

@@ -26,7 +26,7 @@ from pyode._solvers.fixed_grid import (
 )
 from pyode._solvers.flat_func import FlatFunc
 from pyode._solvers.hooks import NO_HOOKS, LoopHooks, require
-from pyode._solvers.implicit_auto import AutoSwitchStepper
+from pyode._solvers.implicit_auto import AUTO_PAIR, AutoSwitchStepper
 from pyode._solvers.implicit_rosenbrock import RosenbrockStepper
 from pyode._solvers.implicit_step import ImplicitStepper
 from pyode._solvers.implicit_tableaux import IMPLICIT_TABLEAUX, ROSENBROCK_TABLEAUX
@@ -146,9 +146,10 @@ def _implicit_stepper(method, fn, kern, sign, rtol, atol, segments, norm_segment
                          f"or 'rows' Jacobian (each row its own block), not method={method!r} with "
                          f"options['jacobian']={extra.get('jacobian')!r}; use one of those or leave per_sample unset")
     if method == "auto":
-        explicit = RKStepper(TABLEAUX["tsit5"], fn, kern, rtol, atol, segments, norm_segments, interp=opts.interp)
+        explicit_name, stiff_name = AUTO_PAIR
+        explicit = RKStepper(TABLEAUX[explicit_name], fn, kern, rtol, atol, segments, norm_segments, interp=opts.interp)
         stiff_interp = opts.interp if opts.interp in ("linear", "cubic") else "auto"
-        stiff = ImplicitStepper(IMPLICIT_TABLEAUX["kvaerno5"], fn, kern, sign, rtol, atol, segments, norm_segments,
+        stiff = ImplicitStepper(IMPLICIT_TABLEAUX[stiff_name], fn, kern, sign, rtol, atol, segments, norm_segments,
                                 interp=stiff_interp, max_iters=_max_iters(extra.get("max_iters")),
                                 jacobian_rows=_jacobian_rows(extra.get("jacobian"), fn))
         return AutoSwitchStepper(explicit, stiff, sign)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pyode._solvers import interpolation, rk_step
+from pyode._solvers.implicit_auto import AUTO_PAIR
 from pyode._solvers.implicit_tableaux import IMPLICIT_TABLEAUX, ROSENBROCK_TABLEAUX
 from pyode._solvers.tableaux import (
     ADAMS_METHODS,
@@ -28,8 +29,6 @@ STIFF = (*ROSENBROCK_TABLEAUX, *(name for name, tab in IMPLICIT_TABLEAUX.items()
                                  if tab.adaptive and tab.diagonal and tab.stiffly_accurate
                                  and tab.explicit_stage(0) and tab.c[0] == 0.0))
 KIND_EXPLICIT, KIND_ROSENBROCK, KIND_ESDIRK, KIND_ADAMS, KIND_ALF = 0, 1, 2, 3, 4
-# method="auto": the explicit method and its stiff partner (pyode/_solvers/implicit_auto.py, core/auto_switch.h)
-AUTO_PAIR = ("tsit5", "kvaerno5")
 WITH_JACOBIAN = (*STIFF, "auto")  # the methods that use a Jacobian (jac, options["jacobian"])
 GRID_KINDS = (*ADAMS_METHODS, "alf")  # fixed-grid methods that are not a tableau (float64 only)
 # torchdiffeq's fixed-grid implicit methods that the ESDIRK kind runs: diagonally implicit, one diagonal value

@@ -146,7 +146,7 @@ struct WorkspaceOf {
     K2.assign(m.restep || sm.restep ? terms * n : 0, 0.0);
     y.assign(n, 0.0); y1.assign(n, 0.0); y1b.assign(n, 0.0); stage.assign(n, 0.0); probe.assign(n, 0.0);
     event_y.assign(n, 0.0);
-    w.assign(std::max(terms, static_cast<size_t>(m.adams_history) + 1), 0.0);
+    w.assign(terms, 0.0);
     const bool adams = m.kind == Kind::kAdams;  // the past derivatives, newest first (a ring), and the increments
     H.assign(adams ? static_cast<size_t>(std::max(m.adams_history, 1)) * n : 0, 0.0);
     dy.assign(adams || m.kind == Kind::kAlf ? n : 0, 0.0);  // ALF: its v
