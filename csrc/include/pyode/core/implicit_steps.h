@@ -72,19 +72,25 @@ bool RowSolver<Rhs, T>::adams_step(const double* y0, double h, const double* f0,
   const int order = std::min(adams_len_, m_->adams_history);
   if (order < 3) return false;
   double* dy = ws_.dy.data();
-  const double* ab = m_->adams_ab + static_cast<int64_t>(order - 1) * m_->adams_history;
-  for (int i = 0; i < n_; ++i) dy[i] = 0.0;
-  for (int j = 0; j < order; ++j) {
-    const double w = h * ab[j];
-    const double* past = adams_past(j);
-    for (int i = 0; i < n_; ++i) dy[i] += w * past[i];
-  }
+  adams_sum(m_->adams_ab + static_cast<int64_t>(order - 1) * m_->adams_history, h, order, dy);
   if (m_->max_iters > 0 && !adams_correct(y0, h, order)) {
     ++stats_.n_unconverged;
     --adams_len_;  // drop the oldest derivative: a lower order for the next steps
   }
   for (int i = 0; i < n_; ++i) y1[i] = y0[i] + dy[i];
   return true;
+}
+
+// out = h Σ_j w_j f_j over the `order` newest past derivatives (newest first), summed per element in increasing j
+// from 0 (AdamsLoop's lincomb_row(None, used, ...)).
+template <class Rhs, class T>
+void RowSolver<Rhs, T>::adams_sum(const double* w, double h, int order, double* out) {
+  for (int i = 0; i < n_; ++i) out[i] = 0.0;
+  for (int j = 0; j < order; ++j) {
+    const double wj = h * w[j];
+    const double* past = adams_past(j);
+    for (int i = 0; i < n_; ++i) out[i] += wj * past[i];
+  }
 }
 
 // Adams-Moulton fixed-point iterations on ws_.dy (AdamsLoop._corrector): dy = delta + h w_0 f(t1, y0 + dy), with
@@ -95,12 +101,7 @@ bool RowSolver<Rhs, T>::adams_correct(const double* y0, double h, int order) {
   const double* am = m_->adams_am + static_cast<int64_t>(order - 1) * (m_->adams_history + 1);
   double *dy = ws_.dy.data(), *dy_old = ws_.dy_old.data(), *delta = ws_.y1b.data();
   double *point = ws_.stage.data(), *f = ws_.probe.data();
-  for (int i = 0; i < n_; ++i) delta[i] = 0.0;
-  for (int j = 0; j < order; ++j) {
-    const double w = h * am[j + 1];
-    const double* past = adams_past(j);
-    for (int i = 0; i < n_; ++i) delta[i] += w * past[i];
-  }
+  adams_sum(am + 1, h, order, delta);
   const double w0 = h * am[0];
   for (int it = 0; it < m_->max_iters; ++it) {
     std::memcpy(dy_old, dy, sizeof(double) * n_);

@@ -239,6 +239,7 @@ class RowSolver {
   double explicit_stiffness(double h);
   bool adams_step(const double* y0, double h, const double* f0, double* y1);
   bool adams_correct(const double* y0, double h, int order);
+  void adams_sum(const double* w, double h, int order, double* out);
   T* adams_past(int j) {  // the j-th newest past derivative (Adams)
     return ws_.H.data() + static_cast<int64_t>((adams_start_ + j) % std::max(m_->adams_history, 1)) * n_;
   }
