@@ -64,9 +64,9 @@ def _is_stiff_method(method: str) -> bool:
     ``y="interpolated"``. Not the fixed-grid implicit ones: their dense output is linear by default
     (torchdiffeq's), which would make the gradient only second-order accurate in the step; they can ask for it
     with ``options['interp'] = 'cubic'``, and their backsolve takes the same fixed steps (it cannot run out)."""
-    from pyode._solvers.problem import IMPLICIT_ADAPTIVE_METHODS
+    from pyode._solvers.problem import IMPLICIT_ADAPTIVE_METHODS, MULTISTEP_ADAPTIVE_METHODS
 
-    return method in IMPLICIT_ADAPTIVE_METHODS or method == "auto"
+    return method in IMPLICIT_ADAPTIVE_METHODS or method in MULTISTEP_ADAPTIVE_METHODS
 
 
 def make_config(rtol, atol, method, options, adjoint_rtol, adjoint_atol, adjoint_method, adjoint_options):

@@ -363,6 +363,13 @@ def alf_solver(fn, kern, opts, stats, time_sign: float) -> CoreSolver | None:
     return _solver(fn, alf_method_data(), "alf", opts, 0.0, 0.0, None, stats, time_sign)
 
 
+def bdf_solver(fn, kern, opts, jac, rtol: float, atol: float, stats, time_sign: float) -> CoreSolver | None:
+    """The C++ loop for a ``method="bdf"`` solve of a float64 state (``jac``: the steps' Jacobian, called back
+    unless it is forward differences of func, which the loop computes itself), or None. Stub until the C++ kind
+    lands."""
+    return None
+
+
 def _solver(fn, data, method, opts, rtol, atol, jacobian, stats, time_sign) -> CoreSolver:
     from pyode.native._solve import _build_options_struct, _method_struct
 

@@ -14,6 +14,8 @@ from pyode._kernels import Segments, get_backend, reference
 from pyode._solvers import core_loop, tolerances
 from pyode._solvers.adaptive import AdaptiveLoop, AdaptiveOptions
 from pyode._solvers.alf import AlfLoop
+from pyode._solvers.bdf import MAX_ORDER as MAX_BDF_ORDER
+from pyode._solvers.bdf import BdfLoop
 from pyode._solvers.events import EventLocator
 from pyode._solvers.fixed_grid import (
     AdamsLoop,
@@ -30,6 +32,7 @@ from pyode._solvers.implicit_auto import AUTO_PAIR, AutoSwitchStepper
 from pyode._solvers.implicit_rosenbrock import RosenbrockStepper
 from pyode._solvers.implicit_step import ImplicitStepper
 from pyode._solvers.implicit_tableaux import IMPLICIT_TABLEAUX, ROSENBROCK_TABLEAUX
+from pyode._solvers.newton import jacobian_for
 from pyode._solvers.norms import NormKernels, StructuredNorm, rms_norm
 from pyode._solvers.per_sample import PerSampleLoop
 from pyode._solvers.rk_step import RKStepper
@@ -44,7 +47,10 @@ FIXED_RK_METHODS = tuple(name for name, tab in TABLEAUX.items() if not tab.adapt
 IMPLICIT_FIXED_METHODS = tuple(name for name, tab in IMPLICIT_TABLEAUX.items() if not tab.adaptive)
 IMPLICIT_ADAPTIVE_METHODS = (tuple(name for name, tab in IMPLICIT_TABLEAUX.items() if tab.adaptive)
                              + tuple(ROSENBROCK_TABLEAUX) + ("auto",))  # auto: tsit5 <-> kvaerno5
-ADAPTIVE_METHODS = tuple(name for name, tab in TABLEAUX.items() if tab.adaptive) + IMPLICIT_ADAPTIVE_METHODS
+# Adaptive multistep methods with their own step and order control (pyode._solvers.bdf).
+MULTISTEP_ADAPTIVE_METHODS = ("bdf",)
+ADAPTIVE_METHODS = (tuple(name for name, tab in TABLEAUX.items() if tab.adaptive) + IMPLICIT_ADAPTIVE_METHODS
+                    + MULTISTEP_ADAPTIVE_METHODS)
 METHODS = (ADAPTIVE_METHODS + FIXED_RK_METHODS + tuple(ADAMS_METHODS) + ("alf", "scipy_solver")
            + IMPLICIT_FIXED_METHODS)
 _NORMS = ("rms", "mixed")
@@ -195,6 +201,38 @@ def _max_iters(value) -> int | None:
     return None if value is None else check.positive_int("max_iters", value)
 
 
+@dataclass
+class BdfOptions:
+    """Options of ``method="bdf"`` (:mod:`pyode._solvers.bdf`)."""
+
+    first_step: float | None = None
+    max_num_steps: int = 2**31 - 1
+    max_order: int = MAX_BDF_ORDER
+    jacobian: str = "dense"      # "dense" (exact, by autograd) or "differences" (forward differences)
+    norm: str = "rms"            # the RMS over the flat state (the only norm of this method)
+
+
+def _bdf_loop(fn, kern, options, rtol, atol, offsets, sign, stats, norm_segments, tol_vectors) -> BdfLoop:
+    opts, _ = check.parse_options(options, BdfOptions, "bdf", extra=("dtype",))
+    _check_implicit_dtype(fn, "bdf")
+    opts.first_step = check.positive("first_step", opts.first_step)
+    opts.max_num_steps = check.positive_int("max_num_steps", opts.max_num_steps)
+    if not (isinstance(opts.max_order, int) and 1 <= opts.max_order <= MAX_BDF_ORDER):
+        raise ValueError(f"options['max_order'] must be an int from 1 to {MAX_BDF_ORDER} for bdf, got {opts.max_order!r}")
+    if opts.jacobian not in ("dense", "differences"):
+        raise ValueError(f"options['jacobian'] must be 'dense' or 'differences' for bdf, got {opts.jacobian!r}")
+    if opts.norm != "rms":
+        raise ValueError(f"bdf's error norm is the RMS over the state: options['norm'] must be 'rms', got {opts.norm!r}")
+    if tol_vectors is not None or fn.is_complex:
+        raise ValueError("bdf takes float rtol/atol and a real state; pass float tolerances (a complex state: "
+                         "its real and imaginary parts as separate real components)")
+    norm_len = None if norm_segments is None else offsets[norm_segments]
+    jac = jacobian_for(fn, _jacobian_rows(opts.jacobian, fn))
+    core = core_loop.bdf_solver(fn, kern, opts, jac, rtol, atol, stats, sign) if norm_len is None else None
+    return BdfLoop(fn, kern, jac, rtol, atol, stats, sign, max_order=opts.max_order, first_step=opts.first_step,
+                   max_num_steps=opts.max_num_steps, norm_len=norm_len, core=core)
+
+
 def _fixed_grid(opts, func, y0, t, t_out, sign) -> list[float]:
     """The grid of a fixed-grid method: from ``step_size``, from ``grid_constructor``, or ``t`` itself."""
     if opts.grid_constructor is None:
@@ -286,7 +324,9 @@ def build_problem(func, y0, t, *, rtol=1e-7, atol=1e-9, method=None, options=Non
     offsets = [0]
     for size in fn.sizes:
         offsets.append(offsets[-1] + size)
-    if method in ADAPTIVE_METHODS:
+    if method in MULTISTEP_ADAPTIVE_METHODS:
+        loop = _bdf_loop(fn, kern, options, rtol, atol, offsets, sign, stats, norm_segments, tol_vectors)
+    elif method in ADAPTIVE_METHODS:
         loop = _adaptive_loop(fn, kern, method, options, rtol, atol, offsets, sign, stats, norm_segments, tol_vectors)
     elif method == "scipy_solver":
         tols = (tol_vectors.rtol.cpu().numpy(), tol_vectors.atol.cpu().numpy()) if tol_vectors else (rtol, atol)
