@@ -106,7 +106,7 @@ struct FnPtrEvent {
 // stiffly accurate adaptive tableau with an explicit first stage at c = 0 and one diagonal gamma.
 void check_implicit(const pyode_method* pm, Method& m) {
   const int s = m.s;
-  require(pm->kind == 1 || pm->kind == 2, "method.kind must be 0 (explicit), 1 (Rosenbrock), 2 (ESDIRK), 3 (Adams) or 4 (ALF)");
+  require(pm->kind == 1 || pm->kind == 2, "method.kind must be 0 (explicit), 1 (Rosenbrock), 2 (ESDIRK), 3 (Adams), 4 (ALF) or 5 (BDF)");
   require(std::isfinite(pm->gamma) && pm->gamma > 0.0, "method.gamma must be finite and > 0");
   require(pm->b_err != nullptr || pm->kind == 2,
           "a Rosenbrock method must be adaptive (method.b_err not NULL); ESDIRKs may run on a fixed grid");
@@ -157,6 +157,15 @@ Method check_method(const pyode_method* pm) {
     Method m;
     m.kind = pyode::core::Kind::kAlf;
     m.order = 2;
+    return m;
+  }
+  if (pm->kind == 5) {  // BDF: no tableau; adams_history its maximum order
+    require(pm->adams_history >= 1 && pm->adams_history <= pyode::core::kBdfMaxOrder,
+            "method.adams_history (the maximum order of kind 5, BDF) must be 1..5");
+    Method m;
+    m.kind = pyode::core::Kind::kBdf;
+    m.order = 1;
+    m.adams_history = pm->adams_history;
     return m;
   }
   const int s = pm->num_stages;
@@ -384,7 +393,8 @@ int32_t solve_impl(const pyode_method* pm, const pyode_options* po, typename Abi
   LoopOptions o = check_options(po, m);
   require(rhs != nullptr, "rhs is NULL");
   require(stats != nullptr, "stats is NULL");
-  require(event == nullptr || m.adaptive(), "events need an adaptive method (e.g. dopri5)");
+  require(event == nullptr || (m.adaptive() && m.kind != pyode::core::Kind::kBdf),
+          "events need an adaptive Runge-Kutta method (e.g. dopri5), not BDF");
   check_problem(pp, stats_len);
   require(((m.kind == pyode::core::Kind::kExplicit || m.kind == pyode::core::Kind::kAdams ||
             m.kind == pyode::core::Kind::kAlf) && partner == nullptr) ||

@@ -109,6 +109,7 @@ class _History:
     lu: tuple | None = None   # LU factors of I - cJ; kept until dropped (a rejection by the error test keeps them)
     fresh_jac: bool = False   # J was computed during the current step (at its predictor)
     non_finite: bool = False  # the last Newton failure saw f NaN/inf
+    attempted: int = 0        # steps attempted in this solve (accepted and rejected)
 
 
 class BdfLoop:
@@ -201,8 +202,8 @@ class BdfLoop:
         if not keep_lu:
             s.lu = None
 
-    def _check_progress(self, s: _History, attempts: int) -> None:
-        if self.stats.n_accepted + self.stats.n_rejected + attempts >= self.max_num_steps:
+    def _check_progress(self, s: _History) -> None:
+        if s.attempted >= self.max_num_steps:
             raise MaxStepsError("max_num_steps", self.time_sign * s.t,
                                 f"max_num_steps={self.max_num_steps} exceeded; raise options['max_num_steps'] or "
                                 "loosen rtol/atol")
@@ -219,15 +220,15 @@ class BdfLoop:
     # -- one step ----------------------------------------------------------------------------------------------
     def _step(self, s: _History, t_end: float, record: bool) -> Tensor:
         """Advances ``s`` by one accepted step (rejections retry inside); returns the new state (n,)."""
-        attempts, s.fresh_jac = 0, False
+        s.fresh_jac = False
         while True:
-            self._check_progress(s, attempts)
+            self._check_progress(s)
             t_new = s.t + s.h
             if t_new > t_end:  # the last step lands on t_end exactly
                 t_new = t_end
                 self._rescale(s, (t_new - s.t) / s.h)
             s.h = t_new - s.t
-            attempts += 1
+            s.attempted += 1
             solved = self._corrector(s, t_new)
             if solved is None:  # Newton failed with a fresh Jacobian: halve the step
                 self.stats.n_rejected += 1

@@ -365,9 +365,14 @@ def alf_solver(fn, kern, opts, stats, time_sign: float) -> CoreSolver | None:
 
 def bdf_solver(fn, kern, opts, jac, rtol: float, atol: float, stats, time_sign: float) -> CoreSolver | None:
     """The C++ loop for a ``method="bdf"`` solve of a float64 state (``jac``: the steps' Jacobian, called back
-    unless it is forward differences of func, which the loop computes itself), or None. Stub until the C++ kind
-    lands."""
-    return None
+    unless it is forward differences of func, which the loop computes itself), or None."""
+    if fn.dtype != torch.float64 or not _static_eligible(fn, kern):
+        return None
+    from pyode.native._methods import bdf_method_data
+
+    callback = not jac.steps_by_differences or jac.has_own_jacobian()
+    return _solver(fn, bdf_method_data(opts.max_order), "bdf", opts, rtol, atol, jac if callback else None, stats,
+                   time_sign)
 
 
 def _solver(fn, data, method, opts, rtol, atol, jacobian, stats, time_sign) -> CoreSolver:

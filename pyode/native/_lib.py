@@ -65,5 +65,5 @@ def load():
     return ffi, lib
 
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 PACKED_HEADER = 24

@@ -28,7 +28,7 @@ FIXED = tuple(name for name, tab in TABLEAUX.items() if not tab.adaptive)
 STIFF = (*ROSENBROCK_TABLEAUX, *(name for name, tab in IMPLICIT_TABLEAUX.items()
                                  if tab.adaptive and tab.diagonal and tab.stiffly_accurate
                                  and tab.explicit_stage(0) and tab.c[0] == 0.0))
-KIND_EXPLICIT, KIND_ROSENBROCK, KIND_ESDIRK, KIND_ADAMS, KIND_ALF = 0, 1, 2, 3, 4
+KIND_EXPLICIT, KIND_ROSENBROCK, KIND_ESDIRK, KIND_ADAMS, KIND_ALF, KIND_BDF = 0, 1, 2, 3, 4, 5
 WITH_JACOBIAN = (*STIFF, "auto")  # the methods that use a Jacobian (jac, options["jacobian"])
 GRID_KINDS = (*ADAMS_METHODS, "alf")  # fixed-grid methods that are not a tableau (float64 only)
 # torchdiffeq's fixed-grid implicit methods that the ESDIRK kind runs: diagonally implicit, one diagonal value
@@ -115,6 +115,12 @@ def adams_method_data(name: str, max_order: int, max_iters: int) -> MethodData:
 def alf_method_data() -> MethodData:
     """ALF (:mod:`pyode._solvers.alf`): a kind without a tableau; the struct's tableau fields (Euler's) are unused."""
     return dataclasses.replace(method_data("euler", "linear"), kind=KIND_ALF)
+
+
+def bdf_method_data(max_order: int) -> MethodData:
+    """BDF (:mod:`pyode._solvers.bdf`): a kind without a tableau (the struct's tableau fields, Euler's, are unused);
+    ``adams_history`` carries its maximum order."""
+    return dataclasses.replace(method_data("euler", "linear"), kind=KIND_BDF, adams_history=max_order)
 
 
 def grid_kind_data(name: str, opts) -> MethodData:

@@ -179,7 +179,9 @@ def _build_options_struct(ffi, method: str, opts, rtol: float, atol: float, thre
     o.rtol, o.atol, o.event_tol, o.num_threads = rtol, atol, atol, threads
     o.safety, o.ifactor, o.dfactor, o.pcoeff, o.icoeff, o.dcoeff = 0.9, 10.0, 0.2, 0.0, 1.0, 0.0
     o.min_step, o.max_step, o.max_num_steps = 0.0, math.inf, opts.max_num_steps
-    if method in ADAPTIVE + WITH_JACOBIAN:
+    if method == "bdf":  # its own step control: only the first step and the step limit apply
+        o.first_step = opts.first_step or 0.0
+    elif method in ADAPTIVE + WITH_JACOBIAN:
         for name in ("step_t", "jump_t"):  # validated and sorted into solver time: back to the caller's
             times = np.asarray([sign * x for x in getattr(opts, name)], dtype=np.float64)
             setattr(o, name, _arrays.pointer(ffi, times, keep))

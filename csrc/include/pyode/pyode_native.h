@@ -45,7 +45,9 @@ typedef struct pyode_method {
     const double* interp_P; /* (interp_degree * interp_terms) */
     int32_t kind;           /* 0 explicit RK, 1 Rosenbrock, 2 ESDIRK, 3 Adams, 4 ALF (no tableau: the asynchronous
                                leapfrog of pyode/_solvers/alf.py; options.step_size 0 for one step per output
-                               interval; problem.y_event, when given, receives the final v) */
+                               interval; problem.y_event, when given, receives the final v), 5 BDF (no tableau:
+                               the variable-order NDF/BDF of pyode/_solvers/bdf.py, adaptive, adams_history its
+                               maximum order 1..5, float64, no events) */
     int32_t reserved;
     double gamma;
     const double* ros_c;
@@ -168,7 +170,7 @@ int32_t pyode_solve_f32(const pyode_method* method, const pyode_options* options
                         int64_t stats_len);
 /* CDEF END */
 
-#define PYODE_NATIVE_ABI 6
+#define PYODE_NATIVE_ABI 7
 #define PYODE_CONTROLLER_DEFAULT 0
 #define PYODE_CONTROLLER_PID 1
 #define PYODE_CONTROLLER_PREDICTIVE 2

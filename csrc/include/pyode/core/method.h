@@ -13,8 +13,10 @@ constexpr int kMaxTerms = kMaxStages + 1;  // the stages and f1
 // The stepper the loop calls (solve_loop.h, attempt): an explicit Runge-Kutta step, a Rosenbrock step (one LU
 // of I/(hγ) - J per step, linear stages), an ESDIRK step (stage by stage simplified Newton on I - hγJ), or a
 // fixed-grid Adams step (past derivatives; the tableau is its Runge-Kutta starter's), or an asynchronous leapfrog
-// step (ALF: the state carries v ~ f alongside y; no tableau; RowSolver::run_alf).
-enum class Kind : int { kExplicit = 0, kRosenbrock = 1, kEsdirk = 2, kAdams = 3, kAlf = 4 };
+// step (ALF: the state carries v ~ f alongside y; no tableau; RowSolver::run_alf), or the variable-order BDF/NDF
+// (its own step and order control and interpolant: no tableau; RowSolver::run_bdf, bdf.h; adams_history is its
+// maximum order, 1..5).
+enum class Kind : int { kExplicit = 0, kRosenbrock = 1, kEsdirk = 2, kAdams = 3, kAlf = 4, kBdf = 5 };
 
 // View of a method; it does not own the arrays (the caller keeps them alive for the solve).
 struct Method {
@@ -54,11 +56,11 @@ struct Method {
   const double* adams_ab = nullptr;
   const double* adams_am = nullptr;
 
-  bool adaptive() const { return b_err != nullptr; }
+  bool adaptive() const { return b_err != nullptr || kind == Kind::kBdf; }
   // True when the interpolant reads f1 (a non-FSAL method whose P has a non-zero column s).
   bool needs_f1() const {
     if (kind == Kind::kRosenbrock) return interp_degree == 0;  // only the Hermite fallback reads f1
-    if (kind == Kind::kAdams || kind == Kind::kAlf) return false;  // linear interpolation / outputs on the grid
+    if (kind == Kind::kAdams || kind == Kind::kAlf || kind == Kind::kBdf) return false;  // linear interpolation / outputs on the grid
     if (fsal || restep || num_terms <= s) return false;
     for (int p = 0; p < interp_degree; ++p)
       if (P[p * num_terms + s] != 0.0) return true;

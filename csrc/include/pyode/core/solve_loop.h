@@ -134,10 +134,12 @@ struct WorkspaceOf {
       coef.add(sm.b, sm.s);
       coef.add(sm.b_err, sm.s);
     }
-    const bool stiff = sm.kind == Kind::kRosenbrock || sm.kind == Kind::kEsdirk;
+    const bool bdf = sm.kind == Kind::kBdf;
+    const bool stiff = sm.kind == Kind::kRosenbrock || sm.kind == Kind::kEsdirk || bdf;
     const size_t nn = stiff ? static_cast<size_t>(n) * n : 0, nv = stiff ? static_cast<size_t>(n) : 0;
     J.assign(nn, 0.0); LU.assign(nn, 0.0); piv.assign(nv, 0);
-    U.assign(sm.kind == Kind::kRosenbrock ? static_cast<size_t>(sm.s) * n : 0, 0.0);
+    // Rosenbrock: its increments; BDF: the rescaling scratch of D
+    U.assign(sm.kind == Kind::kRosenbrock ? static_cast<size_t>(sm.s) * n : bdf ? static_cast<size_t>(6) * n : 0, 0.0);
     ft.assign(nv, 0.0); z.assign(nv, 0.0); dz.assign(nv, 0.0); res.assign(nv, 0.0); fp.assign(nv, 0.0);
     Jx.assign(partner != nullptr ? nn : 0, 0.0);
     pv.assign(partner != nullptr ? nv : 0, 0.0); pw.assign(partner != nullptr ? nv : 0, 0.0);
@@ -148,7 +150,8 @@ struct WorkspaceOf {
     event_y.assign(n, 0.0);
     w.assign(terms, 0.0);
     const bool adams = m.kind == Kind::kAdams;  // the past derivatives, newest first (a ring), and the increments
-    H.assign(adams ? static_cast<size_t>(std::max(m.adams_history, 1)) * n : 0, 0.0);
+    // BDF: its differences D, 8 rows (bdf.h, kBdfRows)
+    H.assign(adams ? static_cast<size_t>(std::max(m.adams_history, 1)) * n : bdf ? static_cast<size_t>(8) * n : 0, 0.0);
     dy.assign(adams || m.kind == Kind::kAlf ? n : 0, 0.0);  // ALF: its v
     dy_old.assign(adams ? n : 0, 0.0);
   }
@@ -183,6 +186,15 @@ struct StiffState {
   double eta_old = 1.0, theta_max = 0.0;  // Newton's rate memory (Hairer & Wanner IV.8)
 };
 
+// The BDF kind's state between steps (bdf.h; bdf.py's _History): time, step size, order, equal steps so far,
+// whether an LU of I - cJ is held, whether J was refreshed during the current step, Newton's tolerance.
+struct BdfState {
+  double t = 0.0, h = 0.0;
+  int order = 1, n_equal = 0;
+  bool lu_held = false, fresh_jac = false, non_finite = false;
+  double newton_tol = 0.03;
+};
+
 template <class Rhs, class T = double>
 class RowSolver {
   static_assert(std::is_same_v<T, double> || std::is_same_v<T, float>, "the state is float or double");
@@ -206,7 +218,8 @@ class RowSolver {
     written_ = 1;
     stats_.t_reached = t_out[0];
     if (num_times > 1) {
-      if (m_->adaptive()) run_adaptive(y0, t_out, num_times, ev);
+      if (m_->kind == Kind::kBdf) run_bdf(y0, t_out, num_times);
+      else if (m_->adaptive()) run_adaptive(y0, t_out, num_times, ev);
       else if (m_->kind == Kind::kAlf) run_alf(y0, t_out, num_times);
       else run_fixed(y0, t_out, num_times);
     }
@@ -232,6 +245,7 @@ class RowSolver {
   double adams_h_ = NAN;                 // Adams: the previous step's size
   double adams_t1_ = NAN;                // Adams: the grid point the step ends on (its corrector's time)
   int64_t non_finite_ = 0, stalled_ = 0;  // the stall rule's counters (stalled)
+  BdfState bdf_;                          // the BDF kind's state (bdf.h)
 
   // Implicit steppers (implicit_steps.h).
   void jacobian_into(double t, const double* y, const double* f, double* J);
@@ -399,6 +413,14 @@ class RowSolver {
   bool locate_event(Event& ev, double t0, double h, const double* t_out, int64_t num_times);
   void run_fixed(const T* y0_in, const double* t_out, int64_t num_times);
   void run_alf(const T* y0_in, const double* t_out, int64_t num_times);
+  // The BDF kind (bdf.h).
+  void run_bdf(const T* y0_in, const double* t_out, int64_t num_times);
+  bool bdf_step(double t_end);
+  void bdf_accept(double t_new, double safety, double error);
+  void bdf_rescale(double factor, bool keep_lu);
+  int bdf_corrector(double t_new);
+  int bdf_newton(double t_new, double c);
+  void bdf_dense(double t, double* dst);
 };
 
 template <class Rhs, class T>
@@ -558,3 +580,4 @@ void RowSolver<Rhs, T>::run_alf(const T* y0_in, const double* t_out, int64_t num
 }  // namespace pyode::core
 
 #include "pyode/core/implicit_steps.h"
+#include "pyode/core/bdf.h"
