@@ -25,7 +25,9 @@ run, the cheapest on the sweep at an error no worse than pyode's, is "matched", 
 ``gl6``, ``radauIIA3``, ``trbdf2``: torchdiffeq's main-branch set, not on PyPI) are swept alike. Each point: one
 timed run after a warm-up (``--matched-reps``); an unstable run is not repeated.
 
-pyode's methods run with exact Jacobians (autograd) and, as ``kvaerno5:differences`` and ``rodas5:differences``,
+pyode's methods are the ESDIRK ``kvaerno5``, the Rosenbrock ``rodas5``, ``auto`` (tsit5 <-> kvaerno5) and the
+variable-order ``bdf`` (the NDF algorithm of SciPy's BDF, :mod:`pyode._solvers.bdf`: it takes SciPy's steps).
+They run with exact Jacobians (autograd) and, as ``kvaerno5:differences``, ``rodas5:differences`` and ``bdf:differences``,
 with the steps' Jacobians by forward differences (``options["jacobian"] = "differences"``), as SciPy's Radau and
 BDF compute theirs when no ``jac`` is given (here none is). The stiff issue's target, pyode with a torch func no
 slower than SciPy's BDF on NumPy code on Robertson and Van der Pol, is printed and written under the tables: at the
@@ -478,7 +480,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--rtols", default="1e-4,1e-5,1e-6,1e-7,1e-8", help="sweep; atol is scaled by the same factor")
-    parser.add_argument("--methods", default="kvaerno5,rodas5,kvaerno5:differences,rodas5:differences,auto",
+    parser.add_argument("--methods", default="kvaerno5,rodas5,kvaerno5:differences,rodas5:differences,auto,bdf,"
+                                             "bdf:differences",
                         help="pyode methods (method:jacobian sets options['jacobian'])")
     parser.add_argument("--problems", default=",".join(PROBLEMS))
     parser.add_argument("--threads", type=int, default=1)
