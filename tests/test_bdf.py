@@ -277,3 +277,34 @@ def test_failures_raise_pyode_errors_with_the_time(monkeypatch, core):
         pyode.odeint(poisoned, torch.ones(2, dtype=F64), t, method="bdf")
     assert 0.4 < info.value.t_reached <= 0.5 + 1e-9
     assert math.isfinite(info.value.t_reached)
+
+
+def test_step_callbacks_see_every_attempt():
+    """torchdiffeq's callbacks: callback_step before every attempt, callback_accept_step / callback_reject_step
+    after each decision, with the step's start and size (such a func runs in the Python loop)."""
+    class Vdp(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seen = {"step": 0, "accept": 0, "reject": 0}
+            self.starts = []
+
+        def forward(self, t, y):
+            return vdp(t, y)
+
+        def callback_step(self, t0, y0, dt):
+            self.seen["step"] += 1
+            assert dt > 0
+
+        def callback_accept_step(self, t0, y0, dt):
+            self.seen["accept"] += 1
+            self.starts.append(float(t0))
+
+        def callback_reject_step(self, t0, y0, dt):
+            self.seen["reject"] += 1
+
+    func = Vdp()
+    sol = pyode.solve(func, torch.tensor([2.0, 0.0], dtype=F64), torch.tensor([0.0, 100.0], dtype=F64),
+                      method="bdf", rtol=1e-5, atol=1e-6)
+    assert func.seen == {"step": sol.stats.n_accepted + sol.stats.n_rejected, "accept": sol.stats.n_accepted,
+                         "reject": sol.stats.n_rejected}
+    assert sol.stats.n_rejected > 0 and func.starts == sorted(func.starts) and func.starts[0] == 0.0

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from pyode._solvers.adaptive import step_resolution
+from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.controller import initial_step, initial_step_error
 from pyode._solvers.hooks import NO_HOOKS, LoopHooks
 from pyode._solvers.implicit_grad import StageAdjoint
@@ -133,7 +134,7 @@ class BdfLoop:
         self.stats, self.time_sign, self.max_order, self.first_step = stats, time_sign, max_order, first_step
         self.max_num_steps, self.norm_len, self.core = max_num_steps, norm_len, core
         self.newton_tol = newton_tolerance(rtol, fn.dtype)
-        self.step_size, self.event_fn = None, None
+        self.callbacks = step_callbacks(fn)  # func's torchdiffeq step callbacks, or None
 
     # -- the public loop interface ---------------------------------------------------------------------------
     def integrate(self, y0: Tensor, t_out: list[float], hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
@@ -162,6 +163,7 @@ class BdfLoop:
         while len(outputs) < len(t_out):
             t_prev = s.t
             y_new = self._step(s, t_end, record)
+            self.stats.t_reached = self.time_sign * s.t
             poly = (s.t, s.h, s.order, s.D[:s.order + 1] if record else [d.detach() for d in s.D[:s.order + 1]])
             step = BdfStep(t_prev, s.t - t_prev, poly)
             while len(outputs) < len(t_out) and t_out[len(outputs)] <= s.t:
@@ -229,9 +231,11 @@ class BdfLoop:
                 self._rescale(s, (t_new - s.t) / s.h)
             s.h = t_new - s.t
             s.attempted += 1
+            if self.callbacks is not None:
+                self.callbacks.step(s.t, s.D[0], s.h)
             solved = self._corrector(s, t_new)
             if solved is None:  # Newton failed with a fresh Jacobian: halve the step
-                self.stats.n_rejected += 1
+                self._rejected(s)
                 self._rescale(s, 0.5)
                 continue
             y_new, d, n_iter = solved
@@ -239,15 +243,22 @@ class BdfLoop:
             safety = 0.9 * (2 * NEWTON_MAX_ITERS + 1) / (2 * NEWTON_MAX_ITERS + n_iter)
             error = abs(ERROR_CONST[k]) * self._norm(d, y_new)
             if not error <= 1.0:
-                self.stats.n_rejected += 1
+                self._rejected(s)
                 shrink = safety * error ** (-1.0 / (k + 1)) if math.isfinite(error) else MIN_FACTOR
                 self._rescale(s, max(MIN_FACTOR, shrink), keep_lu=True)
                 continue
             break
         self.stats.n_accepted += 1
+        if self.callbacks is not None:
+            self.callbacks.accept(s.t, s.D[0], s.h)
         if record:
             y_new, d = self._with_gradient(s, t_new, y_new)
         return self._accept(s, t_new, y_new, d, safety, error)
+
+    def _rejected(self, s: _History) -> None:
+        self.stats.n_rejected += 1
+        if self.callbacks is not None:
+            self.callbacks.reject(s.t, s.D[0], s.h)
 
     def _accept(self, s: _History, t_new: float, y_new: Tensor, d: Tensor, safety: float, error: float) -> Tensor:
         """The differences updated with the step's ``d``; then, after k + 1 equal steps, the order and size."""
@@ -335,8 +346,6 @@ class BdfLoop:
         y = base + c * K
         return y, y - y_pred
 
-    def failure_error(self, t_reached: float):
-        return None
 
 
 def _factor(error: float, exponent: int) -> float:
