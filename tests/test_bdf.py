@@ -308,3 +308,53 @@ def test_step_callbacks_see_every_attempt():
     assert func.seen == {"step": sol.stats.n_accepted + sol.stats.n_rejected, "accept": sol.stats.n_accepted,
                          "reject": sol.stats.n_rejected}
     assert sol.stats.n_rejected > 0 and func.starts == sorted(func.starts) and func.starts[0] == 0.0
+
+
+# -- pyode.native: compiled right-hand sides ---------------------------------------------------------------------
+
+def _native():
+    pytest.importorskip("numba")
+    pytest.importorskip("cffi")
+    import pyode.native as pn
+    from bench.native_stiff import robertson as rob_native
+    from bench.native_stiff import robertson_jac, vdp, vdp_jac
+
+    return pn, rob_native, robertson_jac, vdp, vdp_jac
+
+
+@pytest.mark.parametrize("with_jac", [False, True])
+def test_native_bdf_takes_the_torch_paths_steps(monkeypatch, with_jac):
+    """``pyode.native.solve(method="bdf")`` with a numba right-hand side runs the same kind as the torch path's C++
+    loop: with forward differences on both sides, or a compiled jac against autograd's, the same steps and
+    evaluations, outputs equal to rounding."""
+    pn, rob_native, robertson_jac, _, _ = _native()
+    y0, t = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 100.0, 1e4])
+    nat = pn.solve(rob_native, y0, t, method="bdf", rtol=1e-6, atol=1e-10, jac=robertson_jac if with_jac else None)
+    options = {} if with_jac else {"jacobian": "differences"}
+    ref = _solve(monkeypatch, True, robertson, torch.tensor(y0), torch.tensor(t), rtol=1e-6, atol=1e-10,
+                 options=options)
+    assert (nat.n_accepted[0], nat.n_rejected[0]) == (ref.stats.n_accepted, ref.stats.n_rejected)
+    if not with_jac:
+        assert nat.n_feval[0] == ref.stats.nfe
+    np.testing.assert_allclose(nat.ys, ref.ys.numpy(), rtol=1e-9, atol=1e-18)
+
+
+def test_native_bdf_ensemble_and_refusals():
+    """An ensemble of Van der Pol oscillators (mu from 1 to 1000), each row its own steps, bit for bit the single
+    solves; events and options that do not apply are refused by name."""
+    pn, _, _, vdp_native, vdp_jac = _native()
+    mus, y0, t = np.array([[1.0], [100.0], [1000.0]]), np.array([2.0, 0.0]), np.linspace(0.0, 30.0, 4)
+    ens = pn.solve(vdp_native, y0, t, mus, method="bdf", rtol=1e-6, atol=1e-6, jac=vdp_jac,
+                   options={"num_threads": 2, "max_order": 4})
+    assert ens.success
+    for r, mu in enumerate(mus):
+        one = pn.solve(vdp_native, y0, t, mu, method="bdf", rtol=1e-6, atol=1e-6, jac=vdp_jac,
+                       options={"max_order": 4})
+        np.testing.assert_array_equal(ens.ys[:, r], one.ys)
+    assert ens.n_accepted[0] > 3 * ens.n_accepted[2]
+    with pytest.raises(ValueError, match="event"):
+        pn.solve(vdp_native, y0, t, mus[0], method="bdf", event=lambda t, y, p: y[0])
+    with pytest.raises(ValueError, match="max_order"):
+        pn.solve(vdp_native, y0, t, mus[0], method="bdf", options={"max_order": 7})
+    with pytest.raises(ValueError, match="jacobian"):
+        pn.solve(vdp_native, y0, t, mus[0], method="bdf", options={"jacobian": "differences"})

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from pyode import _validation as check
 from pyode._solvers.adaptive import step_resolution
 from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.controller import initial_step, initial_step_error
@@ -85,6 +86,27 @@ def interpolant_weights(t: float, t1: float, h: float, order: int) -> list[float
         p *= (t - (t1 - m * h)) / ((m + 1) * h)
         weights.append(p)
     return weights
+
+
+@dataclass
+class BdfOptions:
+    """Options of ``method="bdf"`` (``pyode.solve`` and ``pyode.native.solve``)."""
+
+    first_step: float | None = None
+    max_num_steps: int = 2**31 - 1
+    max_order: int = MAX_ORDER
+    jacobian: str = "dense"      # "dense" (exact, by autograd) or "differences" (forward differences)
+    norm: str = "rms"            # the RMS over the flat state (the only norm of this method)
+
+
+def check_bdf_options(opts: BdfOptions) -> None:
+    """Validates ``opts`` in place (numbers converted); raises naming the option."""
+    opts.first_step = check.positive("first_step", opts.first_step)
+    opts.max_num_steps = check.positive_int("max_num_steps", opts.max_num_steps)
+    if isinstance(opts.max_order, bool) or not (isinstance(opts.max_order, int) and 1 <= opts.max_order <= MAX_ORDER):
+        raise ValueError(f"options['max_order'] must be an int from 1 to {MAX_ORDER} for bdf, got {opts.max_order!r}")
+    if opts.jacobian not in ("dense", "differences"):
+        raise ValueError(f"options['jacobian'] must be 'dense' or 'differences' for bdf, got {opts.jacobian!r}")
 
 
 @dataclass

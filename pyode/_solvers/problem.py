@@ -14,8 +14,7 @@ from pyode._kernels import Segments, get_backend, reference
 from pyode._solvers import core_loop, tolerances
 from pyode._solvers.adaptive import AdaptiveLoop, AdaptiveOptions
 from pyode._solvers.alf import AlfLoop
-from pyode._solvers.bdf import MAX_ORDER as MAX_BDF_ORDER
-from pyode._solvers.bdf import BdfLoop
+from pyode._solvers.bdf import BdfLoop, BdfOptions, check_bdf_options
 from pyode._solvers.events import EventLocator
 from pyode._solvers.fixed_grid import (
     AdamsLoop,
@@ -201,26 +200,10 @@ def _max_iters(value) -> int | None:
     return None if value is None else check.positive_int("max_iters", value)
 
 
-@dataclass
-class BdfOptions:
-    """Options of ``method="bdf"`` (:mod:`pyode._solvers.bdf`)."""
-
-    first_step: float | None = None
-    max_num_steps: int = 2**31 - 1
-    max_order: int = MAX_BDF_ORDER
-    jacobian: str = "dense"      # "dense" (exact, by autograd) or "differences" (forward differences)
-    norm: str = "rms"            # the RMS over the flat state (the only norm of this method)
-
-
 def _bdf_loop(fn, kern, options, rtol, atol, offsets, sign, stats, norm_segments, tol_vectors) -> BdfLoop:
     opts, _ = check.parse_options(options, BdfOptions, "bdf", extra=("dtype",))
     _check_implicit_dtype(fn, "bdf")
-    opts.first_step = check.positive("first_step", opts.first_step)
-    opts.max_num_steps = check.positive_int("max_num_steps", opts.max_num_steps)
-    if not (isinstance(opts.max_order, int) and 1 <= opts.max_order <= MAX_BDF_ORDER):
-        raise ValueError(f"options['max_order'] must be an int from 1 to {MAX_BDF_ORDER} for bdf, got {opts.max_order!r}")
-    if opts.jacobian not in ("dense", "differences"):
-        raise ValueError(f"options['jacobian'] must be 'dense' or 'differences' for bdf, got {opts.jacobian!r}")
+    check_bdf_options(opts)
     if opts.norm != "rms":
         raise ValueError(f"bdf's error norm is the RMS over the state: options['norm'] must be 'rms', got {opts.norm!r}")
     if tol_vectors is not None or fn.is_complex:

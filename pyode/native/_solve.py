@@ -13,6 +13,7 @@ import numpy as np
 
 from pyode import _validation as check
 from pyode._solvers.adaptive import AdaptiveOptions
+from pyode._solvers.bdf import BdfOptions, check_bdf_options
 from pyode._solvers.fixed_grid import FixedOptions, check_adams_options, check_step_count
 from pyode.errors import MaxStepsError, NonFiniteStateError, ODESolverError, StepSizeUnderflowError
 from pyode.native import _arrays
@@ -23,6 +24,7 @@ from pyode.native._methods import (
     FIXED,
     GRID_KINDS,
     WITH_JACOBIAN,
+    bdf_method_data,
     grid_kind_data,
     implicit_method_data,
     method_data,
@@ -90,6 +92,13 @@ def _parse_options_cached(key):
 
 
 def _parse_options_uncached(method: str, options: dict | None, sign: float):
+    if method == "bdf":
+        opts, extra = check.parse_options(options, BdfOptions, method, extra=("num_threads",))
+        check_bdf_options(opts)
+        if opts.jacobian != "dense" or opts.norm != "rms":
+            raise ValueError("pyode.native.solve: bdf takes its Jacobian from jac (forward differences without it); "
+                             "options['jacobian'] and options['norm'] do not apply")
+        return opts, _threads(extra)
     cls = AdaptiveOptions if method in ADAPTIVE + WITH_JACOBIAN else FixedOptions
     opts, extra = check.parse_options(options, cls, method, extra=("num_threads",))
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -98,9 +107,7 @@ def _parse_options_uncached(method: str, options: dict | None, sign: float):
         if default is not None and getattr(opts, name) != _default_of(default):
             raise ValueError(f"options[{name!r}] is not supported by pyode.native.solve; use pyode.solve with a torch "
                              "func for it")
-    threads = extra.get("num_threads", 0)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ValueError(f"options['num_threads'] must be an int >= 0 (0: all cores), got {threads!r}")
+    threads = _threads(extra)
     if method in WITH_JACOBIAN:
         check.adaptive_options(opts, sign)
         if opts.interp not in ("auto", "cubic"):
@@ -122,6 +129,13 @@ def _parse_options_uncached(method: str, options: dict | None, sign: float):
         if opts.interp not in ("linear", "cubic"):
             raise ValueError(f"options['interp'] must be 'linear' or 'cubic' for fixed-grid methods, got {opts.interp!r}")
     return opts, threads
+
+
+def _threads(extra: dict) -> int:
+    threads = extra.get("num_threads", 0)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"options['num_threads'] must be an int >= 0 (0: all cores), got {threads!r}")
+    return threads
 
 
 def _default_of(field):
@@ -230,8 +244,8 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
             implicit_adams / fixed_adams (``max_order``, ``max_iters``), alf (``step_size`` optional: each output
             interval in equal steps)), or a stiff one: rodas5
             (Rosenbrock, one LU per step), kvaerno5 / kvaerno3 (ESDIRK, simplified Newton with Jacobian reuse),
-            or "auto" (tsit5 while not stiff, kvaerno5 while stiff, switching both ways per trajectory), the same
-            steps as ``pyode.solve`` with these methods; dense output by rodas5's own 4th-order continuous
+            or "auto" (tsit5 while not stiff, kvaerno5 while stiff, switching both ways per trajectory), or "bdf"
+            (variable-order NDF/BDF, ``max_order``; no events), the same steps as ``pyode.solve`` with these methods; dense output by rodas5's own 4th-order continuous
             extension (``options['interp'] = 'cubic'``: cubic Hermite) and cubic Hermite for the ESDIRKs.
         rtol, atol: tolerances of the adaptive methods (pyode's error norm and PID controller).
         options: pyode's solver options (first_step, safety, ifactor, dfactor, pcoeff, icoeff, dcoeff, min_step,
@@ -260,7 +274,7 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
     elif device == "cuda":
         _arrays.check_times(prob.t)
         data, opts, _, rtol, atol = _validated(method, jac, event, options, rtol, atol, prob.sign)
-        if method in WITH_JACOBIAN + GRID_KINDS:
+        if method in JAC_METHODS + GRID_KINDS:
             raise ValueError(f"device='cuda' runs explicit methods only (Runge-Kutta tableaux); solve {method!r} "
                              "on device='cpu'")
         out = _run_cuda(rhs, data, opts, rtol, atol, prob, event)
@@ -271,21 +285,28 @@ def solve(rhs, y0, t, params=None, *, method: str = "dopri5", rtol: float = 1e-6
     return out
 
 
+# Every method pyode.native.solve runs; the stiff ones (and bdf) take ``jac``.
+NATIVE_METHODS = ADAPTIVE + FIXED + WITH_JACOBIAN + GRID_KINDS + ("bdf",)
+JAC_METHODS = (*WITH_JACOBIAN, "bdf")
+
+
 def _validated(method: str, jac, event, options: dict | None, rtol, atol, sign: float):
     """Checked arguments that do not depend on the arrays: (method data, options, num_threads, rtol, atol)."""
-    if method not in ADAPTIVE + FIXED + WITH_JACOBIAN + GRID_KINDS:
-        raise ValueError(f"unknown method {method!r} for pyode.native.solve; valid: "
-                         f"{', '.join(ADAPTIVE + FIXED + WITH_JACOBIAN + GRID_KINDS)}")
-    if jac is not None and method not in WITH_JACOBIAN:
-        raise ValueError(f"jac is used by the stiff methods ({', '.join(WITH_JACOBIAN)}) only; method={method!r} "
+    if method not in NATIVE_METHODS:
+        raise ValueError(f"unknown method {method!r} for pyode.native.solve; valid: {', '.join(NATIVE_METHODS)}")
+    if jac is not None and method not in JAC_METHODS:
+        raise ValueError(f"jac is used by the stiff methods ({', '.join(JAC_METHODS)}) only; method={method!r} "
                          "needs none")
     rtol, atol = check.check_tolerance("rtol", rtol), check.check_tolerance("atol", atol)
-    if method in ADAPTIVE + WITH_JACOBIAN and rtol == 0 and atol == 0:
+    adaptive = method in ADAPTIVE + JAC_METHODS
+    if adaptive and rtol == 0 and atol == 0:
         raise ValueError("rtol and atol cannot both be 0 for an adaptive method; set atol > 0 (e.g. 1e-9)")
     opts, threads = _parse_options(method, options, sign)
-    if event is not None and method not in ADAPTIVE + WITH_JACOBIAN:
-        raise ValueError("event needs an adaptive method (e.g. method='dopri5')")
-    if method in WITH_JACOBIAN:
+    if event is not None and (not adaptive or method == "bdf"):
+        raise ValueError("event needs an adaptive Runge-Kutta method (e.g. method='dopri5')")
+    if method == "bdf":
+        data = bdf_method_data(opts.max_order)
+    elif method in WITH_JACOBIAN:
         data = implicit_method_data(method, opts.interp)
     else:
         data = grid_kind_data(method, opts) if method in GRID_KINDS else method_data(method, opts.interp)
