@@ -10,30 +10,16 @@ import torch
 from scipy.integrate import solve_ivp
 
 import pyode
+from bench.stiff import robertson_numpy as robertson_np
+from bench.stiff import robertson_torch as robertson
+from bench.stiff import vdp_numpy as vdp_np
+from bench.stiff import vdp_torch as vdp
 from pyode._solvers import core_loop
 
 F64 = torch.float64
 EPS = torch.finfo(F64).eps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def robertson(t, y):
-    y1, y2, y3 = y[0], y[1], y[2]
-    return torch.stack([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 * y2, 3e7 * y2 * y2])
-
-
-def robertson_np(t, y):
-    y1, y2, y3 = y
-    return np.array([-0.04 * y1 + 1e4 * y2 * y3, 0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 * y2, 3e7 * y2 * y2])
-
-
-def vdp(t, y):
-    return torch.stack([y[1], 1000.0 * (1.0 - y[0] * y[0]) * y[1] - y[0]])
-
-
-def vdp_np(t, y):
-    return np.array([y[1], 1000.0 * (1.0 - y[0] * y[0]) * y[1] - y[0]])
 
 
 # (torch func, NumPy func, y0, t1, rtol, atol): Robertson over its fast transient and slow phase, Van der Pol
