@@ -204,6 +204,7 @@ class PinnedPerSampleWorkspace : public pyode::PerSampleWorkspace {
     pins_[0] = y.owner;
     pins_[1] = f0.owner;  // also term 0
     pins_[2] = out.owner;
+    f0_ = f0;
     PerSampleWorkspace::set_state(y.ptr, y.numel, f0.ptr, f0.numel, out.ptr, out.numel);
   }
   void stage(int64_t i, const Buffer& out, const Buffer& prev) {
@@ -215,11 +216,49 @@ class PinnedPerSampleWorkspace : public pyode::PerSampleWorkspace {
     return PerSampleWorkspace::finish(y1.ptr, y1.numel, last.ptr, last.numel);
   }
 
+  // The whole solve's rounds, the loop in C++: per stage the rows' stage inputs go into y_stage (rows, width) and
+  // their times (sign * (t_r + c_i h_r), t_code 0: float32, 1: float64) into t_stage (rows,), both reused every
+  // stage, and call(i) returns func's output there (a tensor the workspace pins as term i), or None to stop (func
+  // records autograd: the caller starts over on tensor ops). Runs until every row reached the end or one failed;
+  // returns (rounds, (active, kind, row, t_row, t_min) of the last round, or None if call stopped it). The GIL is
+  // released around the workspace's own work on a large batch (ReleaseGilIfLarge); an exception from call
+  // propagates as it is.
+  py::tuple run_rounds(const Buffer& y_stage, const Buffer& t_stage, int t_code, double sign, const py::function& call) {
+    int64_t rounds = 0;
+    pyode::RoundStatus st{0, 0, -1, 0.0, 0.0};
+    while (true) {
+      const int64_t active = begin_round();  // O(rows) bookkeeping
+      if (active == 0) break;
+      ++rounds;
+      Buffer k, prev = f0_;  // term i-1: f0 (moved on in place by finish) for the first stage
+      for (int64_t i = 1; i < num_stages(); ++i) {
+        pin_term(i - 1, prev);
+        {
+          ReleaseGilIfLarge released(y_stage.numel);
+          PerSampleWorkspace::stage(i, y_stage.ptr, y_stage.numel, prev.ptr, prev.numel);
+          stage_times(i, t_stage.ptr, t_stage.numel, t_code, sign);
+        }
+        py::object out = call(i);
+        if (out.is_none()) return py::make_tuple(rounds, py::none());
+        k = buffer_of(out);
+        prev = k;
+      }
+      pin_term(num_stages() - 1, k);
+      {
+        ReleaseGilIfLarge released(y_stage.numel);
+        st = PerSampleWorkspace::finish(y_stage.ptr, y_stage.numel, k.ptr, k.numel);
+      }
+      if (st.kind != 0) break;
+    }
+    return py::make_tuple(rounds, py::make_tuple(st.active, st.kind, st.row, st.t_row, st.t_min));
+  }
+
  private:
   void pin_term(int64_t j, const Buffer& k) {  // slots: 0 y, 1 f0 (= term 0), 2 out, 3 + j term j
     if (j >= 1 && j < num_stages()) pins_[static_cast<size_t>(j) + 3] = k.owner;
   }
   std::vector<py::object> pins_;
+  Buffer f0_;  // the state's derivative (term 0), set by set_state
 };
 
 
@@ -298,6 +337,12 @@ void bind_per_sample(py::module_& m) {
              return py::make_tuple(st.active, st.kind, st.row, st.t_row, st.t_min);
            },
            py::arg("y1"), py::arg("last"))
+      .def("run_rounds",
+           [](PinnedPerSampleWorkspace& ws, py::handle y_stage, py::handle t_stage, int t_code, double sign,
+              const py::function& call) {
+             return ws.run_rounds(buffer_of(y_stage), buffer_of(t_stage), t_code, sign, call);
+           },
+           py::kw_only(), py::arg("y_stage"), py::arg("t_stage"), py::arg("t_code"), py::arg("sign"), py::arg("call"))
       .def("accepted", &PinnedPerSampleWorkspace::accepted)
       .def("rejected", &PinnedPerSampleWorkspace::rejected);
 }

@@ -156,3 +156,40 @@ def test_compiled_workspaces_check_buffer_sizes():
         rk.dense(short, [0.5], 0.1)
     with pytest.raises(ValueError, match="set_error_carry: buffer shorter"):
         rk.set_error_carry(short)
+
+
+def test_compiled_rounds_match_the_tensor_op_rounds_even_when_func_returns_its_input():
+    """The rounds in C++ (``run_rounds``) reuse one stage-input buffer; a func returning that very tensor (y' = y)
+    must not see its derivative overwritten by the next stage's input. The compiled rounds (no autograd) and the
+    differentiable tensor-op rounds (y0 requires grad) take the same steps to the same values."""
+    y0 = torch.tensor([[1.0], [2.0], [-0.5]], dtype=torch.float64)
+    t = torch.linspace(0.0, 2.0, 5, dtype=torch.float64)
+    opts = {"per_sample": True}
+    with torch.no_grad():
+        fused = pyode.solve(lambda t, y: y, y0, t, rtol=1e-8, atol=1e-10, options=opts)
+    recorded = pyode.solve(lambda t, y: y, y0.clone().requires_grad_(True), t, rtol=1e-8, atol=1e-10, options=opts)
+    assert torch.equal(fused.stats.per_sample_accepted, recorded.stats.per_sample_accepted)
+    assert torch.allclose(fused.ys, recorded.ys.detach(), rtol=1e-13, atol=0)
+    assert torch.allclose(fused.ys, y0[None] * torch.exp(t)[:, None, None], rtol=1e-7)
+
+
+def test_compiled_rounds_propagate_funcs_exception_and_leave_no_state():
+    """An exception raised by func inside the C++ rounds is the same object the caller catches; the next solve is
+    bitwise a fresh one's."""
+    y0 = torch.tensor([[2.0, 0.0], [1.0, 0.5], [2.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)
+    t = torch.linspace(0.0, 3.0, 4, dtype=torch.float64)
+    calls, boom = [0], ValueError("boom")
+
+    def failing(t, y):
+        calls[0] += 1
+        if calls[0] == 17:
+            raise boom
+        return van_der_pol(t, y)
+
+    with torch.no_grad():
+        fresh = pyode.odeint(van_der_pol, y0, t, options={"per_sample": True})
+        with pytest.raises(ValueError) as info:
+            pyode.odeint(failing, y0, t, options={"per_sample": True})
+        assert info.value is boom
+        again = pyode.odeint(van_der_pol, y0, t, options={"per_sample": True})
+    assert torch.equal(fresh, again)

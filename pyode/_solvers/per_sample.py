@@ -173,28 +173,34 @@ class PerSampleLoop:
         return True
 
     def _fused_rounds(self, ws, y: Tensor, f0: Tensor) -> int | None:
-        """Runs rounds until every row reached the end; returns their number (None: func records autograd).
-        ``y``, ``f0``: the (batch, m) buffers the workspace moves on in place."""
-        fn, stages = self.st.fn, range(1, self.st.tableau.num_stages)
+        """Runs rounds until every row reached the end (the loop in C++: ``ws.run_rounds``, which calls back for
+        func at each stage); returns their number (None: func records autograd). ``y``, ``f0``: the (batch, m)
+        buffers the workspace moves on in place."""
+        fn = self.st.fn
         t_code = 0 if fn.t_dtype == torch.float32 else 1  # the workspace writes float32 or float64 times
         t_dtype = torch.float32 if t_code == 0 else torch.float64
         convert = fn.t_dtype != t_dtype  # float16/bfloat16 times: one conversion per stage
-        rounds = 0
-        while ws.begin_round() > 0:
-            rounds += 1
-            k = f0  # the workspace holds each derivative it was given (pinned) until finish has read it
-            for i in stages:
-                y_stage = torch.empty(self.shape, dtype=f0.dtype)
-                ws.stage(i, y_stage, k)
-                t_stage = torch.empty(self.shape[0], dtype=t_dtype)
-                ws.stage_times(i, t_stage.data_ptr(), t_stage.numel(), t_code, self.sign)
-                k = self._call_user_time(t_stage.to(fn.t_dtype) if convert else t_stage, y_stage)
-                if k.requires_grad:
-                    return None
-            _, kind, row, t_row, t_min = ws.finish(y_stage, k)
-            self.stats.t_reached = self.sign * t_min
-            if kind:
-                self._raise_row_failure(kind, row, t_row, y[row])
+        # One stage input and one time buffer for every stage (the joint C++ loop hands func views of its own
+        # buffers alike); func's output is pinned by the workspace as that stage's term.
+        y_stage = torch.empty(self.shape, dtype=f0.dtype)
+        t_stage = torch.empty(self.shape[0], dtype=t_dtype)
+        storage = y_stage.untyped_storage().data_ptr()
+
+        def call(i: int) -> Tensor | None:
+            k = self._call_user_time(t_stage.to(fn.t_dtype) if convert else t_stage, y_stage)
+            if k.requires_grad:
+                return None
+            # an output that shares y_stage's memory (func returned its input or a view of it) would be
+            # overwritten by the next stage's input
+            return k.clone() if k.untyped_storage().data_ptr() == storage else k
+
+        rounds, status = ws.run_rounds(y_stage=y_stage, t_stage=t_stage, t_code=t_code, sign=self.sign, call=call)
+        if status is None:
+            return None
+        _, kind, row, t_row, t_min = status
+        self.stats.t_reached = self.sign * t_min
+        if kind:
+            self._raise_row_failure(kind, row, t_row, y[row])
         return rounds
 
     def _raise_row_failure(self, kind: int, row: int, t_row: float, y_row: Tensor) -> None:

@@ -2,8 +2,9 @@
 //
 // The state is (rows, width): each row has its own time t_r, step size h_r, accept/reject decision and
 // step counts. All rows advance in lock-step rounds: each round calls func once per stage on the whole
-// batch (rows that have finished take steps of size 0). Per round the Python loop makes one call per
-// stage (stage input of every row, plus the rows' stage times) and one finish call, which for every row
+// batch (rows that have finished take steps of size 0). Per round the driver (the binding's run_rounds, which
+// calls func back) makes one call per stage (stage input of every row, plus the rows' stage times) and one
+// finish call, which for every row
 // measures the error, accepts or rejects, writes the dense outputs the row passed, moves the row on, and
 // picks its next step size (the joint loop's PID controller, controller.h, with a ratio history per row). The
 // joint loop's rules hold per row: a rejected step that cannot shrink, a step below the resolution of t, and a
