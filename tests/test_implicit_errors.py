@@ -105,3 +105,18 @@ def test_singular_newton_matrix_shrinks_an_adaptive_step():
     sol = pyode.solve(lambda t, y: y, y0, t, method="kvaerno5", rtol=1e-8, atol=1e-9, options={"first_step": h})
     assert sol.stats.n_rejected >= 1
     assert float((sol.ys[-1, 0] - torch.e**5).abs()) <= 1e-5 * torch.e**5  # global error ~ a few rtol
+
+
+@pytest.mark.parametrize("method", ["kvaerno3", "kvaerno5", "rodas5", "auto", "bdf", "implicit_euler", "trbdf2",
+                                    "radauIIA5", "gl6"])
+@pytest.mark.parametrize("shape", [(0,), (3, 0)])
+def test_a_state_without_elements_solves_and_differentiates(method, shape):
+    """An empty state (as the explicit methods allow): nothing moves, no Jacobian or LU of size 0 is refused (they
+    raised IndexError / RuntimeError from torch before), and backprop gives an empty gradient."""
+    y0 = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
+    options = {"step_size": 0.25} if method in ("implicit_euler", "trbdf2", "radauIIA5", "gl6") else None
+    ys = pyode.odeint(lambda t, y: -y, y0, t, method=method, options=options)
+    assert ys.shape == (3, *shape)
+    ys.sum().backward()
+    assert y0.grad.shape == shape

@@ -163,6 +163,10 @@ class BdfLoop:
         """Solves from ``y0`` (n,) through the increasing solver times ``t_out``; returns ``[ys]`` (T, n)."""
         from pyode._solvers.fixed_grid import core_first
 
+        if y0.numel() == 0:  # nothing moves; func is called once (its output checked), as in the other loops
+            self.fn(t_out[0], y0)
+            self.stats.t_reached = self.time_sign * t_out[-1]
+            return [y0.reshape(1, -1).repeat(len(t_out), 1)]
         out, f0 = core_first(self.core, self.fn, t_out, y0, t_out, hooks)
         if out is not None:
             return out

@@ -61,6 +61,8 @@ class Jacobian:
 
     def __call__(self, t: float, y: Tensor, f: Tensor | None = None) -> Tensor:
         """(B, m, m) at ``(t, y)`` for a step; ``f = fn(t, y)`` if known (saves an evaluation of the differences)."""
+        if y.numel() == 0:  # a state without elements: nothing to differentiate
+            return y.new_zeros(self.rows, 0, 0)
         if self.steps_by_differences and not self.has_own_jacobian():
             self.evaluations += 1
             return self._differences(t, y.detach(), f)
@@ -75,6 +77,8 @@ class Jacobian:
         by differences only where ``func`` cannot be differentiated."""
         self.evaluations += 1
         y = y.detach()
+        if y.numel() == 0:
+            return y.new_zeros(self.rows, 0, 0)
         if self.has_own_jacobian():  # a function that knows its Jacobian (the interpolated adjoint)
             J = self.fn.func.flat_jacobian(self.fn.time_tensor(t), y)
             return (-J if self.fn.reverse else J).unsqueeze(0)
@@ -89,6 +93,8 @@ class Jacobian:
         """(B, m, m) at ``(t, y)`` that autograd can differentiate further (to ``y`` and ``func``'s parameters:
         second derivatives of ``func``); the forward-difference fallback is differentiable too, approximately."""
         self.evaluations += 1
+        if y.numel() == 0:
+            return y.new_zeros(self.rows, 0, 0)
         if self.mode == "autograd":
             try:
                 return self._exact(t, y, create_graph=True)
@@ -143,6 +149,8 @@ def factor(matrix: Tensor, t: float, time_sign: float) -> tuple[Tensor, Tensor]:
                                  "the Jacobian of func is NaN/inf here; check func for overflow or a singularity, "
                                  "or try float64 or a smaller step")
     lu, pivots, info = torch.linalg.lu_factor_ex(matrix)
+    if matrix.shape[-1] == 0:  # a state without elements: nothing to factor
+        return lu, pivots
     diag = lu.diagonal(dim1=-2, dim2=-1).abs()
     tiny = diag.amin(-1) <= diag.amax(-1) * torch.finfo(matrix.dtype).eps
     if bool((info != 0).any()) or bool(tiny.any()):
