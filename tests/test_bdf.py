@@ -237,11 +237,25 @@ def test_bad_options_raise_naming_the_argument(options, kwargs, error, match):
         pyode.odeint(lambda t, y: -y, y0, torch.tensor([0.0, 1.0], dtype=F64), method="bdf", options=options, **kwargs)
 
 
-def test_events_and_half_precision_are_refused():
+@pytest.mark.parametrize("gradient", ["backprop", "adjoint"])
+def test_terminal_event_and_its_gradients(gradient):
+    """y' = -k y from y0 stops where y = y0 / 4 (event_fn y - 1/4 with y0 = 1): t* = ln(4 y0) / k, located on the
+    interpolant to atol; the gradients of t* to y0 and k are 1 / (k y0) and -ln(4 y0) / k^2."""
+    k = torch.tensor(3.0, dtype=F64, requires_grad=True)
+    y0 = torch.tensor([1.0], dtype=F64, requires_grad=True)
+    params = {} if gradient == "backprop" else {"adjoint_params": (k,)}
+    t_event, ys = pyode.odeint_event(lambda t, y: -k * y, y0, torch.tensor(0.0, dtype=F64),
+                                     event_fn=lambda t, y: y[0] - 0.25, method="bdf", rtol=1e-10, atol=1e-12,
+                                     gradient=gradient, **params)
+    exact = math.log(4.0) / 3.0
+    assert abs(t_event.item() - exact) < 1e-8, (t_event.item(), exact)
+    assert abs(ys[-1, 0].item() - 0.25) < 1e-8
+    g_y0, g_k = torch.autograd.grad(t_event, (y0, k))
+    assert abs(g_y0.item() - 1.0 / 3.0) < 1e-6 and abs(g_k.item() + math.log(4.0) / 9.0) < 1e-6, (g_y0, g_k)
+
+
+def test_half_precision_is_refused():
     t = torch.tensor([0.0, 1.0], dtype=F64)
-    with pytest.raises(ValueError, match="event_fn"):
-        pyode.odeint_event(lambda t, y: -y, torch.ones(1, dtype=F64), t[0], event_fn=lambda t, y: y[0] - 0.5,
-                           method="bdf")
     with pytest.raises(TypeError, match="float32 or float64"):
         pyode.odeint(lambda t, y: -y, torch.ones(1, dtype=torch.float16), t.half(), method="bdf")
 

@@ -111,12 +111,14 @@ def check_bdf_options(opts: BdfOptions) -> None:
 
 @dataclass
 class BdfStep:
-    """An accepted step for the ``on_step`` hook: from ``t0`` by ``h`` (solver time); ``poly``: (t1, h, order, D)
-    of the interpolating polynomial held after it (D detached unless the solve records)."""
+    """An accepted step for the ``on_step`` hook and the event search: from ``t0`` by ``h`` (solver time); ``poly``:
+    (t1, h, order, D) of the interpolating polynomial held after it (D detached unless the solve records); ``y1``:
+    the state it reached."""
 
     t0: float
     h: float
     poly: tuple
+    y1: Tensor
 
 
 @dataclass
@@ -159,22 +161,25 @@ class BdfLoop:
         self.callbacks = step_callbacks(fn)  # func's torchdiffeq step callbacks, or None
 
     # -- the public loop interface ---------------------------------------------------------------------------
-    def integrate(self, y0: Tensor, t_out: list[float], hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
-        """Solves from ``y0`` (n,) through the increasing solver times ``t_out``; returns ``[ys]`` (T, n)."""
+    def integrate(self, y0: Tensor, t_out: list[float], events=None, hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
+        """Solves from ``y0`` (n,) through the increasing solver times ``t_out``; returns ``[ys]`` (T, n), or with
+        ``events`` (:class:`~pyode._solvers.events.EventLocator`) that fired, ``[y_event]`` (1, n) with its
+        ``event_t`` set (the event located on the interpolant; such solves run in this Python loop)."""
         from pyode._solvers.fixed_grid import core_first
 
         if y0.numel() == 0:  # nothing moves; func is called once (its output checked), as in the other loops
             self.fn(t_out[0], y0)
             self.stats.t_reached = self.time_sign * t_out[-1]
             return [y0.reshape(1, -1).repeat(len(t_out), 1)]
-        out, f0 = core_first(self.core, self.fn, t_out, y0, t_out, hooks)
+        out, f0 = core_first(None if events is not None else self.core, self.fn, t_out, y0, t_out, hooks)
         if out is not None:
             return out
         if f0 is None:
             f0 = self.fn(t_out[0], y0)
         record = torch.is_grad_enabled() and (y0.requires_grad or f0.requires_grad)
         with torch.set_grad_enabled(record):
-            return [torch.stack(self._solve(y0, f0, t_out, hooks, record))]
+            outputs = self._solve(y0, f0, t_out, hooks, record, events)
+        return [outputs] if events is not None and events.event_t is not None else [torch.stack(outputs)]
 
     def dense(self, step: BdfStep, thetas: list[float]) -> Tensor:
         """The interpolant at ``step.t0 + θ step.h`` for each θ: (len(thetas), n)."""
@@ -183,7 +188,8 @@ class BdfLoop:
         return self.kern.lincomb(D[0], D[1:order + 1], rows)
 
     # -- the solve -------------------------------------------------------------------------------------------
-    def _solve(self, y0: Tensor, f0: Tensor, t_out: list[float], hooks: LoopHooks, record: bool) -> list[Tensor]:
+    def _solve(self, y0: Tensor, f0: Tensor, t_out: list[float], hooks: LoopHooks, record: bool, events=None):
+        """The outputs (a list of (n,)), or the state at a located event (1, n)."""
         s = self._start(y0, f0, t_out)
         outputs, t_end = [y0], t_out[-1]
         while len(outputs) < len(t_out):
@@ -191,7 +197,9 @@ class BdfLoop:
             y_new = self._step(s, t_end, record)
             self.stats.t_reached = self.time_sign * s.t
             poly = (s.t, s.h, s.order, s.D[:s.order + 1] if record else [d.detach() for d in s.D[:s.order + 1]])
-            step = BdfStep(t_prev, s.t - t_prev, poly)
+            step = BdfStep(t_prev, s.t - t_prev, poly, y_new)
+            if events is not None and events.crossed(self, step):
+                return events.locate(self, step)
             while len(outputs) < len(t_out) and t_out[len(outputs)] <= s.t:
                 t = t_out[len(outputs)]
                 outputs.append(y_new if t == s.t else self.dense(step, [(t - t_prev) / step.h])[0])

@@ -357,13 +357,13 @@ def integrate_until_event(problem: Problem, event_fn: Callable) -> tuple[float, 
     flat state there (n,). Adaptive methods step as usual; fixed-grid ones (RK and Adams) step by
     ``options['step_size']`` and locate the event on the step's interpolant (torchdiffeq's semantics)."""
     loop = problem.loop
-    if not isinstance(loop, (AdaptiveLoop, FixedGridLoop, AdamsLoop)):
+    if not isinstance(loop, (AdaptiveLoop, BdfLoop, FixedGridLoop, AdamsLoop)):
         raise ValueError(f"event_fn is not supported with method={problem.method!r}; use an adaptive method "  # noqa: TRY004
                          "(e.g. 'dopri5') or a fixed-grid one with options['step_size']")
     events = EventLocator(event_fn, problem.fn, problem.atol)
     events.start(problem.t_out[0], problem.y0)
     # Like torchdiffeq, only t[0] (and the direction of t) matter: integrate until the event.
-    if isinstance(loop, AdaptiveLoop):
+    if isinstance(loop, (AdaptiveLoop, BdfLoop)):
         y_event = loop.integrate(problem.y0, [problem.t_out[0], problem.t_out[0] + 1e30], events)[0]
     else:
         y_event = loop.until_event(problem.y0, problem.t_out[0], events)
