@@ -6,6 +6,7 @@
 #include <limits>
 #include <string>
 
+#include "pyode/core/dense_output.h"
 #include "pyode/core/norms.h"
 #include "pyode/dispatch.h"
 #include "pyode/rk_math.h"
@@ -127,17 +128,16 @@ void PerSampleWorkspace::write_outputs(int64_t r, double t_new) {
   T* out = static_cast<T*>(out_);
   const double h = h_step_[r];
   int64_t& k = next_out_[r];
+  core::Method interpolant;  // the view core::dense_weights reads: P (powers x s), its degree and terms
+  interpolant.P = p_.data();
+  interpolant.interp_degree = static_cast<int>(powers_);
+  interpolant.num_terms = static_cast<int>(s_);
   for (; k < static_cast<int64_t>(t_out_.size()) && t_out_[k] <= t_new; ++k) {
     const double theta = (t_out_[k] - t_[r]) / h;
-    T w[kMaxStages];  // h * W_j(theta)
-    for (int64_t j = 0; j < s_; ++j) {
-      double wj = 0.0, power = h;
-      for (int64_t pw = 0; pw < powers_; ++pw) {
-        power *= theta;
-        wj += power * p_[pw * s_ + j];
-      }
-      w[j] = static_cast<T>(wj);
-    }
+    double wd[kMaxStages];  // h * W_j(theta): the joint loop's interpolant weights (core/dense_output.h)
+    core::dense_weights(interpolant, theta, h, wd);
+    T w[kMaxStages];
+    for (int64_t j = 0; j < s_; ++j) w[j] = static_cast<T>(wd[j]);
     T* row_out = out + k * n_;
     for (int64_t q = r * width_; q < (r + 1) * width_; ++q) {
       T acc = y[q];
