@@ -95,7 +95,8 @@ class BdfOptions:
     first_step: float | None = None
     max_num_steps: int = 2**31 - 1
     max_order: int = MAX_ORDER
-    jacobian: str = "dense"      # "dense" (exact, by autograd) or "differences" (forward differences)
+    jacobian: str = "dense"      # "dense" (exact, by autograd), "differences" (forward differences) or "rows"
+    #                              (a (batch, *state) y0 whose rows evolve independently: one block per row)
     norm: str = "rms"            # the RMS over the flat state (the only norm of this method)
 
 
@@ -105,8 +106,8 @@ def check_bdf_options(opts: BdfOptions) -> None:
     opts.max_num_steps = check.positive_int("max_num_steps", opts.max_num_steps)
     if isinstance(opts.max_order, bool) or not (isinstance(opts.max_order, int) and 1 <= opts.max_order <= MAX_ORDER):
         raise ValueError(f"options['max_order'] must be an int from 1 to {MAX_ORDER} for bdf, got {opts.max_order!r}")
-    if opts.jacobian not in ("dense", "differences"):
-        raise ValueError(f"options['jacobian'] must be 'dense' or 'differences' for bdf, got {opts.jacobian!r}")
+    if opts.jacobian not in ("dense", "differences", "rows"):
+        raise ValueError(f"options['jacobian'] must be 'dense', 'differences' or 'rows' for bdf, got {opts.jacobian!r}")
 
 
 @dataclass
@@ -217,7 +218,7 @@ class BdfLoop:
         D = [y0, f0 * h] + [torch.zeros_like(y0) for _ in range(MAX_ORDER + 1)]
         s = _History(t0, h, 1, D)
         with torch.no_grad():
-            s.J = self.jac(t0, y0.detach(), f0.detach())[0]
+            s.J = self.jac(t0, y0.detach(), f0.detach())
         return s
 
     def _norm(self, x: Tensor, y: Tensor) -> float:
@@ -327,21 +328,19 @@ class BdfLoop:
                 result = None if solve is None else self._newton(s, t_new, y_pred, c, psi, solve)
                 if result is not None or s.fresh_jac:
                     return result
-                s.J = self.jac(t_new, y_pred)[0]
+                s.J = self.jac(t_new, y_pred)
                 s.lu, s.fresh_jac = None, True
 
     def _matrix(self, s: _History, c: float):
-        """``r -> (I - cJ)⁻¹ r`` from the held LU (factored with this c when none is held); None where I - cJ is
-        singular or not finite."""
+        """``r -> (I - cJ)⁻¹ r`` from the held LU (factored with this c when none is held), per Jacobian block (one
+        dense block, or one per batch row with ``jacobian="rows"``); None where I - cJ is singular or not finite."""
         if s.lu is None:
-            n = s.J.shape[0]
             try:
-                s.lu = factor((torch.eye(n, dtype=s.J.dtype, device=s.J.device) - c * s.J).unsqueeze(0), s.t,
-                              self.time_sign)
+                s.lu = factor(_newton_matrix(s.J, c), s.t, self.time_sign)
             except ImplicitSolveError:
                 return None
         lu, piv = s.lu
-        return lambda r: torch.linalg.lu_solve(lu, piv, r.view(1, -1, 1)).view(-1)
+        return lambda r: torch.linalg.lu_solve(lu, piv, r.view(lu.shape[0], -1, 1)).view(-1)
 
     def _newton(self, s: _History, t_new: float, y_pred: Tensor, c: float, psi: Tensor, solve):
         """Simplified Newton on ``d - c f(t_new, y_pred + d) + ψ = 0`` from d = 0 (SciPy's test: stop when the
@@ -373,13 +372,17 @@ class BdfLoop:
         c = s.h / ALPHA[k]
         k_value = ((y_new - base.detach()) / c).detach()
         with torch.no_grad():
-            J = self.jac.exact(t_new, y_new.detach())[0]
-            lu, piv = torch.linalg.lu_factor(torch.eye(J.shape[0], dtype=J.dtype, device=J.device) - c * J)
+            lu, piv = torch.linalg.lu_factor(_newton_matrix(self.jac.exact(t_new, y_new.detach()), c))
         k_graph = self.fn(t_new, base + c * k_value)
-        K = StageAdjoint.apply(k_value[None], lu[None], piv[None], k_graph[None])[0]
+        K = StageAdjoint.apply(k_value[None], lu, piv, k_graph[None])[0]
         y = base + c * K
         return y, y - y_pred
 
+
+
+def _newton_matrix(J: Tensor, c: float) -> Tensor:
+    """``I - cJ`` for each (m, m) block of J (B, m, m)."""
+    return torch.eye(J.shape[-1], dtype=J.dtype, device=J.device) - c * J
 
 
 def _factor(error: float, exponent: int) -> float:

@@ -366,7 +366,7 @@ def alf_solver(fn, kern, opts, stats, time_sign: float) -> CoreSolver | None:
 def bdf_solver(fn, kern, opts, jac, rtol: float, atol: float, stats, time_sign: float) -> CoreSolver | None:
     """The C++ loop for a ``method="bdf"`` solve of a float64 state (``jac``: the steps' Jacobian, called back
     unless it is forward differences of func, which the loop computes itself), or None."""
-    if fn.dtype != torch.float64 or not _static_eligible(fn, kern):
+    if fn.dtype != torch.float64 or jac.rows != 1 or not _static_eligible(fn, kern):  # "rows": Python's blocks
         return None
     from pyode.native._methods import bdf_method_data
 

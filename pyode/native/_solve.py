@@ -95,7 +95,7 @@ def _parse_options_uncached(method: str, options: dict | None, sign: float):
     if method == "bdf":
         opts, extra = check.parse_options(options, BdfOptions, method, extra=("num_threads",))
         check_bdf_options(opts)
-        if opts.jacobian != "dense" or opts.norm != "rms":
+        if opts.jacobian != "dense" or opts.norm != "rms":  # a native trajectory's J is dense (n x n)
             raise ValueError("pyode.native.solve: bdf takes its Jacobian from jac (forward differences without it); "
                              "options['jacobian'] and options['norm'] do not apply")
         return opts, _threads(extra)
