@@ -3,6 +3,7 @@ algorithm, so it is checked against SciPy's own solves (steps and states), the C
 (the same steps and outputs), accuracy against exact solutions, and every gradient input in every mode."""
 
 import math
+import random
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ F64 = torch.float64
 EPS = torch.finfo(F64).eps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+WATCHDOG_S = 30  # the fuzz cases: milliseconds to a few seconds each; past this one is a hang
 
 
 # (torch func, NumPy func, y0, t1, rtol, atol): Robertson over its fast transient and slow phase, Van der Pol
@@ -380,3 +382,52 @@ def test_row_jacobian_blocks_for_a_batch_of_independent_rows():
     assert torch.allclose(grads["rows"], grads["dense"], rtol=1e-7, atol=1e-10)
     with pytest.raises(ValueError, match="rows"):
         pyode.odeint(lambda t, y: -y, torch.ones(3, dtype=F64), t, method="bdf", options={"jacobian": "rows"})
+
+
+FUZZ_FUNCS = {
+    "decay": lambda t, y: -y,
+    "stiff": lambda t, y: -1e4 * (y - torch.cos(t)),
+    "grow": lambda t, y: y,
+    "blowup": lambda t, y: y * y,
+    "nan_late": lambda t, y: -y + (float("nan") if float(t) > 0.5 else 0.0),
+    "const": lambda t, y: torch.ones_like(y),
+    "inf": lambda t, y: y * float("inf"),
+}
+
+
+def _fuzz_case(seed: int):
+    """A random bdf solve (function, dtype, shape, scale, times, options, tolerances) under the suite's fuzz rules
+    (tests/test_fuzz.py): tolerances the dtype and order can meet; a stiff decay only forwards (backwards it is an
+    exponential blow-up at rate 1e4, ill-posed); at most 2000 steps (order 1 on y' = y over 100 time units in
+    float32 takes ~10k steps to overflow: slow in the recording Python loop, not a finding)."""
+    rng = random.Random(seed)
+    name = rng.choice(sorted(FUZZ_FUNCS))
+    dtype = rng.choice([torch.float64, torch.float32])
+    options = {k: v() for k, v in {"first_step": lambda: rng.choice([1e-12, 1e-3, 10.0]),
+                                    "max_num_steps": lambda: rng.choice([1, 5, 100]),
+                                    "max_order": lambda: rng.choice([1, 3, 5]),
+                                    "jacobian": lambda: rng.choice(["differences", "dense", "rows"])}.items()
+               if rng.random() < 0.3}
+    options.setdefault("max_num_steps", 2000)
+    low_order = dtype == torch.float32 or options.get("max_order", 5) <= 2
+    rtol, atol = rng.choice([(1e-3, 1e-5), (1e-4, 1e-6)] if low_order else [(1e-6, 1e-8), (1e-9, 1e-11)])
+    t0, span = rng.choice([0.0, 1.0, -5.0]), rng.choice([1.0, -1.0, 1e-9, 100.0])
+    span = abs(span) if name == "stiff" else span
+    y0 = torch.ones(rng.choice([(2,), (3, 2), (1,)]), dtype=dtype) * rng.choice([1.0, 1e-3, 1e30, 0.0, -2.0])
+    t = torch.tensor([t0, t0 + span / 2, t0 + span], dtype=dtype)
+    return FUZZ_FUNCS[name], y0.requires_grad_(rng.random() < 0.3), t, rtol, atol, options
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fuzz_no_crash_hang_or_silent_nan(seed, watchdog):
+    """Random solves end in finite outputs (and gradients) or a pyode error / ValueError / TypeError with a message:
+    never another exception, a hang or NaN outputs without an error."""
+    func, y0, t, rtol, atol, options = _fuzz_case(seed)
+    try:
+        ys = pyode.odeint(func, y0, t, method="bdf", rtol=rtol, atol=atol, options=options)
+        if y0.requires_grad:
+            ys.sum().backward()
+    except (pyode.ODESolverError, ValueError, TypeError) as exc:
+        assert len(str(exc)) > 20, exc
+        return
+    assert bool(torch.isfinite(ys).all()), ys
