@@ -65,7 +65,8 @@ def test_takes_scipys_bdf_steps(monkeypatch, case, core):
                  rtol=rtol, atol=atol, options={"jacobian": "differences"})
     assert abs(sol.stats.n_accepted - (len(ref.t) - 1)) <= 2, (sol.stats.n_accepted, len(ref.t) - 1)
     y, y_ref = sol.ys[-1].numpy(), ref.y[:, -1]
-    assert np.max(np.abs(y - y_ref) / (atol + np.abs(y_ref))) < 1e-2 * rtol / (rtol + atol), (y, y_ref)
+    # measured: 5e-12 relative; a step decision flipped by rounding would move it by about the tolerance
+    assert np.max(np.abs(y - y_ref) / (atol + np.abs(y_ref))) < 10 * rtol, (y, y_ref)
 
 
 @pytest.mark.parametrize("jacobian", ["dense", "differences"])
