@@ -193,3 +193,22 @@ def test_compiled_rounds_propagate_funcs_exception_and_leave_no_state():
         assert info.value is boom
         again = pyode.odeint(van_der_pol, y0, t, options={"per_sample": True})
     assert torch.equal(fresh, again)
+
+
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3"])
+def test_a_batch_of_one_is_the_joint_solve_to_the_bit(method):
+    """The per-sample rounds combine stages, error terms and dense output as the joint loop does
+    (core::combine_terms, core::dense_weights) under the same controller: float64, same first step, same bits."""
+    def vdp(t, y):
+        x, v = y[..., 0], y[..., 1]
+        return torch.stack([v, 5.0 * (1 - x * x) * v - x], -1)
+
+    y0 = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
+    t = torch.linspace(0, 6, 13, dtype=torch.float64)
+    with torch.no_grad():
+        joint = pyode.solve(vdp, y0, t, method=method, rtol=1e-6, atol=1e-8, options={"first_step": 0.01})
+        rows = pyode.solve(vdp, y0, t, method=method, rtol=1e-6, atol=1e-8,
+                           options={"first_step": 0.01, "per_sample": True})
+    assert (int(rows.stats.per_sample_accepted[0]), int(rows.stats.per_sample_rejected[0])) == \
+        (joint.stats.n_accepted, joint.stats.n_rejected)
+    assert torch.equal(rows.ys, joint.ys)

@@ -19,7 +19,7 @@ PerSampleWorkspace::PerSampleWorkspace(PerSampleMethod method, std::vector<doubl
       c_(std::move(method.c)), e_(std::move(method.e)), p_(std::move(method.p)), t_out_(std::move(t_out)),
       powers_(0), cfg_(config), terms_(std::max<int64_t>(method.num_stages, 0), nullptr), t_(rows, 0.0), h_(rows, 0.0), h_step_(rows, 0.0), prev1_(rows, 1.0),
       prev2_(rows, 1.0), next_out_(rows, 1), accepted_(rows, 0), rejected_(rows, 0), non_finite_(rows, 0),
-      stalled_(rows, 0), active_(rows, 0) {
+      stalled_(rows, 0), active_(rows, 0), err_(static_cast<size_t>(std::max<int64_t>(width, 0)) * 8) {
   check(s_ >= 2 && s_ <= kMaxStages, "PerSampleWorkspace: need 2 to 64 stages");
   check(rows_ >= 1 && width_ >= 0, "PerSampleWorkspace: need rows >= 1 and width >= 0");
   check(static_cast<int64_t>(a_.size()) == s_ * s_, "PerSampleWorkspace: a must be s*s");
@@ -82,16 +82,19 @@ void PerSampleWorkspace::stage_times(int64_t i, uintptr_t out, int64_t out_numel
   });
 }
 
+// Stage i's input of every row: y_r + Σ_{j<i} (h_r a_ij) k_j,r, combined as the joint loop combines
+// (core::combine_nonzero, the zero a_ij skipped); a row that stays put (h_r = 0) keeps y_r.
 template <typename T>
 void PerSampleWorkspace::stage_rows(int64_t i, T* out) const {
   const T* y = static_cast<const T*>(y_);
+  int idx[kMaxStages];
+  int nz = 0;
+  for (int64_t j = 0; j < i; ++j)
+    if (a_[i * s_ + j] != 0.0) idx[nz++] = static_cast<int>(j);
+  T wt[kMaxStages];
   for (int64_t r = 0; r < rows_; ++r) {
-    const T h = static_cast<T>(h_step_[r]);
-    for (int64_t q = r * width_; q < (r + 1) * width_; ++q) {
-      T acc = T(0);
-      for (int64_t j = 0; j < i; ++j) acc += static_cast<T>(a_[i * s_ + j]) * static_cast<const T*>(terms_[j])[q];
-      out[q] = y[q] + h * acc;
-    }
+    for (int q = 0; q < nz; ++q) wt[q] = static_cast<T>(h_step_[r] * a_[i * s_ + idx[q]]);
+    core::combine_nonzero(y, term_at<T>(), idx, wt, h_step_[r] != 0.0 ? nz : 0, r * width_, (r + 1) * width_, out);
   }
 }
 
@@ -106,16 +109,20 @@ void PerSampleWorkspace::stage(int64_t i, uintptr_t out, int64_t out_numel, uint
   });
 }
 
-// RMS over the row of err / (atol + rtol max(|y|, |y1|)), err = h sum_j e_j k_j.
+// RMS over the row of err / (atol + rtol max(|y|, |y1|)), err = Σ_j (h e_j) k_j (core::combine_terms from 0).
 template <typename T>
-double PerSampleWorkspace::row_ratio(int64_t r, const T* y1) const {
+double PerSampleWorkspace::row_ratio(int64_t r, const T* y1) {
   const T* y = static_cast<const T*>(y_);
-  const T h = static_cast<T>(h_step_[r]), atol = static_cast<T>(cfg_.atol), rtol = static_cast<T>(cfg_.rtol);
+  const T atol = static_cast<T>(cfg_.atol), rtol = static_cast<T>(cfg_.rtol);
+  double w[kMaxStages];
+  for (int64_t j = 0; j < s_; ++j) w[j] = h_step_[r] * e_[j];
+  const int64_t off = r * width_;
+  T* err = reinterpret_cast<T*>(err_.data());  // the row's error terms, err[q] for element off + q
+  core::combine_terms<T>(nullptr, [this, off](int j) { return static_cast<const T*>(terms_[j]) + off; }, w,
+                         static_cast<int>(s_), 0, width_, err);
   double sum = 0.0;
-  for (int64_t q = r * width_; q < (r + 1) * width_; ++q) {
-    T err = T(0);
-    for (int64_t j = 0; j < s_; ++j) err += static_cast<T>(e_[j]) * static_cast<const T*>(terms_[j])[q];
-    const double ratio = static_cast<double>(scaled_error(h * err, y[q], y1[q], atol, rtol));
+  for (int64_t q = 0; q < width_; ++q) {
+    const double ratio = static_cast<double>(scaled_error(err[q], y[off + q], y1[off + q], atol, rtol));
     sum += ratio * ratio;
   }
   return width_ > 0 ? std::sqrt(sum / static_cast<double>(width_)) : 0.0;
@@ -136,14 +143,7 @@ void PerSampleWorkspace::write_outputs(int64_t r, double t_new) {
     const double theta = (t_out_[k] - t_[r]) / h;
     double wd[kMaxStages];  // h * W_j(theta): the joint loop's interpolant weights (core/dense_output.h)
     core::dense_weights(interpolant, theta, h, wd);
-    T w[kMaxStages];
-    for (int64_t j = 0; j < s_; ++j) w[j] = static_cast<T>(wd[j]);
-    T* row_out = out + k * n_;
-    for (int64_t q = r * width_; q < (r + 1) * width_; ++q) {
-      T acc = y[q];
-      for (int64_t j = 0; j < s_; ++j) acc += w[j] * static_cast<const T*>(terms_[j])[q];
-      row_out[q] = acc;
-    }
+    core::combine_terms(y, term_at<T>(), wd, static_cast<int>(s_), r * width_, (r + 1) * width_, out + k * n_);
   }
 }
 

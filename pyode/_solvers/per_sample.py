@@ -22,7 +22,6 @@ import math
 import torch
 from torch import Tensor
 
-from pyode._kernels import reference
 from pyode._solvers.adaptive import StallWatch, check_step_resolution, stall_message, step_resolution
 from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.controller import (
@@ -111,9 +110,9 @@ class PerSampleLoop:
             return
         theta = (t_out[ks_idx] - t[rows]) / h[rows]
         powers = torch.stack([theta ** (p + 1) for p in range(self.P.shape[0])], 1)   # (pairs, p)
-        W = (powers @ self.P).to(y.dtype)                                               # (pairs, terms)
+        W = (h[rows, None] * (powers @ self.P)).to(y.dtype)  # (pairs, terms): h W_j(θ), as the compiled rounds
         stacked = torch.stack(terms)[:, rows]                                          # (terms, pairs, m)
-        values = y[rows] + h[rows].to(y.dtype)[:, None] * torch.einsum("pj,jpm->pm", W, stacked)
+        values = y[rows] + torch.einsum("pj,jpm->pm", W, stacked)
         out[ks_idx, rows] = values
 
     def _fused_ok(self, y: Tensor, f0: Tensor) -> bool:
@@ -388,13 +387,12 @@ class RKRows:
     def attempt(self, t: Tensor, y: Tensor, f0: Tensor, h: Tensor, t_new: Tensor, active: Tensor):
         """All stages of one round (rows with h = 0 stay put); returns ks, y1 and the error ratio."""
         tab = self.st.tableau
-        hcol = h.to(y.dtype)[:, None]
         ks = [f0]
         for i in range(1, tab.num_stages):
-            yi = y + hcol * _weighted_sum(ks, tab.a[i])
+            yi = row_sum(y, ks, h, tab.a[i][:i])
             ks.append(self.call(t + tab.c[i] * h, yi))
-        y1 = yi if self.st.fsal else y + hcol * _weighted_sum(ks, tab.b)
-        err = hcol * _weighted_sum(ks, tab.b_err)
+        y1 = yi if self.st.fsal else row_sum(y, ks, h, tab.b)
+        err = row_sum(None, ks, h, tab.b_err)
         return ks, y1, row_error_ratio(y.detach(), y1.detach(), err.detach(), self.st.atol, self.st.rtol)
 
     def terms(self, t: Tensor, y: Tensor, f0: Tensor, h: Tensor, t_new: Tensor, ks: list, y1: Tensor):
@@ -402,6 +400,13 @@ class RKRows:
         return terms, terms[-1]
 
 
-def _weighted_sum(ks: list[Tensor], weights) -> Tensor:
-    """Σ_j w_j k_j over (batch, m) tensors (zero weights skipped): the reference lincomb, no base."""
-    return reference.lincomb(None, ks, [list(weights)])[0]
+def row_sum(base: Tensor | None, ks: list[Tensor], h: Tensor, weights) -> Tensor:
+    """``base_r + Σ_j (h_r w_j) k_j,r`` for every row r (base None: from 0), ks (batch, m) each, h (batch,) float64:
+    each row's weights ``h_r w_j`` rounded to the state's dtype, summed in increasing j with zero weights skipped,
+    as the compiled rounds combine (core::combine_terms). Differentiable."""
+    out = base
+    for k, w in zip(ks, weights):
+        if w != 0.0:
+            term = (h * w).to(k.dtype)[:, None] * k
+            out = term if out is None else out + term
+    return torch.zeros_like(ks[0]) if out is None else out

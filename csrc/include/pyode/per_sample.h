@@ -73,7 +73,12 @@ class PerSampleWorkspace {
   template <typename T>
   void stage_rows(int64_t i, T* out) const;
   template <typename T>
-  double row_ratio(int64_t r, const T* y1) const;
+  double row_ratio(int64_t r, const T* y1);
+  // term j's elements as T (for core::combine_terms)
+  template <typename T>
+  auto term_at() const {
+    return [this](int j) { return static_cast<const T*>(terms_[j]); };
+  }
   template <typename T>
   void write_outputs(int64_t r, double t_new);
   template <typename T>
@@ -98,6 +103,7 @@ class PerSampleWorkspace {
   std::vector<double> t_, h_, h_step_, prev1_, prev2_;  // prev: each row's last two accepted error ratios
   std::vector<int64_t> next_out_, accepted_, rejected_, non_finite_, stalled_;
   std::vector<char> active_;
+  std::vector<char> err_;  // one row's error terms (width values of the state's type)
 };
 
 }  // namespace pyode

@@ -69,15 +69,9 @@ inline double bdf_factor(double error, int exponent) {
   return std::pow(error, -1.0 / exponent);
 }
 
-// out = Σ_j w_j rows[j] (rows: count arrays of n, stride n), from 0 in increasing j, zero weights skipped (the
-// kernels' lincomb_row with no base).
+// out = Σ_j w_j rows[j] (rows: count arrays of n, stride n), from 0 (the kernels' lincomb_row with no base).
 inline void bdf_sum(const double* rows, const double* w, int count, int n, double* out) {
-  for (int i = 0; i < n; ++i) {
-    double acc = 0.0;
-    for (int j = 0; j < count; ++j)
-      if (w[j] != 0.0) acc += w[j] * rows[static_cast<long>(j) * n + i];
-    out[i] = acc;
-  }
+  combine_terms<double>(nullptr, [rows, n](int j) { return rows + static_cast<long>(j) * n; }, w, count, 0, n, out);
 }
 
 template <class Rhs, class T>

@@ -41,26 +41,54 @@ inline void combine_blocked(const T* y0, const T* K, const int* idx, const T* wt
   }
 }
 
-// out = y0 + Σ_j w_j K_j over the terms K (num_terms arrays of n, contiguous with stride n), summed per
-// element in increasing j from y0, as pyode's lincomb kernels: in the state's type T, each weight rounded to T
-// first (lincomb_cpu<T>). Zero weights are skipped (exact: adding 0 * finite changes nothing, and unused f1
-// terms may be unset).
+// The weights of combine: the non-zero ones (indices idx, values rounded to T, lincomb_cpu<T>); returns how many.
 template <class T>
-inline void combine(const T* y0, const T* K, const double* w, int terms, int n, T* out) {
-  int idx[kMaxTerms];
-  T wt[kMaxTerms];
+inline int nonzero_weights(const double* w, int terms, int* idx, T* wt) {
   int nz = 0;
   for (int j = 0; j < terms && j < kMaxTerms; ++j)  // terms <= kMaxTerms: checked at the entry points
     if (w[j] != 0.0) {
       idx[nz] = j;
       wt[nz++] = static_cast<T>(w[j]);
     }
-  if (n >= kCombineBlockedMin) return combine_blocked(y0, K, idx, wt, nz, n, out);
-  for (int i = 0; i < n; ++i) {
-    T acc = y0[i];
-    for (int q = 0; q < nz; ++q) acc += wt[q] * K[static_cast<long>(idx[q]) * n + i];
+  return nz;
+}
+
+// out[i] = y0[i] + Σ_q wt[q] term(idx[q])[i] for i in [begin, end), summed per element in increasing q from y0
+// (from 0 when y0 is nullptr), in the state's type T. The one stage combination of the C++ paths: combine
+// (contiguous stages) and the per-sample rows (pyode/per_sample.h: stages as separate tensors, the non-zero
+// pattern found once per stage, the weights h_r a_ij per row). term(j): a pointer to term j's elements, indexed
+// like out.
+template <class T, class TermAt>
+inline void combine_nonzero(const T* y0, TermAt term, const int* idx, const T* wt, int nz, int64_t begin,
+                            int64_t end, T* out) {
+  for (int64_t i = begin; i < end; ++i) {
+    T acc = y0 != nullptr ? y0[i] : T(0);
+    for (int q = 0; q < nz; ++q) acc += wt[q] * term(idx[q])[i];
     out[i] = acc;
   }
+}
+
+// combine_nonzero with the weights w (terms of them) rounded to T, zero weights skipped (exact: adding 0 * finite
+// changes nothing, and unused f1 terms may be unset).
+template <class T, class TermAt>
+inline void combine_terms(const T* y0, TermAt term, const double* w, int terms, int64_t begin, int64_t end, T* out) {
+  int idx[kMaxTerms];
+  T wt[kMaxTerms];
+  const int nz = nonzero_weights(w, terms, idx, wt);
+  combine_nonzero(y0, term, idx, wt, nz, begin, end, out);
+}
+
+// out = y0 + Σ_j w_j K_j over the terms K (num_terms arrays of n, contiguous with stride n): combine_terms, or for
+// a long row its blocked twin (the same operations per element, vectorised across elements).
+template <class T>
+inline void combine(const T* y0, const T* K, const double* w, int terms, int n, T* out) {
+  if (n >= kCombineBlockedMin) {
+    int idx[kMaxTerms];
+    T wt[kMaxTerms];
+    const int nz = nonzero_weights(w, terms, idx, wt);
+    return combine_blocked(y0, K, idx, wt, nz, n, out);
+  }
+  combine_terms(y0, [K, n](int j) { return K + static_cast<long>(j) * n; }, w, terms, 0, n, out);
 }
 
 }  // namespace pyode::core
