@@ -6,6 +6,7 @@ import scipy.integrate
 import torch
 
 import pyode
+from pyode._solvers import core_loop
 
 MU = torch.tensor([2.0, 2.0, 25.0, 25.0], dtype=torch.float64)
 
@@ -195,9 +196,11 @@ def test_compiled_rounds_propagate_funcs_exception_and_leave_no_state():
     assert torch.equal(fresh, again)
 
 
+@pytest.mark.skipif(pyode.backend_info()["cpu_backend"] != "cpu" or not core_loop.available(),
+                    reason="compares the compiled per-sample rounds with the C++ joint loop")
 @pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3"])
 def test_a_batch_of_one_is_the_joint_solve_to_the_bit(method):
-    """The per-sample rounds combine stages, error terms and dense output as the joint loop does
+    """The compiled per-sample rounds combine stages, error terms and dense output as the C++ joint loop does
     (core::combine_terms, core::dense_weights) under the same controller: float64, same first step, same bits."""
     def vdp(t, y):
         x, v = y[..., 0], y[..., 1]

@@ -41,7 +41,7 @@ from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.controller import initial_step, initial_step_error
 from pyode._solvers.hooks import NO_HOOKS, LoopHooks
 from pyode._solvers.implicit_grad import StageAdjoint
-from pyode._solvers.newton import Jacobian, factor
+from pyode._solvers.newton import Jacobian, factor, stage_matrix
 from pyode.errors import ImplicitSolveError, MaxStepsError, NonFiniteStateError, StepSizeUnderflowError
 
 MAX_ORDER = 5
@@ -233,7 +233,8 @@ class BdfLoop:
         only needs an approximate matrix, and its convergence test catches one too far off)."""
         W = change_matrix(s.order, factor_)
         k = s.order
-        s.D[:k + 1] = [self.kern.lincomb_row(None, s.D[:k + 1], [W[j][i] for j in range(k + 1)]) for i in range(k + 1)]
+        rows = [[W[j][i] for j in range(k + 1)] for i in range(k + 1)]  # row i: D'[i] = Σ_j W[j][i] D[j]
+        s.D[:k + 1] = list(self.kern.lincomb(None, s.D[:k + 1], rows).unbind(0))
         s.h *= factor_
         s.n_equal = 0
         if not keep_lu:
@@ -317,12 +318,9 @@ class BdfLoop:
         """Newton on the step's corrector with the held Jacobian, and once more with a fresh one (at the
         predictor) if that fails and none was computed yet during this step. Returns (y_new, d, iterations)
         or None."""
-        k, D = s.order, s.D
         with torch.no_grad():
-            Dd = [x.detach() for x in D[:k + 1]]
-            y_pred = self.kern.lincomb_row(None, Dd, [1.0] * (k + 1))
-            psi = self.kern.lincomb_row(None, Dd[1:], [GAMMA[j] / ALPHA[k] for j in range(1, k + 1)])
-            c = s.h / ALPHA[k]
+            y_pred, psi = self._predictor([x.detach() for x in s.D[:s.order + 1]])
+            c = s.h / ALPHA[s.order]
             while True:
                 solve = self._matrix(s, c)
                 result = None if solve is None else self._newton(s, t_new, y_pred, c, psi, solve)
@@ -336,11 +334,17 @@ class BdfLoop:
         dense block, or one per batch row with ``jacobian="rows"``); None where I - cJ is singular or not finite."""
         if s.lu is None:
             try:
-                s.lu = factor(_newton_matrix(s.J, c), s.t, self.time_sign)
+                s.lu = factor(stage_matrix(s.J, c, 1.0), s.t, self.time_sign)
             except ImplicitSolveError:
                 return None
         lu, piv = s.lu
         return lambda r: torch.linalg.lu_solve(lu, piv, r.view(lu.shape[0], -1, 1)).view(-1)
+
+    def _predictor(self, D: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """(predictor ``Σ_{j<=k} D[j]``, ``ψ = Σ_{1<=j<=k} γ_j D[j] / α_k``) for the k + 1 differences ``D``."""
+        k = len(D) - 1
+        return (self.kern.lincomb_row(None, D, [1.0] * (k + 1)),
+                self.kern.lincomb_row(None, D[1:], [GAMMA[j] / ALPHA[k] for j in range(1, k + 1)]))
 
     def _newton(self, s: _History, t_new: float, y_pred: Tensor, c: float, psi: Tensor, solve):
         """Simplified Newton on ``d - c f(t_new, y_pred + d) + ψ = 0`` from d = 0 (SciPy's test: stop when the
@@ -366,23 +370,17 @@ class BdfLoop:
     def _with_gradient(self, s: _History, t_new: float, y_new: Tensor) -> tuple[Tensor, Tensor]:
         """The accepted step's state and ``d`` with the implicit function theorem's graph: ``y = b + cK`` with
         ``b = y_p - ψ`` (recorded, linear in D) and ``K = f(t_new, y)`` at Newton's solution (StageAdjoint)."""
-        k, D = s.order, s.D
-        y_pred = self.kern.lincomb_row(None, D[:k + 1], [1.0] * (k + 1))
-        base = y_pred - self.kern.lincomb_row(None, D[1:k + 1], [GAMMA[j] / ALPHA[k] for j in range(1, k + 1)])
-        c = s.h / ALPHA[k]
+        y_pred, psi = self._predictor(s.D[:s.order + 1])
+        base = y_pred - psi
+        c = s.h / ALPHA[s.order]
         k_value = ((y_new - base.detach()) / c).detach()
         with torch.no_grad():
-            lu, piv = torch.linalg.lu_factor(_newton_matrix(self.jac.exact(t_new, y_new.detach()), c))
+            lu, piv = torch.linalg.lu_factor(stage_matrix(self.jac.exact(t_new, y_new.detach()), c, 1.0))
         k_graph = self.fn(t_new, base + c * k_value)
         K = StageAdjoint.apply(k_value[None], lu, piv, k_graph[None])[0]
         y = base + c * K
         return y, y - y_pred
 
-
-
-def _newton_matrix(J: Tensor, c: float) -> Tensor:
-    """``I - cJ`` for each (m, m) block of J (B, m, m)."""
-    return torch.eye(J.shape[-1], dtype=J.dtype, device=J.device) - c * J
 
 
 def _factor(error: float, exponent: int) -> float:

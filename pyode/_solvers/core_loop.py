@@ -305,10 +305,14 @@ def adaptive_solver(stepper, kern, method: str, opts, extra: dict, segments, rto
         return None
     data = implicit_method_data(method, opts.interp) if stiff else method_data(method, opts.interp)
     jac = stepper.stiff.jac if method == "auto" else stepper.jac if stiff else None  # auto: its stiff partner's
-    # "differences": no Jacobian callback; the loop differences func itself (fd_jacobian, the twin of
-    # Jacobian._differences), one callback per column. A func with its own exact Jacobian keeps it, as in Python.
-    callback = stiff and (extra.get("jacobian") != "differences" or jac.has_own_jacobian())
-    return _solver(fn, data, method, opts, rtol, atol, jac if callback else None, stats, time_sign)
+    return _solver(fn, data, method, opts, rtol, atol, jac and _jacobian_callback(jac), stats, time_sign)
+
+
+def _jacobian_callback(jac):
+    """The Jacobian (:class:`~pyode._solvers.newton.Jacobian`) the C++ loop calls back for the steps, or None where
+    they are forward differences: the loop then differences func itself (fd_jacobian, the twin of
+    Jacobian._differences), one callback per column. A func with its own exact Jacobian keeps it, as in Python."""
+    return None if jac.steps_by_differences and not jac.has_own_jacobian() else jac
 
 
 def _grid_eligible(fn, kern, opts) -> bool:
@@ -349,8 +353,7 @@ def implicit_fixed_solver(stepper, kern, method: str, opts, jacobian: str | None
     if method not in FIXED_DIRK:
         return None
     data = fixed_dirk_data(method, opts.interp, max_iters or 0)
-    callback = jacobian != "differences" or stepper.jac.has_own_jacobian()
-    return _solver(fn, data, method, opts, 0.0, 0.0, stepper.jac if callback else None, stats, time_sign)
+    return _solver(fn, data, method, opts, 0.0, 0.0, _jacobian_callback(stepper.jac), stats, time_sign)
 
 
 def alf_solver(fn, kern, opts, stats, time_sign: float) -> CoreSolver | None:
@@ -370,8 +373,7 @@ def bdf_solver(fn, kern, opts, jac, rtol: float, atol: float, stats, time_sign: 
         return None
     from pyode.native._methods import bdf_method_data
 
-    callback = not jac.steps_by_differences or jac.has_own_jacobian()
-    return _solver(fn, bdf_method_data(opts.max_order), "bdf", opts, rtol, atol, jac if callback else None, stats,
+    return _solver(fn, bdf_method_data(opts.max_order), "bdf", opts, rtol, atol, _jacobian_callback(jac), stats,
                    time_sign)
 
 

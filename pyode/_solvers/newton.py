@@ -61,8 +61,6 @@ class Jacobian:
 
     def __call__(self, t: float, y: Tensor, f: Tensor | None = None) -> Tensor:
         """(B, m, m) at ``(t, y)`` for a step; ``f = fn(t, y)`` if known (saves an evaluation of the differences)."""
-        if y.numel() == 0:  # a state without elements: nothing to differentiate
-            return y.new_zeros(self.rows, 0, 0)
         if self.steps_by_differences and not self.has_own_jacobian():
             self.evaluations += 1
             return self._differences(t, y.detach(), f)
@@ -77,8 +75,6 @@ class Jacobian:
         by differences only where ``func`` cannot be differentiated."""
         self.evaluations += 1
         y = y.detach()
-        if y.numel() == 0:
-            return y.new_zeros(self.rows, 0, 0)
         if self.has_own_jacobian():  # a function that knows its Jacobian (the interpolated adjoint)
             J = self.fn.func.flat_jacobian(self.fn.time_tensor(t), y)
             return (-J if self.fn.reverse else J).unsqueeze(0)
@@ -93,8 +89,6 @@ class Jacobian:
         """(B, m, m) at ``(t, y)`` that autograd can differentiate further (to ``y`` and ``func``'s parameters:
         second derivatives of ``func``); the forward-difference fallback is differentiable too, approximately."""
         self.evaluations += 1
-        if y.numel() == 0:
-            return y.new_zeros(self.rows, 0, 0)
         if self.mode == "autograd":
             try:
                 return self._exact(t, y, create_graph=True)
@@ -103,6 +97,8 @@ class Jacobian:
         return self._differences(t, y, None, keep_graph=True)
 
     def _exact(self, t: float, y: Tensor, create_graph: bool) -> Tensor:
+        if y.numel() == 0:  # a state without elements: nothing to differentiate (and no row to stack)
+            return y.new_zeros(self.rows, 0, 0)
         if torch.is_inference_mode_enabled():  # a solve the caller runs under torch.inference_mode: J needs autograd
             with torch.inference_mode(False):
                 return self._exact(t, y.clone() if y.is_inference() else y, create_graph)
@@ -129,6 +125,8 @@ class Jacobian:
         is not perturbed by 1e-3 of itself; divided by the step as represented. Twin of ``fd_jacobian`` in
         ``csrc/include/pyode/core/dense_lu.h`` (same steps, same arithmetic)."""
         rows, m = self.rows, y.numel() // self.rows
+        if m == 0:  # a state without elements: no column to difference
+            return y.new_zeros(rows, 0, 0)
         with torch.set_grad_enabled(keep_graph and torch.is_grad_enabled()):
             f = (self.fn(t, y) if f is None else f).reshape(rows, m)
             base = y.detach().reshape(rows, m)

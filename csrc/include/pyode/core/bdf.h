@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace pyode::core {
 
@@ -59,7 +60,7 @@ inline void bdf_change_matrix(int order, double factor, double* W) {
 // Newton's tolerance in the scaled norm (bdf.py, newton_tolerance; float64).
 inline double bdf_newton_tolerance(double rtol) {
   if (!(rtol > 0.0)) return 0.03;
-  return py_max(10.0 * 2.220446049250313e-16 / rtol, py_min(0.03, std::sqrt(rtol)));
+  return py_max(10.0 * std::numeric_limits<double>::epsilon() / rtol, py_min(0.03, std::sqrt(rtol)));
 }
 
 // error^(-1/exponent): inf for a zero error, 0 for an infinite or NaN one (bdf.py, _factor).
