@@ -128,7 +128,7 @@ class CoreSolver:
         fn = self.fn
         shaped = not fn.structured
         views = _Views.shared(ffi, fn.shapes[0] if shaped else (n,), fn.dtype)
-        call = fn.call_shaped if shaped else fn
+        call = fn.shaped_caller() if shaped else fn
         cached, cast, memmove, nbytes = views.cache.get, ffi.cast, ffi.memmove, views.nbytes
 
         def rhs(s, y_ptr, dy_ptr, _p):

@@ -120,6 +120,32 @@ class FlatFunc:
             out = out.contiguous()
         return -out if self.reverse else out
 
+    def shaped_caller(self) -> Callable[[float, Tensor], Tensor]:
+        """:meth:`call_shaped` as one closure for the loops' hot path (a plain-tensor state only).
+
+        Where nothing but ``func`` itself varies between calls (forward time, no ``perturb`` keyword, a CPU time
+        dtype NumPy has, not under torch.compile), the closure inlines ``_call_user`` and ``time_tensor``: the same
+        calls, counts and checks, ~0.5 us less per call, which the C++ loop pays around every small ``func``."""
+        if self.structured:
+            raise ValueError("shaped_caller: the state is a tuple or complex; call the FlatFunc itself")
+        np_time = self._numpy_time
+        if self.reverse or self.pass_perturb or np_time is None or torch.compiler.is_compiling():
+            return self.call_shaped
+        func, shape, dtype, stats = self.func, self.shapes[0], self.dtype, self.stats
+        from_numpy, np_array, check = torch.from_numpy, np.array, self._check_output
+
+        def call(s: float, y: Tensor) -> Tensor:
+            if self._counter == "nfe":
+                stats.nfe += 1
+            else:
+                stats.nfe_backward += 1
+            out = func(from_numpy(np_array(s, dtype=np_time)), y)
+            if type(out) is not Tensor or out.shape != shape or out.dtype != dtype or not out.is_cpu:
+                out = check(0, out, shape)
+            return out if out.is_contiguous() else out.contiguous()
+
+        return call
+
     def user_time_call(self, t: Tensor, y: Tensor) -> Tensor:
         """``func`` at the user's time ``t`` (0-dim tensor) for the flat state ``y`` (n,): flat (n,) output.
         Not counted in ``stats`` (used by gradient methods, which keep their own counts)."""
