@@ -130,6 +130,7 @@ class CoreSolver:
         views = _Views.shared(ffi, fn.shapes[0] if shaped else (n,), fn.dtype)
         call = fn.shaped_caller() if shaped else fn
         cached, cast, memmove, nbytes = views.cache.get, ffi.cast, ffi.memmove, views.nbytes
+        char_p = ffi.typeof("char *")  # resolved once: a type named by a string is looked up on every cast
 
         def rhs(s, y_ptr, dy_ptr, _p):
             if self.error is not None:  # cancelled: the loop stops at its next step, its values are discarded
@@ -142,7 +143,7 @@ class CoreSolver:
                 out, self.f0 = f0[1], None
             else:
                 out = call(s, y)
-            memmove(dy_ptr, cast("char *", out.data_ptr()), nbytes)
+            memmove(dy_ptr, cast(char_p, out.data_ptr()), nbytes)
 
         return rhs, views
 
