@@ -359,6 +359,7 @@ void bind_workspaces(py::module_& m) {
 #endif
 
 void bind_native_call(py::module_& m);  // native_call.cpp
+void bind_torch_rhs(py::module_& m);    // torch_rhs.cpp
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyode compiled CPU kernels (raw-buffer API; use pyode._kernels, not this module directly)";
@@ -372,6 +373,7 @@ PYBIND11_MODULE(_C, m) {
         py::arg("b"), py::arg("y"), py::arg("atol"), py::arg("rtol"), py::arg("dtype"));
   bind_workspaces(m);
   bind_native_call(m);
+  bind_torch_rhs(m);
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

@@ -638,3 +638,43 @@ def test_float32_entry_refuses_stiff_methods_and_short_buffers():
     problem.struct.ys_len = 3  # (T, n) needs 4
     assert lib.pyode_solve_f32(explicit.method, explicit.opts, rhs, ffi.NULL, problem.struct, stats, 1) == -1
     assert "ys is NULL or shorter" in ffi.string(lib.pyode_last_error()).decode()
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_a_func_that_returns_or_keeps_its_input_sees_the_python_loops_values(monkeypatch, dtype):
+    """TorchRhs hands func one tensor of the solve (the loop's state copied in) and copies func's output out: a
+    func returning its input (y' = y) and one that keeps the tensors it was given (reading them only while it
+    runs) give the Python loop's steps and outputs."""
+    seen = []
+
+    def growth(t, y):
+        seen.append(y)
+        return y
+
+    y0, t = torch.tensor([1.0, -2.0], dtype=dtype), torch.linspace(0.0, 1.0, 4, dtype=dtype)
+    ref, got = solve_both(monkeypatch, growth, y0, t, method="dopri5", rtol=1e-6, atol=1e-9)
+    assert_same_solve(ref, got, steps=int(ref.stats.n_accepted + ref.stats.n_rejected), stages=6)
+    assert torch.allclose(got.ys[-1], y0 * torch.e, rtol=1e-4)
+
+
+def test_torch_rhs_and_the_native_entry_check_their_arguments():
+    """The _C side of the torch right-hand side refuses what would make it read or write out of bounds."""
+    from pyode import _C
+
+    ffi, _ = core_loop._native()
+    flag = ffi.new("int32_t *", 0)
+    cancel = int(ffi.cast("uintptr_t", flag))
+    y_in = torch.zeros(3, dtype=F64)
+
+    def call(s):
+        return y_in
+
+    with pytest.raises(ValueError, match="fewer than n values"):
+        _C.TorchRhs(call=call, y_in=y_in, n=4, item_size=8, cancel=cancel)
+    with pytest.raises(ValueError, match="item_size 4 or 8"):
+        _C.TorchRhs(call=call, y_in=y_in, n=3, item_size=2, cancel=cancel)
+    with pytest.raises(ValueError, match="cancel flag"):
+        _C.TorchRhs(call=call, y_in=y_in, n=3, item_size=8, cancel=0)
+    with pytest.raises(ValueError, match="must not be NULL"):
+        _C.run_native_solve(solve=0, f32=False, method=0, options=0, rhs=0, jac=0, event=0, problem=0, stats=0,
+                            stats_len=1)

@@ -1,11 +1,14 @@
 """The torch path's solves through the C++ loop: the user's ``func`` is the loop's right-hand side.
 
 The C++ loop (``csrc/include/pyode/core``, the one :mod:`pyode.native` runs with compiled right-hand sides)
-takes a right-hand side as a C function pointer. Here that pointer is a cffi callback around the solve's
-:class:`~pyode._solvers.flat_func.FlatFunc`: the loop runs with the GIL released and takes it back only to
-call ``func`` (and, for the stiff kinds, the Jacobian), on views of the loop's own buffers. Step
-size control, the initial step, accept/reject, dense output and step_t/jump_t are the loop's; ``func`` sees
-exactly the calls the Python loops would make (the step-parity tests pin the two together).
+takes a right-hand side as a C function pointer. Here that pointer is ``pyode._C.TorchRhs``
+(``csrc/torch_rhs.cpp``), a C function that copies the loop's state into one tensor of the solve, calls the
+solve's :class:`~pyode._solvers.flat_func.FlatFunc` on it through the Python C API and copies ``func``'s output
+back; the loop is entered by ``_C.run_native_solve`` with the GIL held, so calling Python costs no GIL handover.
+The Jacobian of the stiff kinds and the event function, called a few times a step at most, are cffi callbacks
+on views of the loop's own buffers. Step size control, the initial step, accept/reject, dense output and
+step_t/jump_t are the loop's; ``func`` sees exactly the calls the Python loops would make (the step-parity
+tests pin the two together).
 
 A solve takes this route when nothing in it is recorded for autograd (no gradient flows through the loop:
 the forward solve of the adjoint, any solve under ``torch.no_grad()`` or of inputs that carry no gradient),
@@ -48,8 +51,24 @@ def _native():
         return None
 
 
+@functools.lru_cache(maxsize=1)
+def _C():
+    """``pyode._C`` (its TorchRhs and run_native_solve), or None where it is not built."""
+    try:
+        from pyode import _C as module
+
+        return module if hasattr(module, "TorchRhs") else None
+    except ImportError:
+        return None
+
+
+@functools.lru_cache(maxsize=4)
+def _entry_address(ffi, lib, name: str) -> int:
+    return int(ffi.cast("uintptr_t", ffi.addressof(lib, name)))
+
+
 def available() -> bool:
-    return _native() is not None
+    return _native() is not None and _C() is not None
 
 
 # The C side of each state dtype the loop runs: (C scalar, rhs and event callback types, problem struct).
@@ -120,39 +139,32 @@ class CoreSolver:
         self.alf = method_struct.kind == KIND_ALF  # ALF: the loop also returns its final v, kept in final_v
         self.final_v: Tensor | None = None
 
-    def _rhs(self, ffi, n: int):
-        """The right-hand side callback: ``func`` on a view shaped like y0, its output copied into the loop's
-        ``dy`` by a memmove of n values (half a torch ``copy_``'s cost on these small states). FlatFunc's output
-        is checked, contiguous, of the state's dtype and on the CPU (the C++ loop runs CPU states only), and so
-        is the caller's f0: n values at ``data_ptr()``."""
+    def _rhs(self, n: int, cancel: int):
+        """The right-hand side (``_C.TorchRhs``): per evaluation it copies the loop's state into ``y_in``, a tensor
+        of the solve shaped like y0, runs ``func`` on it and copies the output's n values into the loop's buffer.
+        ``call`` returns FlatFunc's checked output (contiguous, the state's dtype, on the CPU), or for the first
+        evaluation the caller's f0."""
         fn = self.fn
         shaped = not fn.structured
-        views = _Views.shared(ffi, fn.shapes[0] if shaped else (n,), fn.dtype)
-        call = fn.shaped_caller() if shaped else fn
-        cached, cast, memmove, nbytes = views.cache.get, ffi.cast, ffi.memmove, views.nbytes
-        char_p = ffi.typeof("char *")  # resolved once: a type named by a string is looked up on every cast
+        y_in = torch.empty(n, dtype=fn.dtype)
+        y = y_in.view(fn.shapes[0]) if shaped else y_in
+        func = fn.shaped_caller() if shaped else fn
 
-        def rhs(s, y_ptr, dy_ptr, _p):
-            if self.error is not None:  # cancelled: the loop stops at its next step, its values are discarded
-                return
-            y = cached(y_ptr)
-            if y is None:
-                y = views(y_ptr)
+        def call(s: float) -> Tensor:
             f0 = self.f0
             if f0 is not None and s == f0[0]:
-                out, self.f0 = f0[1], None
-            else:
-                out = call(s, y)
-            memmove(dy_ptr, cast(char_p, out.data_ptr()), nbytes)
+                self.f0 = None
+                return f0[1]
+            return func(s, y)
 
-        return rhs, views
+        return _C().TorchRhs(call=call, y_in=y_in, n=n, item_size=fn.dtype.itemsize, cancel=cancel)
 
-    def _jac(self, ffi, n: int, y_views: _Views):
+    def _jac(self, ffi, n: int, y_views: _Views, flag):
         J_views = _Views.shared(ffi, (n, n))
         flat = y_views.shape != (n,)
 
         def jac(s, y_ptr, J_ptr, _p):
-            if self.error is not None:
+            if flag[0]:  # cancelled: an exception in this or another callback
                 return
             y = y_views(y_ptr)
             with torch.enable_grad():  # the loop runs under no_grad (integrate); autograd's Jacobian needs it
@@ -169,32 +181,44 @@ class CoreSolver:
 
         return onerror
 
-    def _event(self, events, views: _Views):
+    def _event(self, events, views: _Views, flag):
         """The event callback: ``events``' own evaluation (a NaN value fails the row; the Python loop then
         reruns the solve and raises its error naming it)."""
 
         def event(s, y_ptr, _p):
-            if self.error is not None:
+            if flag[0]:  # cancelled: an exception in this or another callback
                 return 1.0
             return events.value_or_nan(s, views(y_ptr).view(-1))
 
         return event
 
-    def _callbacks(self, ffi, n: int, onerror, events) -> tuple:
-        """The C callbacks of one solve for the state's dtype: (rhs, jac or NULL, event or NULL)."""
-        _, rhs_type, event_type, _ = _C_TYPES[self.fn.dtype]
-        rhs, views = self._rhs(ffi, n)
+    def _callbacks(self, ffi, n: int, flag, events) -> tuple:
+        """The callbacks of one solve for the state's dtype: (TorchRhs, the C Jacobian or NULL, the C event or
+        NULL). The Jacobian and the event (called a few times a step at most) are cffi callbacks."""
+        _, _, event_type, _ = _C_TYPES[self.fn.dtype]
+        rhs = self._rhs(n, int(ffi.cast("uintptr_t", flag)))
+        onerror = self._onerror(flag)
+        need_views = self.jacobian is not None or events is not None
+        views = _Views.shared(ffi, self.fn.shapes[0] if not self.fn.structured else (n,), self.fn.dtype) \
+            if need_views else None
         jac = ffi.NULL if self.jacobian is None else \
-            ffi.callback("pyode_jac_fn", self._jac(ffi, n, views), onerror=onerror)
+            ffi.callback("pyode_jac_fn", self._jac(ffi, n, views, flag), onerror=onerror)
         event = ffi.NULL if events is None else \
-            ffi.callback(event_type, self._event(events, views), onerror=onerror)
-        return ffi.callback(rhs_type, rhs, onerror=onerror), jac, event
+            ffi.callback(event_type, self._event(events, views, flag), onerror=onerror)
+        return rhs, jac, event
 
-    def _call(self, lib, rhs, jac, event, problem, stats) -> int:
-        """The C entry for the state's dtype (float32: ``pyode_solve_f32``, explicit methods, no Jacobian)."""
-        if self.fn.dtype == torch.float32:
-            return lib.pyode_solve_f32(self.method, self.opts, rhs, event, problem, stats, 1)
-        return lib.pyode_solve_jac(self.method, self.opts, rhs, jac, event, problem, stats, 1)
+    def _call(self, ffi, lib, rhs, jac, event, problem, stats) -> int:
+        """The C entry for the state's dtype (float32: ``pyode_solve_f32``, explicit methods, no Jacobian), called
+        with the GIL held (``_C.run_native_solve``): the loop takes it back only for ``func``."""
+        f32 = self.fn.dtype == torch.float32
+        entry = _entry_address(ffi, lib, "pyode_solve_f32" if f32 else "pyode_solve_jac")
+
+        def address(ptr) -> int:
+            return int(ffi.cast("uintptr_t", ptr))
+
+        return _C().run_native_solve(solve=entry, f32=f32, method=address(self.method), options=address(self.opts),
+                                     rhs=rhs.function, jac=address(jac), event=address(event),
+                                     problem=address(problem), stats=address(stats), stats_len=1)
 
     def integrate(self, y0: Tensor, t_out: list[float], f0: Tensor | None = None, events=None) -> list[Tensor] | None:
         """Solves from ``y0`` (n,) through the solver times ``t_out`` (increasing); returns ``[ys]``, (T, n), or
@@ -209,8 +233,9 @@ class CoreSolver:
         ffi, lib = _native()
         n = y0.numel()
         flag = ffi.new("int32_t *", 0)
-        rhs, jac, event = self._callbacks(ffi, n, self._onerror(flag), events)
-        problem, ys, y_event = _problem(ffi, y0.detach().contiguous(), t_out, events is not None or self.alf)
+        rhs, jac, event = self._callbacks(ffi, n, flag, events)
+        problem, ys, y_event = _problem(ffi, y0.detach().contiguous(), t_out, events is not None or self.alf,
+                                        rhs.context)
         stats = ffi.new("pyode_traj_stats[]", 1)
         if f0 is not None and (f0.numel() != n or f0.dtype != self.fn.dtype or not f0.is_cpu):
             raise ValueError(f"f0 must hold the state's {n} values ({self.fn.dtype}, on the CPU)")
@@ -221,11 +246,12 @@ class CoreSolver:
             # Nothing the C++ loop computes carries a gradient (its outputs are plain buffers), so func runs without
             # autograd's bookkeeping (~4% of a small func's time); the Jacobian callback turns it back on.
             with torch.no_grad():
-                rc = self._call(lib, rhs, jac, event, problem.struct, stats)
+                rc = self._call(ffi, lib, rhs, jac, event, problem.struct, stats)
         finally:
             self.opts.cancel, self.f0 = ffi.NULL, None
-        if self.error is not None:
-            error, self.error = self.error, None
+        error = rhs.take_error()  # the first callback that raised set the flag: no other one ran after it
+        error, self.error = (self.error if error is None else error), None
+        if error is not None:
             raise error
         if rc != 0:
             raise ValueError(ffi.string(lib.pyode_last_error()).decode())
@@ -254,9 +280,12 @@ class _Problem:
         self.struct, self.tensors = struct, tensors
 
 
-def _problem(ffi, y0: Tensor, t_out: list[float], with_event: bool) -> tuple[_Problem, Tensor, Tensor | None]:
+def _problem(ffi, y0: Tensor, t_out: list[float], with_event: bool,
+             context: int | None = None) -> tuple[_Problem, Tensor, Tensor | None]:
     """(problem, ys (T, n), y_event (n,) or None) for the C loop: outputs in fresh tensors of y0's dtype (float64:
-    a ``pyode_problem``, float32: a ``pyode_problem_f32``; times float64 in both) that the caller owns."""
+    a ``pyode_problem``, float32: a ``pyode_problem_f32``; times float64 in both) that the caller owns. The
+    right-hand side's ``context`` (if given) travels as the parameter pointer, the C ABI's user data: the solver
+    hands it to rhs untouched (one shared "parameter", never read as one)."""
     n, T = y0.numel(), len(t_out)
     scalar, _, _, struct = _C_TYPES[y0.dtype]
     ys = torch.empty((T, n), dtype=y0.dtype)
@@ -264,6 +293,8 @@ def _problem(ffi, y0: Tensor, t_out: list[float], with_event: bool) -> tuple[_Pr
     times = torch.tensor(t_out, dtype=torch.float64)
     p = ffi.new(struct + " *")
     p.num_traj, p.n, p.num_params, p.params_stride, p.num_times = 1, n, 0, 0, T
+    if context is not None:
+        p.num_params, p.params, p.params_len = 1, ffi.cast(scalar + " *", context), 1
     p.y0, p.y0_len = ffi.cast(scalar + " *", y0.data_ptr()), n
     p.t, p.t_len = ffi.cast("double *", times.data_ptr()), T
     p.ys, p.ys_len = ffi.cast(scalar + " *", ys.data_ptr()), T * n
