@@ -4,7 +4,7 @@ The C++ loop (``csrc/include/pyode/core``, the one :mod:`pyode.native` runs with
 takes a right-hand side as a C function pointer. Here that pointer is ``pyode._C.TorchRhs``
 (``csrc/torch_rhs.cpp``), a C function that copies the loop's state into one tensor of the solve, calls the
 solve's :class:`~pyode._solvers.flat_func.FlatFunc` on it through the Python C API and copies ``func``'s output
-back; the loop is entered by ``_C.run_native_solve`` with the GIL held, so calling Python costs no GIL handover.
+back; the loop runs with the GIL released (``_C.run_native_solve``) and takes it only for these calls.
 The Jacobian of the stiff kinds and the event function, called a few times a step at most, are cffi callbacks
 on views of the loop's own buffers. Step size control, the initial step, accept/reject, dense output and
 step_t/jump_t are the loop's; ``func`` sees exactly the calls the Python loops would make (the step-parity
@@ -209,7 +209,7 @@ class CoreSolver:
 
     def _call(self, ffi, lib, rhs, jac, event, problem, stats) -> int:
         """The C entry for the state's dtype (float32: ``pyode_solve_f32``, explicit methods, no Jacobian), called
-        with the GIL held (``_C.run_native_solve``): the loop takes it back only for ``func``."""
+        through ``_C.run_native_solve`` with the GIL released; the callbacks take it back for each call."""
         f32 = self.fn.dtype == torch.float32
         entry = _entry_address(ffi, lib, "pyode_solve_f32" if f32 else "pyode_solve_jac")
 
