@@ -678,3 +678,43 @@ def test_torch_rhs_and_the_native_entry_check_their_arguments():
     with pytest.raises(ValueError, match="must not be NULL"):
         _C.run_native_solve(solve=0, f32=False, method=0, options=0, rhs=0, jac=0, event=0, problem=0, stats=0,
                             stats_len=1)
+
+
+def test_small_solves_in_two_threads_match_sequential_ones():
+    """The C++ loop runs with the GIL released and TorchRhs takes it per call: two threads solving small problems
+    at once (each in its own thread's workspace) give bitwise the results of the same solves one after another."""
+    import threading
+
+    def make(dtype, method):
+        y0 = torch.tensor([[0.5, -1.0], [2.0, 0.25]], dtype=dtype)
+        t = torch.linspace(0.0, 3.0, 7, dtype=dtype)
+
+        def run():
+            with torch.no_grad():
+                return pyode.solve(lambda s, y: torch.tanh(y) * torch.sin(s) - 0.3 * y, y0, t, method=method,
+                                   rtol=1e-7, atol=1e-9).ys
+
+        return run
+
+    runs = [make(F64, "dopri5"), make(F32, "tsit5")]
+    want = [run() for run in runs]
+    got: list[list[torch.Tensor]] = [[], []]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def worker(i):
+        try:
+            barrier.wait()
+            for _ in range(50):
+                got[i].append(runs[i]())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for i in range(2):
+        assert len(got[i]) == 50 and all(torch.equal(ys, want[i]) for ys in got[i])
