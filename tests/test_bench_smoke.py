@@ -116,3 +116,26 @@ def test_work_precision_sweep_runs_and_matches_accuracy(tmp_path, capsys):
     for library in work_precision.LIBRARIES:
         assert f"| {library} | 3 |" in printed and f"| {library} | 1 |" in printed
     assert "| pyode / peer |" in printed
+
+
+def test_callback_cost_runs_and_puts_the_time_back(capsys):
+    """bench/callback_cost.py: the per-call figures print, and afterwards the C++ loop calls func again (the
+    measurement without func swaps CoreSolver._rhs) and torch's thread count is what it was."""
+    _bench_run()
+    import torch
+
+    import pyode
+    from bench import callback_cost
+    from pyode._solvers import core_loop
+
+    if not core_loop.available():
+        pytest.skip("the C++ loop is not built here")
+    original, threads = core_loop.CoreSolver._rhs, torch.get_num_threads()
+    callback_cost.main(["--reps", "3"])
+    printed = capsys.readouterr().out
+    assert "per call, trivial func:" in printed and "without func/FlatFunc" in printed
+    assert core_loop.CoreSolver._rhs is original and torch.get_num_threads() == threads
+    with torch.no_grad():
+        ys = pyode.solve(lambda t, y: -y, torch.ones(2, dtype=torch.float64), torch.tensor([0.0, 1.0],
+                         dtype=torch.float64), rtol=1e-10, atol=1e-12).ys
+    assert torch.allclose(ys[-1], torch.full((2,), torch.e ** -1, dtype=torch.float64), rtol=1e-8)
