@@ -6,7 +6,6 @@ func, over the attempted steps) of every round, its median, and the fraction of 
 triad it reaches (40 N 4 bytes per step, as in the suite).
 
 Optimisations (``--what``):
-    output  the solution written into a pooled buffer, or into a fresh ``torch.cat`` result;
     carry   the last FSAL stage carrying the partial error (``RKWorkspace.set_error_carry``), or not;
     nt      stage inputs written with non-temporal stores, or plain ones (``pyode._C.set_non_temporal``).
 
@@ -30,7 +29,6 @@ from bench import measure
 from bench.peers import TimedFunc
 from bench.problems import DiffusionDecay
 from pyode import _C, _tuning
-from pyode._solvers import problem
 
 
 def _setter(obj, name: str, on, off) -> Callable[[bool], None]:
@@ -39,7 +37,6 @@ def _setter(obj, name: str, on, off) -> Callable[[bool], None]:
 
 DEFAULT_NON_TEMPORAL_BYTES = _C.non_temporal()
 SWITCHES: dict[str, Callable[[bool], None]] = {
-    "output": _setter(problem, "concatenate_outputs", problem.concatenate_outputs, torch.cat),
     "carry": _setter(_tuning, "ERROR_CARRY_MIN_BYTES", _tuning.ERROR_CARRY_MIN_BYTES, 1 << 62),
     "nt": lambda enabled: _C.set_non_temporal(DEFAULT_NON_TEMPORAL_BYTES if enabled else 1 << 62),
 }
