@@ -18,11 +18,14 @@
 #include "pyode/lincomb.h"
 #include "pyode/rk_finish.h"
 #include "pyode/per_sample.h"
+#include "pyode/py_buffer.h"
 #include "pyode/rk_workspace.h"
 #include "pyode/scaled_norm.h"
 #include "pyode/stream_terms.h"
 
 namespace py = pybind11;
+using pyode::Buffer;
+using pyode::buffer_of;
 using pyode::check;
 
 namespace {
@@ -47,32 +50,6 @@ class ReleaseGilIfLarge {
   static constexpr int64_t kGilReleaseElements = 1 << 14;
   PyThreadState* state_ = nullptr;
 };
-
-// A tensor-like argument (anything with data_ptr() and numel(), e.g. a torch.Tensor; None for "no buffer"): its
-// address, its capacity in elements, and the object itself, which a workspace keeping the address holds on to.
-struct Buffer {
-  uintptr_t ptr = 0;
-  int64_t numel = 0;
-  py::object owner = py::none();
-};
-
-py::object call_method(py::handle obj, PyObject* name) {
-  PyObject* result = PyObject_CallMethodNoArgs(obj.ptr(), name);
-  if (result == nullptr) {
-    PyErr_Clear();
-    throw py::type_error("pyode kernel: expected a tensor (an object with data_ptr() and numel()), got " +
-                         std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
-  }
-  return py::reinterpret_steal<py::object>(result);
-}
-
-Buffer buffer_of(py::handle obj) {
-  if (obj.is_none()) return {};
-  static PyObject* const data_ptr = PyUnicode_InternFromString("data_ptr");
-  static PyObject* const numel = PyUnicode_InternFromString("numel");
-  return {call_method(obj, data_ptr).cast<uintptr_t>(), call_method(obj, numel).cast<int64_t>(),
-          py::reinterpret_borrow<py::object>(obj)};
-}
 
 // The addresses and capacities of a list of tensors (a step's stage derivatives).
 std::pair<Ptrs, Sizes> buffers_of(const std::vector<py::handle>& tensors) {

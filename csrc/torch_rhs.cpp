@@ -19,35 +19,15 @@
 #include <string>
 
 #include "pyode/arg_checks.h"
+#include "pyode/py_buffer.h"
 #include "pyode/pyode_native.h"
 
 namespace py = pybind11;
+using pyode::Buffer;
+using pyode::buffer_of;
 using pyode::check;
 
 namespace {
-
-// A tensor-like object's data_ptr() and numel() (nullptr/-1 with a Python error set if either call failed).
-struct TensorView {
-  uintptr_t ptr = 0;
-  int64_t numel = -1;
-};
-
-TensorView view_of(PyObject* obj) {
-  static PyObject* const data_ptr = PyUnicode_InternFromString("data_ptr");
-  static PyObject* const numel = PyUnicode_InternFromString("numel");
-  TensorView v;
-  PyObject* p = PyObject_CallMethodNoArgs(obj, data_ptr);
-  if (p == nullptr) return v;
-  PyObject* k = PyObject_CallMethodNoArgs(obj, numel);
-  if (k != nullptr) {
-    v.ptr = static_cast<uintptr_t>(PyLong_AsUnsignedLongLong(p));
-    v.numel = PyLong_AsLongLong(k);
-    Py_DECREF(k);
-  }
-  Py_DECREF(p);
-  if (PyErr_Occurred()) v.numel = -1;
-  return v;
-}
 
 class TorchRhs {
  public:
@@ -59,8 +39,7 @@ class TorchRhs {
         cancel_(reinterpret_cast<int32_t*>(cancel)) {
     check(n >= 0 && (item_size == 4 || item_size == 8), "TorchRhs: n must be >= 0 and item_size 4 or 8");
     check(cancel_ != nullptr, "TorchRhs: cancel must be the address of the solve's cancel flag");
-    const TensorView v = view_of(y_in_.ptr());
-    if (v.numel < 0) throw py::error_already_set();
+    const Buffer v = buffer_of(y_in_);
     check(v.numel >= n && (v.ptr != 0 || n == 0), "TorchRhs: y_in holds fewer than n values");
     y_in_ptr_ = reinterpret_cast<char*>(v.ptr);
   }
@@ -94,14 +73,26 @@ class TorchRhs {
     PyObject* out = s == nullptr ? nullptr : PyObject_CallOneArg(call_.ptr(), s);
     Py_XDECREF(s);
     if (out != nullptr) {
-      const TensorView v = view_of(out);
-      if (v.numel >= 0 && (v.numel < n_ || (v.ptr == 0 && n_ > 0)))
-        PyErr_SetString(PyExc_RuntimeError, "pyode: func's output holds fewer values than the state");
-      else if (v.numel >= 0 && bytes != 0)
-        std::memcpy(dy, reinterpret_cast<const void*>(v.ptr), bytes);
+      copy_out(out, dy, bytes);
       Py_DECREF(out);
     }
     if (PyErr_Occurred()) keep_error();
+  }
+
+  // func's output (n values) into dy; a Python error set instead if it is not a tensor or holds fewer values.
+  // Nothing may be thrown from here: the caller is the native solver's C code.
+  void copy_out(PyObject* out, void* dy, size_t bytes) const {
+    try {
+      const Buffer v = buffer_of(out);
+      check(v.numel >= n_ && (v.ptr != 0 || n_ == 0), "func's output holds fewer values than the state");
+      if (bytes != 0) std::memcpy(dy, reinterpret_cast<const void*>(v.ptr), bytes);
+    } catch (py::error_already_set& e) {
+      e.restore();
+    } catch (const py::builtin_exception& e) {  // buffer_of's TypeError for an object that is not a tensor
+      e.set_error();
+    } catch (const std::exception& e) {
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
   }
 
   void keep_error() {

@@ -74,13 +74,16 @@ class FlatFunc:
             self._nudged[moved] = Perturb.NEXT if direction > 0 else Perturb.PREV
         return moved
 
+    def _count(self) -> None:
+        """One evaluation, counted where it belongs (``stats.nfe``, or ``nfe_backward`` in backward_counting)."""
+        if self._counter == "nfe":
+            self.stats.nfe += 1
+        else:
+            self.stats.nfe_backward += 1
+
     def _call_user(self, s: float, y):
         """``func`` at solver time ``s`` on ``y`` in the user's structure (counted)."""
-        stats = self.stats
-        if self._counter == "nfe":
-            stats.nfe += 1
-        else:
-            stats.nfe_backward += 1
+        self._count()
         if self.pass_perturb:
             return self.func(self.time_tensor(s), y, perturb=self._nudged.get(s, Perturb.NONE))
         return self.func(self.time_tensor(s), y)
@@ -124,21 +127,19 @@ class FlatFunc:
         """:meth:`call_shaped` as one closure for the loops' hot path (a plain-tensor state only).
 
         Where nothing but ``func`` itself varies between calls (forward time, no ``perturb`` keyword, a CPU time
-        dtype NumPy has, not under torch.compile), the closure inlines ``_call_user`` and ``time_tensor``: the same
-        calls, counts and checks, ~0.5 us less per call, which the C++ loop pays around every small ``func``."""
+        dtype NumPy has, not under torch.compile), the closure inlines ``_call_user``'s call and ``time_tensor``:
+        the same calls, counts and checks, ~0.5 us less per call, which the C++ loop pays around every small
+        ``func`` (``bench/callback_cost.py``)."""
         if self.structured:
             raise ValueError("shaped_caller: the state is a tuple or complex; call the FlatFunc itself")
         np_time = self._numpy_time
         if self.reverse or self.pass_perturb or np_time is None or torch.compiler.is_compiling():
             return self.call_shaped
-        func, shape, dtype, stats = self.func, self.shapes[0], self.dtype, self.stats
+        func, shape, dtype, count = self.func, self.shapes[0], self.dtype, self._count
         from_numpy, np_array, check = torch.from_numpy, np.array, self._check_output
 
         def call(s: float, y: Tensor) -> Tensor:
-            if self._counter == "nfe":
-                stats.nfe += 1
-            else:
-                stats.nfe_backward += 1
+            count()
             out = func(from_numpy(np_array(s, dtype=np_time)), y)
             if type(out) is not Tensor or out.shape != shape or out.dtype != dtype or not out.is_cpu:
                 out = check(0, out, shape)
