@@ -17,8 +17,8 @@
 
 #include "pyode/lincomb.h"
 #include "pyode/rk_finish.h"
-#include "pyode/per_sample.h"
 #include "pyode/py_buffer.h"
+#include "pyode/py_gil.h"
 #include "pyode/rk_workspace.h"
 #include "pyode/scaled_norm.h"
 #include "pyode/stream_terms.h"
@@ -27,29 +27,13 @@ namespace py = pybind11;
 using pyode::Buffer;
 using pyode::buffer_of;
 using pyode::check;
+using pyode::ReleaseGilIfLarge;
 
 namespace {
 
 using Ptrs = std::vector<uintptr_t>;
 using Sizes = std::vector<int64_t>;
 
-// Releases the GIL for the duration of a kernel on a large state only: releasing and re-taking it costs
-// about as much as the whole kernel on a small state, where other threads gain nothing from it.
-class ReleaseGilIfLarge {
- public:
-  explicit ReleaseGilIfLarge(int64_t elements) {
-    if (elements >= kGilReleaseElements) state_ = PyEval_SaveThread();
-  }
-  ~ReleaseGilIfLarge() {
-    if (state_ != nullptr) PyEval_RestoreThread(state_);
-  }
-  ReleaseGilIfLarge(const ReleaseGilIfLarge&) = delete;
-  ReleaseGilIfLarge& operator=(const ReleaseGilIfLarge&) = delete;
-
- private:
-  static constexpr int64_t kGilReleaseElements = 1 << 14;
-  PyThreadState* state_ = nullptr;
-};
 
 // The addresses and capacities of a list of tensors (a step's stage derivatives).
 std::pair<Ptrs, Sizes> buffers_of(const std::vector<py::handle>& tensors) {
@@ -169,76 +153,6 @@ class PinnedRKWorkspace : public pyode::RKWorkspace {
   std::vector<py::object> pins_;
 };
 
-class PinnedPerSampleWorkspace : public pyode::PerSampleWorkspace {
- public:
-  PinnedPerSampleWorkspace(pyode::PerSampleMethod method, std::vector<double> t_out, int64_t rows, int64_t width,
-                           int dtype, const pyode::PerSampleConfig& config)
-      : PerSampleWorkspace(std::move(method), std::move(t_out), rows, width,
-                           pyode::dtype_from_code(dtype, "PerSampleWorkspace"), config),
-        pins_(static_cast<size_t>(num_stages()) + 3) {}
-
-  void set_state(const Buffer& y, const Buffer& f0, const Buffer& out) {
-    pins_[0] = y.owner;
-    pins_[1] = f0.owner;  // also term 0
-    pins_[2] = out.owner;
-    f0_ = f0;
-    PerSampleWorkspace::set_state(y.ptr, y.numel, f0.ptr, f0.numel, out.ptr, out.numel);
-  }
-  void stage(int64_t i, const Buffer& out, const Buffer& prev) {
-    pin_term(i - 1, prev);
-    PerSampleWorkspace::stage(i, out.ptr, out.numel, prev.ptr, prev.numel);
-  }
-  pyode::RoundStatus finish(const Buffer& y1, const Buffer& last) {
-    pin_term(num_stages() - 1, last);
-    return PerSampleWorkspace::finish(y1.ptr, y1.numel, last.ptr, last.numel);
-  }
-
-  // The whole solve's rounds, the loop in C++: per stage the rows' stage inputs go into y_stage (rows, width) and
-  // their times (sign * (t_r + c_i h_r), t_code 0: float32, 1: float64) into t_stage (rows,), both reused every
-  // stage, and call(i) returns func's output there (a tensor the workspace pins as term i), or None to stop (func
-  // records autograd: the caller starts over on tensor ops). Runs until every row reached the end or one failed;
-  // returns (rounds, (active, kind, row, t_row, t_min) of the last round, or None if call stopped it). The GIL is
-  // released around the workspace's own work on a large batch (ReleaseGilIfLarge); an exception from call
-  // propagates as it is.
-  py::tuple run_rounds(const Buffer& y_stage, const Buffer& t_stage, int t_code, double sign, const py::function& call) {
-    int64_t rounds = 0;
-    pyode::RoundStatus st{0, 0, -1, 0.0, 0.0};
-    while (true) {
-      const int64_t active = begin_round();  // O(rows) bookkeeping
-      if (active == 0) break;
-      ++rounds;
-      Buffer k, prev = f0_;  // term i-1: f0 (moved on in place by finish) for the first stage
-      for (int64_t i = 1; i < num_stages(); ++i) {
-        pin_term(i - 1, prev);
-        {
-          ReleaseGilIfLarge released(y_stage.numel);
-          PerSampleWorkspace::stage(i, y_stage.ptr, y_stage.numel, prev.ptr, prev.numel);
-          stage_times(i, t_stage.ptr, t_stage.numel, t_code, sign);
-        }
-        py::object out = call(i);
-        if (out.is_none()) return py::make_tuple(rounds, py::none());
-        k = buffer_of(out);
-        prev = k;
-      }
-      pin_term(num_stages() - 1, k);
-      {
-        ReleaseGilIfLarge released(y_stage.numel);
-        st = PerSampleWorkspace::finish(y_stage.ptr, y_stage.numel, k.ptr, k.numel);
-      }
-      if (st.kind != 0) break;
-    }
-    return py::make_tuple(rounds, py::make_tuple(st.active, st.kind, st.row, st.t_row, st.t_min));
-  }
-
- private:
-  void pin_term(int64_t j, const Buffer& k) {  // slots: 0 y, 1 f0 (= term 0), 2 out, 3 + j term j
-    if (j >= 1 && j < num_stages()) pins_[static_cast<size_t>(j) + 3] = k.owner;
-  }
-  std::vector<py::object> pins_;
-  Buffer f0_;  // the state's derivative (term 0), set by set_state
-};
-
-
 // Buffers are passed as tensors (see Buffer): `py::arg("prev") = py::none()` means "no buffer".
 void bind_rk_workspace(py::module_& m) {
   py::class_<PinnedRKWorkspace>(m, "RKWorkspace", "Per-solve fused RK step state (see rk_workspace.h)")
@@ -270,63 +184,8 @@ void bind_rk_workspace(py::module_& m) {
       .def("segment_norms", &PinnedRKWorkspace::segment_norms);
 }
 
-// The per-sample workspace's arguments as small typed structs, built with keywords on the Python side.
-void bind_per_sample(py::module_& m) {
-  py::class_<pyode::ControllerGains>(m, "ControllerGains", "The PID controller's gains (controller.h)")
-      .def(py::init([](double b1, double b2, double b3, double safety, double ifactor, double dfactor) {
-             return pyode::ControllerGains{b1, b2, b3, safety, ifactor, dfactor};
-           }),
-           py::kw_only(), py::arg("b1"), py::arg("b2"), py::arg("b3"), py::arg("safety"), py::arg("ifactor"),
-           py::arg("dfactor"));
-  py::class_<pyode::PerSampleConfig>(m, "PerSampleConfig", "Controller, step bounds and tolerances (per_sample.h)")
-      .def(py::init([](const pyode::ControllerGains& gains, double min_step, double max_step, double atol,
-                       double rtol, int64_t max_num_steps, int64_t stall_limit) {
-             return pyode::PerSampleConfig{gains, min_step, max_step, atol, rtol, max_num_steps, stall_limit};
-           }),
-           py::kw_only(), py::arg("gains"), py::arg("min_step"), py::arg("max_step"), py::arg("atol"), py::arg("rtol"),
-           py::arg("max_num_steps"), py::arg("stall_limit"));
-  py::class_<pyode::PerSampleMethod>(m, "PerSampleMethod", "An FSAL tableau and its interpolant (per_sample.h)")
-      .def(py::init([](int64_t num_stages, std::vector<double> a, std::vector<double> c, std::vector<double> e,
-                       std::vector<double> p) {
-             return pyode::PerSampleMethod{num_stages, std::move(a), std::move(c), std::move(e), std::move(p)};
-           }),
-           py::kw_only(), py::arg("num_stages"), py::arg("a"), py::arg("c"), py::arg("e"), py::arg("p"));
-  py::class_<PinnedPerSampleWorkspace>(m, "PerSampleWorkspace", "Fused per-sample step sizes (see per_sample.h)")
-      .def(py::init<pyode::PerSampleMethod, std::vector<double>, int64_t, int64_t, int, const pyode::PerSampleConfig&>(),
-           py::kw_only(), py::arg("method"), py::arg("t_out"), py::arg("rows"), py::arg("width"), py::arg("dtype"),
-           py::arg("config"))
-      .def("set_state",
-           [](PinnedPerSampleWorkspace& ws, py::handle y, py::handle f0, py::handle out) {
-             ws.set_state(buffer_of(y), buffer_of(f0), buffer_of(out));
-           },
-           py::arg("y"), py::arg("f0"), py::arg("out"))
-      .def("set_first_step", &PinnedPerSampleWorkspace::set_first_step)
-      .def("begin_round", &PinnedPerSampleWorkspace::begin_round)
-      .def("stage_times", &PinnedPerSampleWorkspace::stage_times)
-      .def("stage",
-           [](PinnedPerSampleWorkspace& ws, int64_t i, py::handle out, py::handle prev) {
-             ws.stage(i, buffer_of(out), buffer_of(prev));
-           },
-           py::arg("i"), py::arg("out"), py::arg("prev"))
-      .def("finish",
-           [](PinnedPerSampleWorkspace& ws, py::handle y1, py::handle last) {
-             const pyode::RoundStatus st = ws.finish(buffer_of(y1), buffer_of(last));
-             return py::make_tuple(st.active, st.kind, st.row, st.t_row, st.t_min);
-           },
-           py::arg("y1"), py::arg("last"))
-      .def("run_rounds",
-           [](PinnedPerSampleWorkspace& ws, py::handle y_stage, py::handle t_stage, int t_code, double sign,
-              const py::function& call) {
-             return ws.run_rounds(buffer_of(y_stage), buffer_of(t_stage), t_code, sign, call);
-           },
-           py::kw_only(), py::arg("y_stage"), py::arg("t_stage"), py::arg("t_code"), py::arg("sign"), py::arg("call"))
-      .def("accepted", &PinnedPerSampleWorkspace::accepted)
-      .def("rejected", &PinnedPerSampleWorkspace::rejected);
-}
-
 void bind_workspaces(py::module_& m) {
   bind_rk_workspace(m);
-  bind_per_sample(m);
 }
 
 }  // namespace
@@ -337,6 +196,7 @@ void bind_workspaces(py::module_& m) {
 
 void bind_native_call(py::module_& m);  // native_call.cpp
 void bind_torch_rhs(py::module_& m);    // torch_rhs.cpp
+void bind_per_sample_rows(py::module_& m);  // per_sample_rows.cpp
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "pyode compiled CPU kernels (raw-buffer API; use pyode._kernels, not this module directly)";
@@ -351,6 +211,7 @@ PYBIND11_MODULE(_C, m) {
   bind_workspaces(m);
   bind_native_call(m);
   bind_torch_rhs(m);
+  bind_per_sample_rows(m);
 #ifdef _OPENMP
   m.attr("openmp") = true;
 #else

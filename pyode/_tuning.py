@@ -63,7 +63,8 @@ C++ thresholds (compile-time constants, in elements; change them in the header a
 - ``kStreamBlock`` = 32768 and ``kPairBlock`` = 16384 (``csrc/cpu/lincomb_cpu.cpp``): units of parallel work of
   the streaming lincomb and of the two-row (y1 and error) kernel, the latter sized so that a block's slice of
   every term stays in L2.
-- ``kGilReleaseElements`` = 16384 (``csrc/bindings.cpp``): kernel calls on more elements release the GIL.
+- ``kGilReleaseElements`` = 16384 (``csrc/include/pyode/py_gil.h``): kernel calls, and the per-sample rows' own work,
+  on more elements release the GIL.
 - ``kFinishChunk`` = 2048 (``csrc/cuda/cuda_kernels.h``: 256 threads x 8 items): elements per block of the
   CUDA ``rk_finish`` reduction, read in Python as ``pyode._kernels.cuda.CHUNK_ELEMENTS``.
 """

@@ -23,11 +23,9 @@ needs_compiled = pytest.mark.skipif(not COMPILED, reason="compiled CPU backend n
 def test_reference_backend_declares_no_fused_capabilities():
     kern = reference.BACKEND
     assert isinstance(kern, KernelBackend) and kern.name == "reference" and kern.device_type is None
-    assert not (kern.fused_workspace or kern.per_sample_fused or kern.fused_out or kern.async_finish)
+    assert not (kern.fused_workspace or kern.fused_out or kern.async_finish)
     with pytest.raises(NotImplementedError, match="fused_workspace is False"):
         kern.make_workspace(None, 4, torch.float64, None)
-    with pytest.raises(NotImplementedError, match="per_sample_fused is False"):
-        kern.make_per_sample_workspace(None, None, [0.0, 1.0], 1, 1, torch.float64, None, None, 1e-6, 1e-6, 4)
 
 
 @needs_compiled
@@ -37,7 +35,7 @@ def test_cpu_backend_is_a_singleton_with_its_capabilities(monkeypatch):
     monkeypatch.setenv("PYODE_BACKEND", "auto")
     kern = get_backend(torch.device("cpu"))
     assert kern is compiled.BACKEND and kern.name == "cpu" and kern.device_type == "cpu"
-    assert kern.fused_workspace and kern.per_sample_fused and kern.fused_out
+    assert kern.fused_workspace and kern.fused_out
     monkeypatch.setenv("PYODE_BACKEND", "reference")
     assert get_backend(torch.device("cpu")) is reference.BACKEND
 
@@ -144,45 +142,17 @@ def test_rk_workspace_holds_the_buffers_it_points_into():
 
 
 @needs_compiled
-def test_per_sample_workspace_holds_its_state_buffers():
-    from pyode._kernels import compiled
-    from pyode._solvers.adaptive import AdaptiveOptions
-    from pyode._solvers.controller import pid_gains
-    from pyode._solvers.rk_step import RKStepper
-    from pyode._solvers.tableaux import TABLEAUX
-
-    tab = TABLEAUX["dopri5"]
-    stepper = RKStepper(tab, None, compiled.BACKEND)
-    ws = compiled.make_per_sample_workspace(tab, stepper.P, [0.0, 1.0], 3, 2, torch.float64, AdaptiveOptions(),
-                                            pid_gains(tab.order, 0.0, 1.0, 0.0), 1e-6, 1e-6, 4)
-    y, f0, out = torch.zeros(3, 2, dtype=torch.float64), torch.zeros(3, 2, dtype=torch.float64), \
-        torch.zeros(2, 3, 2, dtype=torch.float64)
-    refs = [weakref.ref(t) for t in (y, f0, out)]
-    ws.set_state(y, f0, out)
-    del y, f0, out
-    gc.collect()
-    assert all(r() is not None for r in refs)
-    del ws
-    gc.collect()
-    assert all(r() is None for r in refs)
-
-
-@needs_compiled
 def test_workspace_arguments_are_typed():
-    """Unknown dtype codes are refused by the one dtype check; the per-sample structs take keywords only; a
+    """Unknown dtype codes are refused by the one dtype check; the per-sample rows' structs take keywords only; a
     buffer must be a tensor-like object."""
     from pyode import _C
 
     with pytest.raises(ValueError, match="unsupported dtype code 7"):
         _C.RKWorkspace(1, [0.0], [1.0], [], 4, 7)
     with pytest.raises(TypeError):
-        _C.ControllerGains(0.2, 0.0, 0.0, 0.9, 10.0, 0.2)
-    gains = _C.ControllerGains(b1=0.2, b2=0.0, b3=0.0, safety=0.9, ifactor=10.0, dfactor=0.2)
-    config = _C.PerSampleConfig(gains=gains, min_step=0.0, max_step=1.0, atol=1e-6, rtol=1e-6, max_num_steps=10,
-                                stall_limit=4)
-    method = _C.PerSampleMethod(num_stages=2, a=[0.0, 0.0, 1.0, 0.0], c=[0.0, 1.0], e=[0.5, -0.5], p=[1.0, 0.0])
-    with pytest.raises(ValueError, match="unsupported dtype code 3"):
-        _C.PerSampleWorkspace(method=method, t_out=[0.0, 1.0], rows=1, width=1, dtype=3, config=config)
+        _C.ControllerParams(0.9, 10.0, 0.2, 0.0, 1.0, 0.0, 0.0, 1.0, False)
+    with pytest.raises(TypeError):
+        _C.RowMethod(2, 1, True, [0.0, 1.0], [0.0] * 4, [0.5, 0.5], [0.1, -0.1], [1.0, 0.0], 2)
     ws = _C.RKWorkspace(1, [0.0], [1.0], [], 4, 1)
     with pytest.raises(TypeError, match="expected a tensor"):
         ws.set_base([0.0] * 4)

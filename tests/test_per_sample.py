@@ -1,5 +1,7 @@
 """Per-sample step sizes: each batch row its own time and step size."""
 
+import math
+
 import numpy as np
 import pytest
 import scipy.integrate
@@ -86,6 +88,27 @@ def test_fused_rounds_match_tensor_op_rounds(method, dtype, request, monkeypatch
     torch.testing.assert_close(fused.ys, ops.ys, rtol=tol, atol=tol)
 
 
+@pytest.mark.skipif(pyode.backend_info()["cpu_backend"] != "cpu", reason="compiled CPU backend not built")
+@pytest.mark.parametrize("method", ["adaptive_heun", "fehlberg2", "dopri8"])
+def test_rows_without_fsal_and_of_high_order_match_tensor_op_rounds(method, request, monkeypatch):
+    """Methods without FSAL run as C++ rows too: an accepted step evaluates f1 and a rejected one does not, so the
+    rows stop being in step and the C++ rows skip the tensor-op rounds' f1 of rejected rows (fewer evaluations),
+    with the same steps and outputs. dopri8 (restep in a joint solve) takes its cubic Hermite per sample in both."""
+    from pyode._solvers import per_sample
+
+    with monkeypatch.context() as patch:
+        patch.setattr(per_sample.PerSampleLoop, "_integrate_tensor_ops", None)  # a call would raise TypeError
+        rows = _per_sample_solve(torch.float64, method)
+    request.getfixturevalue("tensor_op_rounds")
+    ops = _per_sample_solve(torch.float64, method)
+    assert torch.equal(rows.stats.per_sample_accepted, ops.stats.per_sample_accepted)
+    assert torch.equal(rows.stats.per_sample_rejected, ops.stats.per_sample_rejected)
+    assert rows.stats.n_iterations == ops.stats.n_iterations
+    fsal = method == "dopri8"
+    assert rows.stats.nfe == ops.stats.nfe if fsal else rows.stats.nfe < ops.stats.nfe
+    torch.testing.assert_close(rows.ys, ops.ys, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_per_sample_failures_name_the_row(fused, request):
     if not fused:
@@ -126,33 +149,65 @@ def test_per_sample_gradients_flow_through_the_tensor_op_rounds():
         assert abs(float(grad[idx]) - float(fd)) < 1e-5 * max(1.0, abs(float(fd)))
 
 
-@pytest.mark.skipif(pyode.backend_info()["cpu_backend"] != "cpu", reason="compiled CPU backend not built")
-def test_compiled_workspaces_check_buffer_sizes():
-    """The C++ layer refuses buffers shorter than it would read or write (no out-of-bounds access)."""
+def _rows_arguments(**changes):
+    """Keyword arguments of ``_C.solve_per_sample`` for 3 rows of width 2 of dopri5 (float64), with ``changes``."""
+    from pyode import _C
     from pyode._kernels import compiled
-    from pyode._solvers.adaptive import AdaptiveOptions
-    from pyode._solvers.controller import pid_gains
     from pyode._solvers.rk_step import RKStepper
     from pyode._solvers.tableaux import TABLEAUX
 
     tab = TABLEAUX["dopri5"]
-    stepper = RKStepper(tab, None, compiled.BACKEND)
-    ws = compiled.make_per_sample_workspace(tab, stepper.P, [0.0, 1.0], 3, 2, torch.float64, AdaptiveOptions(),
-                                            pid_gains(tab.order, 0.0, 1.0, 0.0), 1e-6, 1e-6, 4)
-    y, short = torch.zeros(3, 2, dtype=torch.float64), torch.zeros(5, dtype=torch.float64)
-    out = torch.zeros(2, 3, 2, dtype=torch.float64)
-    with pytest.raises(ValueError, match="too short"):
-        ws.set_state(y, short, out)
-    with pytest.raises(ValueError, match="too short"):
-        ws.set_state(y, y, out.view(-1)[:-1])
-    f0 = y.clone()
-    ws.set_state(y, f0, out)
-    with pytest.raises(ValueError, match="shorter"):
-        ws.stage(1, short, y)
-    with pytest.raises(ValueError, match="out of range"):
-        ws.stage(7, y, y)
+    s, P = tab.num_stages, RKStepper(tab, None, compiled.BACKEND).P
+    a = [float(row[j]) if j < len(row) else 0.0 for row in tab.a for j in range(s)]
+    method = _C.RowMethod(num_stages=s, order=tab.order, fsal=True, c=list(tab.c), a=a, b=list(tab.b),
+                          b_err=list(tab.b_err), P=[x for row in P for x in row], num_terms=s)
+    controller = _C.ControllerParams(safety=0.9, ifactor=10.0, dfactor=0.2, pcoeff=0.0, icoeff=1.0, dcoeff=0.0,
+                                     min_step=0.0, max_step=float("inf"), predictive=False)
+    y = torch.ones(3, 2, dtype=torch.float64)
+    args = dict(method=method, controller=controller, rtol=1e-6, atol=1e-6, max_num_steps=100, first_step=0.1,
+                t_out=[0.0, 1.0], y0=y, f0=-y, out=torch.zeros(2, 3, 2, dtype=torch.float64),
+                y_stage=torch.zeros(3, 2, dtype=torch.float64), t_stage=torch.zeros(3, dtype=torch.float64),
+                dtype=1, t_dtype=1, sign=1.0, call=lambda: -args["y_stage"])
+    args.update(changes)
+    return args
+
+
+@pytest.mark.skipif(pyode.backend_info()["cpu_backend"] != "cpu", reason="compiled CPU backend not built")
+def test_compiled_rows_check_their_arguments():
+    """The C++ layer refuses buffers shorter than it would read or write (no out-of-bounds access), a method it
+    cannot run and bad times; with good arguments the rows solve y' = -y."""
+    from pyode import _C
+    from pyode._kernels import compiled
+    from pyode._solvers.rk_step import RKStepper
+    from pyode._solvers.tableaux import TABLEAUX
+
+    short = torch.zeros(5, dtype=torch.float64)
+    bad = {"f0": (short, "f0 and y_stage"), "y_stage": (short, "f0 and y_stage"),
+           "out": (torch.zeros(11, dtype=torch.float64), "out num_times"),
+           "y0": (torch.zeros(7, dtype=torch.float64), "rows = t_stage"),
+           "t_out": ([0.0, 0.0], "must increase"), "first_step": (float("nan"), "first_step"),
+           "max_num_steps": (0, "max_num_steps"), "dtype": (3, "unsupported dtype code 3"),
+           "t_dtype": (5, "unsupported dtype code 5")}
+    for name, (value, message) in bad.items():
+        with pytest.raises(ValueError, match=message):
+            _C.solve_per_sample(**_rows_arguments(**{name: value}))
+    with pytest.raises(TypeError):
+        _C.RowMethod(2, 1, True, [0.0, 1.0], [0.0] * 4, [0.5, 0.5], [0.1, -0.1], [1.0, 0.0], 2)
+    not_fsal = _C.RowMethod(num_stages=2, order=1, fsal=False, c=[0.0, 1.0], a=[0.0, 0.0, 1.0, 0.0], b=[0.5, 0.5],
+                            b_err=[0.1, -0.1], P=[1.0, 0.0], num_terms=2)
+    with pytest.raises(ValueError, match="FSAL"):
+        _C.solve_per_sample(**_rows_arguments(method=not_fsal))
+    args = _rows_arguments()
+    with pytest.raises(ValueError, match="fewer values than the batch"):
+        _C.solve_per_sample(**{**args, "call": lambda: short})
+    args = _rows_arguments()
+    calls, failed, rows = _C.solve_per_sample(**args)
+    assert failed == -1 and calls % 6 == 0 and all(row[0] == 0 and row[1] == 1.0 for row in rows)
+    torch.testing.assert_close(args["out"][1], torch.full((3, 2), math.exp(-1.0), dtype=torch.float64),
+                               rtol=1e-5, atol=0)
+    tab = TABLEAUX["dopri5"]
     rk = compiled.make_workspace(tab, 6, torch.float64, None)
-    rk.set_interpolant([float(x) for row in stepper.P for x in row], stepper.num_terms)
+    rk.set_interpolant([float(x) for row in RKStepper(tab, None, compiled.BACKEND).P for x in row], tab.num_stages)
     with pytest.raises(ValueError, match="out shorter"):
         rk.dense(short, [0.5], 0.1)
     with pytest.raises(ValueError, match="set_error_carry: buffer shorter"):
@@ -199,15 +254,16 @@ def test_compiled_rounds_propagate_funcs_exception_and_leave_no_state():
 @pytest.mark.skipif(pyode.backend_info()["cpu_backend"] != "cpu" or not core_loop.available(),
                     reason="compares the compiled per-sample rounds with the C++ joint loop")
 @pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3"])
-def test_a_batch_of_one_is_the_joint_solve_to_the_bit(method):
-    """The compiled per-sample rounds combine stages, error terms and dense output as the C++ joint loop does
-    (core::combine_terms, core::dense_weights) under the same controller: float64, same first step, same bits."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_batch_of_one_is_the_joint_solve_to_the_bit(method, dtype):
+    """The compiled per-sample rows are rows of the C++ joint loop (RowSolver, driven a stage at a time): given the
+    same first step, a batch of one takes the joint solve's steps to the same bits, in float64 and float32."""
     def vdp(t, y):
         x, v = y[..., 0], y[..., 1]
         return torch.stack([v, 5.0 * (1 - x * x) * v - x], -1)
 
-    y0 = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
-    t = torch.linspace(0, 6, 13, dtype=torch.float64)
+    y0 = torch.tensor([[2.0, 0.0]], dtype=dtype)
+    t = torch.linspace(0, 6, 13, dtype=dtype)
     with torch.no_grad():
         joint = pyode.solve(vdp, y0, t, method=method, rtol=1e-6, atol=1e-8, options={"first_step": 0.01})
         rows = pyode.solve(vdp, y0, t, method=method, rtol=1e-6, atol=1e-8,

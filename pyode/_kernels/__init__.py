@@ -12,7 +12,7 @@ picks the compiled backend of the tensors' device and falls back to the referenc
 device) when it is not built -- with a one-time warning for CUDA saying how to build it.
 
 A backend is a :class:`~pyode._kernels.backend.KernelBackend` instance with declared capabilities
-(``fused_workspace``, ``per_sample_fused``, ``fused_out``, ``name``, ``device_type``).
+(``fused_workspace``, ``fused_out``, ``name``, ``device_type``).
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ class KernelBackend:
         name: ``"reference"``, ``"cpu"`` or ``"cuda"`` (a wrapper adds a suffix).
         device_type: the tensors' device type, or None for any device.
         fused_workspace: :meth:`make_workspace` exists (one call per RK stage, no autograd).
-        per_sample_fused: :meth:`make_per_sample_workspace` exists (per-row step sizes in one call per stage).
         fused_out: :meth:`lincomb_raw` writes its result in one pass into a caller's ``out`` buffer (so a
             pooled buffer saves an allocation).
         async_finish: :meth:`rk_finish_device` exists (the norms stay on the device: no synchronisation).
@@ -34,7 +33,6 @@ class KernelBackend:
     name: ClassVar[str] = "abstract"
     device_type: ClassVar[str | None] = None
     fused_workspace: ClassVar[bool] = False
-    per_sample_fused: ClassVar[bool] = False
     fused_out: ClassVar[bool] = False
     async_finish: ClassVar[bool] = False
 
@@ -74,11 +72,6 @@ class KernelBackend:
     def make_workspace(self, tableau, n: int, dtype, segments: Segments | None):
         """A fused per-solve RK step state (only where ``fused_workspace``)."""
         raise NotImplementedError(f"the {self.name} backend has no fused workspace (fused_workspace is False)")
-
-    def make_per_sample_workspace(self, tableau, P, t_out, rows: int, width: int, dtype, opts, gains,
-                                  atol: float, rtol: float, stall_limit: int):
-        """A fused per-sample step state (only where ``per_sample_fused``)."""
-        raise NotImplementedError(f"the {self.name} backend has no per-sample workspace (per_sample_fused is False)")
 
     def __repr__(self) -> str:
         return f"<pyode kernel backend {self.name!r}>"

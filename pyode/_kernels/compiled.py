@@ -72,43 +72,22 @@ def make_workspace(tableau, n: int, dtype: torch.dtype, segments: Segments | Non
     return ws
 
 
-def make_per_sample_workspace(tableau, P, t_out: Sequence[float], rows: int, width: int, dtype: torch.dtype,
-                              opts, gains, atol: float, rtol: float, stall_limit: int):
-    """A :class:`pyode._C.PerSampleWorkspace`: fused per-row step sizes for an FSAL ``tableau`` with
-    interpolant matrix ``P`` (powers, s), output times ``t_out`` (solver direction), a (rows, width)
-    state, the step bounds and ``max_num_steps`` of ``opts`` (AdaptiveOptions, validated), the controller's
-    ``gains`` (:func:`pyode._solvers.controller.pid_gains`), the tolerances and ``stall_limit``
-    (:class:`pyode._solvers.adaptive.StallWatch`'s ``LIMIT``)."""
-    method = _C.PerSampleMethod(num_stages=tableau.num_stages, a=_flat_a(tableau), c=[float(x) for x in tableau.c],
-                                e=[float(x) for x in tableau.b_err], p=[float(x) for row in P for x in row])
-    controller = _C.ControllerGains(b1=float(gains.b1), b2=float(gains.b2), b3=float(gains.b3),
-                                    safety=float(gains.safety), ifactor=float(gains.ifactor),
-                                    dfactor=float(gains.dfactor))
-    config = _C.PerSampleConfig(gains=controller, min_step=float(opts.min_step), max_step=float(opts.max_step),
-                                atol=float(atol), rtol=float(rtol), max_num_steps=int(opts.max_num_steps),
-                                stall_limit=int(stall_limit))
-    return _C.PerSampleWorkspace(method=method, t_out=[float(x) for x in t_out], rows=int(rows), width=int(width),
-                                 dtype=_DTYPE_CODES[dtype], config=config)
-
-
 def scaled_norm(a: Tensor, b: Tensor | None, y: Tensor, atol: float, rtol: float) -> float:
     """RMS of ``(a - b) / (atol + rtol * |y|)`` (b None: of ``a / scale``); all (n,) of one dtype."""
     return _C.scaled_norm(a=a, b=b, y=y, atol=float(atol), rtol=float(rtol), dtype=_DTYPE_CODES[y.dtype])
 
 
 class CpuBackend(FusedBackend):
-    """``pyode._C``'s kernels on CPU tensors, with the fused RK and per-sample workspaces."""
+    """``pyode._C``'s kernels on CPU tensors, with the fused RK workspace."""
 
     name = "cpu"
     device_type = "cpu"
     fused_workspace = True
-    per_sample_fused = True
     fused_out = True
     lincomb_raw = staticmethod(lincomb_raw)
     rk_finish = staticmethod(rk_finish)
     scaled_norm = staticmethod(scaled_norm)
     make_workspace = staticmethod(make_workspace)
-    make_per_sample_workspace = staticmethod(make_per_sample_workspace)
 
 
 BACKEND = CpuBackend()

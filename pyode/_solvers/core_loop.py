@@ -421,3 +421,40 @@ def _solver(fn, data, method, opts, rtol, atol, jacobian, stats, time_sign) -> C
 
 
 _SUCCESS, _EVENT = 0, 4  # pyode_native.h's trajectory status codes
+
+
+def per_sample_eligible(stepper, y: Tensor) -> bool:
+    """Whether per-sample mode's rows can run in the C++ loop (:func:`solve_per_sample`): the compiled CPU backend,
+    an adaptive explicit tableau, a float32/float64 CPU state (the caller checks autograd, hooks and
+    on_failure)."""
+    from pyode._solvers.rk_step import RKStepper
+
+    return (isinstance(stepper, RKStepper) and stepper.kern.name == "cpu" and stepper.tableau.b_err is not None and y.dtype in _C_TYPES and y.device.type == "cpu"
+            and os.environ.get("PYODE_CORE_LOOP", "1") != "0" and _C() is not None)
+
+
+def solve_per_sample(stepper, opts, predictive: bool, t_out: list[float], y: Tensor, f0: Tensor, h0: float,
+                     out: Tensor, y_stage: Tensor, t_stage: Tensor, sign: float, call):
+    """Per-sample mode as rows of the C++ loop (``csrc/per_sample_rows.cpp``: a RowSolver per batch row, func called
+    once per stage on the whole batch; dense output by the stepper's interpolant ``P``). y, f0: (rows, width) at ``t_out[0]``; out (T, rows, width) receives the
+    outputs; ``call()`` runs func on y_stage (rows, width) at t_stage (rows,) (float32 or float64 solver times times
+    ``sign``) and returns its (rows, width) output, or None to stop. Returns None when call stopped it, else
+    (calls, first failed row or -1, per-row (status, t_reached, accepted, rejected))."""
+    tab = stepper.tableau
+    s = tab.num_stages
+    a = [0.0] * (s * s)
+    for i, row in enumerate(tab.a):
+        a[i * s:i * s + len(row)] = [float(x) for x in row]
+    method = _C().RowMethod(num_stages=s, order=tab.order, fsal=stepper.fsal, c=[float(x) for x in tab.c], a=a,
+                            b=[float(x) for x in tab.b], b_err=[float(x) for x in tab.b_err],
+                            P=[float(x) for row in stepper.P for x in row], num_terms=stepper.num_terms)
+    controller = _C().ControllerParams(
+        safety=float(opts.safety), ifactor=float(opts.ifactor), dfactor=float(opts.dfactor),
+        pcoeff=float(opts.pcoeff), icoeff=float(opts.icoeff), dcoeff=float(opts.dcoeff),
+        min_step=float(opts.min_step), max_step=float(opts.max_step), predictive=predictive)
+    return _C().solve_per_sample(
+        method=method, controller=controller, rtol=float(stepper.rtol), atol=float(stepper.atol),
+        max_num_steps=int(opts.max_num_steps), first_step=float(h0), t_out=[float(x) for x in t_out],
+        y0=y.contiguous(), f0=f0.contiguous(), out=out, y_stage=y_stage, t_stage=t_stage,
+        dtype=0 if y.dtype == torch.float32 else 1, t_dtype=0 if t_stage.dtype == torch.float32 else 1,
+        sign=float(sign), call=call)

@@ -10,9 +10,10 @@ are this loop's for all. The stage sums, the embedded error and the dense output
 interpolant as the joint loop (its stepper's); step-size control is the same I controller, applied row-wise (the
 joint loop's PID controller, :func:`pyode._solvers.controller.step_factor`, with a ratio history per row), under
 the joint loop's rules: a rejected step that cannot shrink, a step below the resolution of t and a state that
-overflows its dtype (:class:`pyode._solvers.adaptive.StallWatch`) raise. With a compiled backend, an explicit
-FSAL tableau and no autograd to record, a round is one fused call per stage plus one call that finishes every row
-(``pyode._C.PerSampleWorkspace``); otherwise it runs on tensor ops (differentiable).
+overflows its dtype (:class:`pyode._solvers.adaptive.StallWatch`) raise. With the compiled CPU backend, an
+explicit adaptive tableau and no autograd to record, every row is a row of the C++ solve loop
+(:func:`pyode._solvers.core_loop.solve_per_sample`: a RowSolver per row, func called once per stage on the batch);
+otherwise the rounds run on tensor ops (differentiable), which take the same steps.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from pyode._solvers.adaptive import StallWatch, check_step_resolution, stall_message, step_resolution
+from pyode._solvers import core_loop
 from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.controller import (
     TENSOR_OPS,
@@ -116,14 +118,11 @@ class PerSampleLoop:
         out[ks_idx, rows] = values
 
     def _fused_ok(self, y: Tensor, f0: Tensor) -> bool:
-        """A compiled backend, an FSAL tableau, float32/64 on the CPU and no autograd to record."""
-        st = self.st
-        return (isinstance(st, RKStepper) and st.kern.per_sample_fused and st.fsal
-                and st.tableau.b_err is not None
-                and y.dtype in (torch.float32, torch.float64) and y.device.type == "cpu"
+        """The C++ loop's rows (:func:`core_loop.per_sample_eligible`) and nothing they do not run: no autograd to
+        record, no func callbacks (they run between the tensor-op rounds), on_failure "raise"."""
+        return (core_loop.per_sample_eligible(self.st, y)
                 and not (torch.is_grad_enabled() and (y.requires_grad or f0.requires_grad))
-                and self.callbacks is None  # the hooks run between the tensor-op rounds
-                and not self.predictive  # the fused rounds run the PID controller only
+                and self.callbacks is None
                 and self.opts.on_failure == "raise")  # "mark" keeps failed rows out of the tensor-op rounds
 
     def integrate(self, y0: Tensor, t_out: list[float], hooks: LoopHooks = NO_HOOKS) -> list[Tensor]:
@@ -157,50 +156,32 @@ class PerSampleLoop:
         return [y0.reshape(1, -1).repeat(len(t_out), 1)]
 
     def _integrate_fused(self, y: Tensor, f0: Tensor, h0: float, out: Tensor, t_out: list[float]) -> bool:
-        """The fused rounds (see the module docstring), writing ``out`` (T, batch, m). False if func turned out
-        to record autograd (the tensor-op rounds then start over)."""
-        st = self.st
-        y, f0 = y.clone(), f0.clone()  # the workspace moves rows on in place
-        ws = st.kern.make_per_sample_workspace(st.tableau, st.P, t_out, y.shape[0], y.shape[1], y.dtype, self.opts,
-                                               self.gains, st.atol, st.rtol, StallWatch.LIMIT)
-        ws.set_state(y, f0, out)
-        ws.set_first_step(h0)
-        rounds = self._fused_rounds(ws, y, f0)
-        if rounds is None:
-            return False
-        self._record_counts(torch.tensor(ws.accepted()), torch.tensor(ws.rejected()), rounds)
-        return True
-
-    def _fused_rounds(self, ws, y: Tensor, f0: Tensor) -> int | None:
-        """Runs rounds until every row reached the end (the loop in C++: ``ws.run_rounds``, which calls back for
-        func at each stage); returns their number (None: func records autograd). ``y``, ``f0``: the (batch, m)
-        buffers the workspace moves on in place."""
+        """Every row a row of the C++ loop (:func:`core_loop.solve_per_sample`), writing ``out`` (T, batch, m).
+        False if func turned out to record autograd, or a row failed: the tensor-op rounds then start over (and
+        raise the failure with their diagnosis, as the joint solve reruns the Python loop)."""
         fn = self.st.fn
-        t_code = 0 if fn.t_dtype == torch.float32 else 1  # the workspace writes float32 or float64 times
-        t_dtype = torch.float32 if t_code == 0 else torch.float64
-        convert = fn.t_dtype != t_dtype  # float16/bfloat16 times: one conversion per stage
-        # One stage input and one time buffer for every stage (the joint C++ loop hands func views of its own
-        # buffers alike); func's output is pinned by the workspace as that stage's term.
-        y_stage = torch.empty(self.shape, dtype=f0.dtype)
+        t_dtype = torch.float32 if fn.t_dtype == torch.float32 else torch.float64  # the rows write these times
+        convert = fn.t_dtype != t_dtype  # float16/bfloat16 times: one conversion per call
+        y_stage = torch.empty(self.shape, dtype=y.dtype)  # every call's input; func's output is copied out at once
         t_stage = torch.empty(self.shape[0], dtype=t_dtype)
-        storage = y_stage.untyped_storage().data_ptr()
 
-        def call(i: int) -> Tensor | None:
+        def call() -> Tensor | None:
             k = self._call_user_time(t_stage.to(fn.t_dtype) if convert else t_stage, y_stage)
-            if k.requires_grad:
-                return None
-            # an output that shares y_stage's memory (func returned its input or a view of it) would be
-            # overwritten by the next stage's input
-            return k.clone() if k.untyped_storage().data_ptr() == storage else k
+            return None if k.requires_grad else k
 
-        rounds, status = ws.run_rounds(y_stage=y_stage, t_stage=t_stage, t_code=t_code, sign=self.sign, call=call)
-        if status is None:
-            return None
-        _, kind, row, t_row, t_min = status
-        self.stats.t_reached = self.sign * t_min
-        if kind:
-            self._raise_row_failure(kind, row, t_row, y[row])
-        return rounds
+        nfe_before = fn.stats.nfe
+        result = core_loop.solve_per_sample(self.st, self.opts, self.predictive, t_out, y, f0, h0, out, y_stage,
+                                            t_stage, self.sign, call)
+        if result is None:
+            return False
+        _calls, failed, rows = result
+        if failed >= 0:
+            fn.stats.nfe = nfe_before
+            return False
+        self.stats.t_reached = self.sign * min(row[1] for row in rows)
+        accepted, rejected = torch.tensor([row[2] for row in rows]), torch.tensor([row[3] for row in rows])
+        self._record_counts(accepted, rejected, int((accepted + rejected).max()))  # rounds: the most steps of a row
+        return True
 
     def _raise_row_failure(self, kind: int, row: int, t_row: float, y_row: Tensor) -> None:
         """Raises for batch row ``row`` (state ``y_row`` (m,)) at solver time ``t_row``; ``kind`` (the codes of the
@@ -356,9 +337,45 @@ class _RowControl:
 
 def row_error_ratio(y0: Tensor, y1: Tensor, err: Tensor, atol: float, rtol: float) -> Tensor:
     """Every row's error ratio, (batch,) float64: the RMS over the row of ``err / (atol + rtol max(|y0|, |y1|))``,
-    the joint loop's norm (``rk_finish``) taken row by row. All (batch, m), without autograd."""
-    scale = atol + rtol * torch.maximum(y0.abs(), y1.abs())
-    return (err / scale).double().pow(2).mean(dim=1).sqrt()
+    the joint loop's norm (``rk_finish``) taken row by row, summed as the C++ loop's rows sum it (float32:
+    :func:`_float_kernel_rms`). All (batch, m), without autograd."""
+    q = err / (atol + rtol * torch.maximum(y0.abs(), y1.abs()))
+    return _float_kernel_rms(q) if q.dtype == torch.float32 else q.double().pow(2).mean(dim=1).sqrt()
+
+
+# How the compiled float32 kernels sum squares (csrc/include/pyode: common.h's kBlock, stream_terms.h's kSumLanes).
+_SUM_BLOCK, _SUM_LANES = 2048, 16
+
+
+def _float_kernel_rms(q: Tensor) -> Tensor:
+    """The RMS over each row of float32 ``q`` (batch, m) as the compiled float32 kernels take it (``kernel_rms_f32``
+    in core/norms.h): per block of ``_SUM_BLOCK`` elements, squares summed in float in ``_SUM_LANES`` interleaved
+    lanes (element i in lane i mod 16, each lane in order), the lanes added in order (again in double where the
+    float sum overflows); the block sums added in double. (batch,) float64."""
+    batch, m = q.shape
+    total = torch.zeros(batch, dtype=torch.float64, device=q.device)
+    for lo in range(0, m, _SUM_BLOCK):
+        block = q[:, lo:lo + _SUM_BLOCK]
+        in_float = _lane_sum(block * block)
+        if not bool(torch.isfinite(in_float).all()):
+            wide = block.double()
+            in_float = torch.where(torch.isfinite(in_float), in_float.double(), _lane_sum(wide * wide))
+        total = total + in_float.double()
+    return (total / m).sqrt()
+
+
+def _lane_sum(squares: Tensor) -> Tensor:
+    """Σ over each row of ``squares`` (batch, k), k <= _SUM_BLOCK, in the kernels' order and precision (see
+    :func:`_float_kernel_rms`); the padding zeros change no sum."""
+    lanes = torch.nn.functional.pad(squares, (0, (-squares.shape[1]) % _SUM_LANES)).view(squares.shape[0], -1,
+                                                                                      _SUM_LANES)
+    acc = lanes[:, 0]
+    for g in range(1, lanes.shape[1]):
+        acc = acc + lanes[:, g]
+    out = acc[:, 0]
+    for lane in range(1, _SUM_LANES):
+        out = out + acc[:, lane]
+    return out
 
 
 def row_stepper(stepper, call, batch: int):

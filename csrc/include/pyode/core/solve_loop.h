@@ -223,10 +223,48 @@ class RowSolver {
       else if (m_->kind == Kind::kAlf) run_alf(y0, t_out, num_times);
       else run_fixed(y0, t_out, num_times);
     }
-    for (int64_t k = written_; k < num_times; ++k)  // outputs the row never reached
-      for (int i = 0; i < n_; ++i) out.ys[k * out.stride + i] = static_cast<T>(NAN);
-    return stats_;
+    return finish_outputs(num_times);
   }
+
+  // The row as resumable steps, for a caller that evaluates f for many rows at once (per-sample mode,
+  // core/batched_rows.h): the same steps as run() without an event, for an adaptive explicit method whose dense
+  // output is its interpolant (not restep), with LoopOptions::first_step > 0 and no stops or jumps. start() takes y0 at t_out[0] and f0 = f(t_out[0], y0);
+  // then, while pending() names a point (solver time, n values), the caller writes f there into resume()'s
+  // argument; once pending() is false, result() gives the stats (the outputs the row never reached are NaN).
+  void start(const T* y0, const T* f0, const double* t_out, int64_t num_times, RowOutputOf<T> out) {
+    out_ = out;
+    std::memcpy(out.ys, y0, sizeof(T) * n_);
+    written_ = 1;
+    t_out_ = t_out;
+    num_times_ = num_times;
+    t_ = t_out[0];
+    t_end_ = t_out[num_times - 1];
+    stats_.t_reached = t_;
+    std::memcpy(ws_.y.data(), y0, sizeof(T) * n_);
+    std::memcpy(ws_.K.data(), f0, sizeof(T) * n_);
+    h_ = o_.first_step;
+    waiting_ = bound_first_step(t_, &h_) && begin_step();
+  }
+  // The point the row waits for f at: its solver time and state (n values); false once the row is done.
+  bool pending(double* t, const T** y) const {
+    if (!waiting_) return false;
+    *t = stage_t_;
+    *y = stage_y_;
+    return true;
+  }
+  // f at the pending point (n values): the row moves on to the next point it needs f at.
+  void resume(const T* f) {
+    ++stats_.n_feval;
+    copy(f, k(ws_.K.data(), stage_));
+    if (stage_ == m_->s) waiting_ = end_accepted();  // f1 of a method without FSAL
+    else waiting_ = ++stage_ < m_->s ? next_stage() : end_step();
+  }
+  RowStats result() { return finish_outputs(num_times_); }
+  // Whether the row stopped short of its end (a failure status; an event is not one here).
+  bool failed() const { return stats_.status != Status::kSuccess; }
+
+  // The memory the row's buffers hold, in bytes (its workspace's).
+  size_t workspace_bytes() const { return ws_.bytes(); }
 
  private:
   const Method* m_;  // the method of the next step: fixed, or with auto_ the one the switch chose
@@ -268,6 +306,52 @@ class RowSolver {
   bool solve_esdirk(double t0, const double* y0, double h, double* K, double t_end);
   bool newton_stage(double t_i, const double* base, double hg, const double* y0, double* y_stage);
 
+  // The resumable row's position (start/pending/resume): the outputs, the step, the stage it waits for (s: f1).
+  const double* t_out_ = nullptr;
+  int64_t num_times_ = 0;
+  double t_ = 0.0, h_ = 0.0, h_step_ = 0.0, t_end_ = 0.0, stage_t_ = 0.0, ratio_ = 0.0, t1_ = 0.0;
+  const T* stage_y_ = nullptr;
+  int stage_ = 0;
+  bool waiting_ = false;
+
+  // The resumable row's next step from (t_, ws_.y), waiting for its stage 1; false when the row is done.
+  bool begin_step() {
+    if (!(t_ < t_end_ && written_ < num_times_)) return false;
+    h_step_ = clamp(t_, h_, t_end_);
+    stage_ = 1;
+    return next_stage();
+  }
+  bool next_stage() {
+    stage_y_ = stage_input(ws_.y.data(), h_step_, ws_.K.data(), ws_.y1.data(), stage_);
+    stage_t_ = stage_time(t_, h_step_, t_ + h_step_, stage_);
+    return true;
+  }
+  // After the last stage: accept or reject (run_adaptive's rules); then the point the row waits for next (f1 of
+  // an accepted step without FSAL, or the next step's stage 1), or false when the row is done.
+  bool end_step() {
+    ratio_ = explicit_finish(ws_.y.data(), h_step_, ws_.K.data(), ws_.y1.data());
+    const bool accepted = ratio_ <= 1.0;
+    h_ = ctrl_.next_step(h_step_, ratio_, accepted);
+    if (!accepted) return !reject(t_, h_, h_step_, ratio_) && begin_step();
+    t1_ = py_min(t_end_, t_ + h_step_);
+    if (accept_stalls(t1_)) return false;
+    if (m_->fsal) return end_accepted();
+    stage_ = m_->s;  // f1 = f(t + h, y1): the interpolant's term s and the next step's K[0]
+    stage_y_ = ws_.y1.data();
+    stage_t_ = t_ + h_step_;
+    return true;
+  }
+  bool end_accepted() {
+    return !advance(t_, h_step_, t1_, h_, ratio_, false, t_out_, num_times_, t_end_) && begin_step();
+  }
+
+  // NaN into the outputs the row never reached; its stats.
+  RowStats finish_outputs(int64_t num_times) {
+    for (int64_t k = written_; k < num_times; ++k)
+      for (int i = 0; i < n_; ++i) out_.ys[k * out_.stride + i] = static_cast<T>(NAN);
+    return stats_;
+  }
+
   void eval(double t, const T* y, T* dy) {
     ++stats_.n_feval;
     rhs_(t, y, dy);
@@ -281,19 +365,33 @@ class RowSolver {
   // One step of size h from (t0, y0) with K[0] = f(t0, y0) already there: stages into K, y1 into `y1`.
   // Returns the error ratio (0 for fixed-grid methods).
   double attempt(double t0, const T* y0, double h, T* K, T* y1, bool ends_at_jump = false) {
-    const int s = m_->s;
     const double t_end = ends_at_jump ? std::nextafter(t0 + h, -INFINITY) : t0 + h;
     if constexpr (kStiff) {
       if (m_->kind == Kind::kRosenbrock) return attempt_rosenbrock(t0, y0, h, K, y1, t_end);
       if (m_->kind == Kind::kEsdirk) return attempt_esdirk(t0, y0, h, K, y1, t_end);
       if (m_->kind == Kind::kAdams && adams_step(y0, h, K, y1)) return 0.0;  // else the starter's step
     }
-    for (int i = 1; i < s; ++i) {
-      T* in = (m_->fsal && i == s - 1) ? y1 : ws_.stage.data();
-      for (int j = 0; j < i; ++j) ws_.w[j] = h * m_->a[i * s + j];
-      combine(y0, K, ws_.w.data(), i, n_, in);
-      eval(m_->c[i] == 1.0 ? t_end : t0 + m_->c[i] * h, in, k(K, i));
-    }
+    for (int i = 1; i < m_->s; ++i) eval(stage_time(t0, h, t_end, i), stage_input(y0, h, K, y1, i), k(K, i));
+    return explicit_finish(y0, h, K, y1);
+  }
+
+  // The explicit step's pieces, shared by attempt and the resumable rows (start/pending/resume).
+  // Stage i's time; t_end: the step's end (one ulp short of it when the step ends on a jump).
+  double stage_time(double t0, double h, double t_end, int i) const {
+    return m_->c[i] == 1.0 ? t_end : t0 + m_->c[i] * h;
+  }
+  // Stage i's input y0 + Σ_{j<i} (h a_ij) K_j, stages 0..i-1 in K: into y1 for the last stage of an FSAL method
+  // (its input is y1), else into ws_.stage. Returns where it went.
+  T* stage_input(const T* y0, double h, const T* K, T* y1, int i) {
+    const int s = m_->s;
+    T* in = (m_->fsal && i == s - 1) ? y1 : ws_.stage.data();
+    for (int j = 0; j < i; ++j) ws_.w[j] = h * m_->a[i * s + j];
+    combine(y0, K, ws_.w.data(), i, n_, in);
+    return in;
+  }
+  // After the stages: y1 (unless FSAL) and the error ratio (0 for fixed-grid methods).
+  double explicit_finish(const T* y0, double h, const T* K, T* y1) {
+    const int s = m_->s;
     if (!m_->fsal) {
       for (int j = 0; j < s; ++j) ws_.w[j] = h * m_->b[j];
       combine(y0, K, ws_.w.data(), s, n_, y1);
@@ -385,6 +483,45 @@ class RowSolver {
     return false;
   }
 
+  // min_step and max_step bound every step, the first included (a NaN h stays NaN). False (the row failed) when
+  // the first step is not a positive finite number.
+  bool bound_first_step(double t, double* h) {
+    if (!std::isnan(*h)) *h = py_min(py_max(*h, o_.controller.min_step), o_.controller.max_step);
+    if (std::isfinite(*h) && *h > 0.0) return true;
+    fail(Status::kNonFinite, t);
+    return false;
+  }
+
+  // An accepted step ending at t1 is counted; true when the row stops because its state stalls (stalled).
+  bool accept_stalls(double t1) {
+    ++stats_.n_accepted;
+    return stalled(ws_.y.data(), ws_.y1.data()) && fail(Status::kNonFinite, t1);
+  }
+
+  // A rejected step of size h_step from t (error ratio `ratio`, next size h). True when the row stops: too many
+  // steps, a step below the resolution of t, or a step the controller cannot shrink.
+  bool reject(double t, double h, double h_step, double ratio) {
+    ++stats_.n_rejected;
+    if (!std::isfinite(ratio)) ++non_finite_;
+    if (check_progress(t, h, ratio)) return true;
+    if (h >= h_step) return fail(Status::kStepUnderflow, t);  // the controller cannot shrink it
+    return false;
+  }
+
+  // An accepted step of size h_step from (t, ws_.y) to (t1, ws_.y1) (f1 in K[s] unless FSAL): its outputs, the next
+  // step's K[0], then the row moves on to t1. True when the row stops (at the end, the next h is never taken).
+  bool advance(double& t, double h_step, double t1, double h, double ratio, bool at_jump, const double* t_out,
+               int64_t num_times, double t_end) {
+    T *K = ws_.K.data(), *y1 = ws_.y1.data();
+    write_outputs(t, ws_.y.data(), h_step, t1, y1, t_out, num_times, true);
+    if (at_jump) eval(std::nextafter(t1, INFINITY), y1, K);  // the next step starts on the right piece
+    else copy(k(K, m_->fsal ? m_->s - 1 : m_->s), K);
+    copy(y1, ws_.y.data());
+    t = t1;
+    stats_.t_reached = t;
+    return t < t_end && check_progress(t, h, ratio);
+  }
+
   // pyode's StallWatch (adaptive.py): at the edge of T's range every step that changes the state overflows (a
   // NaN/inf error ratio, rejected) and the steps that stay finite no longer change it, so t would creep on for
   // ever. After a NaN/inf rejection, kStallLimit accepted steps that leave y bitwise unchanged (== per element,
@@ -437,9 +574,7 @@ void RowSolver<Rhs, T>::run_adaptive(const T* y0_in, const double* t_out, int64_
     auto f = [this](double tt, const T* yy, T* dy) { eval(tt, yy, dy); };
     h = initial_step(f, t, y, K, n_, m_->order, o_.rtol, o_.atol, ws_.probe.data(), k(K, m_->s));
   }
-  // min_step and max_step bound every step, the first included (a NaN h stays NaN).
-  if (!std::isnan(h)) h = py_min(py_max(h, o_.controller.min_step), o_.controller.max_step);
-  if (!(std::isfinite(h) && h > 0.0)) { fail(Status::kNonFinite, t); return; }
+  if (!bound_first_step(t, &h)) return;
   if constexpr (Event::active) {
     double v;
     if (!event_value(ev, t, y, &v)) return;
@@ -451,19 +586,15 @@ void RowSolver<Rhs, T>::run_adaptive(const T* y0_in, const double* t_out, int64_
     const bool accepted = ratio <= 1.0;
     h = ctrl_.next_step(h_step, ratio, accepted);
     if (!accepted) {
-      ++stats_.n_rejected;
-      if (!std::isfinite(ratio)) ++non_finite_;
-      if (check_progress(t, h, ratio)) return;
-      if (h >= h_step) { fail(Status::kStepUnderflow, t); return; }  // the controller cannot shrink it
+      if (reject(t, h, h_step, ratio)) return;
       if (auto_.active()) ++auto_.retries;
       continue;
     }
-    ++stats_.n_accepted;
     // auto: the explicit step's stiffness estimate, from its stages before K[0] is overwritten below
     const double rho = auto_.active() && m_ == auto_.explicit_method ? explicit_stiffness(h_step) : 0.0;
     const double t_step = t;
     const double t1 = py_min(t_end, t + h_step);
-    if (stalled(y, y1)) { fail(Status::kNonFinite, t1); return; }
+    if (accept_stalls(t1)) return;
     const bool at_jump = is_jump(t1);
     if (!m_->fsal && !at_jump) eval(t + h_step, y1, k(K, m_->s));  // f1: the interpolant's term s, the next f0
     if (!m_->fsal && at_jump && m_->needs_f1()) eval(std::nextafter(t1, -INFINITY), y1, k(K, m_->s));  // left piece
@@ -475,13 +606,7 @@ void RowSolver<Rhs, T>::run_adaptive(const T* y0_in, const double* t_out, int64_
         return;
       }
     }
-    write_outputs(t, y, h_step, t1, y1, t_out, num_times, true);
-    if (at_jump) eval(std::nextafter(t1, INFINITY), y1, K);  // the next step starts on the right piece
-    else copy(k(K, m_->fsal ? m_->s - 1 : m_->s), K);
-    copy(y1, y);
-    t = t1;
-    stats_.t_reached = t;
-    if (t < t_end && check_progress(t, h, ratio)) return;  // at the end, the next h is never taken
+    if (advance(t, h_step, t1, h, ratio, at_jump, t_out, num_times, t_end)) return;
     // auto: the switch sees the step before the next one (not after the last, as implicit_auto.py)
     if (auto_.active() && t < t_end && written_ < num_times) auto_after_accept(t_step + h_step, y, h_step, rho);
   }
