@@ -66,7 +66,8 @@ struct Buffers {
   Buffer y0, f0, out, y_stage, t_stage;
 };
 
-// The rows' loop: gather every waiting row's point, call func on the batch, scatter its value; until every row is
+// The rows' loop: gather every waiting row's point, call func on the batch, exchange its value for the rows' next
+// points; until every row is
 // done or one failed. Returns (calls, first failed row or -1, per-row stats) or None when call returned None.
 template <class T, class Time>
 py::object run_rows(const pyode::core::Method& m, const pyode::core::LoopOptions& o, int64_t rows, int width,
@@ -79,21 +80,21 @@ py::object run_rows(const pyode::core::Method& m, const pyode::core::LoopOptions
     ReleaseGilIfLarge released(n);
     solve = std::make_unique<pyode::core::BatchedRows<T>>(
         m, o, rows, width, reinterpret_cast<const T*>(b.y0.ptr), reinterpret_cast<const T*>(b.f0.ptr), t_out.data(),
-        static_cast<int64_t>(t_out.size()), reinterpret_cast<T*>(b.out.ptr));
+        static_cast<int64_t>(t_out.size()), reinterpret_cast<T*>(b.out.ptr), y_stage);
   }
-  int64_t calls = 0;
-  while (solve->first_failed() < 0) {
-    {
-      ReleaseGilIfLarge released(n);
-      if (solve->gather(t_stage, sign, y_stage) == 0) break;
-    }
+  int64_t calls = 0, waiting = 0;
+  {
+    ReleaseGilIfLarge released(n);
+    waiting = solve->gather(t_stage, sign);
+  }
+  while (waiting > 0 && solve->first_failed() < 0) {
     py::object f = call();
     ++calls;
     if (f.is_none()) return py::none();
     const Buffer v = buffer_of(f);
     check(v.numel >= n && (v.ptr != 0 || n == 0), "func's output holds fewer values than the batch");
     ReleaseGilIfLarge released(n);
-    solve->scatter(reinterpret_cast<const T*>(v.ptr));
+    waiting = solve->exchange(reinterpret_cast<const T*>(v.ptr), t_stage, sign);
   }
   py::list stats;
   for (int64_t r = 0; r < rows; ++r) {

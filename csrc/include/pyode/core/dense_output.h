@@ -25,13 +25,15 @@ constexpr int kCombineBlockedMin = 64;
 
 // combine for a long row: lincomb_cpu's blocked path (per block of pyode::kBlock elements: the base, then each
 // term in increasing j). Each element sees the same operations in the same order as the per-element loop, so
-// the two give the same bits. out may be y0 itself, or a term not among the non-zero ones (idx).
+// the two give the same bits. out may be y0 itself, or a term not among the non-zero ones (idx); y0 nullptr: from 0.
 template <class T>
 inline void combine_blocked(const T* y0, const T* K, const int* idx, const T* wt, int nz, int n, T* out) {
   for (int start = 0; start < n; start += static_cast<int>(pyode::kBlock)) {
     const int len = std::min(static_cast<int>(pyode::kBlock), n - start);
     T* o = out + start;
-    if (o != y0 + start)
+    if (y0 == nullptr)  // from 0
+      for (int i = 0; i < len; ++i) o[i] = T(0);
+    else if (o != y0 + start)
       for (int i = 0; i < len; ++i) o[i] = y0[start + i];
     for (int q = 0; q < nz; ++q) {
       const T w = wt[q];
@@ -76,6 +78,35 @@ inline void combine_terms(const T* y0, TermAt term, const double* w, int terms, 
   T wt[kMaxTerms];
   const int nz = nonzero_weights(w, terms, idx, wt);
   combine_nonzero(y0, term, idx, wt, nz, begin, end, out);
+}
+
+// combine_nonzero for a state of N (compile-time) elements: the terms outer, the N sums in registers (each element
+// still sums its terms in increasing q from y0, so the result is the same bit for bit; the N chains of adds
+// overlap instead of running one after another).
+template <int N, class T>
+inline void combine_small(const T* y0, const T* K, const int* idx, const T* wt, int nz, T* out) {
+  T acc[N];
+  for (int e = 0; e < N; ++e) acc[e] = y0 != nullptr ? y0[e] : T(0);
+  for (int q = 0; q < nz; ++q) {
+    const T w = wt[q];
+    const T* kq = K + static_cast<long>(idx[q]) * N;
+    for (int e = 0; e < N; ++e) acc[e] += w * kq[e];
+  }
+  for (int e = 0; e < N; ++e) out[e] = acc[e];
+}
+
+// combine over the non-zero terms idx[0..nz) with their weights wt (already in T).
+template <class T>
+inline void combine_sparse(const T* y0, const T* K, const int* idx, const T* wt, int nz, int n, T* out) {
+  switch (n) {  // the small states of per-sample rows and small systems
+    case 1: return combine_small<1>(y0, K, idx, wt, nz, out);
+    case 2: return combine_small<2>(y0, K, idx, wt, nz, out);
+    case 3: return combine_small<3>(y0, K, idx, wt, nz, out);
+    case 4: return combine_small<4>(y0, K, idx, wt, nz, out);
+    default: break;
+  }
+  if (n >= kCombineBlockedMin) return combine_blocked(y0, K, idx, wt, nz, n, out);
+  combine_nonzero(y0, [K, n](int j) { return K + static_cast<long>(j) * n; }, idx, wt, nz, 0, n, out);
 }
 
 // out = y0 + Σ_j w_j K_j over the terms K (num_terms arrays of n, contiguous with stride n): combine_terms, or for

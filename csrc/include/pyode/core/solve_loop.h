@@ -124,10 +124,18 @@ struct WorkspaceOf {
   LineVector<int> piv;
   // Rosenbrock: the non-zero a_ij (rows 0..s-1), c_ij (rows s..2s-1), m (row 2s) and m_err (row 2s+1).
   SparseRows coef;
+  // A method with a tableau (explicit, Adams' starter): the non-zero a_ij (rows 0..s-1), b (row s), b_err (row s+1).
+  SparseRows plan;
   // For method m, and with `partner` (method="auto": m explicit, partner its stiff method) for both.
   void resize(const Method& m, int n, const Method* partner = nullptr) {
     const Method& sm = partner != nullptr ? *partner : m;  // the one whose implicit buffers are needed
     coef.clear();
+    plan.clear();
+    if ((m.kind == Kind::kExplicit || m.kind == Kind::kAdams) && m.a != nullptr) {
+      for (int i = 0; i < m.s; ++i) plan.add(m.a + i * m.s, i);
+      plan.add(m.b, m.s);
+      if (m.b_err != nullptr) plan.add(m.b_err, m.s);
+    }
     if (sm.kind == Kind::kRosenbrock) {
       for (int i = 0; i < sm.s; ++i) coef.add(sm.a + i * sm.s, i);
       for (int i = 0; i < sm.s; ++i) coef.add(sm.ros_c + i * sm.s, i);
@@ -206,7 +214,7 @@ class RowSolver {
   // stiff: method="auto" (m explicit, stiff its partner, ws resized for both), else nullptr.
   RowSolver(const Method& m, const LoopOptions& o, Rhs& rhs, WorkspaceOf<T>& ws, int n,
             const Method* stiff = nullptr)
-      : m_(&m), o_(o), rhs_(rhs), ws_(ws), n_(n), ctrl_(o.controller) {
+      : m_(&m), o_(o), rhs_(rhs), ws_(ws), n_(n), plan_(&ws.plan), ctrl_(o.controller) {
     if (stiff != nullptr) auto_ = AutoSwitch{&m, stiff};
   }
 
@@ -231,7 +239,10 @@ class RowSolver {
   // output is its interpolant (not restep), with LoopOptions::first_step > 0 and no stops or jumps. start() takes y0 at t_out[0] and f0 = f(t_out[0], y0);
   // then, while pending() names a point (solver time, n values), the caller writes f there into resume()'s
   // argument; once pending() is false, result() gives the stats (the outputs the row never reached are NaN).
-  void start(const T* y0, const T* f0, const double* t_out, int64_t num_times, RowOutputOf<T> out) {
+  // slot: where the row writes its stage inputs (n values, the caller's batch buffer; nullptr: its own), so that
+  // pending() names it and the caller need not copy (the last stage of an FSAL method is y1, the row's own).
+  void start(const T* y0, const T* f0, const double* t_out, int64_t num_times, RowOutputOf<T> out, T* slot) {
+    slot_ = slot != nullptr ? slot : ws_.stage.data();
     out_ = out;
     std::memcpy(out.ys, y0, sizeof(T) * n_);
     written_ = 1;
@@ -260,6 +271,9 @@ class RowSolver {
     else waiting_ = ++stage_ < m_->s ? next_stage() : end_step();
   }
   RowStats result() { return finish_outputs(num_times_); }
+  // Reads the method's coefficient rows from `plan` (the same method's, e.g. another row's of a batch) instead of
+  // its workspace's: rows of a batch share one copy.
+  void share_plan(const SparseRows* plan) { plan_ = plan; }
   // Whether the row stopped short of its end (a failure status; an event is not one here).
   bool failed() const { return stats_.status != Status::kSuccess; }
 
@@ -272,6 +286,16 @@ class RowSolver {
   Rhs& rhs_;
   WorkspaceOf<T>& ws_;
   int n_;
+  // The resumable row's position (start/pending/resume): the step, the stage it waits for (s: f1), the outputs.
+  // Next to the fields above: a batch of rows touches these on every evaluation.
+  int stage_ = 0;
+  bool waiting_ = false;
+  const T* stage_y_ = nullptr;
+  T* slot_ = nullptr;
+  const SparseRows* plan_;  // the method's coefficient rows: the workspace's, or one shared by a batch of rows
+  double t_ = 0.0, h_ = 0.0, h_step_ = 0.0, t_end_ = 0.0, stage_t_ = 0.0, ratio_ = 0.0, t1_ = 0.0;
+  const double* t_out_ = nullptr;
+  int64_t num_times_ = 0;
   PIDController ctrl_;
   RowStats stats_;
   RowOutputOf<T> out_;
@@ -306,14 +330,6 @@ class RowSolver {
   bool solve_esdirk(double t0, const double* y0, double h, double* K, double t_end);
   bool newton_stage(double t_i, const double* base, double hg, const double* y0, double* y_stage);
 
-  // The resumable row's position (start/pending/resume): the outputs, the step, the stage it waits for (s: f1).
-  const double* t_out_ = nullptr;
-  int64_t num_times_ = 0;
-  double t_ = 0.0, h_ = 0.0, h_step_ = 0.0, t_end_ = 0.0, stage_t_ = 0.0, ratio_ = 0.0, t1_ = 0.0;
-  const T* stage_y_ = nullptr;
-  int stage_ = 0;
-  bool waiting_ = false;
-
   // The resumable row's next step from (t_, ws_.y), waiting for its stage 1; false when the row is done.
   bool begin_step() {
     if (!(t_ < t_end_ && written_ < num_times_)) return false;
@@ -322,7 +338,7 @@ class RowSolver {
     return next_stage();
   }
   bool next_stage() {
-    stage_y_ = stage_input(ws_.y.data(), h_step_, ws_.K.data(), ws_.y1.data(), stage_);
+    stage_y_ = stage_input(ws_.y.data(), h_step_, ws_.K.data(), ws_.y1.data(), stage_, slot_);
     stage_t_ = stage_time(t_, h_step_, t_ + h_step_, stage_);
     return true;
   }
@@ -359,7 +375,8 @@ class RowSolver {
   T* k(T* K, int j) const { return K + static_cast<int64_t>(j) * n_; }
   // dst = src (n values) every step: a loop, not a call to memcpy, for the small states of a fast step
   void copy(const T* src, T* dst) const {
-    for (int i = 0; i < n_; ++i) dst[i] = src[i];
+    const int n = n_;  // a local: a store through dst could alias n_
+    for (int i = 0; i < n; ++i) dst[i] = src[i];
   }
 
   // One step of size h from (t0, y0) with K[0] = f(t0, y0) already there: stages into K, y1 into `y1`.
@@ -371,7 +388,7 @@ class RowSolver {
       if (m_->kind == Kind::kEsdirk) return attempt_esdirk(t0, y0, h, K, y1, t_end);
       if (m_->kind == Kind::kAdams && adams_step(y0, h, K, y1)) return 0.0;  // else the starter's step
     }
-    for (int i = 1; i < m_->s; ++i) eval(stage_time(t0, h, t_end, i), stage_input(y0, h, K, y1, i), k(K, i));
+    for (int i = 1; i < m_->s; ++i) eval(stage_time(t0, h, t_end, i), stage_input(y0, h, K, y1, i, ws_.stage.data()), k(K, i));
     return explicit_finish(y0, h, K, y1);
   }
 
@@ -381,28 +398,32 @@ class RowSolver {
     return m_->c[i] == 1.0 ? t_end : t0 + m_->c[i] * h;
   }
   // Stage i's input y0 + Σ_{j<i} (h a_ij) K_j, stages 0..i-1 in K: into y1 for the last stage of an FSAL method
-  // (its input is y1), else into ws_.stage. Returns where it went.
-  T* stage_input(const T* y0, double h, const T* K, T* y1, int i) {
+  // (its input is y1), else into `scratch` (n values). Returns where it went.
+  T* stage_input(const T* y0, double h, const T* K, T* y1, int i, T* scratch) {
     const int s = m_->s;
-    T* in = (m_->fsal && i == s - 1) ? y1 : ws_.stage.data();
-    for (int j = 0; j < i; ++j) ws_.w[j] = h * m_->a[i * s + j];
-    combine(y0, K, ws_.w.data(), i, n_, in);
+    T* in = (m_->fsal && i == s - 1) ? y1 : scratch;
+    combine_row(y0, h, K, i, in);
     return in;
   }
+  // out = base + Σ_j (h w_j) K_j over the non-zero weights w of the method's coefficient row `row` (plan: a_i, b,
+  // b_err), each h w_j rounded to T: combine's arithmetic, the zero scan done once per solve.
+  void combine_row(const T* base, double h, const T* K, int row, T* out) {
+    const SparseRows& plan = *plan_;
+    const int nz = plan.size(row);
+    const double* weight = plan.weight(row);
+    T wt[kMaxTerms];
+    for (int q = 0; q < nz; ++q) wt[q] = static_cast<T>(h * weight[q]);
+    combine_sparse(base, K, plan.index(row), wt, nz, n_, out);
+  }
+
   // After the stages: y1 (unless FSAL) and the error ratio (0 for fixed-grid methods).
   double explicit_finish(const T* y0, double h, const T* K, T* y1) {
     const int s = m_->s;
-    if (!m_->fsal) {
-      for (int j = 0; j < s; ++j) ws_.w[j] = h * m_->b[j];
-      combine(y0, K, ws_.w.data(), s, n_, y1);
-    }
+    if (!m_->fsal) combine_row(y0, h, K, s, y1);
     if (!m_->adaptive()) return 0.0;
     // err = Σ_j (h b_err_j) K_j per element (from 0, increasing j, zero weights skipped as in combine).
-    const T zero = 0;
     T* err = ws_.probe.data();
-    for (int j = 0; j < s; ++j) ws_.w[j] = h * m_->b_err[j];
-    for (int i = 0; i < n_; ++i) err[i] = zero;
-    combine(err, K, ws_.w.data(), s, n_, err);
+    combine_row(nullptr, h, K, s + 1, err);
     return error_ratio(err, y0, y1, n_, o_.atol, o_.rtol);
   }
 
