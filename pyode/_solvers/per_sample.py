@@ -161,14 +161,9 @@ class PerSampleLoop:
         raise the failure with their diagnosis, as the joint solve reruns the Python loop)."""
         fn = self.st.fn
         t_dtype = torch.float32 if fn.t_dtype == torch.float32 else torch.float64  # the rows write these times
-        convert = fn.t_dtype != t_dtype  # float16/bfloat16 times: one conversion per call
         y_stage = torch.empty(self.shape, dtype=y.dtype)  # every call's input; func's output is copied out at once
         t_stage = torch.empty(self.shape[0], dtype=t_dtype)
-
-        def call() -> Tensor | None:
-            k = self._call_user_time(t_stage.to(fn.t_dtype) if convert else t_stage, y_stage)
-            return None if k.requires_grad else k
-
+        call = self._rows_caller(t_stage, y_stage)
         nfe_before = fn.stats.nfe
         result = core_loop.solve_per_sample(self.st, self.opts, self.predictive, t_out, y, f0, h0, out, y_stage,
                                             t_stage, self.sign, call)
@@ -182,6 +177,28 @@ class PerSampleLoop:
         accepted, rejected = torch.tensor([row[2] for row in rows]), torch.tensor([row[3] for row in rows])
         self._record_counts(accepted, rejected, int((accepted + rejected).max()))  # rounds: the most steps of a row
         return True
+
+    def _rows_caller(self, t_stage: Tensor, y_stage: Tensor):
+        """The C++ rows' ``call()``: :meth:`_call_user_time` on the stage buffers inlined into one frame (the rows
+        call it once per stage: every microsecond counts around a small func), returning None when func's output
+        records autograd (the tensor-op rounds must run)."""
+        fn = self.st.fn
+        func, stats, shape, dtype, check = fn.func, fn.stats, torch.Size(self.shape), fn.dtype, fn._check_output
+        negate = self.sign < 0
+        t_user = t_stage if t_stage.dtype == fn.t_dtype else None  # else float16/bfloat16: converted per call
+
+        def call() -> Tensor | None:
+            stats.nfe += 1
+            out = func(t_user if t_user is not None else t_stage.to(fn.t_dtype), y_stage)
+            if type(out) is not Tensor or out.shape != shape or out.dtype != dtype:
+                out = check(0, out, shape)  # checked, cast to y0's dtype
+            if out.requires_grad:
+                return None
+            if not out.is_contiguous():
+                out = out.contiguous()
+            return -out if negate else out
+
+        return call
 
     def _raise_row_failure(self, kind: int, row: int, t_row: float, y_row: Tensor) -> None:
         """Raises for batch row ``row`` (state ``y_row`` (m,)) at solver time ``t_row``; ``kind`` (the codes of the

@@ -34,11 +34,13 @@ class BatchedRows {
   // caller's and must outlive the object.
   BatchedRows(const Method& m, const LoopOptions& o, int64_t rows, int n, const T* y0, const T* f0,
               const double* t_out, int64_t num_times, T* out, T* y_stage)
-      : rows_(rows), n_(n), m_(m), o_(o), y_stage_(y_stage), ws_(static_cast<size_t>(rows)) {
+      : rows_(rows), n_(n), m_(m), o_(o), y_stage_(y_stage) {
+    ws_.reserve(static_cast<size_t>(rows));  // no reallocation: the rows keep their workspace's address
     solvers_.reserve(static_cast<size_t>(rows));
     waiting_.assign(static_cast<size_t>(rows), 0);
     for (int64_t r = 0; r < rows; ++r) {
-      ws_[r].resize(m, n);
+      ws_.emplace_back(&arena_);
+      ws_[r].resize(m, n, nullptr, r == 0);  // one copy of the method's coefficient rows for the batch
       solvers_.emplace_back(m_, o_, rhs_, ws_[r], n);
       solvers_.back().share_plan(&ws_[0].plan);
       const int64_t off = r * static_cast<int64_t>(n);
@@ -105,6 +107,7 @@ class BatchedRows {
   T* y_stage_;
   int64_t first_failed_ = -1;
   GatheredRhs rhs_;
+  Arena arena_;  // the rows' buffers, packed (declared before ws_: it outlives them)
   std::vector<WorkspaceOf<T>> ws_;
   std::vector<Row> solvers_;
   std::vector<char> waiting_;

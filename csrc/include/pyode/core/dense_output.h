@@ -11,11 +11,15 @@ namespace pyode::core {
 
 // w: (m.num_terms) weights at θ (already times h).
 inline void dense_weights(const Method& m, double theta, double h, double* w) {
-  for (int j = 0; j < m.num_terms; ++j) w[j] = 0.0;
+  // locals: a store through w could alias m's fields, which the compiler would then reload every iteration
+  const int terms = m.num_terms, degree = m.interp_degree;
+  const double* P = m.P;
+  for (int j = 0; j < terms; ++j) w[j] = 0.0;
   double power = h;
-  for (int p = 0; p < m.interp_degree; ++p) {
+  for (int p = 0; p < degree; ++p) {
     power *= theta;
-    for (int j = 0; j < m.num_terms; ++j) w[j] += power * m.P[p * m.num_terms + j];
+    const double* row = P + static_cast<long>(p) * terms;
+    for (int j = 0; j < terms; ++j) w[j] += power * row[j];
   }
 }
 

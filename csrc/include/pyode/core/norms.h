@@ -45,6 +45,14 @@ inline double error_ratio(const double* err, const double* y0, const double* y1,
 template <class Value>
 double kernel_rms_f32(int n, Value&& value) {
   if (n <= 0) return 0.0;
+  if (n <= pyode::kSumLanes) {  // one element per lane: the lanes' in-order sum is the elements' (same bits)
+    float sum = 0.0f;
+    for (int i = 0; i < n; ++i) {
+      const float r = static_cast<float>(value(i));
+      sum += r * r;
+    }
+    if (std::isfinite(sum)) return std::sqrt(static_cast<double>(sum) / static_cast<double>(n));
+  }
   double total = 0.0;
   for (int64_t start = 0; start < n; start += pyode::kBlock) {
     const int64_t end = std::min<int64_t>(n, start + pyode::kBlock);

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <type_traits>
 #include <utility>
@@ -96,22 +97,52 @@ struct NoEvent {
 // An allocator whose blocks start on a cache line and fill whole lines. Ensemble threads each own a Workspace;
 // with plain vectors, small buffers of two workspaces (n = 3: 24-192 bytes each) shared cache lines, and two
 // threads spent 2.5x the CPU time of one on the same trajectories (bench/native_lorenz.py --scaling).
+//
+// A batch of rows that one thread runs (core/batched_rows.h) packs its workspaces into an Arena instead: there no
+// other thread shares the lines, a row's small buffers then share a few lines, and the batch allocates a few
+// large blocks instead of a dozen small ones per row (~200 us for 256 rows). Blocks are freed with the arena.
+class Arena {
+ public:
+  void* take(std::size_t bytes) {
+    bytes = (bytes + kAlign - 1) / kAlign * kAlign;
+    if (blocks_.empty() || used_ + bytes > size_) {
+      size_ = std::max<std::size_t>(bytes, kBlockBytes);
+      blocks_.emplace_back(new std::byte[size_]);  // aligned to __STDCPP_DEFAULT_NEW_ALIGNMENT__ (>= 16)
+      used_ = 0;
+    }
+    void* p = blocks_.back().get() + used_;
+    used_ += bytes;
+    return p;
+  }
+
+ private:
+  static constexpr std::size_t kAlign = 16, kBlockBytes = std::size_t(1) << 16;
+  std::vector<std::unique_ptr<std::byte[]>> blocks_;
+  std::size_t used_ = 0, size_ = 0;
+};
+
 template <class T>
 struct LineAllocator {
   using value_type = T;
+  using propagate_on_container_move_assignment = std::true_type;  // `v = LineVector<T>(alloc)` adopts alloc
   static constexpr std::size_t kLine = 64;
+  Arena* arena = nullptr;  // nullptr: whole cache lines from the heap
   LineAllocator() = default;
+  explicit LineAllocator(Arena* a) noexcept : arena(a) {}
   template <class U>
-  LineAllocator(const LineAllocator<U>&) noexcept {}  // NOLINT: rebinding, as std::allocator
+  LineAllocator(const LineAllocator<U>& other) noexcept : arena(other.arena) {}  // NOLINT: rebinding
   T* allocate(std::size_t count) {
+    if (arena != nullptr) return static_cast<T*>(arena->take(count * sizeof(T)));
     const std::size_t bytes = (count * sizeof(T) + kLine - 1) / kLine * kLine;
     return static_cast<T*>(::operator new(bytes, std::align_val_t(kLine)));
   }
-  void deallocate(T* ptr, std::size_t) noexcept { ::operator delete(ptr, std::align_val_t(kLine)); }
+  void deallocate(T* ptr, std::size_t) noexcept {
+    if (arena == nullptr) ::operator delete(ptr, std::align_val_t(kLine));
+  }
   template <class U>
-  bool operator==(const LineAllocator<U>&) const noexcept { return true; }
+  bool operator==(const LineAllocator<U>& other) const noexcept { return arena == other.arena; }
   template <class U>
-  bool operator!=(const LineAllocator<U>&) const noexcept { return false; }
+  bool operator!=(const LineAllocator<U>& other) const noexcept { return arena != other.arena; }
 };
 template <class T>
 using LineVector = std::vector<T, LineAllocator<T>>;
@@ -122,16 +153,26 @@ struct WorkspaceOf {
   LineVector<T> K, K2, y, y1, y1b, stage, probe, event_y, H, dy, dy_old;
   LineVector<double> w, J, LU, U, ft, z, dz, res, fp, Jx, pv, pw;
   LineVector<int> piv;
+  WorkspaceOf() = default;
+  // Every buffer from `arena` (a batch of rows on one thread).
+  explicit WorkspaceOf(Arena* arena) {
+    for (auto* v : {&K, &K2, &y, &y1, &y1b, &stage, &probe, &event_y, &H, &dy, &dy_old})
+      *v = LineVector<T>(LineAllocator<T>(arena));
+    for (auto* v : {&w, &J, &LU, &U, &ft, &z, &dz, &res, &fp, &Jx, &pv, &pw})
+      *v = LineVector<double>(LineAllocator<double>(arena));
+    piv = LineVector<int>(LineAllocator<int>(arena));
+  }
   // Rosenbrock: the non-zero a_ij (rows 0..s-1), c_ij (rows s..2s-1), m (row 2s) and m_err (row 2s+1).
   SparseRows coef;
   // A method with a tableau (explicit, Adams' starter): the non-zero a_ij (rows 0..s-1), b (row s), b_err (row s+1).
   SparseRows plan;
-  // For method m, and with `partner` (method="auto": m explicit, partner its stiff method) for both.
-  void resize(const Method& m, int n, const Method* partner = nullptr) {
+  // For method m, and with `partner` (method="auto": m explicit, partner its stiff method) for both. with_plan:
+  // derive m's coefficient rows (plan); false where the row reads another workspace's (RowSolver::share_plan).
+  void resize(const Method& m, int n, const Method* partner = nullptr, bool with_plan = true) {
     const Method& sm = partner != nullptr ? *partner : m;  // the one whose implicit buffers are needed
     coef.clear();
     plan.clear();
-    if ((m.kind == Kind::kExplicit || m.kind == Kind::kAdams) && m.a != nullptr) {
+    if (with_plan && (m.kind == Kind::kExplicit || m.kind == Kind::kAdams) && m.a != nullptr) {
       for (int i = 0; i < m.s; ++i) plan.add(m.a + i * m.s, i);
       plan.add(m.b, m.s);
       if (m.b_err != nullptr) plan.add(m.b_err, m.s);
