@@ -69,8 +69,8 @@ class BatchedRows {
     for (int64_t r = 0; r < rows_; ++r) {
       if (!waiting_[r]) continue;
       solvers_[r].resume(f + r * n_);
-      note_failure(r);
-      waiting += put(r, t_stage, sign);
+      if (put(r, t_stage, sign)) ++waiting;
+      else note_failure(r);  // a row stops (done or failed) only here
     }
     return waiting;
   }

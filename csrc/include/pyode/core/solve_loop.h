@@ -337,10 +337,10 @@ class RowSolver {
   double t_ = 0.0, h_ = 0.0, h_step_ = 0.0, t_end_ = 0.0, stage_t_ = 0.0, ratio_ = 0.0, t1_ = 0.0;
   const double* t_out_ = nullptr;
   int64_t num_times_ = 0;
-  PIDController ctrl_;
   RowStats stats_;
   RowOutputOf<T> out_;
   int64_t written_ = 0;
+  PIDController ctrl_;
   double sign0_ = 1.0;
   StiffState st_;
   AutoSwitch auto_;
