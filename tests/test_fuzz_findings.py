@@ -39,7 +39,7 @@ def rounds(request, monkeypatch):
     from pyode._solvers import per_sample
 
     if request.param == "tensor_ops":
-        monkeypatch.setattr(per_sample.PerSampleLoop, "_fused_ok", lambda self, *args: False)
+        monkeypatch.setattr(per_sample.PerSampleLoop, "_rows_ok", lambda self, *args: False)
     return request.param
 
 
@@ -135,7 +135,7 @@ def test_fused_rounds_apply_the_same_pid_controller_as_the_tensor_op_rounds(monk
     y0 = torch.tensor([[2.0, 0.0], [1.0, 1.0], [-1.5, 0.5]], dtype=F64)
     t = torch.linspace(0, 4, 9, dtype=F64)
     fused = pyode.solve(van_der_pol, y0, t, rtol=1e-7, atol=1e-9, options=per_sample(**PID))
-    monkeypatch.setattr(module.PerSampleLoop, "_fused_ok", lambda self, *args: False)
+    monkeypatch.setattr(module.PerSampleLoop, "_rows_ok", lambda self, *args: False)
     ops = pyode.solve(van_der_pol, y0, t, rtol=1e-7, atol=1e-9, options=per_sample(**PID))
     assert torch.equal(fused.stats.per_sample_accepted, ops.stats.per_sample_accepted)
     assert torch.equal(fused.stats.per_sample_rejected, ops.stats.per_sample_rejected)

@@ -51,7 +51,7 @@ def tensor_op_rounds(monkeypatch):
     """Forces the tensor-op (unfused) per-sample loop."""
     from pyode._solvers import per_sample
 
-    monkeypatch.setattr(per_sample.PerSampleLoop, "_fused_ok", lambda self, *args: False)
+    monkeypatch.setattr(per_sample.PerSampleLoop, "_rows_ok", lambda self, *args: False)
 
 
 def van_der_pol_any_dtype(t, y):

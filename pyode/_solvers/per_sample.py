@@ -117,7 +117,7 @@ class PerSampleLoop:
         values = y[rows] + torch.einsum("pj,jpm->pm", W, stacked)
         out[ks_idx, rows] = values
 
-    def _fused_ok(self, y: Tensor, f0: Tensor) -> bool:
+    def _rows_ok(self, y: Tensor, f0: Tensor) -> bool:
         """The C++ loop's rows (:func:`core_loop.per_sample_eligible`) and nothing they do not run: no autograd to
         record, no func callbacks (they run between the tensor-op rounds), on_failure "raise"."""
         return (core_loop.per_sample_eligible(self.st, y)
@@ -140,7 +140,7 @@ class PerSampleLoop:
             raise initial_step_error(self.sign * t_out[0], y, f0, self.st.atol, self.st.rtol)
         out = y.new_zeros((len(t_out), *y.shape))
         out[0] = y
-        if self._fused_ok(y, f0) and self._integrate_fused(y, f0, float(h0), out, t_out):
+        if self._rows_ok(y, f0) and self._integrate_rows(y, f0, float(h0), out, t_out):
             return [out.reshape(len(t_out), -1)]
         return self._integrate_tensor_ops(y, t, f0, float(h0), out, t_out)
 
@@ -155,7 +155,7 @@ class PerSampleLoop:
         self._record_counts(none, none.clone(), 0)
         return [y0.reshape(1, -1).repeat(len(t_out), 1)]
 
-    def _integrate_fused(self, y: Tensor, f0: Tensor, h0: float, out: Tensor, t_out: list[float]) -> bool:
+    def _integrate_rows(self, y: Tensor, f0: Tensor, h0: float, out: Tensor, t_out: list[float]) -> bool:
         """Every row a row of the C++ loop (:func:`core_loop.solve_per_sample`), writing ``out`` (T, batch, m).
         False if func turned out to record autograd, or a row failed: the tensor-op rounds then start over (and
         raise the failure with their diagnosis, as the joint solve reruns the Python loop)."""
@@ -201,8 +201,8 @@ class PerSampleLoop:
         return call
 
     def _raise_row_failure(self, kind: int, row: int, t_row: float, y_row: Tensor) -> None:
-        """Raises for batch row ``row`` (state ``y_row`` (m,)) at solver time ``t_row``; ``kind`` (the codes of the
-        fused workspace, per_sample.h): 1 max_num_steps, 2 step underflow, 3 NaN/inf, 4 a rejected step that
+        """Raises for batch row ``row`` (state ``y_row`` (m,)) at solver time ``t_row``; ``kind`` (the tensor-op
+        rounds' failure codes): 1 max_num_steps, 2 step underflow, 3 NaN/inf, 4 a rejected step that
         cannot shrink, 5 the state overflows its dtype (StallWatch). A row stepper whose own solve failed there (an
         implicit method's Newton iteration or matrix) names that instead of the step size (as the joint loop)."""
         t_user = self.sign * t_row
@@ -294,7 +294,7 @@ class PerSampleLoop:
 
     def _check(self, t: Tensor, h: Tensor, h_step: Tensor, active: Tensor, accept: Tensor, ratio: Tensor,
                steps: Tensor, stalled: Tensor, y: Tensor, status: Tensor, running: Tensor) -> None:
-        """After a round: raises for the first row (in row order) that failed, with the fused workspace's codes and
+        """After a round: raises for the first row (in row order) that failed, with these rounds' codes and
         precedence (see :meth:`_raise_row_failure`); with on_failure="mark", writes the codes into ``status``
         instead (in place: those rows stop). ``running``: the rows short of t_end (a row that reached it is done:
         its step count and next h no longer matter). All arguments are per row, (batch,); y (batch, m)."""
@@ -328,8 +328,8 @@ def _decision_hooks(callbacks, t: Tensor, y: Tensor, h_step: Tensor, accept: Ten
 
 
 class _RowControl:
-    """Per-row controller history and :class:`StallWatch` counters of the tensor-op rounds (the fused rounds
-    keep theirs in C++). ``like``: a (batch,) float64 tensor."""
+    """Per-row controller history and :class:`StallWatch` counters of the tensor-op rounds (the C++ rows
+    keep theirs in their RowSolver). ``like``: a (batch,) float64 tensor."""
 
     def __init__(self, like: Tensor):
         self.prev1, self.prev2 = torch.ones_like(like), torch.ones_like(like)
