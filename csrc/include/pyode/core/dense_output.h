@@ -14,9 +14,10 @@ inline void dense_weights(const Method& m, double theta, double h, double* w) {
   // locals: a store through w could alias m's fields, which the compiler would then reload every iteration
   const int terms = m.num_terms, degree = m.interp_degree;
   const double* P = m.P;
-  for (int j = 0; j < terms; ++j) w[j] = 0.0;
-  double power = h;
-  for (int p = 0; p < degree; ++p) {
+  double power = h * theta;
+  // w_j = 0 + power P[0][j] first (the sum from 0, without a separate zeroing pass), then the higher powers
+  for (int j = 0; j < terms; ++j) w[j] = degree > 0 ? 0.0 + power * P[j] : 0.0;
+  for (int p = 1; p < degree; ++p) {
     power *= theta;
     const double* row = P + static_cast<long>(p) * terms;
     for (int j = 0; j < terms; ++j) w[j] += power * row[j];
@@ -113,17 +114,14 @@ inline void combine_sparse(const T* y0, const T* K, const int* idx, const T* wt,
   combine_nonzero(y0, [K, n](int j) { return K + static_cast<long>(j) * n; }, idx, wt, nz, 0, n, out);
 }
 
-// out = y0 + Σ_j w_j K_j over the terms K (num_terms arrays of n, contiguous with stride n): combine_terms, or for
-// a long row its blocked twin (the same operations per element, vectorised across elements).
+// out = y0 + Σ_j w_j K_j over the terms K (num_terms arrays of n, contiguous with stride n): combine_sparse on the
+// non-zero weights (per element, or for a long row its blocked twin: the same operations per element).
 template <class T>
 inline void combine(const T* y0, const T* K, const double* w, int terms, int n, T* out) {
-  if (n >= kCombineBlockedMin) {
-    int idx[kMaxTerms];
-    T wt[kMaxTerms];
-    const int nz = nonzero_weights(w, terms, idx, wt);
-    return combine_blocked(y0, K, idx, wt, nz, n, out);
-  }
-  combine_terms(y0, [K, n](int j) { return K + static_cast<long>(j) * n; }, w, terms, 0, n, out);
+  int idx[kMaxTerms];
+  T wt[kMaxTerms];
+  const int nz = nonzero_weights(w, terms, idx, wt);
+  combine_sparse(y0, K, idx, wt, nz, n, out);
 }
 
 }  // namespace pyode::core
