@@ -164,10 +164,11 @@ def _rows_arguments(**changes):
     controller = _C.ControllerParams(safety=0.9, ifactor=10.0, dfactor=0.2, pcoeff=0.0, icoeff=1.0, dcoeff=0.0,
                                      min_step=0.0, max_step=float("inf"), predictive=False)
     y = torch.ones(3, 2, dtype=torch.float64)
-    args = dict(method=method, controller=controller, rtol=1e-6, atol=1e-6, max_num_steps=100, first_step=0.1,
-                t_out=[0.0, 1.0], y0=y, f0=-y, out=torch.zeros(2, 3, 2, dtype=torch.float64),
-                y_stage=torch.zeros(3, 2, dtype=torch.float64), t_stage=torch.zeros(3, dtype=torch.float64),
-                dtype=1, t_dtype=1, sign=1.0, call=lambda: -args["y_stage"])
+    y_stage = torch.zeros(3, 2, dtype=torch.float64)
+    args = {"method": method, "controller": controller, "rtol": 1e-6, "atol": 1e-6, "max_num_steps": 100,
+            "first_step": 0.1, "t_out": [0.0, 1.0], "y0": y, "f0": -y, "out": torch.zeros(2, 3, 2, dtype=torch.float64),
+            "y_stage": y_stage, "t_stage": torch.zeros(3, dtype=torch.float64), "dtype": 1, "t_dtype": 1,
+            "sign": 1.0, "call": lambda: -y_stage}
     args.update(changes)
     return args
 

@@ -23,8 +23,8 @@ import math
 import torch
 from torch import Tensor
 
-from pyode._solvers.adaptive import StallWatch, check_step_resolution, stall_message, step_resolution
 from pyode._solvers import core_loop
+from pyode._solvers.adaptive import StallWatch, check_step_resolution, stall_message, step_resolution
 from pyode._solvers.callbacks import step_callbacks
 from pyode._solvers.controller import (
     TENSOR_OPS,
