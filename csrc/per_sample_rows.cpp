@@ -26,7 +26,6 @@ namespace py = pybind11;
 using pyode::Buffer;
 using pyode::buffer_of;
 using pyode::check;
-using pyode::ReleaseGilIfLarge;
 
 namespace {
 
@@ -77,14 +76,14 @@ py::object run_rows(const pyode::core::Method& m, const pyode::core::LoopOptions
   auto* t_stage = reinterpret_cast<Time*>(b.t_stage.ptr);
   std::unique_ptr<pyode::core::BatchedRows<T>> solve;
   {
-    ReleaseGilIfLarge released(n);
+    pyode::ReleaseGilIfLarge released(n);
     solve = std::make_unique<pyode::core::BatchedRows<T>>(
         m, o, rows, width, reinterpret_cast<const T*>(b.y0.ptr), reinterpret_cast<const T*>(b.f0.ptr), t_out.data(),
         static_cast<int64_t>(t_out.size()), reinterpret_cast<T*>(b.out.ptr), y_stage);
   }
   int64_t calls = 0, waiting = 0;
   {
-    ReleaseGilIfLarge released(n);
+    pyode::ReleaseGilIfLarge released(n);
     waiting = solve->gather(t_stage, sign);
   }
   while (waiting > 0 && solve->first_failed() < 0) {
@@ -93,7 +92,7 @@ py::object run_rows(const pyode::core::Method& m, const pyode::core::LoopOptions
     if (f.is_none()) return py::none();
     const Buffer v = buffer_of(f);
     check(v.numel >= n && (v.ptr != 0 || n == 0), "func's output holds fewer values than the batch");
-    ReleaseGilIfLarge released(n);
+    pyode::ReleaseGilIfLarge released(n);
     waiting = solve->exchange(reinterpret_cast<const T*>(v.ptr), t_stage, sign);
   }
   py::list stats;
