@@ -216,9 +216,10 @@ def test_compiled_rows_check_their_arguments():
 
 
 def test_compiled_rounds_match_the_tensor_op_rounds_even_when_func_returns_its_input():
-    """The rounds in C++ (``run_rounds``) reuse one stage-input buffer; a func returning that very tensor (y' = y)
-    must not see its derivative overwritten by the next stage's input. The compiled rounds (no autograd) and the
-    differentiable tensor-op rounds (y0 requires grad) take the same steps to the same values."""
+    """The C++ rows write every stage input into one batch buffer; a func returning that very tensor (y' = y)
+    must not see its derivative overwritten by the next stage's input (each row reads its f before it writes its
+    slot). The C++ rows (no autograd) and the differentiable tensor-op rounds (y0 requires grad) take the same
+    steps to the same values."""
     y0 = torch.tensor([[1.0], [2.0], [-0.5]], dtype=torch.float64)
     t = torch.linspace(0.0, 2.0, 5, dtype=torch.float64)
     opts = {"per_sample": True}

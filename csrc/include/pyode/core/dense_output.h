@@ -61,10 +61,9 @@ inline int nonzero_weights(const double* w, int terms, int* idx, T* wt) {
 }
 
 // out[i] = y0[i] + Σ_q wt[q] term(idx[q])[i] for i in [begin, end), summed per element in increasing q from y0
-// (from 0 when y0 is nullptr), in the state's type T. The one stage combination of the C++ paths: combine
-// (contiguous stages) and the per-sample rows (pyode/per_sample.h: stages as separate tensors, the non-zero
-// pattern found once per stage, the weights h_r a_ij per row). term(j): a pointer to term j's elements, indexed
-// like out.
+// (from 0 when y0 is nullptr), in the state's type T. The one stage combination of the C++ paths (combine_sparse
+// below; combine_small and combine_blocked do the same operations per element). term(j): a pointer to term j's
+// elements, indexed like out.
 template <class T, class TermAt>
 inline void combine_nonzero(const T* y0, TermAt term, const int* idx, const T* wt, int nz, int64_t begin,
                             int64_t end, T* out) {
