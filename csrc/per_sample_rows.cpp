@@ -145,7 +145,8 @@ void bind_per_sample_rows(py::module_& m) {
            }),
            py::kw_only(), py::arg("num_stages"), py::arg("order"), py::arg("fsal"), py::arg("c"), py::arg("a"),
            py::arg("b"), py::arg("b_err"), py::arg("P"), py::arg("num_terms"));
-  py::class_<pyode::core::ControllerParams>(m, "ControllerParams", "The PID controller's parameters (core/controller.h)")
+  py::class_<pyode::core::ControllerParams>(m, "ControllerParams",
+                                            "The PID controller's parameters (core/controller.h)")
       .def(py::init([](double safety, double ifactor, double dfactor, double pcoeff, double icoeff, double dcoeff,
                        double min_step, double max_step, bool predictive) {
              pyode::core::ControllerParams p;

@@ -277,9 +277,10 @@ class RowSolver {
 
   // The row as resumable steps, for a caller that evaluates f for many rows at once (per-sample mode,
   // core/batched_rows.h): the same steps as run() without an event, for an adaptive explicit method whose dense
-  // output is its interpolant (not restep), with LoopOptions::first_step > 0 and no stops or jumps. start() takes y0 at t_out[0] and f0 = f(t_out[0], y0);
-  // then, while pending() names a point (solver time, n values), the caller writes f there into resume()'s
-  // argument; once pending() is false, result() gives the stats (the outputs the row never reached are NaN).
+  // output is its interpolant (not restep), with LoopOptions::first_step > 0 and no stops or jumps. start()
+  // takes y0 at t_out[0] and f0 = f(t_out[0], y0); then, while pending() names a point (solver time, n values),
+  // the caller writes f there into resume()'s argument; once pending() is false, result() gives the stats (the
+  // outputs the row never reached are NaN).
   // slot: where the row writes its stage inputs (n values, the caller's batch buffer; nullptr: its own), so that
   // pending() names it and the caller need not copy (the last stage of an FSAL method is y1, the row's own).
   void start(const T* y0, const T* f0, const double* t_out, int64_t num_times, RowOutputOf<T> out, T* slot) {
@@ -317,9 +318,6 @@ class RowSolver {
   void share_plan(const SparseRows* plan) { plan_ = plan; }
   // Whether the row stopped short of its end (a failure status; an event is not one here).
   bool failed() const { return stats_.status != Status::kSuccess; }
-
-  // The memory the row's buffers hold, in bytes (its workspace's).
-  size_t workspace_bytes() const { return ws_.bytes(); }
 
  private:
   const Method* m_;  // the method of the next step: fixed, or with auto_ the one the switch chose
@@ -429,7 +427,10 @@ class RowSolver {
       if (m_->kind == Kind::kEsdirk) return attempt_esdirk(t0, y0, h, K, y1, t_end);
       if (m_->kind == Kind::kAdams && adams_step(y0, h, K, y1)) return 0.0;  // else the starter's step
     }
-    for (int i = 1; i < m_->s; ++i) eval(stage_time(t0, h, t_end, i), stage_input(y0, h, K, y1, i, ws_.stage.data()), k(K, i));
+    for (int i = 1; i < m_->s; ++i) {
+      const T* in = stage_input(y0, h, K, y1, i, ws_.stage.data());
+      eval(stage_time(t0, h, t_end, i), in, k(K, i));
+    }
     return explicit_finish(y0, h, K, y1);
   }
 
