@@ -2,11 +2,11 @@
 // solve loop (core/batched_rows.h: a RowSolver per row), with func called once per stage on the whole batch.
 //
 // Python hands in the method as data (RowMethod), the controller's parameters (ControllerParams), the (rows,
-// width) state and f0, the (num_times, rows, width) output and a closure `call()` that runs func on the stage
-// buffers y_stage (rows, width) and t_stage (rows,) and returns its output (rows, width) or None (func recorded
-// autograd: the caller starts over on tensor ops). The rows' own work (stage sums, error norms, controller, dense
-// output) runs with the GIL released on a large batch; `call` runs with it. An exception from call propagates as
-// it is.
+// width) state and f0, the (num_times, rows, width) output and `call(t_stage, y_stage)`, which runs func on the
+// stage buffers y_stage (rows, width) at t_stage (rows,) and returns its output (rows, width). An output that
+// records autograd stops the solve (the caller starts over on tensor ops). The rows' own work (stage sums, error
+// norms, controller, dense output) runs with the GIL released on a large batch; `call` runs with it. An exception
+// from call propagates as it is.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -65,9 +65,21 @@ struct Buffers {
   Buffer y0, f0, out, y_stage, t_stage;
 };
 
+// call(t_stage, y_stage): func's output, or None when it records autograd (no solve can use it). Vectorcall:
+// the rows call it once per stage.
+py::object evaluate(const py::function& call, const Buffers& b) {
+  PyObject* args[2] = {b.t_stage.owner.ptr(), b.y_stage.owner.ptr()};
+  py::object f = py::reinterpret_steal<py::object>(PyObject_Vectorcall(call.ptr(), args, 2, nullptr));
+  if (!f) throw py::error_already_set();
+  static PyObject* const requires_grad = PyUnicode_InternFromString("requires_grad");
+  const py::object recorded = py::reinterpret_steal<py::object>(PyObject_GetAttr(f.ptr(), requires_grad));
+  if (!recorded) throw py::error_already_set();
+  return PyObject_IsTrue(recorded.ptr()) == 1 ? py::none() : f;
+}
+
 // The rows' loop: gather every waiting row's point, call func on the batch, exchange its value for the rows' next
-// points; until every row is
-// done or one failed. Returns (calls, first failed row or -1, per-row stats) or None when call returned None.
+// points; until every row is done or one failed. Returns (calls, first failed row or -1, per-row stats), or None
+// when func's output records autograd.
 template <class T, class Time>
 py::object run_rows(const pyode::core::Method& m, const pyode::core::LoopOptions& o, int64_t rows, int width,
                     const std::vector<double>& t_out, const Buffers& b, double sign, const py::function& call) {
@@ -87,7 +99,7 @@ py::object run_rows(const pyode::core::Method& m, const pyode::core::LoopOptions
     waiting = solve->gather(t_stage, sign);
   }
   while (waiting > 0 && solve->first_failed() < 0) {
-    py::object f = call();
+    py::object f = evaluate(call, b);
     ++calls;
     if (f.is_none()) return py::none();
     const Buffer v = buffer_of(f);

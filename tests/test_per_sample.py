@@ -168,7 +168,7 @@ def _rows_arguments(**changes):
     args = {"method": method, "controller": controller, "rtol": 1e-6, "atol": 1e-6, "max_num_steps": 100,
             "first_step": 0.1, "t_out": [0.0, 1.0], "y0": y, "f0": -y, "out": torch.zeros(2, 3, 2, dtype=torch.float64),
             "y_stage": y_stage, "t_stage": torch.zeros(3, dtype=torch.float64), "dtype": 1, "t_dtype": 1,
-            "sign": 1.0, "call": lambda: -y_stage}
+            "sign": 1.0, "call": lambda t, y: -y}
     args.update(changes)
     return args
 
@@ -200,7 +200,7 @@ def test_compiled_rows_check_their_arguments():
         _C.solve_per_sample(**_rows_arguments(method=not_fsal))
     args = _rows_arguments()
     with pytest.raises(ValueError, match="fewer values than the batch"):
-        _C.solve_per_sample(**{**args, "call": lambda: short})
+        _C.solve_per_sample(**{**args, "call": lambda t, y: short})
     args = _rows_arguments()
     calls, failed, rows = _C.solve_per_sample(**args)
     assert failed == -1 and calls % 6 == 0 and all(row[0] == 0 and row[1] == 1.0 for row in rows)

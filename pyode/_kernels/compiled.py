@@ -51,7 +51,7 @@ def rk_finish(y0: Tensor, y1: Tensor | None, ks: Sequence[Tensor], b: Sequence[f
     return y1, norm, seg_norms
 
 
-def _flat_a(tableau) -> list[float]:
+def flat_stage_matrix(tableau) -> list[float]:
     """The stage matrix a as s * s floats, row-major, zero on and above the diagonal."""
     s = tableau.num_stages
     a = [0.0] * (s * s)
@@ -65,7 +65,7 @@ def make_workspace(tableau, n: int, dtype: torch.dtype, segments: Segments | Non
     """A :class:`pyode._C.RKWorkspace` for fused steps of ``tableau`` on (n,) states of ``dtype``: each
     stage then costs one call with an address and a step size (the no-autograd fast path)."""
     e = [] if tableau.b_err is None else [float(x) for x in tableau.b_err]
-    ws = _C.RKWorkspace(tableau.num_stages, _flat_a(tableau), [float(x) for x in tableau.b], e, int(n),
+    ws = _C.RKWorkspace(tableau.num_stages, flat_stage_matrix(tableau), [float(x) for x in tableau.b], e, int(n),
                         _DTYPE_CODES[dtype])
     if segments is not None:
         ws.set_segments(segments.offsets)

@@ -429,25 +429,26 @@ def per_sample_eligible(stepper, y: Tensor) -> bool:
     on_failure)."""
     from pyode._solvers.rk_step import RKStepper
 
-    return (isinstance(stepper, RKStepper) and stepper.kern.name == "cpu" and stepper.tableau.b_err is not None and y.dtype in _C_TYPES and y.device.type == "cpu"
-            and os.environ.get("PYODE_CORE_LOOP", "1") != "0" and _C() is not None)
+    return (isinstance(stepper, RKStepper) and stepper.kern.name == "cpu" and stepper.tableau.b_err is not None
+            and y.dtype in _C_TYPES and y.device.type == "cpu" and os.environ.get("PYODE_CORE_LOOP", "1") != "0"
+            and _C() is not None)
 
 
 def solve_per_sample(stepper, opts, predictive: bool, t_out: list[float], y: Tensor, f0: Tensor, h0: float,
                      out: Tensor, y_stage: Tensor, t_stage: Tensor, sign: float, call):
     """Per-sample mode as rows of the C++ loop (``csrc/per_sample_rows.cpp``: a RowSolver per batch row, func called
-    once per stage on the whole batch; dense output by the stepper's interpolant ``P``). y, f0: (rows, width) at ``t_out[0]``; out (T, rows, width) receives the
-    outputs; ``call()`` runs func on y_stage (rows, width) at t_stage (rows,) (float32 or float64 solver times times
-    ``sign``) and returns its (rows, width) output, or None to stop. Returns None when call stopped it, else
-    (calls, first failed row or -1, per-row (status, t_reached, accepted, rejected))."""
+    once per stage on the whole batch; dense output by the stepper's interpolant ``P``). y, f0: (rows, width) at
+    ``t_out[0]``; out (T, rows, width) receives the outputs; ``call(t_stage, y_stage)`` runs func on y_stage
+    (rows, width) at t_stage (rows,) (float32 or float64 solver times times ``sign``) and returns its (rows, width)
+    output. Returns None when that output records autograd (nothing of the solve is then kept), else (calls, first
+    failed row or -1, per-row (status, t_reached, accepted, rejected))."""
+    from pyode._kernels.compiled import flat_stage_matrix
+
     tab = stepper.tableau
-    s = tab.num_stages
-    a = [0.0] * (s * s)
-    for i, row in enumerate(tab.a):
-        a[i * s:i * s + len(row)] = [float(x) for x in row]
-    method = _C().RowMethod(num_stages=s, order=tab.order, fsal=stepper.fsal, c=[float(x) for x in tab.c], a=a,
-                            b=[float(x) for x in tab.b], b_err=[float(x) for x in tab.b_err],
-                            P=[float(x) for row in stepper.P for x in row], num_terms=stepper.num_terms)
+    method = _C().RowMethod(num_stages=tab.num_stages, order=tab.order, fsal=stepper.fsal,
+                            c=[float(x) for x in tab.c], a=flat_stage_matrix(tab), b=[float(x) for x in tab.b],
+                            b_err=[float(x) for x in tab.b_err], P=[float(x) for row in stepper.P for x in row],
+                            num_terms=stepper.num_terms)
     controller = _C().ControllerParams(
         safety=float(opts.safety), ifactor=float(opts.ifactor), dfactor=float(opts.dfactor),
         pcoeff=float(opts.pcoeff), icoeff=float(opts.icoeff), dcoeff=float(opts.dcoeff),

@@ -64,6 +64,7 @@ class PerSampleLoop:
                                opts.ifactor, opts.dfactor)
         self.predictive = uses_predictive(opts.controller, stepper)
         self.callbacks = step_callbacks(stepper.fn)  # func's callbacks (row times and steps), or None
+        self._call_user_time = self._user_caller()
         self.rows = row_stepper(stepper, self._call, self.shape[0])
 
     def _call(self, t: Tensor, y: Tensor) -> Tensor:
@@ -71,16 +72,24 @@ class PerSampleLoop:
         user_t = (self.sign * t).to(self.st.fn.t_dtype)
         return self._call_user_time(user_t, y.reshape(self.shape)).reshape(y.shape)
 
-    def _call_user_time(self, t: Tensor, y: Tensor) -> Tensor:
-        """func at the rows' user times t (batch,) for y in the user's shape: its checked, contiguous output
-        in the user's shape, in solver time."""
+    def _user_caller(self):
+        """``_call_user_time(t, y)``: func at the rows' user times t (batch,) for y in the user's shape (batch,
+        *state): its checked, contiguous output in the user's shape, in solver time. One closure over its
+        constants: the tensor-op rounds and the C++ rows (which call it once per stage) share it."""
         fn = self.st.fn
-        fn.stats.nfe += 1
-        out = fn.func(t, y)
-        if not isinstance(out, Tensor) or out.shape != y.shape or out.dtype != fn.dtype:
-            out = fn._check_output(0, out, torch.Size(self.shape))  # checked, cast to y0's dtype
-        out = out.contiguous()
-        return -out if self.sign < 0 else out
+        func, stats, shape, dtype, check = fn.func, fn.stats, torch.Size(self.shape), fn.dtype, fn._check_output
+        negate = self.sign < 0
+
+        def call(t: Tensor, y: Tensor) -> Tensor:
+            stats.nfe += 1
+            out = func(t, y)
+            if type(out) is not Tensor or out.shape != shape or out.dtype != dtype:
+                out = check(0, out, shape)  # checked, cast to y0's dtype
+            if not out.is_contiguous():
+                out = out.contiguous()
+            return -out if negate else out
+
+        return call
 
     def _next_h(self, h: Tensor, ratio: Tensor, accept: Tensor, rows: _RowControl) -> Tensor:
         """Every row's next step size (the joint loop's controller, row-wise); updates the rows' ratio history."""
@@ -163,7 +172,10 @@ class PerSampleLoop:
         t_dtype = torch.float32 if fn.t_dtype == torch.float32 else torch.float64  # the rows write these times
         y_stage = torch.empty(self.shape, dtype=y.dtype)  # every call's input; func's output is copied out at once
         t_stage = torch.empty(self.shape[0], dtype=t_dtype)
-        call = self._rows_caller(t_stage, y_stage)
+        call = self._call_user_time
+        if t_dtype != fn.t_dtype:  # float16/bfloat16 times: converted per call
+            def call(t: Tensor, y: Tensor, user=self._call_user_time) -> Tensor:
+                return user(t.to(fn.t_dtype), y)
         nfe_before = fn.stats.nfe
         result = core_loop.solve_per_sample(self.st, self.opts, self.predictive, t_out, y, f0, h0, out, y_stage,
                                             t_stage, self.sign, call)
@@ -177,28 +189,6 @@ class PerSampleLoop:
         accepted, rejected = torch.tensor([row[2] for row in rows]), torch.tensor([row[3] for row in rows])
         self._record_counts(accepted, rejected, int((accepted + rejected).max()))  # rounds: the most steps of a row
         return True
-
-    def _rows_caller(self, t_stage: Tensor, y_stage: Tensor):
-        """The C++ rows' ``call()``: :meth:`_call_user_time` on the stage buffers inlined into one frame (the rows
-        call it once per stage: every microsecond counts around a small func), returning None when func's output
-        records autograd (the tensor-op rounds must run)."""
-        fn = self.st.fn
-        func, stats, shape, dtype, check = fn.func, fn.stats, torch.Size(self.shape), fn.dtype, fn._check_output
-        negate = self.sign < 0
-        t_user = t_stage if t_stage.dtype == fn.t_dtype else None  # else float16/bfloat16: converted per call
-
-        def call() -> Tensor | None:
-            stats.nfe += 1
-            out = func(t_user if t_user is not None else t_stage.to(fn.t_dtype), y_stage)
-            if type(out) is not Tensor or out.shape != shape or out.dtype != dtype:
-                out = check(0, out, shape)  # checked, cast to y0's dtype
-            if out.requires_grad:
-                return None
-            if not out.is_contiguous():
-                out = out.contiguous()
-            return -out if negate else out
-
-        return call
 
     def _raise_row_failure(self, kind: int, row: int, t_row: float, y_row: Tensor) -> None:
         """Raises for batch row ``row`` (state ``y_row`` (m,)) at solver time ``t_row``; ``kind`` (the tensor-op

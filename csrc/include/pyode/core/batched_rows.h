@@ -79,7 +79,6 @@ class BatchedRows {
   int64_t first_failed() const { return first_failed_; }
   // Row r's statistics (its outputs the row never reached become NaN); call once, after the last exchange.
   RowStats result(int64_t r) { return solvers_[r].result(); }
-  int64_t rows() const { return rows_; }
 
  private:
   // Row r's next point into slot r of the stage buffers (its input is usually there already); whether it waits.

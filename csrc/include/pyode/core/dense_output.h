@@ -14,9 +14,13 @@ inline void dense_weights(const Method& m, double theta, double h, double* w) {
   // locals: a store through w could alias m's fields, which the compiler would then reload every iteration
   const int terms = m.num_terms, degree = m.interp_degree;
   const double* P = m.P;
+  if (degree == 0) {
+    for (int j = 0; j < terms; ++j) w[j] = 0.0;
+    return;
+  }
   double power = h * theta;
   // w_j = 0 + power P[0][j] first (the sum from 0, without a separate zeroing pass), then the higher powers
-  for (int j = 0; j < terms; ++j) w[j] = degree > 0 ? 0.0 + power * P[j] : 0.0;
+  for (int j = 0; j < terms; ++j) w[j] = 0.0 + power * P[j];
   for (int p = 1; p < degree; ++p) {
     power *= theta;
     const double* row = P + static_cast<long>(p) * terms;

@@ -100,7 +100,7 @@ struct NoEvent {
 //
 // A batch of rows that one thread runs (core/batched_rows.h) packs its workspaces into an Arena instead: there no
 // other thread shares the lines, a row's small buffers then share a few lines, and the batch allocates a few
-// large blocks instead of a dozen small ones per row (~200 us for 256 rows). Blocks are freed with the arena.
+// large blocks instead of a dozen small ones per row. Blocks are freed with the arena.
 class Arena {
  public:
   void* take(std::size_t bytes) {
