@@ -2,12 +2,13 @@
 tree (alternating which tree goes first), so both see the same machine drift; medians over the rounds.
 
     python bench/ab_trees.py --base /path/to/old/tree [--head .] [--problems P2,P4]
-        [--modes forward,forward_per_sample,backprop] [--rounds 5] [--threads 1]
+        [--modes forward,forward_per_sample,backprop] [--rounds 5] [--repeats 1] [--threads 1]
 
 A tree is a directory holding a ``pyode`` package (e.g. ``git archive <commit> pyode | tar -x -C DIR`` plus the
 compiled ``_C*.so`` copied in, when the C++ bindings did not change). The problems and the timing harness are
 this checkout's ``bench/`` (pyode's public API only), so only the library differs. Reported per case: wall
-time and the loop time per step outside ``func`` (the suite's "loop/step"), base / head ratios (> 1: head faster).
+time and the loop time per step outside ``func`` (the suite's "loop/step"), base / head ratios (> 1: head faster):
+the median over the rounds of each process's median over ``--repeats`` solves.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 _CHILD = """
-import json, sys
+import json, statistics, sys
 if {drop_editable!r}:  # an editable install's finder would shadow the tree on sys.path
     sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module__]
 sys.path.insert(0, {tree!r}); sys.path.append({root!r})
@@ -39,19 +40,22 @@ for case in make_cases({problems!r}, quick=False):
         if mode not in case.modes or peer.unavailable_reason(case, case.method, mode):
             continue
         peer.solve(case, case.method, case.rtol, case.atol, mode)  # warm-up
-        r = peer.solve(case, case.method, case.rtol, case.atol, mode)
-        steps = r.steps_fwd.accepted + r.steps_fwd.rejected
-        wall = r.wall_fwd + (r.wall_bwd or 0.0)
-        func = r.func_fwd + (r.func_bwd or 0.0)
-        out.append(dict(case=case.label, mode=mode, wall=wall, loop_per_step=(wall - func) / max(steps, 1),
-                        file=pyode.__file__))
+        walls, loops = [], []
+        for _ in range({repeats}):
+            r = peer.solve(case, case.method, case.rtol, case.atol, mode)
+            steps = r.steps_fwd.accepted + r.steps_fwd.rejected
+            wall = r.wall_fwd + (r.wall_bwd or 0.0)
+            walls.append(wall)
+            loops.append((wall - r.func_fwd - (r.func_bwd or 0.0)) / max(steps, 1))
+        out.append(dict(case=case.label, mode=mode, wall=statistics.median(walls),
+                        loop_per_step=statistics.median(loops), file=pyode.__file__))
 print(json.dumps(out))
 """
 
 
 def run_tree(tree: str, args) -> list[dict]:
     tree = str(Path(tree).resolve())
-    code = _CHILD.format(tree=tree, root=str(ROOT), threads=args.threads, drop_editable=tree != str(ROOT),
+    code = _CHILD.format(tree=tree, root=str(ROOT), threads=args.threads, repeats=args.repeats, drop_editable=tree != str(ROOT),
                          problems=args.problems.split(","), modes=args.modes.split(","))
     env = dict(os.environ, PYTHONPATH="")
     done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, env=env, check=True)
@@ -66,6 +70,7 @@ def main() -> None:
     parser.add_argument("--modes", default="forward,forward_per_sample,backprop")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=1, help="solves per case and process (their median)")
     args = parser.parse_args()
     results: dict[str, list[list[dict]]] = {"base": [], "head": []}
     for r in range(args.rounds):
@@ -73,7 +78,7 @@ def main() -> None:
         for name in order:
             results[name].append(run_tree(getattr(args, name), args))
     print(f"trees: base {results['base'][0][0]['file']}, head {results['head'][0][0]['file']}; "
-          f"{args.rounds} rounds, {args.threads} thread(s)")
+          f"{args.rounds} rounds of {args.repeats} solve(s) a case, {args.threads} thread(s)")
     print("| case | mode | base wall ms | head wall ms | wall base/head | base loop/step us | head loop/step us "
           "| loop base/head |")
     print("|---|---|---|---|---|---|---|---|")

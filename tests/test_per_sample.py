@@ -152,12 +152,11 @@ def test_per_sample_gradients_flow_through_the_tensor_op_rounds():
 def _rows_arguments(**changes):
     """Keyword arguments of ``_C.solve_per_sample`` for 3 rows of width 2 of dopri5 (float64), with ``changes``."""
     from pyode import _C
-    from pyode._kernels import compiled
-    from pyode._solvers.rk_step import RKStepper
+    from pyode._solvers.rk_step import interpolant_matrix
     from pyode._solvers.tableaux import TABLEAUX
 
     tab = TABLEAUX["dopri5"]
-    s, P = tab.num_stages, RKStepper(tab, None, compiled.BACKEND).P
+    s, P = tab.num_stages, interpolant_matrix(tab)
     a = [float(row[j]) if j < len(row) else 0.0 for row in tab.a for j in range(s)]
     method = _C.RowMethod(num_stages=s, order=tab.order, fsal=True, c=list(tab.c), a=a, b=list(tab.b),
                           b_err=list(tab.b_err), P=[x for row in P for x in row], num_terms=s)
@@ -179,7 +178,7 @@ def test_compiled_rows_check_their_arguments():
     cannot run and bad times; with good arguments the rows solve y' = -y."""
     from pyode import _C
     from pyode._kernels import compiled
-    from pyode._solvers.rk_step import RKStepper
+    from pyode._solvers.rk_step import interpolant_matrix
     from pyode._solvers.tableaux import TABLEAUX
 
     short = torch.zeros(5, dtype=torch.float64)
@@ -208,7 +207,7 @@ def test_compiled_rows_check_their_arguments():
                                rtol=1e-5, atol=0)
     tab = TABLEAUX["dopri5"]
     rk = compiled.make_workspace(tab, 6, torch.float64, None)
-    rk.set_interpolant([float(x) for row in RKStepper(tab, None, compiled.BACKEND).P for x in row], tab.num_stages)
+    rk.set_interpolant([float(x) for row in interpolant_matrix(tab) for x in row], tab.num_stages)
     with pytest.raises(ValueError, match="out shorter"):
         rk.dense(short, [0.5], 0.1)
     with pytest.raises(ValueError, match="set_error_carry: buffer shorter"):

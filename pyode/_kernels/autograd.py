@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -73,10 +74,23 @@ class LincombFunction(torch.autograd.Function):
         return (None, None, grad_base, *grad_ks)
 
 
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def weight_tensor(weights, like: Tensor) -> Tensor:
+    """``weights`` (floats, or rows of floats) as a tensor of ``like``'s dtype and device, each rounded once from
+    double as ``torch.tensor`` rounds it. A CPU float32/float64 tensor is made over a NumPy array: ~0.8 us
+    against torch.tensor's ~2.5 us, paid per stage on the recorded path."""
+    np_dtype = _NUMPY_DTYPES.get(like.dtype)
+    if np_dtype is not None and like.is_cpu:
+        return torch.from_numpy(np.array(weights, dtype=np_dtype))
+    return torch.tensor(weights, dtype=like.dtype, device=like.device)
+
+
 def native_lincomb(base: Tensor | None, ks: Sequence[Tensor], weights: Sequence[Sequence[float]]) -> Tensor:
     """``base + W @ stack(ks)`` with torch ops (autograd through C++ nodes); ks non-empty. Returns (m, n)."""
     stacked = torch.stack(list(ks))
-    w = torch.tensor(weights, dtype=stacked.dtype, device=stacked.device)
+    w = weight_tensor(weights, stacked)
     return torch.mm(w, stacked) if base is None else torch.addmm(base, w, stacked)
 
 
@@ -99,8 +113,7 @@ def differentiable_lincomb_row(raw, base: Tensor | None, ks: Sequence[Tensor], w
     process). The weights are made like the other paths' (``h * a`` in double, then the state's dtype), so all
     of them round alike and take the same steps."""
     if base is not None and ks and base.numel() <= _tuning.NATIVE_GRAD_MAX_ELEMENTS and _records_graph(base, ks):
-        w = torch.tensor(weights, dtype=base.dtype, device=base.device)
-        return torch.addmv(base, torch.stack(list(ks)).t(), w)
+        return torch.addmv(base, torch.stack(list(ks)).t(), weight_tensor(weights, base))
     return differentiable_lincomb(raw, base, ks, [weights])[0]
 
 

@@ -56,15 +56,20 @@ class RKStepper:
     def __init__(self, tableau: ButcherTableau, fn, kern, rtol: float = 0.0, atol: float = 0.0,
                  segments: Segments | None = None, norm_segments: int | None = None, interp: str = "auto"):
         self.tableau, self.fn, self.kern = tableau, fn, kern
+        # func's hot path: one frame per call instead of FlatFunc's layers, with the same calls, counts and checks
+        # (FlatFunc.shaped_caller). _shaped_call takes the state in the user's shape, _flat_call flat (n,); a tuple
+        # or complex state goes through fn itself for both.
+        shaped = None if fn.structured else fn.shaped_caller()
+        self._shaped_call = shaped or fn
+        self._flat_call = fn if shaped is None else _flat_caller(shaped, fn.shape_args)
         self.rtol, self.atol, self.segments, self.norm_segments = rtol, atol, segments, norm_segments
         self.fsal = tableau.fsal
         s = tableau.num_stages
         # Terms of the interpolant: the s stages, plus f1 when the tableau does not already end with it.
         self.num_terms = s if self.fsal else s + 1
         f1_index = s - 1 if self.fsal else s
-        interp = _resolve_interp(tableau, interp)
-        self.restep = interp == "restep"
-        self.P = _interpolation_matrix(tableau, interp, self.num_terms, f1_index)
+        self.restep = _resolve_interp(tableau, interp) == "restep"
+        self.P = interpolant_matrix(tableau, interp)
         self.needs_f1 = any(row[f1_index] != 0.0 for row in self.P) and not self.fsal
         self._workspace = None  # compiled per-solve step state, made on the first fast-path step
         self._ws_step = None  # the step whose stages the workspace holds (dense output reads them there)
@@ -82,13 +87,13 @@ class RKStepper:
     def _attempt_fused(self, t0: float, y0: Tensor, f0: Tensor, h: float, t_end: float) -> StepResult | None:
         """:meth:`attempt` through the compiled workspace (one call per stage). None if ``func`` turned out
         to record autograd (the caller then takes the differentiable path)."""
-        tab, fn = self.tableau, self.fn
+        tab = self.tableau
         ws = self._workspace or self._make_workspace(y0)
         ws.set_base(y0)
         # Stage inputs are made in the user's shape and func called without reshaping (the kernels see
         # only addresses); y1 is handed back flat like every other path's. Each stage call also registers
         # the previous stage's derivative.
-        call = fn.call_shaped if not fn.structured else fn
+        call = self._shaped_call
         like = self._shaped_view(y0)
         new_buffer, ks, k, y_last = self._new_buffer, [f0], f0, like
         for i, c in self._stage_times:
@@ -141,7 +146,7 @@ class RKStepper:
 
         ``ends_at_jump``: ``f`` is discontinuous at ``t0 + h``; stages there are evaluated just before it
         (the next float down), so the step sees only the left piece of ``f``."""
-        tab, fn, lincomb_row = self.tableau, self.fn, self.kern.lincomb_row
+        tab, lincomb_row = self.tableau, self.kern.lincomb_row
         t_end = self.fn.nudge(t0 + h, -1.0) if ends_at_jump else t0 + h  # one ulp of func's time dtype
         if self._fast_path_ok(y0, f0):
             step = self._attempt_fused(t0, y0, f0, h, t_end)
@@ -149,9 +154,10 @@ class RKStepper:
                 return step
         ks = [f0]
         y_last = None
+        call = self._flat_call
         for i in range(1, tab.num_stages):
             y_last = lincomb_row(y0, ks, [h * a for a in tab.a[i]])
-            ks.append(fn(t_end if tab.c[i] == 1.0 else t0 + tab.c[i] * h, y_last))
+            ks.append(call(t_end if tab.c[i] == 1.0 else t0 + tab.c[i] * h, y_last))
         e = None if tab.b_err is None else [h * x for x in tab.b_err]
         if self.fsal:  # the last stage's input already is y1: only the error is left to compute
             y1, norm, seg = self.kern.rk_finish(y0, y_last, ks, None, e, self.atol, self.rtol, self.segments)
@@ -165,7 +171,7 @@ class RKStepper:
     def end_derivative(self, step: StepResult) -> Tensor:
         """``f(t1, y1)``: free for FSAL tableaux, one evaluation otherwise (cached on the step)."""
         if step.f1 is None:
-            step.f1 = step.ks[-1] if self.fsal else self.fn(step.t0 + step.h, step.y1)
+            step.f1 = step.ks[-1] if self.fsal else self._flat_call(step.t0 + step.h, step.y1)
         return step.f1
 
     def dense(self, step: StepResult, thetas: list[float]) -> Tensor:
@@ -179,6 +185,19 @@ class RKStepper:
             return out
         terms = step.ks if extra is None else [*step.ks, extra]
         return self.kern.lincomb(step.y0, terms, interpolation.weights_at(self.P, thetas, step.h))
+
+
+def _flat_caller(shaped, shape: tuple[int, ...]):
+    """``(s, y (n,)) -> f (n,)`` around ``shaped``, which takes and returns the user's ``shape``."""
+    return lambda s, y: shaped(s, y.view(shape)).view(-1)
+
+
+def interpolant_matrix(tableau: ButcherTableau, interp: str = "auto"):
+    """P of ``tableau``'s interpolant (see :mod:`interpolation`): one row per power of θ, one column per term
+    (the s stages, then f(t1) unless the tableau is FSAL), for ``options['interp']`` = ``interp``."""
+    s = tableau.num_stages
+    f1_index = s - 1 if tableau.fsal else s
+    return _interpolation_matrix(tableau, _resolve_interp(tableau, interp), s if tableau.fsal else s + 1, f1_index)
 
 
 def _resolve_interp(tableau: ButcherTableau, interp: str) -> str:
