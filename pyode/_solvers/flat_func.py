@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyode._kernels.autograd import NUMPY_DTYPES
 from pyode._solvers.perturb import Perturb, accepts_perturb, nudge
 from pyode.solution import SolverStats
 
 _MAX_NUDGED = 256  # nudged times remembered for func's perturb keyword (each is used by the next few calls)
-# Time dtypes whose CPU 0-dim tensors are made over a fresh NumPy scalar array: ~0.4 us less per call than
-# torch.scalar_tensor, a tenth of what the C++ loop spends around a small func.
-_NUMPY_TIME = {torch.float64: np.float64, torch.float32: np.float32}
+# A time of a dtype in NUMPY_DTYPES is handed to func as a CPU 0-dim tensor over a fresh NumPy scalar array:
+# ~0.4 us less per call than torch.scalar_tensor, a tenth of what the C++ loop spends around a small func.
 
 
 class FlatFunc:
@@ -46,7 +46,7 @@ class FlatFunc:
         self.sizes = [s.numel() * (2 if self.is_complex else 1) for s in self.shapes]
         self.shape_args = tuple(self.shapes[0])  # a plain tuple: Tensor.view(tuple) beats view(torch.Size)
         self._time_options = {"dtype": t_dtype, "device": device}
-        self._numpy_time = _NUMPY_TIME.get(t_dtype) if torch.device(device).type == "cpu" else None
+        self._numpy_time = NUMPY_DTYPES.get(t_dtype) if torch.device(device).type == "cpu" else None
         # Complex states take the structured path (real pairs <-> complex views) everywhere.
         self.structured = is_tuple or self.is_complex
         self.pass_perturb = accepts_perturb(func)
