@@ -19,15 +19,13 @@ import os
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 _CHILD = """
-import json, statistics, sys
-if {drop_editable!r}:  # an editable install's finder would shadow the tree on sys.path
-    sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module__]
-sys.path.insert(0, {tree!r}); sys.path.append({root!r})
+import json, statistics
 import torch
 import pyode
 from bench.peers import PyodePeer
@@ -53,13 +51,28 @@ print(json.dumps(out))
 """
 
 
-def run_tree(tree: str, args) -> list[dict]:
+def child_code(tree: str, body: str) -> str:
+    """Python source that imports ``pyode`` from ``tree`` and ``bench`` from this checkout, then runs ``body``."""
     tree = str(Path(tree).resolve())
-    code = _CHILD.format(tree=tree, root=str(ROOT), threads=args.threads, repeats=args.repeats, drop_editable=tree != str(ROOT),
-                         problems=args.problems.split(","), modes=args.modes.split(","))
-    env = dict(os.environ, PYTHONPATH="")
-    done = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, env=env, check=True)
+    head = "import sys\n"
+    if tree != str(ROOT):  # an editable install's finder would shadow the tree on sys.path
+        head += "sys.meta_path = [f for f in sys.meta_path if 'editable' not in type(f).__module__]\n"
+    return head + f"sys.path.insert(0, {tree!r}); sys.path.append({str(ROOT)!r})\n" + body
+
+
+def run_child(code: str, wrapper: Sequence[str] = (), env: dict[str, str] | None = None):
+    """Runs ``code`` in a fresh interpreter (under ``wrapper``, e.g. valgrind; ``env`` added to this process's,
+    PYTHONPATH cleared) and returns the JSON its last output line holds."""
+    env = dict(os.environ, PYTHONPATH="", **(env or {}))
+    done = subprocess.run([*wrapper, sys.executable, "-P", "-c", code], capture_output=True, text=True, env=env,
+                          check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_tree(tree: str, args) -> list[dict]:
+    body = _CHILD.format(threads=args.threads, repeats=args.repeats, problems=args.problems.split(","),
+                         modes=args.modes.split(","))
+    return run_child(child_code(tree, body))
 
 
 def main() -> None:

@@ -15,22 +15,19 @@ Needs ``valgrind`` on PATH; each run takes minutes (the two trees run in paralle
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.ab_trees import ROOT, child_code, run_child
+
 EVENTS = ("Ir", "I1mr", "ILmr", "Dr", "D1mr", "DLmr", "Dw", "D1mw", "DLmw")
 CACHES = ("--I1=32768,8,64", "--D1=32768,8,64", "--LL=524288,8,64")
 
 _CHILD = """
-import sys
-sys.meta_path = [f for f in sys.meta_path if "editable" not in type(f).__module__]
-sys.path.insert(0, {tree!r}); sys.path.append({root!r})
 import json, torch, pyode
 from bench.peers import PyodePeer
 from bench.problems import make_cases
@@ -51,19 +48,19 @@ print(json.dumps(dict(calls=len(hidden), distinct=len(set(hidden)), same_as_prev
 
 
 def _child_code(tree: str, args, solves: int) -> str:
-    return _CHILD.format(tree=tree, root=str(ROOT), problem=args.problem, label=f"{args.problem} {args.case}",
-                         mode=args.mode, solves=solves)
+    body = _CHILD.format(problem=args.problem, label=f"{args.problem} {args.case}", mode=args.mode, solves=solves)
+    return child_code(tree, body)
+
+
+def _env(args) -> dict[str, str]:
+    return {"LD_PRELOAD": args.preload} if args.preload else {}
 
 
 def _cachegrind(tree: str, args, solves: int, out_dir: str) -> list[int]:
     """Totals of EVENTS for one process running ``solves`` solves after the warm-up."""
     out = os.path.join(out_dir, f"{Path(tree).name}_{solves}.out")
-    env = dict(os.environ, PYTHONPATH="")
-    if args.preload:
-        env["LD_PRELOAD"] = args.preload
-    cmd = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", *CACHES, f"--cachegrind-out-file={out}",
-           sys.executable, "-P", "-c", _child_code(tree, args, solves)]
-    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    valgrind = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", *CACHES, f"--cachegrind-out-file={out}"]
+    run_child(_child_code(tree, args, solves), wrapper=valgrind, env=_env(args))
     summary = next(line for line in Path(out).read_text().splitlines() if line.startswith("summary:"))
     return [int(x) for x in summary.split()[1:]]
 
@@ -75,12 +72,7 @@ def per_solve(tree: str, args, out_dir: str) -> list[float]:
 
 
 def reuse(tree: str, args) -> dict:
-    env = dict(os.environ, PYTHONPATH="")
-    if args.preload:
-        env["LD_PRELOAD"] = args.preload
-    done = subprocess.run([sys.executable, "-P", "-c", _child_code(tree, args, args.solves)], check=True,
-                          env=env, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(_child_code(tree, args, args.solves), env=_env(args))
 
 
 def main() -> None:
