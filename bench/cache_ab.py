@@ -1,7 +1,8 @@
-"""Deterministic A/B of two pyode trees on one case: instructions and simulated cache misses per solve
+"""Load-independent A/B of two pyode trees on one case: instructions and simulated cache misses per solve
 (valgrind's cachegrind), and how often ``func``'s hidden-layer temporary (its first ``nn.Linear``'s output)
 lands on the buffer the previous call freed. Wall-time A/Bs on a shared 2-core VM swing by more than a few
-percent between processes; these counts do not.
+percent between processes; these counts do not depend on the machine's load, though hash seeds and garbage
+collection move them by about a percent from process to process (hence several solves per process).
 
     python bench/cache_ab.py --base /path/to/old/tree [--head .] [--problem P2] [--case batch=512]
         [--mode backprop] [--solves 4] [--preload /usr/lib/x86_64-linux-gnu/libjemalloc.so.2] [--reuse-only]
@@ -57,17 +58,18 @@ def _env(args) -> dict[str, str]:
 
 
 def _cachegrind(tree: str, args, solves: int, out_dir: str) -> list[int]:
-    """Totals of EVENTS for one process running ``solves`` solves after the warm-up."""
-    out = os.path.join(out_dir, f"{Path(tree).name}_{solves}.out")
+    """Totals of EVENTS for one process running ``solves`` solves after the warm-up (``out_dir``: this tree's)."""
+    out = os.path.join(out_dir, f"{solves}.out")
     valgrind = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", *CACHES, f"--cachegrind-out-file={out}"]
     run_child(_child_code(tree, args, solves), wrapper=valgrind, env=_env(args))
     summary = next(line for line in Path(out).read_text().splitlines() if line.startswith("summary:"))
     return [int(x) for x in summary.split()[1:]]
 
 
-def per_solve(tree: str, args, out_dir: str) -> list[float]:
-    base = _cachegrind(tree, args, 0, out_dir)
-    more = _cachegrind(tree, args, args.solves, out_dir)
+def per_solve(tree: str, args) -> list[float]:
+    with tempfile.TemporaryDirectory() as out_dir:  # one per tree: two trees may share a directory name
+        base = _cachegrind(tree, args, 0, out_dir)
+        more = _cachegrind(tree, args, args.solves, out_dir)
     return [(b - a) / args.solves for a, b in zip(base, more)]
 
 
@@ -91,8 +93,8 @@ def main() -> None:
     print(f"{args.problem} {args.case} {args.mode}; base {trees[0]}, head {trees[1]}; "
           f"allocator: {args.preload or 'glibc malloc'}; {args.solves} solves")
     if not args.reuse_only:
-        with tempfile.TemporaryDirectory() as out_dir, ThreadPoolExecutor(2) as pool:
-            counts = list(pool.map(lambda t: per_solve(t, args, out_dir), trees))
+        with ThreadPoolExecutor(2) as pool:
+            counts = list(pool.map(lambda t: per_solve(t, args), trees))
         print("| event | base per solve | head per solve | head / base |")
         print("|---|---|---|---|")
         for name, b, h in zip(EVENTS, *counts):

@@ -82,7 +82,9 @@ NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 def weight_tensor(weights, like: Tensor) -> Tensor:
     """``weights`` (floats, or rows of floats) as a tensor of ``like``'s dtype and device, each rounded once from
     double as ``torch.tensor`` rounds it. A CPU float32/float64 tensor is made over a NumPy array, which costs
-    less per call than ``torch.tensor`` (paid once per stage on the recorded path)."""
+    less per call than ``torch.tensor`` (paid once per stage on the recorded path). Which small allocations come
+    between func's calls also decides where glibc's malloc puts func's own temporaries (warm or cold memory);
+    ``bench/results/recorded_path_ab.md`` measures that for P2."""
     np_dtype = NUMPY_DTYPES.get(like.dtype)
     if np_dtype is not None and like.is_cpu:
         return torch.from_numpy(np.array(weights, dtype=np_dtype))

@@ -64,17 +64,14 @@ class RKStepper:
         self._flat_call = fn if shaped is None else _flat_caller(shaped, fn.shape_args)
         self.rtol, self.atol, self.segments, self.norm_segments = rtol, atol, segments, norm_segments
         self.fsal = tableau.fsal
-        s = tableau.num_stages
-        # Terms of the interpolant: the s stages, plus f1 when the tableau does not already end with it.
-        self.num_terms = s if self.fsal else s + 1
-        f1_index = s - 1 if self.fsal else s
         self.restep = _resolve_interp(tableau, interp) == "restep"
         self.P = interpolant_matrix(tableau, interp)
-        self.needs_f1 = any(row[f1_index] != 0.0 for row in self.P) and not self.fsal
+        self.num_terms = len(self.P[0])  # the s stages, plus f1 when the tableau does not already end with it
+        self.needs_f1 = any(row[-1] != 0.0 for row in self.P) and not self.fsal  # f1 is the last term
         self._workspace = None  # compiled per-solve step state, made on the first fast-path step
         self._ws_step = None  # the step whose stages the workspace holds (dense output reads them there)
         self._last_y1 = None
-        self._stage_times = [(i, tableau.c[i]) for i in range(1, s)]
+        self._stage_times = [(i, tableau.c[i]) for i in range(1, tableau.num_stages)]
         self._new_buffer = torch.empty_like  # the fused path takes stage buffers from a scratch pool
         self._error_carry = None  # the workspace's buffer for the error carried by the last stage
 
@@ -195,9 +192,8 @@ def _flat_caller(shaped, shape: tuple[int, ...]):
 def interpolant_matrix(tableau: ButcherTableau, interp: str = "auto"):
     """P of ``tableau``'s interpolant (see :mod:`interpolation`): one row per power of θ, one column per term
     (the s stages, then f(t1) unless the tableau is FSAL), for ``options['interp']`` = ``interp``."""
-    s = tableau.num_stages
-    f1_index = s - 1 if tableau.fsal else s
-    return _interpolation_matrix(tableau, _resolve_interp(tableau, interp), s if tableau.fsal else s + 1, f1_index)
+    num_terms = tableau.num_stages if tableau.fsal else tableau.num_stages + 1
+    return _interpolation_matrix(tableau, _resolve_interp(tableau, interp), num_terms, num_terms - 1)
 
 
 def _resolve_interp(tableau: ButcherTableau, interp: str) -> str:
